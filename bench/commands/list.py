@@ -1,0 +1,56 @@
+"""``sbn-bench list [estimators|problems|noises|losses]``: what the suite offers, with declarations."""
+
+from __future__ import annotations
+
+import argparse
+
+KINDS = ("estimators", "problems", "noises", "losses")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("list", help="list estimators (with their declarations), problems, noises or losses")
+    p.add_argument("kind", nargs="?", default="estimators", choices=KINDS)
+    p.set_defaults(func=run)
+
+
+def _estimators() -> list[str]:
+    from estimators import registry
+
+    from estimators.model import Problem  # noqa: F401  (the cost model needs a problem shape)
+    from reference.presets import build_problem
+
+    probe = build_problem("psa-2-5-5-5")
+    lines = []
+    for name, cls in registry.classes().items():
+        est = cls()
+        cost = est.cost(probe)
+        hyper = ", ".join(f"{k}={v!r}" for k, v in cls.hyperparameters().items()) or "-"
+        lines.append(
+            f"{name:<18} {'unbiased' if cls.unbiased else 'biased':<9} paths/draw={cls.paths_per_draw:<3} "
+            f"path-deterministic={'yes' if cls.path_deterministic else 'no':<4} "
+            f"encodings={'/'.join(cls.encodings)} noises={'/'.join(cls.noises)}\n"
+            f"{'':<18} {cls.summary}\n"
+            f"{'':<18} options: {hyper}\n"
+            f"{'':<18} cost per draw on 2-5-5-5: {cost.layer_evals:g} layer evals, "
+            f"{cost.head_evals:g} head evals, {cost.backward_passes:g} backward passes"
+        )
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.kind == "estimators":
+        lines = _estimators()
+    elif args.kind == "problems":
+        from reference.presets import PRESETS
+
+        lines = [f"{name:<14} {doc}" for name, (_, doc) in PRESETS.items()] + ["FILE.npz       a problem file (see README)"]
+    elif args.kind == "noises":
+        from estimators.noise import NOISES
+
+        lines = list(NOISES)
+    else:
+        from estimators.losses import LOSSES
+
+        lines = list(LOSSES)
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,34 @@
+"""``sbn-bench problem SPEC [--save FILE.npz]``: describe a problem and optionally write it as a file."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("problem", help="describe a problem; --save writes it in the .npz problem format")
+    p.add_argument("spec", help="preset spec (e.g. psa-2-5-5-5:seed=1) or FILE.npz")
+    p.add_argument("--save", metavar="FILE.npz", help="write the problem to this file")
+    p.add_argument("--encoding", choices=("pm1", "01"), help="override the encoding of a problem file")
+    p.add_argument("--noise", choices=("logistic", "gaussian", "uniform"), help="override the noise of a problem file")
+    p.add_argument("--loss", choices=("logistic", "softmax", "squared"), help="override the loss of a problem file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reference import build_problem, load_problem, save_problem
+
+    overrides = {"encoding": args.encoding, "noise": args.noise, "loss": args.loss}
+    if args.spec.endswith(".npz"):
+        problem = load_problem(args.spec, **overrides)
+    else:
+        problem = build_problem(args.spec)
+        changes = {k: v for k, v in overrides.items() if v}
+        problem = problem.replace(**changes) if changes else problem
+    print(f"{problem.name}: widths {'-'.join(map(str, problem.widths))}, {problem.batch_size} points, "
+          f"{problem.n_out} head output(s), encoding {problem.encoding}, noise {problem.noise}, loss {problem.loss}")
+    print("groups: " + ", ".join(f"{n} ({s})" for n, s in zip(problem.group_names, problem.group_sizes)))
+    if args.save:
+        save_problem(problem, args.save)
+        print(f"saved to {args.save}")
+    return 0

@@ -1,0 +1,100 @@
+r"""The one estimator contract (network level).
+
+An estimator receives a :class:`~estimators.model.Problem` (network, parameters, data batch, loss,
+encoding, noise), a number of draws ``D`` and an explicit ``torch.Generator``, and returns ``D``
+independent single-draw estimates of the gradient of the batch-mean expected loss
+$$\mathcal L(\theta)=\frac1B\sum_b\mathbb E_Z\,f(X^L(x^0_b);\theta^{L+1},y_b),$$
+one ``[D, group_size]`` tensor per parameter group (``layer0 .. layer{L-1}``, ``head``), in the
+problem's own parametrisation and dtype/device.  It is vectorised over draws (one batched pass over
+``[D, B, n]`` tensors, no Python loop over draws, samples or units) and each data point gets its
+own independent sample path in every draw.  Estimators that use several paths jointly declare
+``paths_per_draw``.
+
+Subclasses are frozen dataclasses whose fields are the hyperparameters (with defaults), declare the
+class attributes below, implement :meth:`Estimator._estimate` and register with
+:func:`estimators.registry.register`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from .errors import InputError
+from .model import Problem
+
+__all__ = ["Estimator", "Cost"]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Work per draw: stochastic-layer evaluations, head (loss) evaluations and backward passes."""
+
+    layer_evals: float
+    head_evals: float
+    backward_passes: float
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """Base class: declarations are class attributes, hyperparameters are dataclass fields."""
+
+    name: ClassVar[str] = ""
+    unbiased: ClassVar[bool] = False
+    #: paths sampled jointly by one draw (K for leave-one-out, 2 for antithetic pairs).
+    paths_per_draw: ClassVar[int] = 1
+    #: the estimate is a function of the sampled path alone (enables exact moments, spec §2.3).
+    path_deterministic: ClassVar[bool] = False
+    encodings: ClassVar[tuple[str, ...]] = ("pm1", "01")
+    noises: ClassVar[tuple[str, ...]] = ("logistic", "gaussian", "uniform")
+    losses: ClassVar[tuple[str, ...]] = ("logistic", "softmax", "squared")
+    summary: ClassVar[str] = ""
+
+    # ---- the contract ------------------------------------------------------------------------
+    def estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``draws`` single-draw gradient estimates per group: ``{group: [draws, size]}``."""
+        self.check(problem)
+        if draws < 1:
+            raise InputError(f"number of draws must be positive, got {draws}")
+        grads = self._estimate(problem, draws, generator)
+        return {name: g.detach() for name, g in zip(problem.group_names, grads)}
+
+    def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def check(self, problem: Problem) -> None:
+        """Raise :class:`InputError` for an encoding, noise or loss this estimator does not support."""
+        for what, value, allowed in (
+            ("encoding", problem.encoding, self.encodings),
+            ("noise", problem.noise, self.noises),
+            ("loss", problem.loss, self.losses),
+        ):
+            if value not in allowed:
+                raise InputError(
+                    f"estimator {self.spec} does not support {what} {value!r} (supported: {', '.join(allowed)})"
+                )
+
+    def cost(self, problem: Problem) -> Cost:
+        """Work per draw; the default is one sampled pass and one backward pass."""
+        return Cost(layer_evals=problem.depth, head_evals=1, backward_passes=1)
+
+    # ---- description -------------------------------------------------------------------------
+    @classmethod
+    def hyperparameters(cls) -> dict[str, object]:
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    @property
+    def spec(self) -> str:
+        """Canonical ``name:key=value,...`` string (non-default values only) that rebuilds this instance."""
+        changed = [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != f.default
+        ]
+        return self.name + (":" + ",".join(changed) if changed else "")
+
+    def __str__(self) -> str:
+        return self.spec

@@ -1,0 +1,296 @@
+r"""The SBN model and the :class:`Problem` container — the one definition every package uses.
+
+A fully connected layered SBN with real input $x^0$, $L$ stochastic layers and a linear head:
+$$a^k=W^k\,\mathrm{enc}(x^{k-1})+b^k,\qquad x^k=\operatorname{sign}(a^k-Z^k),\qquad
+\eta=W^{L+1}\mathrm{enc}(x^L)+b^{L+1},$$
+where $Z^k$ is i.i.d. noise (:mod:`estimators.noise`) and $\mathrm{enc}$ is the encoding the next
+layer sees: ``pm1`` ($x\in\{-1,+1\}$, the default) or ``01`` ($(x+1)/2$, the sigmoid-belief-network
+convention; spec §1.4).  The real input $x^0$ is never encoded.  States are always *carried* as
+$\pm1$ tensors; :meth:`Problem.enc` converts them where a layer reads them.
+
+Shapes: data ``X [B, n0]``; states and pre-activations carry a leading draws dimension,
+``[D, B, n_k]``.  Parameter groups: one per stochastic layer (``W`` flattened row-major, then
+``b``), named ``layer0 .. layer{L-1}`` as in the PSA paper's figures, then ``head``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import InputError
+from .losses import Loss, get_loss
+from .noise import Noise, get_noise
+
+__all__ = ["ENCODINGS", "Problem", "Path", "sample_path", "layer_grad", "head_grad", "backprop"]
+
+ENCODINGS = ("pm1", "01")
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """Network + parameters + data + loss + encoding + noise.
+
+    Attributes:
+        weights: ``W^k`` shaped ``[n_k, n_{k-1}]`` for ``k = 1..L``.
+        biases: ``b^k`` shaped ``[n_k]``.
+        head_weight: ``[C, n_L]``; head_bias: ``[C]``.
+        X: inputs ``[B, n0]``; y: labels ``[B]`` (or targets ``[B, C]`` for the squared loss).
+        encoding: ``"pm1"`` or ``"01"``; noise: ``"logistic"``, ``"gaussian"`` or ``"uniform"``;
+        loss: ``"logistic"``, ``"softmax"`` or ``"squared"``.
+    """
+
+    weights: tuple[torch.Tensor, ...]
+    biases: tuple[torch.Tensor, ...]
+    head_weight: torch.Tensor
+    head_bias: torch.Tensor
+    X: torch.Tensor
+    y: torch.Tensor
+    encoding: str = "pm1"
+    noise: str = "logistic"
+    loss: str = "logistic"
+    name: str = "problem"
+
+    # ---- construction and validation -------------------------------------------------------
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", tuple(self.weights))
+        object.__setattr__(self, "biases", tuple(self.biases))
+        self.validate()
+
+    def validate(self) -> None:
+        """Check shapes, finiteness, names and labels; raise :class:`InputError` naming the array."""
+        if self.encoding not in ENCODINGS:
+            raise InputError(f"unknown encoding {self.encoding!r}; choose one of {', '.join(ENCODINGS)}")
+        get_noise(self.noise)
+        loss = get_loss(self.loss)
+        if len(self.weights) == 0:
+            raise InputError("a problem needs at least one stochastic layer (array 'W1')")
+        if len(self.weights) != len(self.biases):
+            raise InputError(f"{len(self.weights)} weight arrays but {len(self.biases)} bias arrays")
+        if self.X.dim() != 2:
+            raise InputError(f"array 'X' must be [B, n0], got shape {list(self.X.shape)}")
+        arrays = {"X": self.X, "W_head": self.head_weight, "b_head": self.head_bias, "y": self.y}
+        n_prev = self.X.shape[1]
+        for k, (w, b) in enumerate(zip(self.weights, self.biases), start=1):
+            arrays[f"W{k}"], arrays[f"b{k}"] = w, b
+            if w.dim() != 2 or w.shape[1] != n_prev:
+                raise InputError(f"array 'W{k}' must be [n{k}, {n_prev}], got shape {list(w.shape)}")
+            if b.shape != (w.shape[0],):
+                raise InputError(f"array 'b{k}' must be [{w.shape[0]}], got shape {list(b.shape)}")
+            n_prev = w.shape[0]
+        if self.head_weight.dim() != 2 or self.head_weight.shape[1] != n_prev:
+            raise InputError(f"array 'W_head' must be [C, {n_prev}], got shape {list(self.head_weight.shape)}")
+        if self.head_bias.shape != (self.head_weight.shape[0],):
+            raise InputError(
+                f"array 'b_head' must be [{self.head_weight.shape[0]}], got shape {list(self.head_bias.shape)}"
+            )
+        if self.y.shape[0] != self.X.shape[0]:
+            raise InputError(f"array 'y' has {self.y.shape[0]} rows but 'X' has {self.X.shape[0]}")
+        for key, arr in arrays.items():
+            if arr.is_floating_point() and not bool(torch.isfinite(arr).all()):
+                raise InputError(f"array {key!r} contains NaN or infinite values")
+        loss.check_labels(self.y, self.head_weight.shape[0])
+
+    def replace(self, **changes) -> "Problem":
+        return dataclasses.replace(self, **changes)
+
+    # ---- sizes and groups --------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """Number of stochastic layers $L$."""
+        return len(self.weights)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """``(n0, n1, ..., nL)``."""
+        return (self.X.shape[1],) + tuple(w.shape[0] for w in self.weights)
+
+    @property
+    def n_out(self) -> int:
+        return self.head_weight.shape[0]
+
+    @property
+    def batch_size(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head_weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.head_weight.device
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        return tuple(f"layer{k}" for k in range(self.depth)) + ("head",)
+
+    @property
+    def group_sizes(self) -> tuple[int, ...]:
+        sizes = [w.numel() + b.numel() for w, b in zip(self.weights, self.biases)]
+        return tuple(sizes) + (self.head_weight.numel() + self.head_bias.numel(),)
+
+    @property
+    def noise_law(self) -> Noise:
+        return get_noise(self.noise)
+
+    @property
+    def loss_fn(self) -> Loss:
+        return get_loss(self.loss)
+
+    @property
+    def flip_scale(self) -> float:
+        r"""Change of a next-layer pre-activation per unit of $W_{ji}x_i$ when unit $i$ flips: 2 (pm1) or 1 (01)."""
+        return 2.0 if self.encoding == "pm1" else 1.0
+
+    @property
+    def mean_slope(self) -> float:
+        r"""$\frac{d}{da}\mathbb E[\mathrm{enc}(x)\mid a]/F'(a)$: 2 in pm1, 1 in 01 (spec §1.4)."""
+        return self.flip_scale
+
+    # ---- parameters as groups ----------------------------------------------------------------
+    def group_params(self) -> list[torch.Tensor]:
+        """Flat parameter vector per group (weights row-major, then bias)."""
+        pairs = list(zip(self.weights, self.biases)) + [(self.head_weight, self.head_bias)]
+        return [torch.cat([w.reshape(-1), b]) for w, b in pairs]
+
+    def with_group_params(self, flat: Sequence[torch.Tensor]) -> "Problem":
+        """A copy with parameters taken from per-group flat vectors (the inverse of :meth:`group_params`)."""
+        shapes = [(w.shape, b.shape) for w, b in zip(self.weights, self.biases)]
+        shapes.append((self.head_weight.shape, self.head_bias.shape))
+        if len(flat) != len(shapes):
+            raise InputError(f"expected {len(shapes)} parameter groups, got {len(flat)}")
+        out = []
+        for v, (ws, bs) in zip(flat, shapes):
+            nw = ws.numel()
+            if v.numel() != nw + bs.numel():
+                raise InputError(f"parameter group has {v.numel()} entries, expected {nw + bs.numel()}")
+            out.append((v[:nw].reshape(ws), v[nw:].reshape(bs)))
+        return self.replace(
+            weights=tuple(w for w, _ in out[:-1]),
+            biases=tuple(b for _, b in out[:-1]),
+            head_weight=out[-1][0],
+            head_bias=out[-1][1],
+        )
+
+    def to(self, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> "Problem":
+        """Move parameters and data; integer labels keep their dtype."""
+
+        def mv(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+
+        return self.replace(
+            weights=tuple(map(mv, self.weights)),
+            biases=tuple(map(mv, self.biases)),
+            head_weight=mv(self.head_weight),
+            head_bias=mv(self.head_bias),
+            X=mv(self.X),
+            y=mv(self.y),
+        )
+
+    def subset(self, index: torch.Tensor | slice) -> "Problem":
+        """The same network on a subset of the data points."""
+        return self.replace(X=self.X[index], y=self.y[index])
+
+    # ---- forward pieces ----------------------------------------------------------------------
+    def enc(self, x_pm: torch.Tensor) -> torch.Tensor:
+        """What the next layer reads of $\\pm1$ (or relaxed $[-1,1]$) states."""
+        return x_pm if self.encoding == "pm1" else (x_pm + 1) * 0.5
+
+    def preact(self, k: int, inp: torch.Tensor) -> torch.Tensor:
+        """$a^{k+1}=W^{k+1}\\,\\mathrm{inp}+b^{k+1}$ for layer index ``k`` (0-based) of an already encoded input."""
+        return inp @ self.weights[k].T + self.biases[k]
+
+    def head(self, inp: torch.Tensor) -> torch.Tensor:
+        """$\\eta$ of an already encoded last-layer input ``[..., B, n_L]`` -> ``[..., B, C]``."""
+        return inp @ self.head_weight.T + self.head_bias
+
+    def loss_of(self, xL_pm: torch.Tensor) -> torch.Tensor:
+        """Per-point loss ``[..., B]`` of last-layer $\\pm1$ states."""
+        return self.loss_fn.value(self.head(self.enc(xL_pm)), self.y)
+
+
+@dataclass
+class Path:
+    """One sampled path per (draw, data point).
+
+    ``x[k]`` are the $\\pm1$ states of layer ``k+1``, ``a[k]`` their pre-activations and ``u[k]`` the
+    uniforms that produced them ($x=+1$ iff $u<F(a)$); all shaped ``[D, B, n_{k+1}]``.
+    ``inputs[k]`` is what layer ``k+1`` read: ``inputs[0]`` is ``X`` broadcast, later ones are encoded.
+    """
+
+    x: list[torch.Tensor]
+    a: list[torch.Tensor]
+    u: list[torch.Tensor]
+    inputs: list[torch.Tensor]
+
+
+def _uniform(shape, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def sample_path(problem: Problem, draws: int, generator: torch.Generator, start: int = 0,
+                x_start: torch.Tensor | None = None) -> Path:
+    """Sample layers ``start+1..L`` for ``draws`` draws: one independent path per data point and draw.
+
+    With ``start > 0``, ``x_start`` (``[D, B, n_start]``, $\\pm1$) is the given state of layer
+    ``start`` and sampling continues downstream from it (used by ARM, local expectation, ...).
+    """
+    if start == 0:
+        inp = problem.X.expand(draws, *problem.X.shape)
+    else:
+        inp = problem.enc(x_start)
+    law = problem.noise_law
+    path = Path([], [], [], [])
+    for k in range(start, problem.depth):
+        a = problem.preact(k, inp)
+        u = _uniform(a.shape, a, generator)
+        x = torch.where(u < law.cdf(a), 1.0, -1.0).to(a.dtype)
+        path.inputs.append(inp)
+        path.a.append(a)
+        path.u.append(u)
+        path.x.append(x)
+        inp = problem.enc(x)
+    return path
+
+
+def layer_grad(delta: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
+    """Per-draw group gradient of a layer from $\\delta=\\partial f/\\partial a$ ``[D,B,n]`` and its input ``[D,B,m]``.
+
+    Returns ``[D, n*m + n]``: $\\frac1B\\sum_b\\delta_b\\,\\mathrm{inp}_b^\\top$ flattened, then $\\frac1B\\sum_b\\delta_b$.
+    """
+    B = delta.shape[1]
+    gw = torch.bmm(delta.transpose(1, 2), inp.expand(delta.shape[0], *inp.shape[1:]))
+    return torch.cat([gw.flatten(1), delta.sum(1)], dim=1) / B
+
+
+def head_grad(problem: Problem, xL_enc: torch.Tensor, deta: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-draw head-group gradient at encoded last-layer states; ``deta`` defaults to $\\partial f/\\partial\\eta$."""
+    if deta is None:
+        deta = problem.loss_fn.grad(problem.head(xL_enc), problem.y)
+    return layer_grad(deta, xL_enc)
+
+
+def backprop(problem: Problem, inputs: Sequence[torch.Tensor], slopes: Sequence[torch.Tensor],
+             xL_enc: torch.Tensor) -> list[torch.Tensor]:
+    r"""Backpropagation with given unit derivatives: the shared engine of the ST family and relaxations.
+
+    ``inputs[k]`` is what layer ``k+1`` read (encoded), ``slopes[k]`` is
+    $\partial\,\mathrm{enc}(x^{k+1})/\partial a^{k+1}$ (``[D,B,n]``), and ``xL_enc`` is what the head
+    read.  Returns per-draw group gradients ``[D, size]`` (layers, then head) of the batch-mean loss
+    of the network in which each unit is replaced by its value with the given slope.
+    Cost: one backward pass, $O(DB\sum_k n_kn_{k-1})$.
+    """
+    deta = problem.loss_fn.grad(problem.head(xL_enc), problem.y)
+    grads = [head_grad(problem, xL_enc, deta)]
+    g = deta @ problem.head_weight  # d f / d enc(x^L)
+    for k in range(problem.depth - 1, -1, -1):
+        delta = g * slopes[k]
+        grads.append(layer_grad(delta, inputs[k]))
+        if k:
+            g = delta @ problem.weights[k]
+    grads.reverse()
+    return grads

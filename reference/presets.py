@@ -1,0 +1,175 @@
+r"""Named problem presets, built from a spec string ``name`` or ``name:key=value,...``.
+
+- Bernoulli toys of the literature (peer-landscape.md §4), as one stochastic layer read by an
+  identity head with the ``squared`` loss, so $f=\sum_i(b_i-t_i)^2$; the input is a single zero
+  feature, so each unit's logit is its bias:
+  ``toy-liu3`` ($t=(0.6,0.51,0.48)$, logits 0, 0/1 states; the shared-logit gradient is the sum of
+  the three bias gradients), ``toy-arm4`` ($t=(0.49,0.499,0.501,0.51)$), ``toy-relax1``
+  ($t=0.499$), and ``toy-psa1`` (spec §8: $\pm1$ state, $a=1$, $f=(x-0.3)^2$).
+- ``psa-2-5-5-5``: the PSA paper's gradient-accuracy network (spec §6.1–6.3): its 2-D data, three
+  layers of 5 logistic units in 0/1 encoding, a scalar head with the logistic loss, initialised
+  $U(-1,1)$ and rescaled layer by layer by analytic moment propagation.
+- ``random``: a random network, ``widths=n0-n1-...-nL``, all weights and biases
+  $\mathcal N(0,\mathrm{scale}^2)$, Gaussian inputs and random labels.
+- any path ending in ``.npz``: a user file (:mod:`reference.files`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import numpy as np
+import torch
+
+from estimators.errors import InputError
+from estimators.model import Problem
+from estimators.registry import parse_spec
+
+from .data import psa_2d
+
+__all__ = ["build_problem", "preset_names", "PRESETS", "moment_rescale"]
+
+
+def _t(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.float64))
+
+
+def _toy(name: str, targets, logits, encoding: str) -> Problem:
+    n = len(targets)
+    return Problem(
+        weights=(torch.zeros(n, 1, dtype=torch.float64),),
+        biases=(_t(logits),),
+        head_weight=torch.eye(n, dtype=torch.float64),
+        head_bias=torch.zeros(n, dtype=torch.float64),
+        X=torch.zeros(1, 1, dtype=torch.float64),
+        y=_t([targets]),
+        encoding=encoding,
+        loss="squared",
+        name=name,
+    )
+
+
+def toy_liu3() -> Problem:
+    return _toy("toy-liu3", [0.6, 0.51, 0.48], [0.0, 0.0, 0.0], "01")
+
+
+def toy_arm4() -> Problem:
+    return _toy("toy-arm4", [0.49, 0.499, 0.501, 0.51], [0.0] * 4, "01")
+
+
+def toy_relax1() -> Problem:
+    return _toy("toy-relax1", [0.499], [0.0], "01")
+
+
+def toy_psa1() -> Problem:
+    return _toy("toy-psa1", [0.3], [1.0], "pm1")
+
+
+def moment_rescale(problem: Problem) -> Problem:
+    r"""Data-dependent rescaling of every stochastic layer by analytic moment propagation (spec §6.3).
+
+    Layer 1 uses the data's per-feature mean and variance; later layers the moments of a unit that
+    is on with probability ½ ($(\tfrac12,\tfrac14)$ in 0/1, $(0,1)$ in $\pm1$).  Each unit is set to
+    $W_j\leftarrow W_j/s_j$, $b_j\leftarrow(b_j-\mu_j)/s_j$ with $\mu=Wm+b$, $s^2=(W\odot W)v$.
+    The head is not rescaled.
+    """
+    m, v = problem.X.mean(0), problem.X.var(0, unbiased=False)
+    weights, biases = [], []
+    for W, b in zip(problem.weights, problem.biases):
+        mu, s = W @ m + b, torch.sqrt((W * W) @ v).clamp_min(1e-12)
+        weights.append(W / s[:, None])
+        biases.append((b - mu) / s)
+        n = W.shape[0]
+        half = torch.full((n,), 0.5 if problem.encoding == "01" else 0.0, dtype=W.dtype)
+        m, v = half, torch.full((n,), 0.25 if problem.encoding == "01" else 1.0, dtype=W.dtype)
+    return problem.replace(weights=tuple(weights), biases=tuple(biases))
+
+
+def psa_2_5_5_5(seed: int = 0, points: int = 200) -> Problem:
+    X, y = psa_2d(points, seed)
+    rng = np.random.default_rng(seed + 1_000_003)
+    widths = (2, 5, 5, 5)
+    U = lambda *shape: _t(rng.uniform(-1.0, 1.0, shape))  # noqa: E731
+    p = Problem(
+        weights=tuple(U(widths[k + 1], widths[k]) for k in range(3)),
+        biases=tuple(U(widths[k + 1]) for k in range(3)),
+        head_weight=U(1, 5),
+        head_bias=U(1),
+        X=_t(X),
+        y=_t(y),
+        encoding="01",
+        noise="logistic",
+        loss="logistic",
+        name="psa-2-5-5-5",
+    )
+    return moment_rescale(p)
+
+
+def _parse_widths(widths: str | int) -> tuple[int, ...]:
+    try:
+        out = tuple(int(w) for w in str(widths).split("-"))
+    except ValueError:
+        raise InputError(f"bad widths {widths!r}; write them as n0-n1-...-nL, e.g. 2-5-5-5") from None
+    if len(out) < 2 or min(out) < 1:
+        raise InputError(f"bad widths {widths!r}; need an input width and at least one layer, all positive")
+    return out
+
+
+def random_problem(widths: str = "2-5-5-5", scale: float = 1.0, seed: int = 0, points: int = 20,
+                   encoding: str = "pm1", noise: str = "logistic", loss: str = "logistic", classes: int = 3) -> Problem:
+    w = _parse_widths(widths)
+    rng = np.random.default_rng(seed)
+    C = {"logistic": 1, "softmax": classes}.get(loss, classes)
+    N = lambda *shape, s=scale: _t(rng.normal(0.0, s, shape))  # noqa: E731
+    X = N(points, w[0], s=1.0)
+    if loss == "logistic":
+        y = _t(rng.choice([-1.0, 1.0], points))
+    elif loss == "softmax":
+        y = torch.as_tensor(rng.integers(0, C, points), dtype=torch.long)
+    else:
+        y = N(points, C, s=1.0)
+    return Problem(
+        weights=tuple(N(w[k + 1], w[k]) for k in range(len(w) - 1)),
+        biases=tuple(N(w[k + 1]) for k in range(len(w) - 1)),
+        head_weight=N(C, w[-1], s=1.0),
+        head_bias=N(C, s=1.0),
+        X=X, y=y, encoding=encoding, noise=noise, loss=loss,
+        name=f"random-{widths}-s{scale:g}-seed{seed}",
+    )
+
+
+PRESETS: dict[str, tuple[Callable[..., Problem], str]] = {
+    "toy-liu3": (toy_liu3, "Liu/Kool three-bit toy, f = sum (b - p0)^2, p0 = (0.6, 0.51, 0.48)"),
+    "toy-arm4": (toy_arm4, "ARM four-logit toy, p = (0.49, 0.499, 0.501, 0.51)"),
+    "toy-relax1": (toy_relax1, "RELAX one-bit toy, f = (b - 0.499)^2"),
+    "toy-psa1": (toy_psa1, "PSA single-variable toy, a = 1, f = (x - 0.3)^2 in +-1"),
+    "psa-2-5-5-5": (psa_2_5_5_5, "PSA paper 2-D data (200 points) and 2-5-5-5 0/1 network, moment-rescaled"),
+    "random": (random_problem, "random network: widths=n0-...-nL, scale, seed, points, encoding, noise, loss"),
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def build_problem(spec: str) -> Problem:
+    """Build a problem from a preset spec (``psa-2-5-5-5:seed=3``) or an ``.npz`` path."""
+    if spec.strip().endswith(".npz"):
+        from .files import load_problem
+
+        return load_problem(spec.strip())
+    name, kwargs = parse_spec(spec)
+    if name not in PRESETS:
+        raise InputError(f"unknown problem {name!r}; choose one of {', '.join(PRESETS)} or an .npz file")
+    fn = PRESETS[name][0]
+    params = inspect.signature(fn).parameters
+    for key, value in kwargs.items():
+        if key not in params:
+            raise InputError(f"problem {name!r} has no option {key!r} (options: {', '.join(params) or 'none'})")
+        default = params[key].default
+        if isinstance(default, (int, float)) and not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise InputError(f"option {key}={value!r} of problem {name!r} must be a number")
+        if isinstance(default, str):
+            kwargs[key] = str(value)
+    return fn(**kwargs)
