@@ -15,7 +15,7 @@ from typing import Sequence
 from estimators.errors import InputError
 
 from . import __version__
-from .commands import COMMANDS
+from .commands import command_names
 
 __all__ = ["main", "build_parser"]
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sbn-bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMANDS:
+    for name in command_names():
         importlib.import_module(f"bench.commands.{name}").add_parser(sub)
     return parser
 
