@@ -23,7 +23,7 @@ import torch
 from estimators.errors import InputError
 from estimators.model import Problem
 
-__all__ = ["Exact", "exact", "exact_loss", "memory_estimate", "all_states", "DEFAULT_BUDGET"]
+__all__ = ["Exact", "exact", "exact_loss", "memory_estimate", "check_feasible", "all_states", "DEFAULT_BUDGET"]
 
 DEFAULT_BUDGET = 4 * 2**30
 _F64 = 8
@@ -77,6 +77,13 @@ def _plan(problem: Problem, method: str, budget: int) -> int:
             f"{budget / 2**30:.2f} GiB budget; use narrower layers or raise --memory-budget"
         )
     return max(1, min(problem.batch_size, (budget - fixed) // per_point))
+
+
+def check_feasible(problem: Problem, method: str = "transfer", budget: int = DEFAULT_BUDGET) -> None:
+    """Raise :class:`InputError` (one line, naming the widths and the estimate) if the exact reference would not fit."""
+    if method not in _METHODS:
+        raise InputError(f"unknown exact method {method!r}; choose one of {', '.join(_METHODS)}")
+    _plan(problem, method, budget)
 
 
 def _log_probs(problem: Problem, a: torch.Tensor, states: torch.Tensor) -> torch.Tensor:

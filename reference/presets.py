@@ -153,8 +153,17 @@ def preset_names() -> list[str]:
     return list(PRESETS)
 
 
-def build_problem(spec: str) -> Problem:
-    """Build a problem from a preset spec (``psa-2-5-5-5:seed=3``) or an ``.npz`` path."""
+def build_problem(spec: str, cache_dir: str | None = None) -> Problem:
+    """Build a problem from a preset spec (``psa-2-5-5-5:seed=3``), a checkpoint of one
+    (``psa-2-5-5-5@chk-100``, trained once and cached under ``cache_dir``) or an ``.npz`` path."""
+    from .checkpoints import ensure_checkpoints, load_checkpoint, split_spec
+
+    base, epoch = split_spec(spec.strip())
+    if epoch is not None:
+        if cache_dir is None:
+            raise InputError(f"problem {spec!r} is a training checkpoint and needs a checkpoint cache directory")
+        ensure_checkpoints(cache_dir, build_problem(base), base)
+        return load_checkpoint(cache_dir, base, epoch)
     if spec.strip().endswith(".npz"):
         from .files import load_problem
 

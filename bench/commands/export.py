@@ -1,0 +1,51 @@
+"""``sbn-bench export RUN --format csv|json|parquet``: tidy tables of a run, written as files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from estimators.errors import InputError
+
+
+def add_parser(sub) -> None:
+    from bench.store import DEFAULT_DB
+
+    p = sub.add_parser("export", help="write a run's tidy tables (tasks, scores, timings, manifest)")
+    p.add_argument("run_ref", metavar="RUN", help="run id, unique prefix, or 'latest'")
+    p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
+    p.add_argument("--out", default=".", help="output directory (default: .)")
+    p.add_argument("--db", default=DEFAULT_DB, help="results database")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.store import Store
+
+    if args.format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise InputError("--format parquet needs pyarrow: pip install 'sbn-bench[parquet]'") from None
+    with Store(args.db) as store:
+        run_id = store.resolve(args.run_ref)
+        manifest = store.manifest(run_id)
+        tables = {"tasks": store.tasks(run_id), "scores": store.scores(run_id), "timings": store.timings(run_id)}
+    os.makedirs(args.out, exist_ok=True)
+    written = []
+    for name, df in tables.items():
+        path = os.path.join(args.out, f"{run_id}.{name}.{args.format}")
+        if args.format == "csv":
+            df.to_csv(path, index=False)
+        elif args.format == "json":
+            df.to_json(path, orient="records", indent=1)
+        else:
+            df.to_parquet(path, index=False)
+        written.append(path)
+    path = os.path.join(args.out, f"{run_id}.manifest.json")
+    with open(path, "w") as fh:
+        json.dump(manifest, fh, indent=1, default=str)
+    written.append(path)
+    print("\n".join(written))
+    return 0

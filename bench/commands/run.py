@@ -1,0 +1,115 @@
+"""``sbn-bench run``: a sweep (preset, TOML config or flags) into the results store, then its report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from estimators.errors import InputError
+
+
+def add_parser(sub) -> None:
+    from bench.config import PRESETS
+    from bench.executors import EXECUTORS
+    from bench.store import DEFAULT_DB
+
+    p = sub.add_parser("run", help="score estimators against exact gradients (default: the quick preset), then report")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", choices=sorted(PRESETS), help="a named sweep (default: quick)")
+    src.add_argument("--config", metavar="FILE.toml", help="a sweep described in TOML (keys as SweepConfig)")
+    p.add_argument("--problem", action="append", metavar="SPEC", help="problem spec (repeatable); replaces the preset's")
+    p.add_argument("--problem-file", action="append", metavar="FILE.npz", help="a problem file (repeatable)")
+    p.add_argument("--estimators", metavar="LIST", help="comma list, options after a colon: psa,concrete:tau=0.1,st; * = all")
+    p.add_argument("--draws", "-N", type=int, help="single-draw estimates per task (N)")
+    p.add_argument("--grid", metavar="M,M,...", help="sample sizes M to score (default: the PSA grid up to N)")
+    p.add_argument("--chunk", type=int, help="draws per estimator call (default: sized from the problem)")
+    p.add_argument("--seed", type=int, help="root seed of the run")
+    p.add_argument("--device", help="cpu or cuda[:i]")
+    p.add_argument("--dtype", choices=("float32", "float64"))
+    p.add_argument("--exact-method", choices=("transfer", "brute"))
+    p.add_argument("--memory-budget", type=float, metavar="GIB", help="exact-reference memory budget (GiB)")
+    p.add_argument("--name", help="run name (default: the preset's or config file's)")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default: ./{DEFAULT_DB})")
+    p.add_argument("--executor", choices=EXECUTORS, default="inprocess")
+    p.add_argument("--workers", type=int, help="workers for process / dask-local executors")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="Dask scheduler address (--executor dask)")
+    p.add_argument("--label", default="", help="free-text label stored with the run")
+    p.add_argument("--fresh", action="store_true", help="start a new run even if this config was run before")
+    p.add_argument("--no-report", action="store_true", help="skip the report")
+    p.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: sbn-report/RUN_ID)")
+    p.add_argument("--format", default="html,pdf", help="report formats (default: html,pdf)")
+    p.set_defaults(func=run)
+
+
+def split_estimators(text: str) -> list[str]:
+    """``"psa,reinforce:baseline=ema,decay=0.5,st"`` -> ``["psa", "reinforce:baseline=ema,decay=0.5", "st"]``."""
+    out: list[str] = []
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        if "=" in token and ":" not in token.split("=", 1)[0] and out and ":" in out[-1]:
+            out[-1] += "," + token
+        else:
+            out.append(token)
+    if not out:
+        raise InputError("--estimators is empty")
+    return out
+
+
+def build_config(args: argparse.Namespace):
+    import os
+
+    from bench.config import PRESETS, SweepConfig, load_toml
+
+    if args.config:
+        base = load_toml(args.config)
+        base.setdefault("name", os.path.splitext(os.path.basename(args.config))[0])
+        base.setdefault("problems", [])
+        base.setdefault("estimators", ["*"])
+    else:
+        base = dict(PRESETS[args.preset or "quick"])
+    problems = list(args.problem or []) + list(args.problem_file or [])
+    for f in args.problem_file or []:
+        if not f.endswith(".npz"):
+            raise InputError(f"--problem-file {f!r} must be an .npz problem file")
+    if problems:
+        base["problems"] = problems
+    if args.estimators:
+        base["estimators"] = split_estimators(args.estimators)
+    if args.grid:
+        try:
+            base["grid"] = [int(m) for m in args.grid.split(",") if m.strip()]
+        except ValueError:
+            raise InputError(f"--grid {args.grid!r} must be a comma list of integers") from None
+    flags = dict(draws=args.draws, chunk=args.chunk, seed=args.seed, device=args.device, dtype=args.dtype,
+                 exact_method=args.exact_method, memory_budget_gib=args.memory_budget, name=args.name)
+    base.update({k: v for k, v in flags.items() if v is not None})
+    if args.draws is not None and "grid" in base and base["grid"] and args.grid is None:
+        base["grid"] = [m for m in base["grid"] if m <= args.draws]
+    try:
+        return SweepConfig(**base)
+    except TypeError as exc:
+        raise InputError(f"bad sweep configuration: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.sweep import run_sweep
+
+    cfg = build_config(args)
+    out = run_sweep(cfg, args.db, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
+                    label=args.label, fresh=args.fresh)
+    for note in out.skipped:
+        print(f"note: skipped {note}", file=sys.stderr)
+    print(f"run {out.run_id}: {out.total} tasks, {out.already_done} already stored, {out.ran} computed"
+          f"{f', {out.failed} failed' if out.failed else ''} -> {args.db}")
+    if not args.no_report:
+        try:
+            from bench.commands.report import render
+        except ImportError:
+            print("note: the report builder is not installed; skipped the report", file=sys.stderr)
+        else:
+            out_dir = args.report_dir or f"sbn-report/{out.run_id}"
+            paths = render(args.db, [out.run_id], out_dir, args.format)
+            for fmt, path in paths.items():
+                print(f"report ({fmt}): {path}")
+    return 0

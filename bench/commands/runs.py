@@ -1,0 +1,25 @@
+"""``sbn-bench runs``: list the runs in the results store."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    from bench.store import DEFAULT_DB
+
+    p = sub.add_parser("runs", help="list the runs in the results store")
+    p.add_argument("--db", default=DEFAULT_DB, help="results database")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.store import Store
+
+    with Store(args.db) as store:
+        df = store.runs()
+    if df.empty:
+        print(f"no runs in {args.db}")
+    else:
+        print(df.to_string(index=False))
+    return 0

@@ -1,0 +1,46 @@
+"""``sbn-bench show RUN``: a score table (problem x estimator rows, parameter groups as columns)."""
+
+from __future__ import annotations
+
+import argparse
+
+from estimators.errors import InputError
+
+
+def add_parser(sub) -> None:
+    from bench.store import DEFAULT_DB
+
+    p = sub.add_parser("show", help="print a score table of a run")
+    p.add_argument("run_ref", metavar="RUN", help="run id, unique prefix, or 'latest'")
+    p.add_argument("--metric", default="rel_rmse_emp", help="metric to show (default: rel_rmse_emp)")
+    p.add_argument("--M", type=int, default=1, help="sample size for M-dependent metrics (default 1)")
+    p.add_argument("--db", default=DEFAULT_DB, help="results database")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from bench.store import Store
+
+    with Store(args.db) as store:
+        run_id = store.resolve(args.run_ref)
+        scores, tasks = store.scores(run_id), store.tasks(run_id)
+    if scores.empty and tasks.empty:
+        raise InputError(f"run {run_id} has no tasks yet")
+    sel = scores[scores.metric == args.metric]
+    if sel.empty:
+        raise InputError(f"run {run_id} has no metric {args.metric!r} (metrics: {', '.join(sorted(scores.metric.unique()))})")
+    if (sel.M > 0).any():
+        sel = sel[sel.M == args.M]
+        if sel.empty:
+            raise InputError(f"metric {args.metric!r} was not scored at M = {args.M}")
+    table = sel.pivot_table(index=["problem", "estimator"], columns="group", values="value", sort=False)
+    cols = [c for c in table.columns if c != "all"] + (["all"] if "all" in table.columns else [])
+    print(f"run {run_id}: {args.metric}" + (f" at M = {args.M}" if (sel.M > 0).any() else ""))
+    with pd.option_context("display.width", 200, "display.max_rows", 500, "display.float_format", "{:.4g}".format):
+        print(table[cols].to_string())
+    failed = tasks[tasks.status != "done"]
+    for _, t in failed.iterrows():
+        print(f"FAILED {t.problem} / {t.estimator}: {t.error}")
+    return 0

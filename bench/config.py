@@ -1,0 +1,126 @@
+"""Sweep configuration: a frozen dataclass built once from defaults < preset or TOML file < flags.
+
+A sweep is problems x estimators x settings.  TOML keys are the field names of :class:`SweepConfig`
+(``problems``, ``estimators``, ``draws``, ``grid``, ``chunk``, ``device``, ``dtype``, ``exact_method``,
+``memory_budget_gib``, ``seed``, ``name``); an unknown key, a wrong type or a malformed file is one
+:class:`InputError` that names the key, or the line and column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass
+
+from estimators.errors import InputError
+
+__all__ = ["SweepConfig", "load_toml", "PRESETS"]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    problems: tuple[str, ...]
+    estimators: tuple[str, ...]
+    draws: int = 2000
+    grid: tuple[int, ...] | None = None  # None: the PSA paper's grid up to `draws`
+    chunk: int | None = None  # draws per estimator call; None: sized from the problem
+    device: str = "cpu"
+    dtype: str = "float64"
+    exact_method: str = "transfer"
+    memory_budget_gib: float = 4.0
+    seed: int = 0
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "problems", tuple(self.problems))
+        object.__setattr__(self, "estimators", tuple(self.estimators))
+        if self.grid is not None:
+            object.__setattr__(self, "grid", tuple(int(m) for m in self.grid))
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.problems:
+            raise InputError("the sweep has no problems")
+        if not self.estimators:
+            raise InputError("the sweep has no estimators")
+        if not isinstance(self.draws, int) or self.draws < 1:
+            raise InputError(f"draws (N) must be a positive integer, got {self.draws!r}")
+        if self.grid is not None:
+            if not self.grid or min(self.grid) < 1:
+                raise InputError(f"every M of the grid must be positive, got {list(self.grid)}")
+            if max(self.grid) > self.draws:
+                raise InputError(f"M = {max(self.grid)} exceeds the number of draws N = {self.draws}")
+        if self.chunk is not None and self.chunk < 1:
+            raise InputError(f"chunk must be positive, got {self.chunk}")
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise InputError(f"unknown device {self.device!r}; use cpu or cuda")
+        if self.dtype not in ("float32", "float64"):
+            raise InputError(f"unknown dtype {self.dtype!r}; use float32 or float64")
+        if self.exact_method not in ("transfer", "brute"):
+            raise InputError(f"unknown exact method {self.exact_method!r}; use transfer or brute")
+        if self.memory_budget_gib <= 0:
+            raise InputError("memory_budget_gib must be positive")
+
+    def replace(self, **changes) -> "SweepConfig":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(SweepConfig)}
+_TYPES = {"problems": list, "estimators": list, "draws": int, "grid": list, "chunk": int, "device": str,
+          "dtype": str, "exact_method": str, "memory_budget_gib": (int, float), "seed": int, "name": str}
+
+
+def load_toml(path: str) -> dict:
+    """Parse a sweep TOML file into keyword arguments for :class:`SweepConfig` (checked names and types)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"config file {path!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"config file {path!r} is not valid TOML: {exc}") from None
+    for key, value in data.items():
+        if key not in _FIELDS:
+            raise InputError(f"config file {path!r}: unknown key {key!r} (keys: {', '.join(_FIELDS)})")
+        if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
+            raise InputError(f"config file {path!r}: key {key!r} has the wrong type ({type(value).__name__})")
+        if key in ("problems", "estimators") and not all(isinstance(v, str) for v in value):
+            raise InputError(f"config file {path!r}: {key!r} must be a list of strings")
+        if key == "grid" and not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise InputError(f"config file {path!r}: 'grid' must be a list of integers")
+    return data
+
+
+_PSA2020_METHODS = ("reinforce", "arm", "concrete:tau=0.1", "concrete:tau=1.0", "tanh", "st", "psa")
+
+#: Named sweeps.  ``estimators = ("*",)`` means every registered estimator (default options).
+PRESETS: dict[str, dict] = {
+    "quick": dict(
+        name="quick",
+        problems=("psa-2-5-5-5", "random:widths=3-4-4-4,scale=1.0,points=50,encoding=pm1"),
+        estimators=("psa", "st", "reinforce", "arm", "concrete:tau=0.5", "tanh"),
+        draws=2000,
+    ),
+    "psa2020": dict(
+        name="psa2020",
+        problems=("psa-2-5-5-5@chk-1", "psa-2-5-5-5@chk-100", "psa-2-5-5-5@chk-2000"),
+        estimators=_PSA2020_METHODS + ("*",),
+        draws=20000,
+    ),
+    "scaling": dict(
+        name="scaling",
+        problems=tuple(f"random:widths=4-{w}-{w}-{w},points=64,scale=1.0" for w in (2, 4, 6, 8, 10))
+        + tuple("random:widths=4" + "-6" * d + ",points=64,scale=1.0" for d in (1, 2, 4, 6, 8)),
+        estimators=("psa", "st", "reinforce", "arm", "disarm", "concrete:tau=0.5", "tanh"),
+        draws=2000,
+    ),
+}

@@ -1,0 +1,218 @@
+r"""The scoring engine: stream an estimator's draws and score them against the exact gradient.
+
+For one (problem, estimator, $N$ draws, grid of $M$) and every parameter group plus ``all``
+(spec §6.8, engineering guide §11.3):
+
+- ``bias_norm``: $\lVert b\rVert$ with $\lVert b\rVert^2$ estimated without the noise floor,
+  $\lVert\bar g-g\rVert^2-\operatorname{tr}\widehat{\mathrm{Var}}/N$ (clipped at 0); its CI is a
+  normal interval on $\lVert b\rVert^2$ with variance $2\sum_i\sigma_i^4/N^2+4\sum_ib_i^2\sigma_i^2/N$
+  (diagonal approximation), mapped through the square root.  ``rel_bias`` divides by $\lVert g\rVert$;
+  ``noise_floor`` is $\sqrt{\operatorname{tr}\mathrm{Var}/N}/\lVert g\rVert$.
+- ``trace_var``: $\operatorname{tr}\mathrm{Var}$ of one draw (CI from the spread of
+  $\lVert\hat g_d-g\rVert^2$); ``snr`` $=\lVert\bar g\rVert/\sqrt{\operatorname{tr}\mathrm{Var}}$.
+- ``rel_rmse`` at each $M$: $\sqrt{\lVert b\rVert^2+\operatorname{tr}\mathrm{Var}/M}/\lVert g\rVert$
+  (valid for estimators that average i.i.d. draws), and ``rel_rmse_emp``: the PSA paper's empirical
+  RMSE over non-overlapping groups of $M$ consecutive draws, with a CI from the spread over groups.
+- ``cos_mean``, ``cos_q15``, ``cos_q85``: cosine between each group's $M$-average and $g$.
+- ``var_x_seconds``, ``var_x_loss_evals``: work-normalised variance.
+
+Draws are generated in chunks; per-coordinate moments accumulate in float64 (Welford + Chan,
+:mod:`bench.accumulate`) and the $M$-groups are formed from one running prefix sum per chunk, so
+memory does not grow with $N$ (cosine quantiles keep an evenly thinned sample of at most
+``QUANTILE_CAP`` values per $M$; their mean is exact).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from estimators.base import Estimator
+from estimators.model import Problem
+
+from .accumulate import Moments
+
+__all__ = ["score", "Scores", "psa_grid", "QUANTILE_CAP"]
+
+QUANTILE_CAP = 20_000
+_Z = 1.959963984540054  # two-sided 95%
+
+
+def psa_grid(n_max: int) -> list[int]:
+    """The PSA paper's M grid (1..9, 10..90, 100..900, 1000..9000, ...) up to ``n_max``."""
+    grid = [d * 10**e for e in range(0, 7) for d in range(1, 10)]
+    return [m for m in grid if m <= n_max]
+
+
+class _Thinned:
+    """An evenly thinned record of a stream of i.i.d. values: keeps every ``step``-th, at most ``cap``."""
+
+    def __init__(self, cap: int):
+        self.cap, self.step, self.seen, self.parts = cap, 1, 0, []
+
+    def add(self, values: np.ndarray) -> None:
+        idx = np.arange(self.seen, self.seen + len(values))
+        self.parts.append(values[idx % self.step == 0])
+        self.seen += len(values)
+        if sum(len(p) for p in self.parts) > self.cap:
+            kept = np.concatenate(self.parts)
+            self.parts, self.step = [kept[::2]], self.step * 2
+
+    def values(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros(0)
+
+
+@dataclass
+class _PerM:
+    """Running state of the non-overlapping M-groups for one M."""
+
+    M: int
+    carry_sum: np.ndarray
+    carry_n: int = 0
+    groups: int = 0
+    err_sum: dict = field(default_factory=dict)  # group -> sum of ||mean_M - g||^2
+    err_sq: dict = field(default_factory=dict)  # group -> sum of its square
+    cos_sum: dict = field(default_factory=dict)
+    cos: dict = field(default_factory=dict)  # group -> _Thinned
+
+
+@dataclass
+class Scores:
+    """Result of :func:`score`: tidy rows, the per-group moments and timing/cost facts."""
+
+    rows: list[dict]
+    moments: dict[str, Moments]
+    seconds: float
+    seconds_per_draw: float
+
+
+def _slices(problem: Problem) -> dict[str, slice]:
+    out, start = {}, 0
+    for name, size in zip(problem.group_names, problem.group_sizes):
+        out[name] = slice(start, start + size)
+        start += size
+    out["all"] = slice(0, start)
+    return out
+
+
+def score(estimator: Estimator, problem: Problem, exact_grads: dict[str, torch.Tensor], draws: int,
+          generator: torch.Generator, grid: list[int] | None = None, chunk: int | None = None,
+          progress=None) -> Scores:
+    """Stream ``draws`` draws of ``estimator`` on ``problem`` and score them against ``exact_grads``."""
+    grid = sorted(set(grid if grid is not None else psa_grid(draws)))
+    grid = [m for m in grid if 1 <= m <= draws]
+    if chunk is None:
+        chunk = max(1, min(draws, 2**21 // max(1, problem.batch_size * sum(problem.widths[1:]))))
+    sl = _slices(problem)
+    g = np.concatenate([exact_grads[n].detach().cpu().double().numpy() for n in problem.group_names])
+    P = g.size
+    mom = {n: Moments(s.stop - s.start) for n, s in sl.items()}
+    resid = {n: Moments(1) for n in sl}  # ||g_d - g||^2 per draw
+    perm = [_PerM(M, np.zeros(P)) for M in grid]
+    for st in perm:
+        for n in sl:
+            st.err_sum[n] = st.err_sq[n] = st.cos_sum[n] = 0.0
+            st.cos[n] = _Thinned(QUANTILE_CAP)
+    seconds, done = 0.0, 0
+    while done < draws:
+        c = min(chunk, draws - done)
+        t0 = time.perf_counter()
+        out = estimator.estimate(problem, c, generator)
+        if problem.device.type == "cuda":
+            torch.cuda.synchronize(problem.device)
+        seconds += time.perf_counter() - t0
+        X = torch.cat([out[n] for n in problem.group_names], dim=1).detach().cpu().double().numpy()
+        for n, s in sl.items():
+            mom[n].update(X[:, s])
+            resid[n].update(((X[:, s] - g[s]) ** 2).sum(1))
+        _fold_groups(perm, X, g, sl)
+        done += c
+        if progress is not None:
+            progress(c)
+    rows = _rows(problem, estimator, mom, resid, perm, g, sl, draws, seconds)
+    return Scores(rows=rows, moments=mom, seconds=seconds, seconds_per_draw=seconds / draws)
+
+
+def _fold_groups(perm: list[_PerM], X: np.ndarray, g: np.ndarray, sl: dict[str, slice]) -> None:
+    """Complete the M-groups that end inside chunk ``X`` using one prefix sum shared by every M."""
+    C = np.cumsum(X, axis=0)
+    c = X.shape[0]
+    for st in perm:
+        first = st.M - st.carry_n - 1  # row index (in this chunk) that completes the open group
+        if first >= c:
+            st.carry_sum += C[-1]
+            st.carry_n += c
+            continue
+        ends = np.arange(first, c, st.M)
+        sums = C[ends].copy()
+        sums[1:] -= C[ends[:-1]]
+        sums[0] += st.carry_sum
+        st.carry_sum = C[-1] - C[ends[-1]]
+        st.carry_n = c - 1 - ends[-1]
+        means = sums / st.M
+        st.groups += len(ends)
+        for n, s in sl.items():
+            err = ((means[:, s] - g[s]) ** 2).sum(1)
+            st.err_sum[n] += err.sum()
+            st.err_sq[n] += (err**2).sum()
+            gn = np.linalg.norm(g[s])
+            mn = np.linalg.norm(means[:, s], axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cos = (means[:, s] @ g[s]) / (mn * gn)
+            st.cos_sum[n] += cos.sum()
+            st.cos[n].add(cos)
+
+
+def _rows(problem, estimator, mom, resid, perm, g, sl, N, seconds) -> list[dict]:
+    cost = estimator.cost(problem)
+    spd = seconds / N
+    rows: list[dict] = []
+
+    def add(group, metric, value, M=0, lo=math.nan, hi=math.nan):
+        rows.append(dict(problem=problem.name, estimator=estimator.spec, group=group, metric=metric, M=int(M),
+                         value=float(value), lo=float(lo), hi=float(hi)))
+
+    for n, s in sl.items():
+        m = mom[n]
+        var = m.var
+        tr = float(var.sum())
+        gn = float(np.linalg.norm(g[s]))
+        b = m.mean - g[s]
+        raw2 = float(b @ b)
+        b2 = max(raw2 - tr / N, 0.0)
+        se_b2 = math.sqrt(max(2 * float((var**2).sum()) / N**2 + 4 * float((b**2) @ var) / N, 0.0))
+        se_tr = math.sqrt(float(resid[n].var[0]) / N)
+        rel = (lambda v: v / gn) if gn > 0 else (lambda v: math.nan)
+        bias = math.sqrt(b2)
+        lo_b, hi_b = math.sqrt(max(b2 - _Z * se_b2, 0.0)), math.sqrt(b2 + _Z * se_b2)
+        add(n, "grad_norm", gn)
+        add(n, "bias_norm", bias, lo=lo_b, hi=hi_b)
+        add(n, "rel_bias", rel(bias), lo=rel(lo_b), hi=rel(hi_b))
+        add(n, "noise_floor", rel(math.sqrt(tr / N)))
+        add(n, "trace_var", tr, lo=max(tr - _Z * se_tr, 0.0), hi=tr + _Z * se_tr)
+        add(n, "snr", float(np.linalg.norm(m.mean)) / math.sqrt(tr) if tr > 0 else math.nan)
+        add(n, "var_x_seconds", tr * spd)
+        add(n, "var_x_loss_evals", tr * cost.head_evals)
+        for st in perm:
+            M = st.M
+            mse = b2 + tr / M
+            se = math.sqrt((se_tr / M) ** 2 + se_b2**2)
+            add(n, "rel_rmse", rel(math.sqrt(mse)), M, rel(math.sqrt(max(mse - _Z * se, 0.0))), rel(math.sqrt(mse + _Z * se)))
+            G = st.groups
+            if G == 0:
+                continue
+            emp = st.err_sum[n] / G
+            sd = math.sqrt(max(st.err_sq[n] / G - emp**2, 0.0) * G / (G - 1)) if G > 1 else math.nan
+            half = _Z * sd / math.sqrt(G) if G > 1 else math.nan
+            add(n, "rel_rmse_emp", rel(math.sqrt(emp)), M, rel(math.sqrt(max(emp - half, 0.0))), rel(math.sqrt(emp + half)))
+            cos = st.cos[n].values()
+            finite = cos[np.isfinite(cos)]
+            add(n, "cos_mean", st.cos_sum[n] / G, M)
+            if finite.size:
+                add(n, "cos_q15", float(np.quantile(finite, 0.15)), M)
+                add(n, "cos_q85", float(np.quantile(finite, 0.85)), M)
+    return rows

@@ -1,0 +1,262 @@
+"""The results store: one embedded SQLite database (standard-library ``sqlite3``).
+
+Tables: ``runs`` (one row per run, with its manifest as JSON), ``tasks`` (one row per task: its
+spec, key, status and cost), ``scores`` (tidy score rows), ``moments`` (the float64 Welford triples
+per task and group, so any later aggregation is exact) and ``timings`` (kernel throughput rows).
+
+Integrity rules:
+- each task's rows are committed in **one transaction** (task row, scores, moments), so a crash or
+  ``kill -9`` never leaves partial rows, and a rerun skips the task keys already done;
+- the schema version is ``PRAGMA user_version``; a database of another version, or a file that is
+  not a healthy SQLite database, is refused with one line and is **never overwritten**;
+- WAL journal mode: readers do not block the single writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from estimators.errors import InputError
+
+__all__ = ["Store", "SCHEMA_VERSION", "DEFAULT_DB"]
+
+SCHEMA_VERSION = 1
+DEFAULT_DB = "sbn_results.sqlite"
+
+TASK_COLUMNS = [
+    "task_key", "problem", "estimator", "estimator_name", "unbiased", "device", "dtype", "draws", "seed",
+    "status", "error", "seconds", "seconds_per_draw", "layer_evals", "head_evals", "backward_passes",
+    "loss_evals_per_draw",
+]
+SCORE_COLUMNS = ["task_key", "problem", "estimator", "group", "metric", "M", "value", "lo", "hi"]
+TIMING_COLUMNS = [
+    "kernel", "variant", "device", "dtype", "shape", "unit", "items_per_s", "median_s", "iqr_s", "ratio",
+    "ratio_to", "pct_peak", "peak_kind",
+]
+
+_SCHEMA = f"""
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, created_utc TEXT NOT NULL, label TEXT, preset TEXT,
+    config_hash TEXT NOT NULL, manifest TEXT NOT NULL
+);
+CREATE TABLE tasks (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), task_key TEXT NOT NULL, problem TEXT, estimator TEXT,
+    estimator_name TEXT, unbiased INTEGER, device TEXT, dtype TEXT, draws INTEGER, seed INTEGER,
+    status TEXT NOT NULL, error TEXT, seconds REAL, seconds_per_draw REAL, layer_evals REAL,
+    head_evals REAL, backward_passes REAL, loss_evals_per_draw REAL, spec TEXT, finished_utc TEXT,
+    PRIMARY KEY (run_id, task_key)
+);
+CREATE TABLE scores (
+    run_id TEXT NOT NULL, task_key TEXT NOT NULL, problem TEXT, estimator TEXT, grp TEXT, metric TEXT,
+    M INTEGER, value REAL, lo REAL, hi REAL
+);
+CREATE INDEX scores_run ON scores(run_id, task_key);
+CREATE TABLE moments (
+    run_id TEXT NOT NULL, task_key TEXT NOT NULL, grp TEXT NOT NULL, n INTEGER, mean BLOB, m2 BLOB,
+    PRIMARY KEY (run_id, task_key, grp)
+);
+CREATE TABLE timings (
+    run_id TEXT NOT NULL, {", ".join(c + (" REAL" if c in ("items_per_s", "median_s", "iqr_s", "ratio", "pct_peak") else " TEXT") for c in TIMING_COLUMNS)},
+    extra TEXT
+);
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+_TABLES = {"runs", "tasks", "scores", "moments", "timings"}
+
+
+def _utc() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Store:
+    """An open results database.  ``Store(path, create=True)`` makes a new one if ``path`` is absent."""
+
+    def __init__(self, path: str | os.PathLike = DEFAULT_DB, create: bool = False):
+        self.path = os.fspath(path)
+        exists = os.path.exists(self.path)
+        if not exists and not create:
+            raise InputError(f"results database {self.path!r} does not exist (run 'sbn-bench run' first)")
+        if exists and os.path.isdir(self.path):
+            raise InputError(f"results database {self.path!r} is a directory")
+        if exists:
+            self._check_existing()
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        self.con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self.con.execute("PRAGMA foreign_keys = ON")
+        if not exists:
+            self.con.execute("PRAGMA journal_mode = WAL")
+            self.con.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+
+    def _check_existing(self) -> None:
+        """Refuse, without touching the file, anything that is not a healthy store of our schema."""
+        try:
+            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0)
+            try:
+                ok = con.execute("PRAGMA quick_check").fetchone()[0]
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{self.path!r} is not a readable sbn-bench results database ({exc}); left untouched") from None
+        if ok != "ok":
+            raise InputError(f"results database {self.path!r} failed its integrity check ({ok}); left untouched")
+        if version != SCHEMA_VERSION or not _TABLES <= tables:
+            raise InputError(
+                f"results database {self.path!r} has schema version {version}, this sbn-bench needs "
+                f"{SCHEMA_VERSION}; use another --db path (the file was left untouched)"
+            )
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- runs ----------------------------------------------------------------------------------
+    def create_run(self, run_id: str, manifest: dict, config_hash: str, label: str = "", preset: str = "") -> None:
+        self.con.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, manifest.get("created_utc", _utc()), label, preset, config_hash, json.dumps(manifest, default=str)),
+        )
+
+    def has_run(self, run_id: str) -> bool:
+        return self.con.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+    def update_manifest(self, run_id: str, **items) -> None:
+        manifest = self.manifest(run_id)
+        manifest.update(items)
+        self.con.execute("UPDATE runs SET manifest = ? WHERE run_id = ?", (json.dumps(manifest, default=str), run_id))
+
+    def manifest(self, run_id: str) -> dict:
+        row = self.con.execute("SELECT manifest FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise InputError(f"unknown run {run_id!r}")
+        return json.loads(row[0])
+
+    def runs(self) -> pd.DataFrame:
+        """One row per run: id, creation time, label, preset, task counts."""
+        q = """SELECT r.run_id, r.created_utc, r.label, r.preset,
+                      SUM(t.status = 'done') AS done, SUM(t.status = 'failed') AS failed
+               FROM runs r LEFT JOIN tasks t ON t.run_id = r.run_id
+               GROUP BY r.run_id ORDER BY r.created_utc, r.rowid"""
+        df = pd.read_sql_query(q, self.con)
+        return df.fillna({"done": 0, "failed": 0}).astype({"done": int, "failed": int})
+
+    def resolve(self, ref: str) -> str:
+        """A run id from an exact id, a unique prefix, or ``latest``."""
+        ids = [r[0] for r in self.con.execute("SELECT run_id FROM runs ORDER BY created_utc, rowid")]
+        if ref == "latest":
+            if not ids:
+                raise InputError(f"results database {self.path!r} holds no runs")
+            return ids[-1]
+        if ref in ids:
+            return ref
+        matches = [i for i in ids if i.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise InputError(f"unknown run {ref!r} in {self.path!r} (see 'sbn-bench runs')")
+        raise InputError(f"run prefix {ref!r} is ambiguous: {', '.join(matches[:5])}")
+
+    # ---- tasks ---------------------------------------------------------------------------------
+    def done_keys(self, run_id: str) -> set[str]:
+        rows = self.con.execute("SELECT task_key FROM tasks WHERE run_id = ? AND status = 'done'", (run_id,))
+        return {r[0] for r in rows}
+
+    def write_task(self, run_id: str, task: dict, scores: Iterable[dict] = (), moments: dict | None = None) -> None:
+        """Commit one task's row, score rows and moments in a single transaction (replacing a failed try)."""
+        key = task["task_key"]
+        cur = self.con.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.execute("DELETE FROM scores WHERE run_id = ? AND task_key = ?", (run_id, key))
+            cur.execute("DELETE FROM moments WHERE run_id = ? AND task_key = ?", (run_id, key))
+            cols = TASK_COLUMNS + ["spec", "finished_utc"]
+            values = [task.get(c) for c in TASK_COLUMNS] + [json.dumps(task.get("spec", {}), sort_keys=True), _utc()]
+            cur.execute(
+                f"INSERT OR REPLACE INTO tasks (run_id, {', '.join(cols)}) VALUES ({', '.join('?' * (len(cols) + 1))})",
+                [run_id] + values,
+            )
+            cur.executemany(
+                "INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, key, s["problem"], s["estimator"], s["group"], s["metric"], int(s["M"]),
+                  _num(s["value"]), _num(s.get("lo")), _num(s.get("hi"))) for s in scores],
+            )
+            for grp, (n, mean, m2) in (moments or {}).items():
+                cur.execute(
+                    "INSERT INTO moments VALUES (?, ?, ?, ?, ?, ?)",
+                    (run_id, key, grp, int(n), np.asarray(mean, np.float64).tobytes(), np.asarray(m2, np.float64).tobytes()),
+                )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def moments(self, run_id: str, task_key: str) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
+        rows = self.con.execute("SELECT grp, n, mean, m2 FROM moments WHERE run_id = ? AND task_key = ?", (run_id, task_key))
+        return {g: (n, np.frombuffer(m, np.float64), np.frombuffer(v, np.float64)) for g, n, m, v in rows}
+
+    def add_timings(self, run_id: str, rows: Iterable[dict]) -> None:
+        rows = list(rows)
+        with self.con:
+            self.con.execute("BEGIN IMMEDIATE")
+            self.con.executemany(
+                f"INSERT INTO timings VALUES ({', '.join('?' * (len(TIMING_COLUMNS) + 2))})",
+                [[run_id] + [_cell(r.get(c)) for c in TIMING_COLUMNS] + [json.dumps(r.get("extra", {}), default=str)]
+                 for r in rows],
+            )
+
+    # ---- reading -------------------------------------------------------------------------------
+    def tasks(self, run_id: str) -> pd.DataFrame:
+        df = pd.read_sql_query(
+            f"SELECT {', '.join(TASK_COLUMNS)} FROM tasks WHERE run_id = ? ORDER BY rowid", self.con, params=(run_id,)
+        )
+        df["unbiased"] = df["unbiased"].astype(bool)
+        df["error"] = df["error"].fillna("")
+        return df
+
+    def scores(self, run_id: str) -> pd.DataFrame:
+        df = pd.read_sql_query(
+            "SELECT task_key, problem, estimator, grp AS 'group', metric, M, value, lo, hi FROM scores "
+            "WHERE run_id = ? ORDER BY rowid", self.con, params=(run_id,)
+        )
+        return df.astype({"M": int, "value": float, "lo": float, "hi": float})
+
+    def timings(self, run_id: str) -> pd.DataFrame:
+        return pd.read_sql_query(
+            f"SELECT {', '.join(TIMING_COLUMNS)} FROM timings WHERE run_id = ? ORDER BY rowid", self.con, params=(run_id,)
+        )
+
+    def load_run(self, ref: str):
+        """Everything a report needs, as :class:`reports.data.RunResults`."""
+        from reports.data import RunResults
+
+        run_id = self.resolve(ref)
+        return RunResults(manifest=self.manifest(run_id), tasks=self.tasks(run_id), scores=self.scores(run_id),
+                          timings=self.timings(run_id))
+
+
+def _num(v) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if np.isnan(v) else v
+
+
+def _cell(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return v

@@ -1,0 +1,134 @@
+"""Run a sweep into the results store: validate everything first, then compute only what is missing.
+
+Order of work: (1) resolve estimators and build every problem, checking that its exact reference
+fits the memory budget — any bad input stops here with one line and nothing written; (2) open the
+store and find or create the run (its id is derived from the config hash, so rerunning the same
+command resumes the same run); (3) train missing checkpoints once, in this process; (4) submit the
+tasks whose keys are not yet done to the executor and store each result, in its own transaction,
+as it arrives.  Ctrl-C or ``kill -9`` loses no completed task.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import sys
+from dataclasses import dataclass
+
+from estimators import registry
+from estimators.errors import InputError
+
+from .config import SweepConfig
+from .executors import make_executor
+from .manifest import build_manifest
+from .store import Store
+from .tasks import plan_tasks, run_task
+
+__all__ = ["run_sweep", "SweepOutcome", "expand_estimators", "checkpoint_dir"]
+
+
+@dataclass
+class SweepOutcome:
+    run_id: str
+    total: int
+    already_done: int
+    ran: int
+    failed: int
+    skipped: list[str]
+
+
+def checkpoint_dir(db_path: str) -> str:
+    """Checkpoints are cached beside the results database."""
+    return os.path.join(os.path.dirname(os.path.abspath(db_path)), "sbn_checkpoints")
+
+
+def expand_estimators(specs) -> list[str]:
+    """Canonical estimator specs, ``*`` expanded to every registered estimator, duplicates removed."""
+    out: list[str] = []
+    for spec in specs:
+        names = registry.names() if spec.strip() == "*" else [spec]
+        for s in names:
+            canonical = registry.get(s).spec
+            if canonical not in out:
+                out.append(canonical)
+    return out
+
+
+def _problems(cfg: SweepConfig) -> dict:
+    from reference.checkpoints import split_spec
+    from reference.exact import check_feasible
+    from reference.presets import build_problem
+
+    problems = {}
+    for spec in cfg.problems:
+        base, _ = split_spec(spec)
+        problem = build_problem(base)
+        check_feasible(problem, cfg.exact_method, int(cfg.memory_budget_gib * 2**30))
+        problems[spec] = problem
+    return problems
+
+
+def _progress(total: int, desc: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, desc=desc, unit="task", file=sys.stderr, disable=None, leave=False)
+
+
+def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: int | None = None,
+              scheduler: str | None = None, label: str = "", fresh: bool = False) -> SweepOutcome:
+    estimators = expand_estimators(cfg.estimators)
+    problems = _problems(cfg)
+    tasks, skipped = plan_tasks(cfg, problems, estimators)
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda was asked for, but CUDA is not available here")
+    store = Store(db, create=True)
+    try:
+        run_id = f"{cfg.name}-{cfg.hash[:10]}"
+        if fresh:
+            import datetime
+
+            run_id += datetime.datetime.now(datetime.timezone.utc).strftime("-%Y%m%dT%H%M%S")
+        if not store.has_run(run_id):
+            manifest = build_manifest(cfg.as_dict(), cfg.hash, cfg.seed, cfg.device, preset=cfg.name, label=label)
+            manifest["run_id"] = run_id
+            manifest["skipped_pairs"] = skipped
+            store.create_run(run_id, manifest, cfg.hash, label=label, preset=cfg.name)
+        done = store.done_keys(run_id)
+        todo = [t for t in tasks if t["key"] not in done]
+        cache = checkpoint_dir(db)
+        if todo and any("@" in p for p in cfg.problems):
+            from reference.presets import build_problem
+
+            for spec in cfg.problems:
+                if "@" in spec:
+                    build_problem(spec, cache_dir=cache)  # trains and caches once, here
+        failed = 0
+        bar = _progress(len(todo), cfg.name)
+        with make_executor(executor, workers, scheduler) as (ex, window):
+            pending: set = set()
+            queue = iter(todo)
+            while True:
+                while len(pending) < window:
+                    task = next(queue, None)
+                    if task is None:
+                        break
+                    pending.add(ex.submit(run_task, task, cache))
+                if not pending:
+                    break
+                finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    res = fut.result()
+                    store.write_task(run_id, res["task"], res["scores"], res["moments"])
+                    failed += res["task"]["status"] != "done"
+                    if bar is not None:
+                        bar.update(1)
+        if bar is not None:
+            bar.close()
+        return SweepOutcome(run_id, len(tasks), len(tasks) - len(todo), len(todo), failed, skipped)
+    finally:
+        store.close()

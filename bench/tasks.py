@@ -1,0 +1,91 @@
+"""Sweep tasks: a small picklable spec in, result rows out (workers get specs, never tensors).
+
+A task is one (problem, estimator) pair with the sweep's settings.  Its key is a hash of its spec,
+and its seed is derived from the run's root seed and that key
+(``numpy.random.SeedSequence(root, spawn_key=...)``), so adding or removing tasks never changes
+another task's random stream, and a rerun reproduces it exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+
+import numpy as np
+import torch
+
+from estimators import registry
+from estimators.errors import InputError
+
+from .config import SweepConfig
+
+__all__ = ["plan_tasks", "task_key", "task_seed", "run_task"]
+
+
+def task_key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def task_seed(root: int, key: str) -> int:
+    """A 63-bit seed spawned from the root seed along the task's key."""
+    ss = np.random.SeedSequence(root, spawn_key=(int(key[:8], 16), int(key[8:16], 16)))
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def plan_tasks(cfg: SweepConfig, problems: dict, estimators: list[str]) -> tuple[list[dict], list[str]]:
+    """Expand the sweep into task specs; pairs an estimator does not support are returned as notes."""
+    tasks, skipped = [], []
+    for pspec, problem in problems.items():
+        for espec in estimators:
+            est = registry.get(espec)
+            try:
+                est.check(problem)
+            except InputError as exc:
+                skipped.append(str(exc) + f" [problem {pspec}]")
+                continue
+            spec = dict(problem=pspec, estimator=est.spec, draws=cfg.draws,
+                        grid=list(cfg.grid) if cfg.grid else None, chunk=cfg.chunk, device=cfg.device,
+                        dtype=cfg.dtype, exact_method=cfg.exact_method,
+                        budget=int(cfg.memory_budget_gib * 2**30), root_seed=cfg.seed)
+            key = task_key(spec)
+            tasks.append(dict(spec, key=key, seed=task_seed(cfg.seed, key)))
+    return tasks, skipped
+
+
+def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
+    """Run one task: build the problem, its exact gradient, stream and score the estimator.
+
+    Never raises for a failing estimator: the task comes back with ``status = 'failed'`` and a
+    one-line error, so a sweep always records what happened.
+    """
+    from reference import exact
+    from reference.presets import build_problem
+
+    from .scoring import score
+
+    est = registry.get(task["estimator"])
+    row = dict(task_key=task["key"], problem=task["problem"], estimator=task["estimator"], estimator_name=est.name,
+               unbiased=est.unbiased, device=task["device"], dtype=task["dtype"], draws=task["draws"],
+               seed=task["seed"], status="failed", error="", spec=task)
+    t0 = time.perf_counter()
+    try:
+        problem = build_problem(task["problem"], cache_dir=cache_dir)
+        ex = exact(problem, task["exact_method"], budget=task["budget"])
+        problem = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
+        cost = est.cost(problem)
+        gen = torch.Generator(device=task["device"]).manual_seed(task["seed"])
+        result = score(est, problem, ex.grads, task["draws"], gen, grid=task["grid"], chunk=task["chunk"],
+                       progress=progress)
+    except Exception as exc:  # recorded, never lost: the report shows failed tasks
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        row.update(error=f"{type(exc).__name__}: {exc} (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})",
+                   seconds=time.perf_counter() - t0)
+        return dict(task=row, scores=[], moments={})
+    row.update(status="done", seconds=time.perf_counter() - t0, seconds_per_draw=result.seconds_per_draw,
+               layer_evals=cost.layer_evals, head_evals=cost.head_evals, backward_passes=cost.backward_passes,
+               loss_evals_per_draw=cost.head_evals)
+    scores = [dict(r, task_key=task["key"]) for r in result.rows]
+    moments = {g: (m.n, m.mean, m.m2) for g, m in result.moments.items()}
+    return dict(task=row, scores=scores, moments=moments)

@@ -1,0 +1,115 @@
+"""Table output: number formatting, the HTML Styler, and CSV / Markdown / LaTeX files.
+
+Numbers are shown with 3 significant digits (integers in 1e3..1e6 in full); a missing value is an
+en dash. CSV keeps full precision and flattens two-level column headers to ``"top sub"``. Markdown
+is written here (pandas' ``to_markdown`` needs ``tabulate``, which is not a dependency); LaTeX and
+HTML come from the same pandas Styler. Rows whose status is ``failed: ...`` get the ``failed`` class.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["fmt_value", "flat_columns", "html_table", "markdown_table", "latex_table", "write_table", "NA"]
+
+NA = "–"
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--"}
+
+
+def fmt_value(x) -> str:
+    """Display text of one cell: 3 significant digits, integers in full, NaN/None as an en dash."""
+    if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
+        return NA
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        if 1e3 <= abs(x) < 1e6:
+            return f"{x:.0f}"
+        return f"{x:.3g}"
+    return str(x)
+
+
+def flat_columns(df: pd.DataFrame) -> list[str]:
+    """Column names as single strings (``("rel. RMSE, M=1", "layer0")`` -> ``"rel. RMSE, M=1 layer0"``)."""
+    if isinstance(df.columns, pd.MultiIndex):
+        return [" ".join(str(p) for p in c if str(p)) for c in df.columns]
+    return [str(c) for c in df.columns]
+
+
+def _numeric(df: pd.DataFrame) -> list[bool]:
+    return [pd.api.types.is_numeric_dtype(df.iloc[:, i]) and not pd.api.types.is_bool_dtype(df.iloc[:, i])
+            for i in range(df.shape[1])]
+
+
+def _failed_rows(df: pd.DataFrame) -> np.ndarray:
+    flags = np.zeros(len(df), dtype=bool)
+    for i, name in enumerate(flat_columns(df)):
+        if name.split(" ")[-1] == "status":
+            flags |= df.iloc[:, i].astype(str).str.startswith("failed").to_numpy()
+    return flags
+
+
+def _text(df: pd.DataFrame) -> list[list[str]]:
+    return [[fmt_value(v) for v in row] for row in df.itertuples(index=False, name=None)]
+
+
+def html_table(df: pd.DataFrame, caption: str, uuid: str) -> str:
+    """The table as HTML from a pandas Styler, with a fixed ``table_uuid`` so the markup is deterministic."""
+    num = _numeric(df)
+    failed = _failed_rows(df)
+    classes = pd.DataFrame([[("num" if n else "txt") + (" failed" if f else "") for n in num] for f in failed],
+                           index=df.index, columns=df.columns)
+    styler = (df.style.format(fmt_value, escape="html").hide(axis="index").set_td_classes(classes)
+              .set_caption(html.escape(caption)))
+    return styler.to_html(table_uuid=uuid, cell_ids=False, table_attributes='class="tbl"')
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (numbers right-aligned, ``|`` escaped)."""
+    def cell(s: str) -> str:
+        return s.replace("|", r"\|").replace("\n", " ")
+
+    head = [cell(c) for c in flat_columns(df)]
+    rule = ["---:" if n else "---" for n in _numeric(df)]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in _text(df)]
+    return "\n".join(lines) + "\n"
+
+
+def latex_escape(s: str) -> str:
+    return "".join(_LATEX.get(ch, ch) for ch in str(s))
+
+
+def latex_table(df: pd.DataFrame, caption: str) -> str:
+    """A booktabs LaTeX table from the same Styler (cells and headers escaped)."""
+    shown = df.copy()
+    if isinstance(shown.columns, pd.MultiIndex):
+        shown.columns = pd.MultiIndex.from_tuples([tuple(latex_escape(p) for p in c) for c in shown.columns])
+    else:
+        shown.columns = [latex_escape(c) for c in shown.columns]
+    styler = shown.style.format(lambda v: latex_escape(fmt_value(v))).hide(axis="index")
+    return styler.to_latex(hrules=True, multicol_align="c", caption=latex_escape(caption),
+                           column_format="".join("r" if n else "l" for n in _numeric(df)))
+
+
+def write_table(df: pd.DataFrame, base: Path, caption: str) -> list[Path]:
+    """Write ``base.csv`` (full precision), ``base.md`` and ``base.tex``; return the paths."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    flat = df.copy()
+    flat.columns = flat_columns(df)
+    paths = [base.with_suffix(".csv"), base.with_suffix(".md"), base.with_suffix(".tex")]
+    flat.to_csv(paths[0], index=False, lineterminator="\n")
+    paths[1].write_text(f"**{caption}**\n\n" + markdown_table(df), encoding="utf-8")
+    paths[2].write_text(latex_table(df, caption), encoding="utf-8")
+    return paths

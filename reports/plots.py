@@ -1,0 +1,223 @@
+"""Accuracy figures in the style of the PSA paper, drawn from stored scores (matplotlib, no pyplot state).
+
+- :func:`layer_figures` — per problem, one panel per parameter group: relative RMSE vs M on log-log
+  axes with a ``1/sqrt(M)`` guide (``RMSE^2 = |b|^2 + tr Var / M``, so unbiased estimators follow
+  the guide and biased ones level off at their relative bias), and below it the mean cosine
+  ``cos(g_M, g)`` vs M with the band from the 15% to the 85% quantile.
+- :func:`bias_variance_figure` — relative bias ``|b|/|g|`` against the relative standard deviation
+  of one draw ``sqrt(tr Var)/|g|``, whole gradient, one panel per problem.
+- :func:`pareto_figure` — accuracy vs wall time: relative RMSE of an M-draw average against
+  ``M x seconds per draw``; the lower envelope over all estimators is the Pareto front.
+
+Figures are ``matplotlib.figure.Figure`` objects (constrained layout) that the caller saves and
+drops; failed estimators appear in each legend marked FAILED rather than vanishing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from .data import RunResults, group_order
+from .tables import task_labels
+
+__all__ = ["styles", "layer_figures", "bias_variance_figure", "pareto_figure", "PANELS_PER_FIGURE"]
+
+PANELS_PER_FIGURE = 4
+_MARKERS = "osD^vP*Xph<>"
+_FAILED = Line2D([], [], color="0.5", marker="x", linestyle="none")
+
+
+def styles(run: RunResults) -> dict[str, tuple]:
+    """A fixed (colour, marker) per estimator label of the run, in task order, shared by all figures."""
+    labels = list(dict.fromkeys(task_labels(run.tasks).values()))
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {lab: (cmap(i % cmap.N), _MARKERS[i % len(_MARKERS)]) for i, lab in enumerate(labels)}
+
+
+def _series(run: RunResults, problem: str, metrics) -> dict:
+    s = run.scores
+    sel = s[(s["problem"] == problem) & s["metric"].isin(list(metrics))].sort_values("M", kind="stable")
+    return {key: (g["M"].to_numpy(float), g["value"].to_numpy(float))
+            for key, g in sel.groupby(["task_key", "group", "metric"], sort=False)}
+
+
+def _legend(fig: Figure, handles: list, labels: list, failed: dict[str, str]) -> None:
+    for lab in failed:
+        handles.append(_FAILED)
+        labels.append(f"{lab} — FAILED")
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), frameon=False,
+                   fontsize="small")
+
+
+def _empty(ax, text: str = "no data") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _tasks(run: RunResults, problem: str):
+    t = run.tasks[run.tasks["problem"] == problem]
+    labels = task_labels(t)
+    done = [(k, labels[k]) for k, st in zip(t["task_key"], t["status"]) if st == "done"]
+    failed = {labels[k]: e for k, st, e in zip(t["task_key"], t["status"], t["error"]) if st != "done"}
+    return t, done, failed
+
+
+def layer_figures(run: RunResults, problem: str, sty: dict) -> list[Figure]:
+    """Relative RMSE and cosine vs M, a column per group (at most ``PANELS_PER_FIGURE`` per figure)."""
+    _, done, failed = _tasks(run, problem)
+    rmse = "rel_rmse_emp" if ((run.scores["problem"] == problem) & (run.scores["metric"] == "rel_rmse_emp")).any() \
+        else "rel_rmse"
+    data = _series(run, problem, (rmse, "cos_mean", "cos_q15", "cos_q85", "grad_norm"))
+    groups = [g for g in group_order({k[1] for k in data if k[2] != "grad_norm"}) if g != "all"] or ["all"]
+    figs = []
+    for start in range(0, len(groups), PANELS_PER_FIGURE):
+        chunk = groups[start:start + PANELS_PER_FIGURE]
+        fig = Figure(figsize=(3.0 * len(chunk) + 0.6, 6.2), layout="constrained")
+        axes = fig.subplots(2, len(chunk), squeeze=False, sharex="col")
+        handles, labels = {}, {}
+        for j, g in enumerate(chunk):
+            top, bot = axes[0, j], axes[1, j]
+            norms = [data[(k, g, "grad_norm")][1][0] for k, _ in done if (k, g, "grad_norm") in data]
+            top.set_title(g + (f"  (|g| = {np.median(norms):.3g})" if norms else ""), fontsize="medium")
+            starts = []
+            for k, lab in done:
+                color, marker = sty[lab]
+                if (k, g, rmse) in data:
+                    m, v = data[(k, g, rmse)]
+                    ok = v > 0
+                    (line,) = top.loglog(m[ok], v[ok], color=color, lw=1.4, marker=marker, markevery=9, ms=4)
+                    handles[lab] = line
+                    starts += list(v[ok & (m == m.min())])
+                if (k, g, "cos_mean") in data:
+                    m, v = data[(k, g, "cos_mean")]
+                    bot.semilogx(m, v, color=color, lw=1.4, marker=marker, markevery=9, ms=4)
+                    if (k, g, "cos_q15") in data and (k, g, "cos_q85") in data:
+                        bot.fill_between(m, data[(k, g, "cos_q15")][1], data[(k, g, "cos_q85")][1], color=color,
+                                         alpha=0.15, lw=0)
+            if starts:
+                mm = np.array(sorted({x for k, _ in done if (k, g, rmse) in data for x in data[(k, g, rmse)][0]}))
+                c = float(np.exp(np.mean(np.log(starts))))
+                (guide,) = top.loglog(mm, c / np.sqrt(mm / mm[0]), color="k", ls=":", lw=1.2)
+                handles["∝ 1/√M guide"] = guide
+                top.grid(True, which="major", alpha=0.3)
+            else:
+                _empty(top)
+            if bot.lines:
+                bot.set_ylim(top=1.02)
+                bot.grid(True, which="major", alpha=0.3)
+                bot.set_xlabel("M (draws averaged)")
+            else:
+                _empty(bot)
+            labels = list(handles)
+        axes[0, 0].set_ylabel("relative RMSE" + (" (empirical)" if rmse == "rel_rmse_emp" else ""))
+        axes[1, 0].set_ylabel("cosine to true gradient")
+        fig.suptitle(f"{problem}: accuracy per parameter group", fontsize="large")
+        _legend(fig, list(handles.values()), labels, failed)
+        figs.append(fig)
+    return figs
+
+
+def _per_problem_axes(n: int, height: float) -> tuple[Figure, list]:
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(3.6 * cols + 0.6, height * rows + 0.9), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, list(axes[:n])
+
+
+def _overall(run: RunResults, problem: str, metric: str) -> pd.Series:
+    s = run.scores
+    sel = s[(s["problem"] == problem) & (s["metric"] == metric) & (s["group"] == "all") & (s["M"] == 0)]
+    return sel.drop_duplicates("task_key").set_index("task_key")["value"]
+
+
+def bias_variance_figure(run: RunResults, problems: list[str], sty: dict) -> Figure:
+    """Relative bias vs relative sd of one draw (group ``all``); zero bias or variance drawn at the axis floor."""
+    fig, axes = _per_problem_axes(len(problems), 3.3)
+    handles, all_failed = {}, {}
+    for ax, problem in zip(axes, problems):
+        t, done, failed = _tasks(run, problem)
+        all_failed.update(failed)
+        gn, bias = _overall(run, problem, "grad_norm"), _overall(run, problem, "rel_bias")
+        var, floor = _overall(run, problem, "trace_var"), _overall(run, problem, "noise_floor")
+        draws = t.set_index("task_key")["draws"]
+        pts = []
+        for k, lab in done:
+            if k not in gn or k not in bias or k not in var or not gn[k] > 0:
+                continue
+            sd = np.sqrt(max(var[k], 0.0)) / gn[k]
+            fl = floor[k] / gn[k] if k in floor else np.sqrt(max(var[k], 0.0) / max(draws.get(k, 1), 1)) / gn[k]
+            pts.append((lab, sd, bias[k], fl))
+        if not pts:
+            _empty(ax, "no data" + (" (all tasks failed)" if failed else ""))
+            ax.set_title(problem, fontsize="medium")
+            continue
+        pos = [p for _, sd, b, fl in pts for p in (sd, b, fl) if np.isfinite(p) and p > 0]
+        lo = min(pos) / 3 if pos else 1e-6
+        for lab, sd, b, fl in pts:
+            color, marker = sty[lab]
+            below = not (b > fl)
+            y = max(fl, lo) if below else b
+            x = sd if sd > 0 else lo
+            handles[lab] = ax.scatter([x], [y], color=color, marker=marker, s=46, zorder=3,
+                                      facecolors="none" if below else color)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        lim = (lo / 1.5, max(pos) * 2 if pos else 1)
+        ax.plot(lim, lim, color="0.6", ls="--", lw=1)
+        ax.set_xlim(lim)
+        ax.set_ylim(lim)
+        ax.set_title(problem, fontsize="medium")
+        ax.set_xlabel("relative sd of one draw  √trVar / |g|")
+        ax.set_ylabel("relative bias  |b| / |g|")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("Bias vs variance (whole gradient); hollow: bias below the noise floor; dashed: bias = sd",
+                 fontsize="medium")
+    _legend(fig, list(handles.values()), list(handles), all_failed)
+    return fig
+
+
+def pareto_figure(run: RunResults, problems: list[str], sty: dict) -> Figure:
+    """Relative RMSE (whole gradient) of an M-draw average vs its wall time M x seconds per draw."""
+    fig, axes = _per_problem_axes(len(problems), 3.3)
+    handles, all_failed = {}, {}
+    for ax, problem in zip(axes, problems):
+        t, done, failed = _tasks(run, problem)
+        all_failed.update(failed)
+        spd = t.set_index("task_key")["seconds_per_draw"].astype(float)
+        metric = "rel_rmse" if ((run.scores["problem"] == problem) & (run.scores["metric"] == "rel_rmse")).any() \
+            else "rel_rmse_emp"
+        data = _series(run, problem, (metric,))
+        xs, ys = [], []
+        for k, lab in done:
+            if (k, "all", metric) not in data or not spd.get(k, np.nan) > 0:
+                continue
+            m, v = data[(k, "all", metric)]
+            color, marker = sty[lab]
+            (handles[lab],) = ax.loglog(m * spd[k], v, color=color, lw=1.4, marker=marker, markevery=[0], ms=5)
+            xs += list(m * spd[k])
+            ys += list(v)
+        if not xs:
+            _empty(ax, "no timed results")
+            ax.set_title(problem, fontsize="medium")
+            continue
+        order = np.argsort(xs, kind="stable")
+        front = np.minimum.accumulate(np.asarray(ys)[order])
+        (handles["Pareto front"],) = ax.step(np.asarray(xs)[order], front, where="post", color="k", lw=3,
+                                             alpha=0.25, zorder=0)
+        ax.set_title(problem, fontsize="medium")
+        ax.set_xlabel("wall time for M draws (s)")
+        ax.set_ylabel("relative RMSE (whole gradient)")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("Accuracy vs wall time (marker: one draw; curve: averages of M draws)", fontsize="medium")
+    _legend(fig, list(handles.values()), list(handles), all_failed)
+    return fig

@@ -1,0 +1,158 @@
+"""What a report holds, independent of the output format: sections of text, tables and figures.
+
+One function per section (``manifest_section``, ``problem_section``, ``bias_variance_section``,
+``pareto_section``, ``psa2020_section``, ``timing_section``); ``RUN_SECTIONS`` lists them in page
+order, so a new kind of result (training curves, say) is one more function appended there. The
+HTML and PDF writers only walk these blocks. Figures are built once, on first use, and shared by
+both writers; :func:`close_figures` drops them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import plots, psa2020, tables
+from .data import RunResults, run_id, slug
+from .paper_values import CHECKPOINTS, CITATION
+from .throughput import throughput_figure
+
+__all__ = ["Text", "Table", "Plot", "Section", "RUN_SECTIONS", "run_sections", "close_figures"]
+
+
+@dataclass
+class Text:
+    text: str
+    kind: str = "p"  # "p" or "warn"
+
+
+@dataclass
+class Table:
+    name: str  # unique file stem, also the HTML table id
+    caption: str
+    frame: pd.DataFrame
+
+
+@dataclass
+class Plot:
+    name: str
+    caption: str
+    make: Callable[[], Figure | None]
+    _fig: list = field(default_factory=list, repr=False)
+
+    @property
+    def figure(self) -> Figure | None:
+        if not self._fig:
+            self._fig.append(self.make())
+        return self._fig[0]
+
+
+@dataclass
+class Section:
+    title: str
+    anchor: str
+    blocks: list
+    level: int = 2
+
+
+def manifest_section(run: RunResults, ctx: dict) -> list[Section]:
+    rid = ctx["rid"]
+    t = run.tasks
+    n_failed = int((t["status"] == "failed").sum())
+    blocks = [Table(f"{rid}_manifest", f"Run {run_id(run)}: manifest", tables.manifest_table(run)),
+              Text(f"{len(t)} tasks on {t['problem'].nunique()} problem(s): {len(t) - n_failed} done, "
+                   f"{n_failed} failed.", "warn" if n_failed else "p")]
+    if n_failed:
+        blocks.append(Table(f"{rid}_failed", "Failed tasks (no scores; shown, not dropped)", tables.failed_table(run)))
+    blocks.append(Table(f"{rid}_tasks", "Tasks", tables.tasks_table(run)))
+    return [Section(f"Run {run_id(run)}", f"{rid}", blocks)]
+
+
+def problem_section(run: RunResults, ctx: dict) -> list[Section]:
+    out = []
+    for problem in tables.problems(run):
+        ps = f"{ctx['rid']}_{slug(problem)}"
+        blocks = [Table(f"{ps}_ranking", f"{problem}: estimators ranked by the relative RMSE of one draw "
+                        "(whole gradient); bias plateau = relative bias |b|/|g|", tables.ranking_table(run, problem))]
+        figs = plots.layer_figures(run, problem, ctx["styles"])  # cheap to build; saved only once
+        for i, fig in enumerate(figs):
+            blocks.append(Plot(f"{ps}_layers{i}", f"{problem}: relative RMSE vs M (log-log, dotted: 1/√M) and "
+                               "cosine vs M (band: 15–85% quantiles over groups of M draws)",
+                               (lambda f=fig: f)))
+        out.append(Section(f"Problem {problem}", ps, blocks, level=3))
+    return out
+
+
+def bias_variance_section(run: RunResults, ctx: dict) -> list[Section]:
+    probs = tables.problems(run)
+    return [Section("Bias vs variance", f"{ctx['rid']}_biasvar", [
+        Plot(f"{ctx['rid']}_biasvar", "Relative bias against the relative standard deviation of one draw; "
+             "RMSE of an M-draw average = √(bias² + sd²/M)",
+             lambda: plots.bias_variance_figure(run, probs, ctx["styles"]))], level=3)]
+
+
+def pareto_section(run: RunResults, ctx: dict) -> list[Section]:
+    probs = tables.problems(run)
+    return [Section("Accuracy vs wall time", f"{ctx['rid']}_pareto", [
+        Plot(f"{ctx['rid']}_pareto", "Relative RMSE of an M-draw average against M × seconds per draw; "
+             "the grey step is the Pareto front over all estimators",
+             lambda: plots.pareto_figure(run, probs, ctx["styles"]))], level=3)]
+
+
+def psa2020_section(run: RunResults, ctx: dict) -> list[Section]:
+    if not psa2020.is_psa2020(run):
+        return []
+    comp = psa2020.comparison(run)
+    rid = ctx["rid"]
+    blocks = [Text(f"Published values: {CITATION}. Ratio = this run / paper; difference = this run − paper. "
+                   "A re-trained network differs from the published one: expect agreement in kind, not digits.")]
+    if comp.empty:
+        blocks.append(Text("This run has none of the paper's checkpoint problems (chk-100, chk-2000).", "warn"))
+    else:
+        blocks.append(Table(f"{rid}_psa2020_long", "This run vs the PSA paper (all values, tidy)", comp))
+    for chk in CHECKPOINTS:
+        for metric, what in (("rel_rmse", "relative RMSE (ratio = run / paper)"),
+                             ("cos_mean", "mean cosine (difference = run − paper)")):
+            wide = psa2020.comparison_wide(comp, chk, metric) if not comp.empty else pd.DataFrame()
+            if not wide.empty:
+                blocks.append(Table(f"{rid}_psa2020_{chk}_{metric}", f"{chk}: {what}", wide))
+    return [Section("Comparison with the PSA paper", f"{rid}_psa2020", blocks, level=3)]
+
+
+def timing_section(run: RunResults, ctx: dict) -> list[Section]:
+    tab = tables.timing_table(run)
+    rid = ctx["rid"]
+    if tab.empty:
+        return [Section("Timings", f"{rid}_timings", [Text("No timings were recorded in this run.")], level=3)]
+    return [Section("Timings", f"{rid}_timings", [
+        Table(f"{rid}_timings", "Timings: items/s = items / median time (IQR over repeats)", tab),
+        Plot(f"{rid}_throughput", "Throughput per kernel (log scale)", lambda: throughput_figure(run.timings))],
+        level=3)]
+
+
+RUN_SECTIONS = [manifest_section, problem_section, bias_variance_section, pareto_section, psa2020_section,
+                timing_section]
+
+
+def run_sections(runs: list[RunResults]) -> list[Section]:
+    """All sections of a report over ``runs`` (validated), run by run, in ``RUN_SECTIONS`` order."""
+    out, seen = [], {}
+    for run in runs:
+        rid = slug(run_id(run))
+        seen[rid] = seen.get(rid, 0) + 1
+        if seen[rid] > 1:
+            rid = f"{rid}-{seen[rid]}"
+        ctx = {"rid": rid, "styles": plots.styles(run)}
+        for fn in RUN_SECTIONS:
+            out.extend(fn(run, ctx))
+    return out
+
+
+def close_figures(sections: list[Section]) -> None:
+    for sec in sections:
+        for b in sec.blocks:
+            if isinstance(b, Plot):
+                b._fig.clear()
