@@ -115,6 +115,7 @@ PRESETS: dict[str, dict] = {
         problems=("psa-2-5-5-5@chk-1", "psa-2-5-5-5@chk-100", "psa-2-5-5-5@chk-2000"),
         estimators=_PSA2020_METHODS + ("*",),
         draws=20000,
+        grid=tuple(d * 10**e for e in range(4) for d in range(1, 10)),  # the paper's 36 values
     ),
     "scaling": dict(
         name="scaling",

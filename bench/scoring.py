@@ -36,7 +36,7 @@ from estimators.model import Problem
 
 from .accumulate import Moments
 
-__all__ = ["score", "Scores", "psa_grid", "QUANTILE_CAP"]
+__all__ = ["score", "Scores", "psa_grid", "default_grid", "QUANTILE_CAP"]
 
 QUANTILE_CAP = 20_000
 _Z = 1.959963984540054  # two-sided 95%
@@ -46,6 +46,11 @@ def psa_grid(n_max: int) -> list[int]:
     """The PSA paper's M grid (1..9, 10..90, 100..900, 1000..9000, ...) up to ``n_max``."""
     grid = [d * 10**e for e in range(0, 7) for d in range(1, 10)]
     return [m for m in grid if m <= n_max]
+
+
+def default_grid(draws: int) -> list[int]:
+    """The PSA grid up to ``draws // 2`` (every M then has at least two groups), and at least M = 1."""
+    return psa_grid(max(1, draws // 2))
 
 
 class _Thinned:
@@ -103,7 +108,7 @@ def score(estimator: Estimator, problem: Problem, exact_grads: dict[str, torch.T
           generator: torch.Generator, grid: list[int] | None = None, chunk: int | None = None,
           progress=None) -> Scores:
     """Stream ``draws`` draws of ``estimator`` on ``problem`` and score them against ``exact_grads``."""
-    grid = sorted(set(grid if grid is not None else psa_grid(draws)))
+    grid = sorted(set(grid if grid is not None else default_grid(draws)))
     grid = [m for m in grid if 1 <= m <= draws]
     if chunk is None:
         chunk = max(1, min(draws, 2**21 // max(1, problem.batch_size * sum(problem.widths[1:]))))

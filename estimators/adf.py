@@ -79,14 +79,15 @@ def unit_moments(P: torch.Tensor, Q: torch.Tensor, encoding: str) -> tuple[torch
 
 def propagate(problem: Problem, params: Sequence[tuple[torch.Tensor, torch.Tensor]],
               layer_eps: Sequence[torch.Tensor | None] | None = None,
-              head_eps: torch.Tensor | None = None) -> torch.Tensor:
+              head_eps: torch.Tensor | None = None, record: list | None = None) -> torch.Tensor:
     r"""Per-point loss ``[R, B]`` of the moment-propagated network.
 
     ``params``: per group ``(W [R, n, m], b [R, n])`` (size-1 leading dims broadcast).  With
     ``layer_eps=None`` every layer takes the ADF step; otherwise layer ``k`` samples
     $a=\mu+s\,\varepsilon_k$ and uses $P=F(a)$ (local reparameterisation; the first layer has $s=0$
     and ignores ``layer_eps[0]``).  ``head_eps`` (``[R, B, C]``) feeds $\eta=\bar\eta+\mathrm{sd}(\eta)\,
-    \varepsilon$ to the loss; ``None`` feeds the mean logits $\bar\eta$.
+    \varepsilon$ to the loss; ``None`` feeds the mean logits $\bar\eta$.  If ``record`` is a list,
+    each layer's ``(P, m, v)`` is appended to it.
     """
     law = problem.noise_law
     m, v = problem.X.unsqueeze(0), None
@@ -100,6 +101,8 @@ def propagate(problem: Problem, params: Sequence[tuple[torch.Tensor, torch.Tenso
             a = mu if s2 is None else mu + safe_sqrt(s2) * layer_eps[k]
             P, Q = law.cdf(a), law.cdf(-a)
         m, v = unit_moments(P, Q, problem.encoding)
+        if record is not None:
+            record.append((P, m, v))
     W, b = params[-1]
     eta = affine(m, W, b)
     if head_eps is not None:

@@ -92,9 +92,16 @@ class Estimator:
         changed = [
             f"{f.name}={getattr(self, f.name)}"
             for f in dataclasses.fields(self)
-            if getattr(self, f.name) != f.default
+            if _differs(getattr(self, f.name), f.default)
         ]
         return self.name + (":" + ",".join(changed) if changed else "")
 
     def __str__(self) -> str:
         return self.spec
+
+
+def _differs(value: object, default: object) -> bool:
+    try:
+        return bool(value != default)
+    except (TypeError, ValueError):  # array-like hyperparameters (test doubles)
+        return value is not default

@@ -1,0 +1,89 @@
+"""Results store: round trip, one transaction per task, refusal of corrupt or foreign databases."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from bench.store import SCHEMA_VERSION, Store
+from estimators.errors import InputError
+
+
+def _task(key, status="done"):
+    return dict(task_key=key, problem="p", estimator="e", estimator_name="e", unbiased=True, device="cpu",
+                dtype="float64", draws=10, seed=1, status=status, error="", seconds=0.1, seconds_per_draw=0.01,
+                layer_evals=3, head_evals=1, backward_passes=1, loss_evals_per_draw=1, spec={"x": 1})
+
+
+def _score(key, metric="rel_rmse", M=1, value=0.5):
+    return dict(task_key=key, problem="p", estimator="e", group="layer0", metric=metric, M=M, value=value, lo=0.4, hi=0.6)
+
+
+def test_round_trip(tmp_path):
+    db = tmp_path / "r.sqlite"
+    with Store(db, create=True) as s:
+        s.create_run("run-a", {"git_commit": "abc"}, "h1", preset="quick")
+        s.write_task("run-a", _task("k1"), [_score("k1"), _score("k1", "trace_var", 0, 2.0)], {"layer0": (10, [1.0, 2.0], [0.5, 0.5])})
+        s.add_timings("run-a", [dict(kernel="psa-fc", variant="ratio", device="cpu", dtype="float32", shape="256x512x512",
+                                    unit="terms", items_per_s=1e9, median_s=0.01, iqr_s=0.001, ratio=3.0,
+                                    ratio_to="gemm", pct_peak=float("nan"), peak_kind="")])
+    with Store(db) as s:
+        assert s.resolve("latest") == "run-a" and s.resolve("run") == "run-a"
+        res = s.load_run("run-a")
+        assert res.manifest["git_commit"] == "abc"
+        assert list(res.tasks.task_key) == ["k1"] and bool(res.tasks.unbiased.iloc[0])
+        assert len(res.scores) == 2 and res.scores.M.tolist() == [1, 0]
+        assert res.timings.kernel.tolist() == ["psa-fc"]
+        n, mean, m2 = s.moments("run-a", "k1")["layer0"]
+        assert n == 10 and mean.tolist() == [1.0, 2.0]
+        assert s.done_keys("run-a") == {"k1"}
+
+
+def test_a_failing_write_leaves_no_partial_rows(tmp_path):
+    db = tmp_path / "r.sqlite"
+    with Store(db, create=True) as s:
+        s.create_run("r", {}, "h")
+        bad = [_score("k1"), {"problem": "p"}]  # second row is malformed: KeyError mid-transaction
+        with pytest.raises(KeyError):
+            s.write_task("r", _task("k1"), bad)
+        assert s.done_keys("r") == set()
+        assert s.con.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 0
+        s.write_task("r", _task("k1", "failed"), [])
+        s.write_task("r", _task("k1"), [_score("k1")])  # a retry replaces the failed attempt
+        assert s.tasks("r").status.tolist() == ["done"]
+
+
+def test_unknown_and_ambiguous_runs(tmp_path):
+    db = tmp_path / "r.sqlite"
+    with Store(db, create=True) as s:
+        s.create_run("quick-1", {}, "h")
+        s.create_run("quick-2", {}, "h2")
+        with pytest.raises(InputError, match="unknown run 'zzz'"):
+            s.resolve("zzz")
+        with pytest.raises(InputError, match="ambiguous"):
+            s.resolve("quick")
+    with pytest.raises(InputError, match="does not exist"):
+        Store(tmp_path / "missing.sqlite")
+
+
+def test_corrupt_file_is_refused_and_left_untouched(tmp_path):
+    db = tmp_path / "junk.sqlite"
+    db.write_bytes(b"this is not a database" * 100)
+    before = db.read_bytes()
+    with pytest.raises(InputError, match="not a readable sbn-bench results database"):
+        Store(db, create=True)
+    assert db.read_bytes() == before
+
+
+def test_other_schema_version_is_refused_and_left_untouched(tmp_path):
+    db = tmp_path / "old.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE runs (x)")
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    with pytest.raises(InputError, match="schema version"):
+        Store(db, create=True)
+    assert db.read_bytes() == before

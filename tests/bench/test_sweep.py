@@ -1,0 +1,163 @@
+"""Sweeps: flags and TOML, resume, kill -9, executors (process pool, Dask on loopback), bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.store import Store
+
+SMALL = ["--problem", "random:widths=2-3-3,points=6,seed=1", "--problem", "toy-liu3",
+         "--estimators", "reinforce,arm,concrete:tau=0.5", "--draws", "400", "--grid", "1,10,100", "--no-report"]
+
+
+def _numbers(scores: pd.DataFrame) -> pd.Series:
+    """Score values in a canonical order, without the wall-clock-dependent metric."""
+    df = scores[scores.metric != "var_x_seconds"].sort_values(["task_key", "group", "metric", "M"])
+    return df.value.reset_index(drop=True)
+
+
+def _scores(db, run="latest"):
+    with Store(db) as s:
+        res = s.load_run(run)
+    return res
+
+
+def test_run_resume_and_show(tmp_path, capsys):
+    db = str(tmp_path / "r.sqlite")
+    assert main(["run", *SMALL, "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "6 tasks, 0 already stored, 6 computed" in out
+    res = _scores(db)
+    assert (res.tasks.status == "done").all() and len(res.tasks) == 6
+    assert set(res.scores.group) == {"layer0", "layer1", "head", "all"}
+    assert set(res.scores[res.scores.M > 0].M) == {1, 10, 100}
+    assert res.manifest["config"]["draws"] == 400 and res.manifest["root_seed"] == 0
+    assert main(["run", *SMALL, "--db", db]) == 0
+    assert "6 already stored, 0 computed" in capsys.readouterr().out
+    assert main(["show", "latest", "--db", db, "--metric", "rel_rmse", "--M", "10"]) == 0
+    assert "reinforce" in capsys.readouterr().out
+    assert main(["runs", "--db", db]) == 0
+    assert main(["export", "latest", "--db", db, "--out", str(tmp_path / "x"), "--format", "json"]) == 0
+    exported = pd.read_json(next(p for p in (tmp_path / "x").iterdir() if p.name.endswith("scores.json")))
+    assert len(exported) == len(res.scores)
+
+
+def test_toml_config_and_seeds_are_reproducible(tmp_path, capsys):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('problems = ["toy-arm4"]\nestimators = ["reinforce", "arm"]\ndraws = 300\ngrid = [1, 10]\nseed = 7\n')
+    a, b = str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")
+    assert main(["run", "--config", str(cfg), "--db", a, "--no-report"]) == 0
+    assert main(["run", "--config", str(cfg), "--db", b, "--no-report"]) == 0
+    sa, sb = _numbers(_scores(a).scores), _numbers(_scores(b).scores)
+    pd.testing.assert_series_equal(sa, sb)
+    assert _scores(a).manifest["run_id"].startswith("sweep-")
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--preset", "nope"], "invalid choice"),
+    (["--estimators", "frob"], "unknown estimator 'frob'"),
+    (["--estimators", "concrete:tau=oops"], "must be of type float"),
+    (["--problem", "nope"], "unknown problem"),
+    (["--draws", "0"], "draws (N) must be a positive integer"),
+    (["--draws", "10", "--grid", "1,20"], "M = 20 exceeds the number of draws N = 10"),
+    (["--grid", "0,1"], "must be positive"),
+    (["--problem", "random:widths=2-14-14"], "needs about"),
+    (["--problem-file", "missing.npz"], "does not exist"),
+])
+def test_bad_input_exit_2_and_nothing_written(tmp_path, capsys, argv, msg):
+    db = tmp_path / "r.sqlite"
+    try:
+        code = main(["run", "--db", str(db), "--no-report", "--estimators", "reinforce", *argv])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
+    assert not db.exists()
+
+
+def test_malformed_toml_reports_the_line(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('problems = ["toy-arm4"]\ndraws = = 3\n')
+    assert main(["run", "--config", str(cfg), "--db", str(tmp_path / "r.sqlite")]) == 2
+    assert "line 2" in capsys.readouterr().err
+    cfg.write_text('problemz = ["toy-arm4"]\n')
+    assert main(["run", "--config", str(cfg), "--db", str(tmp_path / "r.sqlite")]) == 2
+    assert "unknown key 'problemz'" in capsys.readouterr().err
+
+
+def test_corrupt_store_is_refused_by_run(tmp_path, capsys):
+    db = tmp_path / "r.sqlite"
+    db.write_bytes(b"garbage" * 1000)
+    assert main(["run", *SMALL, "--db", str(db)]) == 2
+    assert db.read_bytes() == b"garbage" * 1000
+
+
+def test_kill_9_loses_no_completed_task_and_rerun_resumes(tmp_path):
+    db = tmp_path / "k.sqlite"
+    argv = [sys.executable, "-m", "bench", "run", "--db", str(db), "--no-report", "--estimators", "reinforce,arm",
+            "--draws", "3000", "--grid", "1,100"]
+    for seed in range(4):
+        argv += ["--problem", f"random:widths=3-5-5-5,points=40,seed={seed}"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    deadline = time.time() + 240
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+                done = con.execute("SELECT COUNT(*) FROM tasks WHERE status='done'").fetchone()[0]
+                con.close()
+            except sqlite3.OperationalError:
+                continue
+        if done >= 2:
+            break
+    assert proc.poll() is None, "the sweep finished before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    per_task = con.execute("SELECT t.task_key, COUNT(s.metric) FROM tasks t JOIN scores s USING (run_id, task_key) "
+                           "GROUP BY t.task_key").fetchall()
+    stored = len(per_task)
+    con.close()
+    assert 2 <= stored < 8
+    assert len({n for _, n in per_task}) == 1  # every stored task has all its rows
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert f"8 tasks, {stored} already stored, {8 - stored} computed" in out.stdout
+
+
+def _dask_cluster():
+    distributed = pytest.importorskip("distributed")
+    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, host="127.0.0.1",
+                                    dashboard_address=None)
+
+
+def test_process_pool_and_dask_give_the_same_numbers(tmp_path, capsys):
+    ref = str(tmp_path / "ref.sqlite")
+    assert main(["run", *SMALL, "--db", ref]) == 0
+    expected = _numbers(_scores(ref).scores)
+    pool = str(tmp_path / "pool.sqlite")
+    assert main(["run", *SMALL, "--db", pool, "--executor", "process", "--workers", "2"]) == 0
+    pd.testing.assert_series_equal(_numbers(_scores(pool).scores), expected)
+    with _dask_cluster() as cluster:
+        dsk = str(tmp_path / "dask.sqlite")
+        assert main(["run", *SMALL, "--db", dsk, "--executor", "dask", "--scheduler", cluster.scheduler_address]) == 0
+    pd.testing.assert_series_equal(_numbers(_scores(dsk).scores), expected)
+
+
+def test_unreachable_dask_scheduler_is_one_line(tmp_path, capsys):
+    code = main(["run", *SMALL, "--db", str(tmp_path / "r.sqlite"), "--executor", "dask",
+                 "--scheduler", "tcp://127.0.0.1:1"])
+    assert code == 2
+    assert "cannot reach the Dask scheduler" in capsys.readouterr().err
