@@ -2,7 +2,8 @@
 
 Tables: ``runs`` (one row per run, with its manifest as JSON), ``tasks`` (one row per task: its
 spec, key, status and cost), ``scores`` (tidy score rows), ``moments`` (the float64 Welford triples
-per task and group, so any later aggregation is exact) and ``timings`` (kernel throughput rows).
+per task and group, so any later aggregation is exact), ``curves`` (per-epoch training records:
+task, epoch, metric, value) and ``timings`` (kernel throughput rows).
 
 Integrity rules:
 - each task's rows are committed in **one transaction** (task row, scores, moments), so a crash or
@@ -61,13 +62,18 @@ CREATE TABLE moments (
     run_id TEXT NOT NULL, task_key TEXT NOT NULL, grp TEXT NOT NULL, n INTEGER, mean BLOB, m2 BLOB,
     PRIMARY KEY (run_id, task_key, grp)
 );
+CREATE TABLE curves (
+    run_id TEXT NOT NULL, task_key TEXT NOT NULL, problem TEXT, estimator TEXT, epoch INTEGER, metric TEXT,
+    value REAL
+);
+CREATE INDEX curves_run ON curves(run_id, task_key);
 CREATE TABLE timings (
     run_id TEXT NOT NULL, {", ".join(c + (" REAL" if c in ("items_per_s", "median_s", "iqr_s", "ratio", "pct_peak") else " TEXT") for c in TIMING_COLUMNS)},
     extra TEXT
 );
 PRAGMA user_version = {SCHEMA_VERSION};
 """
-_TABLES = {"runs", "tasks", "scores", "moments", "timings"}
+_TABLES = {"runs", "tasks", "scores", "moments", "timings", "curves"}
 
 
 def _utc() -> str:
@@ -176,14 +182,15 @@ class Store:
         rows = self.con.execute("SELECT task_key FROM tasks WHERE run_id = ? AND status = 'done'", (run_id,))
         return {r[0] for r in rows}
 
-    def write_task(self, run_id: str, task: dict, scores: Iterable[dict] = (), moments: dict | None = None) -> None:
-        """Commit one task's row, score rows and moments in a single transaction (replacing a failed try)."""
+    def write_task(self, run_id: str, task: dict, scores: Iterable[dict] = (), moments: dict | None = None,
+                   curves: Iterable[dict] = ()) -> None:
+        """Commit one task's row, score rows, moments and curve rows in a single transaction (replacing a failed try)."""
         key = task["task_key"]
         cur = self.con.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            cur.execute("DELETE FROM scores WHERE run_id = ? AND task_key = ?", (run_id, key))
-            cur.execute("DELETE FROM moments WHERE run_id = ? AND task_key = ?", (run_id, key))
+            for table in ("scores", "moments", "curves"):
+                cur.execute(f"DELETE FROM {table} WHERE run_id = ? AND task_key = ?", (run_id, key))
             cols = TASK_COLUMNS + ["spec", "finished_utc"]
             values = [task.get(c) for c in TASK_COLUMNS] + [json.dumps(task.get("spec", {}), sort_keys=True), _utc()]
             cur.execute(
@@ -194,6 +201,11 @@ class Store:
                 "INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run_id, key, s["problem"], s["estimator"], s["group"], s["metric"], int(s["M"]),
                   _num(s["value"]), _num(s.get("lo")), _num(s.get("hi"))) for s in scores],
+            )
+            cur.executemany(
+                "INSERT INTO curves VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, key, c["problem"], c["estimator"], int(c["epoch"]), c["metric"], _num(c["value"]))
+                 for c in curves],
             )
             for grp, (n, mean, m2) in (moments or {}).items():
                 cur.execute(
@@ -234,6 +246,13 @@ class Store:
             "WHERE run_id = ? ORDER BY rowid", self.con, params=(run_id,)
         )
         return df.astype({"M": int, "value": float, "lo": float, "hi": float})
+
+    def curves(self, run_id: str) -> pd.DataFrame:
+        df = pd.read_sql_query(
+            "SELECT task_key, problem, estimator, epoch, metric, value FROM curves WHERE run_id = ? ORDER BY rowid",
+            self.con, params=(run_id,),
+        )
+        return df.astype({"epoch": int, "value": float})
 
     def timings(self, run_id: str) -> pd.DataFrame:
         return pd.read_sql_query(

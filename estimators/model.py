@@ -8,6 +8,13 @@ layer sees: ``pm1`` ($x\in\{-1,+1\}$, the default) or ``01`` ($(x+1)/2$, the sig
 convention; spec §1.4).  The real input $x^0$ is never encoded.  States are always *carried* as
 $\pm1$ tensors; :meth:`Problem.enc` converts them where a layer reads them.
 
+Layers are fully connected (``W^k [n_k, n_{k-1}]``) or convolutional (``W^k [C_out, C_in, K, K]``
+with a per-channel bias and a :class:`ConvGeom` giving the input map, kernel, stride and zero
+padding; spec §3.8).  Every layer's states are carried flattened (channel-major ``C*H*W``), so all
+code that samples, enumerates or scores a network is the same for both kinds; only
+:meth:`Problem.preact`, :meth:`Problem.input_grad`, :meth:`Problem.param_grad` and
+:meth:`Problem.moment_preact` look at the kind.
+
 Shapes: data ``X [B, n0]``; states and pre-activations carry a leading draws dimension,
 ``[D, B, n_k]``.  Parameter groups: one per stochastic layer (``W`` flattened row-major, then
 ``b``), named ``layer0 .. layer{L-1}`` as in the PSA paper's figures, then ``head``.
@@ -25,9 +32,38 @@ from .errors import InputError
 from .losses import Loss, get_loss
 from .noise import Noise, get_noise
 
-__all__ = ["ENCODINGS", "Problem", "Path", "sample_path", "layer_grad", "head_grad", "backprop"]
+__all__ = ["ENCODINGS", "ConvGeom", "Problem", "Path", "sample_path", "layer_grad", "head_grad", "backprop"]
 
 ENCODINGS = ("pm1", "01")
+
+
+@dataclass(frozen=True)
+class ConvGeom:
+    """Geometry of a convolutional layer: its input map ``[channels, height, width]``, kernel, stride, padding."""
+
+    channels: int
+    height: int
+    width: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+
+    @property
+    def in_size(self) -> int:
+        return self.channels * self.height * self.width
+
+    def out_hw(self) -> tuple[int, int]:
+        k, s, p = self.kernel, self.stride, self.padding
+        return (self.height + 2 * p - k) // s + 1, (self.width + 2 * p - k) // s + 1
+
+    def output_padding(self) -> tuple[int, int]:
+        """What ``conv_transpose2d`` needs to give back exactly ``height x width``."""
+        ho, wo = self.out_hw()
+        k, s, p = self.kernel, self.stride, self.padding
+        return self.height - ((ho - 1) * s - 2 * p + k), self.width - ((wo - 1) * s - 2 * p + k)
+
+    def as_array(self) -> list[int]:
+        return [self.channels, self.height, self.width, self.kernel, self.stride, self.padding]
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,11 +89,14 @@ class Problem:
     noise: str = "logistic"
     loss: str = "logistic"
     name: str = "problem"
+    conv: tuple[ConvGeom | None, ...] = ()
 
     # ---- construction and validation -------------------------------------------------------
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(self.weights))
         object.__setattr__(self, "biases", tuple(self.biases))
+        conv = tuple(self.conv) if self.conv else (None,) * len(self.weights)
+        object.__setattr__(self, "conv", conv)
         self.validate()
 
     def validate(self) -> None:
@@ -73,14 +112,26 @@ class Problem:
         if self.X.dim() != 2:
             raise InputError(f"array 'X' must be [B, n0], got shape {list(self.X.shape)}")
         arrays = {"X": self.X, "W_head": self.head_weight, "b_head": self.head_bias, "y": self.y}
+        if len(self.conv) != len(self.weights):
+            raise InputError(f"{len(self.conv)} layer geometries for {len(self.weights)} layers")
         n_prev = self.X.shape[1]
-        for k, (w, b) in enumerate(zip(self.weights, self.biases), start=1):
+        for k, (w, b, geom) in enumerate(zip(self.weights, self.biases, self.conv), start=1):
             arrays[f"W{k}"], arrays[f"b{k}"] = w, b
-            if w.dim() != 2 or w.shape[1] != n_prev:
-                raise InputError(f"array 'W{k}' must be [n{k}, {n_prev}], got shape {list(w.shape)}")
+            if geom is None:
+                if w.dim() != 2 or w.shape[1] != n_prev:
+                    raise InputError(f"array 'W{k}' must be [n{k}, {n_prev}], got shape {list(w.shape)}")
+            else:
+                if geom.in_size != n_prev:
+                    raise InputError(f"array 'conv{k}': input map {geom.as_array()[:3]} has {geom.in_size} "
+                                     f"units, the layer below has {n_prev}")
+                if min(geom.out_hw()) < 1 or geom.kernel < 1 or geom.stride < 1 or geom.padding < 0:
+                    raise InputError(f"array 'conv{k}': kernel/stride/padding {geom.as_array()[3:]} do not fit the map")
+                if w.dim() != 4 or w.shape[1] != geom.channels or w.shape[2:] != (geom.kernel, geom.kernel):
+                    raise InputError(f"array 'W{k}' must be [C_out, {geom.channels}, {geom.kernel}, {geom.kernel}], "
+                                     f"got shape {list(w.shape)}")
             if b.shape != (w.shape[0],):
                 raise InputError(f"array 'b{k}' must be [{w.shape[0]}], got shape {list(b.shape)}")
-            n_prev = w.shape[0]
+            n_prev = self.layer_width(k - 1)
         if self.head_weight.dim() != 2 or self.head_weight.shape[1] != n_prev:
             raise InputError(f"array 'W_head' must be [C, {n_prev}], got shape {list(self.head_weight.shape)}")
         if self.head_bias.shape != (self.head_weight.shape[0],):
@@ -105,8 +156,20 @@ class Problem:
 
     @property
     def widths(self) -> tuple[int, ...]:
-        """``(n0, n1, ..., nL)``."""
-        return (self.X.shape[1],) + tuple(w.shape[0] for w in self.weights)
+        """``(n0, n1, ..., nL)``: units per layer (``C*H*W`` for a convolutional layer)."""
+        return (self.X.shape[1],) + tuple(self.layer_width(k) for k in range(self.depth))
+
+    def layer_width(self, k: int) -> int:
+        """Units of stochastic layer ``k`` (0-based)."""
+        geom = self.conv[k]
+        if geom is None:
+            return self.weights[k].shape[0]
+        ho, wo = geom.out_hw()
+        return self.weights[k].shape[0] * ho * wo
+
+    @property
+    def is_conv(self) -> bool:
+        return any(g is not None for g in self.conv)
 
     @property
     def n_out(self) -> int:
@@ -192,8 +255,10 @@ class Problem:
         )
 
     def subset(self, index: torch.Tensor | slice) -> "Problem":
-        """The same network on a subset of the data points."""
-        return self.replace(X=self.X[index], y=self.y[index])
+        """The same network on a subset of the data points (rows of valid data need no re-validation)."""
+        out = object.__new__(Problem)
+        out.__dict__.update(self.__dict__, X=self.X[index], y=self.y[index])
+        return out
 
     # ---- forward pieces ----------------------------------------------------------------------
     def enc(self, x_pm: torch.Tensor) -> torch.Tensor:
@@ -202,7 +267,58 @@ class Problem:
 
     def preact(self, k: int, inp: torch.Tensor) -> torch.Tensor:
         """$a^{k+1}=W^{k+1}\\,\\mathrm{inp}+b^{k+1}$ for layer index ``k`` (0-based) of an already encoded input."""
-        return inp @ self.weights[k].T + self.biases[k]
+        geom = self.conv[k]
+        if geom is None:
+            return inp @ self.weights[k].T + self.biases[k]
+        lead = inp.shape[:-1]
+        x = inp.reshape(-1, geom.channels, geom.height, geom.width)
+        a = torch.nn.functional.conv2d(x, self.weights[k], self.biases[k], geom.stride, geom.padding)
+        return a.reshape(*lead, -1)
+
+    def input_grad(self, k: int, delta: torch.Tensor) -> torch.Tensor:
+        """$\\partial f/\\partial\\,\\mathrm{inp}$ of layer ``k`` from $\\delta=\\partial f/\\partial a$ (``delta @ W``, or a transposed convolution)."""
+        geom = self.conv[k]
+        if geom is None:
+            return delta @ self.weights[k]
+        lead = delta.shape[:-1]
+        ho, wo = geom.out_hw()
+        d = delta.reshape(-1, self.weights[k].shape[0], ho, wo)
+        g = torch.nn.functional.conv_transpose2d(d, self.weights[k], None, geom.stride, geom.padding,
+                                                 geom.output_padding())
+        return g.reshape(*lead, -1)
+
+    def param_grad(self, k: int, delta: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
+        """Per-draw group gradient ``[D, size]`` of layer ``k`` from ``delta [D,B,n_k]`` and its input ``[D,B,n_{k-1}]``.
+
+        The batch mean of $\\delta\\,\\mathrm{inp}^\\top$ (weights) and of $\\delta$ (bias); for a convolution the
+        weight part is the per-draw convolution weight gradient (unfold + batched product), the bias part
+        sums over positions.
+        """
+        geom = self.conv[k]
+        if geom is None:
+            return layer_grad(delta, inp)
+        D, B = delta.shape[:2]
+        c_out = self.weights[k].shape[0]
+        x = inp.expand(D, *inp.shape[1:]).reshape(D * B, geom.channels, geom.height, geom.width)
+        cols = torch.nn.functional.unfold(x, geom.kernel, padding=geom.padding, stride=geom.stride)  # [DB, CKK, P]
+        P = cols.shape[-1]
+        d = delta.reshape(D, B, c_out, P).permute(0, 2, 1, 3).reshape(D, c_out, B * P)
+        cols = cols.reshape(D, B, -1, P).permute(0, 1, 3, 2).reshape(D, B * P, -1)
+        gw = torch.bmm(d, cols)
+        return torch.cat([gw.flatten(1), d.sum(2)], dim=1) / B
+
+    def moment_preact(self, k: int, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of $a^{k+1}$ for independent inputs of the given moments: $(Wm+b,\\ (W\\odot W)v)$."""
+        geom = self.conv[k]
+        W = self.weights[k]
+        if geom is None:
+            return mean @ W.T + self.biases[k], var @ (W * W).T
+        lead = mean.shape[:-1]
+        shape = (-1, geom.channels, geom.height, geom.width)
+        conv = torch.nn.functional.conv2d
+        mu = conv(mean.reshape(shape), W, self.biases[k], geom.stride, geom.padding)
+        s2 = conv(var.reshape(shape), W * W, None, geom.stride, geom.padding)
+        return mu.reshape(*lead, -1), s2.reshape(*lead, -1)
 
     def head(self, inp: torch.Tensor) -> torch.Tensor:
         """$\\eta$ of an already encoded last-layer input ``[..., B, n_L]`` -> ``[..., B, C]``."""
@@ -289,8 +405,8 @@ def backprop(problem: Problem, inputs: Sequence[torch.Tensor], slopes: Sequence[
     g = deta @ problem.head_weight  # d f / d enc(x^L)
     for k in range(problem.depth - 1, -1, -1):
         delta = g * slopes[k]
-        grads.append(layer_grad(delta, inputs[k]))
+        grads.append(problem.param_grad(k, delta, inputs[k]))
         if k:
-            g = delta @ problem.weights[k]
+            g = problem.input_grad(k, delta)
     grads.reverse()
     return grads

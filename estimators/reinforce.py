@@ -154,13 +154,17 @@ class ReinforceLOO(Estimator):
         if self.K < 2:
             raise InputError(f"reinforce-loo needs K >= 2 paths per draw, got K={self.K}")
 
-    def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
+    def from_paths(self, problem: Problem, path: Path) -> list[torch.Tensor]:
+        """Per-draw group gradients ``[D, size]`` from ``K*D`` given paths; path ``m`` of draw ``d`` is row ``m*D+d``."""
         K = self.K
-        path = sample_path(problem, K * draws, generator)
+        draws = path.x[0].shape[0] // K
         f = problem.loss_of(path.x[-1]).view(K, draws, -1)
         c = (f.sum(0, keepdim=True) - f) / (K - 1)
         grads = score_grads(problem, path, (f - c).reshape(K * draws, -1))
         return [g.view(K, draws, -1).mean(0) for g in grads]
+
+    def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
+        return self.from_paths(problem, sample_path(problem, self.K * draws, generator))
 
     def cost(self, problem: Problem) -> Cost:
         return Cost(layer_evals=self.K * problem.depth, head_evals=self.K, backward_passes=self.K)

@@ -15,6 +15,8 @@ name            shape                  meaning
 ``noise``       0-d string, optional   ``logistic`` (default), ``gaussian`` or ``uniform``
 ``loss``        0-d string, optional   ``logistic`` (default), ``softmax`` or ``squared``
 ``name``        0-d string, optional   problem name (default: the file's stem)
+``conv1..convL``int ``[6]``, optional  conv layer k: ``[C_in, H, W, kernel, stride, padding]`` of its
+                                       input map; then ``Wk`` is ``[C_out, C_in, K, K]``, ``bk`` ``[C_out]``
 ==============  =====================  ==================================================
 
 Settings given to :func:`load_problem` override those stored in the file.  Loading never unpickles
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from estimators.errors import InputError
-from estimators.model import Problem
+from estimators.model import ConvGeom, Problem
 
 __all__ = ["load_problem", "save_problem"]
 
@@ -47,6 +49,9 @@ def save_problem(problem: Problem, path: str | os.PathLike) -> None:
     arrays["X"], arrays["y"] = p.X.numpy(), p.y.numpy()
     for key in _SETTINGS:
         arrays[key] = np.array(getattr(p, key))
+    for k, geom in enumerate(p.conv, start=1):
+        if geom is not None:
+            arrays[f"conv{k}"] = np.array(geom.as_array(), dtype=np.int64)
     tmp = f"{os.fspath(path)}.tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
@@ -92,7 +97,17 @@ def load_problem(path: str | os.PathLike, **settings: str) -> Problem:
                 raise InputError("array 'y': the softmax loss needs integer labels")
             y = y.long()
         f = lambda key: _array(data, key).double()  # noqa: E731
+        conv = []
+        for k in range(1, L + 1):
+            if f"conv{k}" in data.files:
+                g = data[f"conv{k}"]
+                if g.dtype.kind not in "iu" or g.shape != (6,):
+                    raise InputError(f"array 'conv{k}' must be 6 integers [C_in, H, W, kernel, stride, padding]")
+                conv.append(ConvGeom(*(int(v) for v in g)))
+            else:
+                conv.append(None)
         return Problem(
+            conv=tuple(conv),
             weights=tuple(f(f"W{k}") for k in range(1, L + 1)),
             biases=tuple(f(f"b{k}") for k in range(1, L + 1)),
             head_weight=f("W_head"),

@@ -11,6 +11,8 @@ r"""Named problem presets, built from a spec string ``name`` or ``name:key=value
   $U(-1,1)$ and rescaled layer by layer by analytic moment propagation.
 - ``random``: a random network, ``widths=n0-n1-...-nL``, all weights and biases
   $\mathcal N(0,\mathrm{scale}^2)$, Gaussian inputs and random labels.
+- ``conv``, ``conv-tiny``, ``cifar-s1``: convolutional SBNs (random; the tiny one is enumerable,
+  ``cifar-s1`` is the PSA paper's CIFAR architecture).
 - any path ending in ``.npz``: a user file (:mod:`reference.files`).
 """
 
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from estimators.errors import InputError
-from estimators.model import Problem
+from estimators.model import ConvGeom, Problem
 from estimators.registry import parse_spec
 
 from .data import psa_2d
@@ -139,6 +141,87 @@ def random_problem(widths: str = "2-5-5-5", scale: float = 1.0, seed: int = 0, p
     )
 
 
+def _dash_ints(text, name: str, n: int | None = None) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in str(text).split("-"))
+    except ValueError:
+        raise InputError(f"bad {name} {text!r}; write integers joined by '-', e.g. 3-3") from None
+    if n is not None and len(out) == 1:
+        out = out * n
+    if n is not None and len(out) != n:
+        raise InputError(f"{name} {text!r} needs {n} values, one per layer")
+    return out
+
+
+def conv_problem(input: str = "1x4x4", channels: str = "2-2", kernels: str = "3-2", strides: str = "2-1",
+                 paddings: str = "1-0", scale: float = 1.0, seed: int = 0, points: int = 10, encoding: str = "pm1",
+                 noise: str = "logistic", loss: str = "softmax", classes: int = 3) -> Problem:
+    r"""A random convolutional SBN: ``input=CxHxW`` and per-layer ``channels``, ``kernels``, ``strides``,
+    ``paddings`` (dash lists); weights and biases $\mathcal N(0,\mathrm{scale}^2/\text{fan-in})$, Gaussian inputs."""
+    try:
+        C, H, W = (int(v) for v in str(input).lower().split("x"))
+    except ValueError:
+        raise InputError(f"bad input {input!r}; write CxHxW, e.g. 1x4x4") from None
+    chans = _dash_ints(channels, "channels")
+    L = len(chans)
+    ks, ss, ps = (_dash_ints(v, n, L) for v, n in ((kernels, "kernels"), (strides, "strides"), (paddings, "paddings")))
+    rng = np.random.default_rng(seed)
+    geoms, weights, biases = [], [], []
+    for c_out, k, st, pd in zip(chans, ks, ss, ps):
+        g = ConvGeom(C, H, W, k, st, pd)
+        if min(g.out_hw()) < 1:
+            raise InputError(f"kernel {k}, stride {st}, padding {pd} do not fit a {H}x{W} map")
+        fan_in = C * k * k
+        weights.append(_t(rng.normal(0.0, scale / np.sqrt(fan_in), (c_out, C, k, k))))
+        biases.append(_t(rng.normal(0.0, scale / np.sqrt(fan_in), c_out)))
+        geoms.append(g)
+        (H, W), C = g.out_hw(), c_out
+    n_last = C * H * W
+    n_out = 1 if loss == "logistic" else classes
+    y = (_t(rng.choice([-1.0, 1.0], points)) if loss == "logistic"
+         else torch.as_tensor(rng.integers(0, n_out, points), dtype=torch.long) if loss == "softmax"
+         else _t(rng.normal(size=(points, n_out))))
+    return Problem(
+        weights=tuple(weights), biases=tuple(biases),
+        head_weight=_t(rng.normal(0.0, 1.0 / np.sqrt(n_last), (n_out, n_last))), head_bias=_t(np.zeros(n_out)),
+        X=_t(rng.normal(size=(points, geoms[0].in_size))), y=y, encoding=encoding, noise=noise, loss=loss,
+        name=f"conv-{input}-{channels}-seed{seed}", conv=tuple(geoms),
+    )
+
+
+def conv_tiny(seed: int = 0, points: int = 8, encoding: str = "pm1") -> Problem:
+    """A 1x3x3 input read by two tiny conv layers (2x2x2 = 8 units, then 1x1x2 = 2 units): exactly enumerable."""
+    return conv_problem(input="1x3x3", channels="2-2", kernels="2-2", strides="1-1", paddings="0-0", seed=seed,
+                        points=points, encoding=encoding).replace(name=f"conv-tiny-seed{seed}")
+
+
+#: The PSA paper's CIFAR-10 architecture (spec §7): eight binary conv layers, no padding, no pooling.
+CIFAR_S1 = ((96, 3, 1), (96, 3, 1), (96, 3, 2), (192, 3, 1), (192, 3, 1), (192, 3, 2), (192, 3, 1), (192, 1, 1))
+
+
+def cifar_s1(points: int = 16, seed: int = 0, encoding: str = "pm1") -> Problem:
+    """CIFAR_S1 (spec §7) on random 3x32x32 inputs in [0, 1] with a 10-class softmax head; the framework's
+    default (Kaiming-uniform) initialisation.  Too large for the exact reference; used for timing and training."""
+    rng = np.random.default_rng(seed)
+    C, H, W = 3, 32, 32
+    geoms, weights, biases = [], [], []
+    for c_out, k, st in CIFAR_S1:
+        g = ConvGeom(C, H, W, k, st, 0)
+        bound = 1.0 / np.sqrt(C * k * k)
+        weights.append(_t(rng.uniform(-bound, bound, (c_out, C, k, k))))
+        biases.append(_t(rng.uniform(-bound, bound, c_out)))
+        geoms.append(g)
+        (H, W), C = g.out_hw(), c_out
+    n_last = C * H * W
+    bound = 1.0 / np.sqrt(n_last)
+    return Problem(
+        weights=tuple(weights), biases=tuple(biases),
+        head_weight=_t(rng.uniform(-bound, bound, (10, n_last))), head_bias=_t(rng.uniform(-bound, bound, 10)),
+        X=_t(rng.uniform(0.0, 1.0, (points, 3 * 32 * 32))), y=torch.as_tensor(rng.integers(0, 10, points)),
+        encoding=encoding, loss="softmax", name="cifar-s1", conv=tuple(geoms),
+    )
+
+
 PRESETS: dict[str, tuple[Callable[..., Problem], str]] = {
     "toy-liu3": (toy_liu3, "Liu/Kool three-bit toy, f = sum (b - p0)^2, p0 = (0.6, 0.51, 0.48)"),
     "toy-arm4": (toy_arm4, "ARM four-logit toy, p = (0.49, 0.499, 0.501, 0.51)"),
@@ -146,6 +229,9 @@ PRESETS: dict[str, tuple[Callable[..., Problem], str]] = {
     "toy-psa1": (toy_psa1, "PSA single-variable toy, a = 1, f = (x - 0.3)^2 in +-1"),
     "psa-2-5-5-5": (psa_2_5_5_5, "PSA paper 2-D data (200 points) and 2-5-5-5 0/1 network, moment-rescaled"),
     "random": (random_problem, "random network: widths=n0-...-nL, scale, seed, points, encoding, noise, loss"),
+    "conv": (conv_problem, "random conv network: input=CxHxW, channels=, kernels=, strides=, paddings= (dash lists)"),
+    "conv-tiny": (conv_tiny, "1x3x3 input, two 2x2 conv layers (8 and 2 units): exactly enumerable"),
+    "cifar-s1": (cifar_s1, "the PSA paper's CIFAR-10 architecture (8 binary conv layers) on random images"),
 }
 
 

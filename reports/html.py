@@ -64,7 +64,7 @@ def render_html(sections: list[Section], title: str, subtitle: str) -> str:
     """The whole page as a string."""
     env = _environment()
     css = env.loader.get_source(env, "report.css")[0]
-    secs = [{"title": s.title, "anchor": slug(s.anchor), "level": s.level, "blocks": [_block(b) for b in s.blocks]}
-            for s in sections]
+    secs = [{"title": s.title, "anchor": slug(s.anchor), "level": s.level,
+             "blocks": [_block(b) for b in s.blocks if not (isinstance(b, Table) and not b.show)]} for s in sections]
     return env.get_template("report.html.j2").render(title=title, subtitle=subtitle, css=css, sections=secs,
                                                      generator=generator())

@@ -41,6 +41,8 @@ def _section_pages(sec: Section):
         if isinstance(b, Text):
             notes.append(b.text)
         elif isinstance(b, Table):
+            if not b.show:
+                continue
             yield from table_pages(b.frame, sec.title, b.caption, notes)
             notes = []
         elif isinstance(b, Plot):

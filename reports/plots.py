@@ -19,15 +19,59 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from .data import RunResults, group_order
 from .tables import task_labels
 
-__all__ = ["styles", "layer_figures", "bias_variance_figure", "pareto_figure", "PANELS_PER_FIGURE"]
+__all__ = ["styles", "layer_chunks", "layer_figure", "bias_variance_figure", "pareto_figure", "plain_log", "freeze_layout",
+           "PANELS_PER_FIGURE"]
 
 PANELS_PER_FIGURE = 4
 _MARKERS = "osD^vP*Xph<>"
 _FAILED = Line2D([], [], color="0.5", marker="x", linestyle="none")
+
+
+def _tick(x: float, _pos=None) -> str:
+    if x <= 0:
+        return ""
+    return f"{x:g}" if 1e-3 <= x < 1e5 else f"1e{int(round(np.log10(x)))}"
+
+
+def plain_log(ax, axes: str = "xy") -> None:
+    """Log-axis ticks labelled as plain text (``0.01``, ``100``, ``1e-5``), never mathtext.
+
+    Call after plotting (it reads the autoscaled limits). Over two decades or more only the
+    decades are ticked; over fewer, the 2x and 5x (under one decade: every 1..9x) ticks are
+    labelled too, and a range under half a decade is widened so it always has labelled ticks.
+    matplotlib's default log labels are mathtext, whose parsing and minor ticks dominated rendering.
+    """
+    for name in axes:
+        axis, get, put = ((ax.xaxis, ax.get_xlim, ax.set_xlim) if name == "x" else
+                          (ax.yaxis, ax.get_ylim, ax.set_ylim))
+        lo, hi = get()
+        if not (lo > 0 and hi > 0):
+            continue
+        span = np.log10(hi / lo)
+        if span < 0.5:
+            mid = np.sqrt(lo * hi)
+            lo, hi = mid / 10**0.25, mid * 10**0.25
+            put(lo, hi)
+            span = 0.5
+        axis.set_major_locator(LogLocator(10.0))
+        axis.set_major_formatter(FuncFormatter(_tick))
+        if span >= 2:
+            axis.set_minor_locator(NullLocator())
+        else:
+            axis.set_minor_locator(LogLocator(10.0, subs=(2.0, 5.0) if span >= 1 else tuple(range(2, 10))))
+            axis.set_minor_formatter(FuncFormatter(_tick))
+
+
+def freeze_layout(fig: Figure) -> Figure:
+    """Run the constrained layout once, then fix the axes in place, so saving to SVG and PDF lays out nothing."""
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    return fig
 
 
 def styles(run: RunResults) -> dict[str, tuple]:
@@ -56,9 +100,8 @@ def _legend(fig: Figure, handles: list, labels: list, failed: dict[str, str]) ->
 
 
 def _empty(ax, text: str = "no data") -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4", fontsize="large")
+    ax.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)
 
 
 def _tasks(run: RunResults, problem: str):
@@ -69,59 +112,73 @@ def _tasks(run: RunResults, problem: str):
     return t, done, failed
 
 
-def layer_figures(run: RunResults, problem: str, sty: dict) -> list[Figure]:
-    """Relative RMSE and cosine vs M, a column per group (at most ``PANELS_PER_FIGURE`` per figure)."""
+def _marks(m: np.ndarray) -> list[int]:
+    """Marker positions: at powers of ten when the grid has them (the paper's 1, 10, 100, 1000), else ~5 spread."""
+    dec = [i for i, x in enumerate(m) if x > 0 and abs(np.log10(x) - round(np.log10(x))) < 1e-9]
+    return dec if len(dec) >= 2 else list(range(0, len(m), max(1, len(m) // 5)))
+
+
+def _rmse_metric(run: RunResults, problem: str) -> str:
+    here = run.scores[run.scores["problem"] == problem]
+    return "rel_rmse_emp" if (here["metric"] == "rel_rmse_emp").any() else "rel_rmse"
+
+
+def layer_chunks(run: RunResults, problem: str) -> list[list[str]]:
+    """The problem's parameter groups in network order, ``PANELS_PER_FIGURE`` per figure (``all`` only if alone)."""
+    s = run.scores
+    sel = s[(s["problem"] == problem) & s["metric"].isin([_rmse_metric(run, problem), "cos_mean"])]
+    groups = [g for g in group_order(sel["group"].unique()) if g != "all"] or ["all"]
+    return [groups[i:i + PANELS_PER_FIGURE] for i in range(0, len(groups), PANELS_PER_FIGURE)]
+
+
+def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict) -> Figure:
+    """Relative RMSE (top) and cosine (bottom) vs M, one column per group in ``chunk``."""
     _, done, failed = _tasks(run, problem)
-    rmse = "rel_rmse_emp" if ((run.scores["problem"] == problem) & (run.scores["metric"] == "rel_rmse_emp")).any() \
-        else "rel_rmse"
+    rmse = _rmse_metric(run, problem)
     data = _series(run, problem, (rmse, "cos_mean", "cos_q15", "cos_q85", "grad_norm"))
-    groups = [g for g in group_order({k[1] for k in data if k[2] != "grad_norm"}) if g != "all"] or ["all"]
-    figs = []
-    for start in range(0, len(groups), PANELS_PER_FIGURE):
-        chunk = groups[start:start + PANELS_PER_FIGURE]
-        fig = Figure(figsize=(3.0 * len(chunk) + 0.6, 6.2), layout="constrained")
-        axes = fig.subplots(2, len(chunk), squeeze=False, sharex="col")
-        handles, labels = {}, {}
-        for j, g in enumerate(chunk):
-            top, bot = axes[0, j], axes[1, j]
-            norms = [data[(k, g, "grad_norm")][1][0] for k, _ in done if (k, g, "grad_norm") in data]
-            top.set_title(g + (f"  (|g| = {np.median(norms):.3g})" if norms else ""), fontsize="medium")
-            starts = []
-            for k, lab in done:
-                color, marker = sty[lab]
-                if (k, g, rmse) in data:
-                    m, v = data[(k, g, rmse)]
-                    ok = v > 0
-                    (line,) = top.loglog(m[ok], v[ok], color=color, lw=1.4, marker=marker, markevery=9, ms=4)
-                    handles[lab] = line
-                    starts += list(v[ok & (m == m.min())])
-                if (k, g, "cos_mean") in data:
-                    m, v = data[(k, g, "cos_mean")]
-                    bot.semilogx(m, v, color=color, lw=1.4, marker=marker, markevery=9, ms=4)
-                    if (k, g, "cos_q15") in data and (k, g, "cos_q85") in data:
-                        bot.fill_between(m, data[(k, g, "cos_q15")][1], data[(k, g, "cos_q85")][1], color=color,
-                                         alpha=0.15, lw=0)
-            if starts:
-                mm = np.array(sorted({x for k, _ in done if (k, g, rmse) in data for x in data[(k, g, rmse)][0]}))
-                c = float(np.exp(np.mean(np.log(starts))))
-                (guide,) = top.loglog(mm, c / np.sqrt(mm / mm[0]), color="k", ls=":", lw=1.2)
-                handles["∝ 1/√M guide"] = guide
-                top.grid(True, which="major", alpha=0.3)
-            else:
-                _empty(top)
-            if bot.lines:
-                bot.set_ylim(top=1.02)
-                bot.grid(True, which="major", alpha=0.3)
-                bot.set_xlabel("M (draws averaged)")
-            else:
-                _empty(bot)
-            labels = list(handles)
-        axes[0, 0].set_ylabel("relative RMSE" + (" (empirical)" if rmse == "rel_rmse_emp" else ""))
-        axes[1, 0].set_ylabel("cosine to true gradient")
-        fig.suptitle(f"{problem}: accuracy per parameter group", fontsize="large")
-        _legend(fig, list(handles.values()), labels, failed)
-        figs.append(fig)
-    return figs
+    fig = Figure(figsize=(3.0 * len(chunk) + 0.6, 6.4), layout="constrained")
+    axes = fig.subplots(2, len(chunk), squeeze=False, sharex="col")
+    handles = {}
+    for j, g in enumerate(chunk):
+        top, bot = axes[0, j], axes[1, j]
+        norms = [data[(k, g, "grad_norm")][1][0] for k, _ in done if (k, g, "grad_norm") in data]
+        top.set_title(g + (f"  (|g| = {np.median(norms):.3g})" if norms else ""), fontsize="medium")
+        starts, grid = [], set()
+        for k, lab in done:
+            color, marker = sty[lab]
+            if (k, g, rmse) in data:
+                m, v = data[(k, g, rmse)]
+                ok = v > 0
+                (handles[lab],) = top.loglog(m[ok], v[ok], color=color, lw=1.4, marker=marker,
+                                             markevery=_marks(m[ok]), ms=4)
+                starts += list(v[ok & (m == m.min())])
+                grid.update(m[ok])
+            if (k, g, "cos_mean") in data:
+                m, v = data[(k, g, "cos_mean")]
+                bot.semilogx(m, v, color=color, lw=1.4, marker=marker, markevery=_marks(m), ms=4)
+                if (k, g, "cos_q15") in data and (k, g, "cos_q85") in data:
+                    bot.fill_between(m, data[(k, g, "cos_q15")][1], data[(k, g, "cos_q85")][1], color=color,
+                                     alpha=0.15, lw=0)
+        if starts:
+            mm = np.array(sorted(grid))
+            c = float(np.exp(np.mean(np.log(starts))))
+            (handles["∝ 1/√M guide"],) = top.loglog(mm, c / np.sqrt(mm / mm[0]), color="k", ls=":", lw=1.2)
+            top.grid(True, which="major", alpha=0.3)
+            plain_log(top, "xy")
+        else:
+            _empty(top)
+        if bot.lines:
+            bot.set_ylim(top=1.02)
+            bot.grid(True, which="major", alpha=0.3)
+            bot.set_xlabel("M (draws averaged)")
+            plain_log(bot, "x")
+        else:
+            _empty(bot)
+    axes[0, 0].set_ylabel("relative RMSE" + (" (empirical)" if rmse == "rel_rmse_emp" else ""))
+    axes[1, 0].set_ylabel("cosine to true gradient")
+    fig.suptitle(f"{problem}: accuracy per parameter group", fontsize="large")
+    _legend(fig, list(handles.values()), list(handles), failed)
+    return freeze_layout(fig)
 
 
 def _per_problem_axes(n: int, height: float) -> tuple[Figure, list]:
@@ -176,6 +233,7 @@ def bias_variance_figure(run: RunResults, problems: list[str], sty: dict) -> Fig
         ax.plot(lim, lim, color="0.6", ls="--", lw=1)
         ax.set_xlim(lim)
         ax.set_ylim(lim)
+        plain_log(ax, "xy")
         ax.set_title(problem, fontsize="medium")
         ax.set_xlabel("relative sd of one draw  √trVar / |g|")
         ax.set_ylabel("relative bias  |b| / |g|")
@@ -183,7 +241,7 @@ def bias_variance_figure(run: RunResults, problems: list[str], sty: dict) -> Fig
     fig.suptitle("Bias vs variance (whole gradient); hollow: bias below the noise floor; dashed: bias = sd",
                  fontsize="medium")
     _legend(fig, list(handles.values()), list(handles), all_failed)
-    return fig
+    return freeze_layout(fig)
 
 
 def pareto_figure(run: RunResults, problems: list[str], sty: dict) -> Figure:
@@ -215,9 +273,10 @@ def pareto_figure(run: RunResults, problems: list[str], sty: dict) -> Figure:
         (handles["Pareto front"],) = ax.step(np.asarray(xs)[order], front, where="post", color="k", lw=3,
                                              alpha=0.25, zorder=0)
         ax.set_title(problem, fontsize="medium")
+        plain_log(ax, "xy")
         ax.set_xlabel("wall time for M draws (s)")
         ax.set_ylabel("relative RMSE (whole gradient)")
         ax.grid(True, alpha=0.3)
     fig.suptitle("Accuracy vs wall time (marker: one draw; curve: averages of M draws)", fontsize="medium")
     _legend(fig, list(handles.values()), list(handles), all_failed)
-    return fig
+    return freeze_layout(fig)

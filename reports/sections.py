@@ -34,6 +34,7 @@ class Table:
     name: str  # unique file stem, also the HTML table id
     caption: str
     frame: pd.DataFrame
+    show: bool = True  # False: exported as CSV/Markdown/LaTeX only, not printed on the page
 
 
 @dataclass
@@ -77,11 +78,10 @@ def problem_section(run: RunResults, ctx: dict) -> list[Section]:
         ps = f"{ctx['rid']}_{slug(problem)}"
         blocks = [Table(f"{ps}_ranking", f"{problem}: estimators ranked by the relative RMSE of one draw "
                         "(whole gradient); bias plateau = relative bias |b|/|g|", tables.ranking_table(run, problem))]
-        figs = plots.layer_figures(run, problem, ctx["styles"])  # cheap to build; saved only once
-        for i, fig in enumerate(figs):
-            blocks.append(Plot(f"{ps}_layers{i}", f"{problem}: relative RMSE vs M (log-log, dotted: 1/√M) and "
-                               "cosine vs M (band: 15–85% quantiles over groups of M draws)",
-                               (lambda f=fig: f)))
+        for i, chunk in enumerate(plots.layer_chunks(run, problem)):
+            blocks.append(Plot(f"{ps}_layers{i}", f"{problem}: relative RMSE vs M (log-log; dotted: ∝ 1/√M) and "
+                               "mean cosine vs M (band: 15–85% quantiles over groups of M draws)",
+                               lambda c=chunk, p=problem: plots.layer_figure(run, p, c, ctx["styles"])))
         out.append(Section(f"Problem {problem}", ps, blocks, level=3))
     return out
 
@@ -112,7 +112,8 @@ def psa2020_section(run: RunResults, ctx: dict) -> list[Section]:
     if comp.empty:
         blocks.append(Text("This run has none of the paper's checkpoint problems (chk-100, chk-2000).", "warn"))
     else:
-        blocks.append(Table(f"{rid}_psa2020_long", "This run vs the PSA paper (all values, tidy)", comp))
+        blocks.append(Table(f"{rid}_psa2020_long", "This run vs the PSA paper (all values, tidy)", comp, show=False))
+        blocks.append(Text(f"All values in one tidy table: tables/{rid}_psa2020_long.csv (.md, .tex)."))
     for chk in CHECKPOINTS:
         for metric, what in (("rel_rmse", "relative RMSE (ratio = run / paper)"),
                              ("cos_mean", "mean cosine (difference = run − paper)")):

@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .export import fmt_value
+from .plots import freeze_layout, plain_log
 
 __all__ = ["throughput_figure"]
 
@@ -51,7 +52,8 @@ def throughput_figure(timings: pd.DataFrame) -> Figure | None:
         ax.set_yticks(y, [_label(r) for r in part.itertuples()], fontsize="small")
         ax.set_xscale("log")
         ax.set_xlim(rate.min() / 3, rate.max() * 30)
+        plain_log(ax, "x")
         ax.set_xlabel(f"{unit} per second")
         ax.grid(True, axis="x", alpha=0.3)
     fig.suptitle("Throughput (median over repeats; bars: IQR)", fontsize="medium")
-    return fig
+    return freeze_layout(fig)

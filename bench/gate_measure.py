@@ -1,0 +1,150 @@
+r"""Sampling side of the CI gate: seeded, chunked, streamed draws of each estimator on each problem.
+
+For one (problem, estimator) the draws come in chunks of ``design.chunk`` from one
+``torch.Generator`` seeded with :func:`task_seed` (a function of the root seed, the problem spec and
+the estimator spec only, so adding an estimator never moves another's stream).  Per-coordinate
+mean and variance accumulate in float64 (Welford + Chan, :class:`bench.accumulate.Moments`), and
+per group the spread of $q_d=\lVert\hat g_d-c\rVert^2$ ($c$ the first chunk's mean) gives the
+fourth-moment SE of the trace variance.  Memory does not grow with $N$.
+
+Stopping (variance only, never the mean): unbiased estimators stop once
+$N\ge\max(N_{\min},\ \mathrm{safety}\cdot\max_is_i^2(z_c+z_{1-\beta})^2/\delta_i^2)$ or at $N_{\max}$;
+biased ones at $N_b$; zero-variance (deterministic) estimators after one chunk.
+Cost: $N$ draws of the estimator plus $O(NP)$ float64 work.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from estimators.base import Estimator
+from estimators.errors import InputError
+from estimators.model import Problem
+
+from .accumulate import Moments
+from .gate import DESIGN, Design, GroupStats, Measurement, Plan, plan_for
+
+__all__ = ["Target", "load_targets", "supported", "task_seed", "plan_tasks", "measure", "run_suite"]
+
+
+@dataclass
+class Target:
+    """A gate problem with its exact gradient (float64, per group and flattened)."""
+
+    spec: str
+    problem: Problem
+    exact: dict[str, np.ndarray]
+
+    @property
+    def flat(self) -> np.ndarray:
+        return np.concatenate([self.exact[n] for n in self.problem.group_names])
+
+
+def load_targets(design: Design = DESIGN) -> list[Target]:
+    """Build the design's problems (float64, CPU) and their exact gradients."""
+    from reference import build_problem, exact
+
+    out = []
+    for spec in design.problems:
+        problem = build_problem(spec).to(dtype=torch.float64, device="cpu")
+        ex = exact(problem)
+        out.append(Target(spec, problem, {k: v.detach().double().cpu().numpy() for k, v in ex.grads.items()}))
+    return out
+
+
+def supported(estimator: Estimator, problem: Problem) -> bool:
+    try:
+        estimator.check(problem)
+    except InputError:
+        return False
+    return True
+
+
+def task_seed(design: Design, problem_spec: str, estimator_spec: str) -> int:
+    """A 63-bit seed from the root seed and the two specs (stable across runs, platforms and registries)."""
+    keys = [design.root_seed, zlib.crc32(problem_spec.encode()), zlib.crc32(estimator_spec.encode())]
+    return int(np.random.SeedSequence(keys).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def plan_tasks(estimators: list[Estimator], targets: list[Target], design: Design = DESIGN
+               ) -> tuple[list[tuple[Target, Estimator]], Plan]:
+    """The (problem, estimator) pairs the gate runs (supported ones only) and the resulting thresholds."""
+    tasks = [(t, e) for t in targets for e in estimators if supported(e, t.problem)]
+    plan = plan_for([(list(t.problem.group_sizes), e.unbiased) for t, e in tasks], design)
+    return tasks, plan
+
+
+def _required(mom: Moments, target: Target, unbiased: bool, plan: Plan, design: Design) -> float:
+    if not np.any(mom.m2 > 0):
+        return 0.0  # deterministic: every draw is the same
+    if not unbiased:
+        return design.n_biased
+    g = target.flat
+    delta = design.rel_delta * float(np.linalg.norm(g)) / math.sqrt(g.size)
+    need = float(mom.var.max()) * (plan.power_factor / delta) ** 2 if delta > 0 else math.inf
+    return max(design.n_min, design.safety * need)
+
+
+def measure(estimator: Estimator, target: Target, plan: Plan, design: Design = DESIGN,
+            seed: int | None = None, progress: Callable[[int], None] | None = None) -> Measurement:
+    """Stream draws of ``estimator`` on ``target`` until the stopping rule holds; return the statistics."""
+    problem = target.problem
+    seed = task_seed(design, target.spec, estimator.spec) if seed is None else seed
+    gen = torch.Generator(device=problem.device)
+    gen.manual_seed(seed)
+    names = problem.group_names
+    bounds = np.cumsum((0,) + problem.group_sizes)
+    slices = {n: slice(int(bounds[i]), int(bounds[i + 1])) for i, n in enumerate(names)}
+    mom = Moments(int(bounds[-1]))
+    spread = {n: Moments(1) for n in names}
+    center = None
+    n_cap = design.n_max if estimator.unbiased else design.n_biased
+    seconds = 0.0
+    while mom.n < n_cap:
+        t0 = time.perf_counter()
+        out = estimator.estimate(problem, design.chunk, gen)
+        seconds += time.perf_counter() - t0
+        X = torch.cat([out[n] for n in names], dim=1).detach().cpu().double().numpy()
+        if not np.all(np.isfinite(X)):
+            raise InputError(f"estimator {estimator.spec} returned NaN or infinite gradients on {target.spec}")
+        mom.update(X)
+        center = X.mean(0) if center is None else center
+        for n, s in slices.items():
+            spread[n].update(((X[:, s] - center[s]) ** 2).sum(1))
+        if progress is not None:
+            progress(design.chunk)
+        if mom.n >= _required(mom, target, estimator.unbiased, plan, design):
+            break
+    N = mom.n
+    groups = {}
+    for n, s in slices.items():
+        mean, var, g = mom.mean[s], mom.var[s], target.exact[n]
+        groups[n] = GroupStats(size=s.stop - s.start, n=N, grad_norm=float(np.linalg.norm(g)),
+                               bias_norm=float(np.linalg.norm(mean - g)), noise_floor=math.sqrt(float(var.sum()) / N),
+                               trace_var=float(var.sum()), trace_var_se=math.sqrt(float(spread[n].var[0]) / N),
+                               mean=mean.copy(), var=var.copy(), exact=g)
+    return Measurement(problem=target.spec, estimator=estimator.spec, unbiased=estimator.unbiased, n=N, seed=seed,
+                       seconds=seconds, full_grad_norm=float(np.linalg.norm(target.flat)), groups=groups)
+
+
+def run_suite(estimators: list[Estimator], design: Design = DESIGN, progress_bar: bool | None = None
+              ) -> tuple[list[Measurement], Plan]:
+    """Measure every supported (problem, estimator) pair of the design."""
+    from tqdm import tqdm
+
+    targets = load_targets(design)
+    tasks, plan = plan_tasks(estimators, targets, design)
+    out = []
+    with tqdm(total=len(tasks), desc="sbn-bench check", unit="task", disable=True if progress_bar is False else None) as bar:
+        for target, est in tasks:
+            bar.set_postfix_str(f"{est.spec} on {target.problem.name}")
+            out.append(measure(est, target, plan, design))
+            bar.update(1)
+    return out, plan
