@@ -64,6 +64,7 @@ class Design:
     problems: tuple[str, ...] = (
         "random:widths=2-3-3,points=4,seed=7,encoding=pm1",
         "random:widths=2-3-3,points=4,seed=10,encoding=01,loss=softmax,noise=gaussian",
+        "random:widths=2-3-3-3,points=4,seed=6,encoding=pm1",
     )
     root_seed: int = 20_200_603
     alpha: float = 1e-3  # family-wise false-fail rate

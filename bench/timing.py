@@ -18,6 +18,9 @@ Rules (engineering guide §6–§7):
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -111,6 +114,20 @@ def measure(fn: Callable[[], object], device: str = "cpu", min_run_time: float =
     return measure_interleaved({"fn": fn}, device, min_run_time, rounds=1, warmup=warmup, max_single_s=max_single_s)["fn"]
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (Kinetos's start/stop lines, written by C++) for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_extra_bytes(fn: Callable[[], object], device: str = "cpu") -> int | None:
     """Peak memory allocated during one call of ``fn`` above what was allocated before it (bytes).
 
@@ -129,7 +146,7 @@ def peak_extra_bytes(fn: Callable[[], object], device: str = "cpu") -> int | Non
     try:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             out = fn()
             del out
         events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]

@@ -58,7 +58,7 @@ def dphi_da(problem: Problem, a: torch.Tensor) -> torch.Tensor:
 
 def antithetic_losses(problem: Problem, path: Path, k: int, generator: torch.Generator,
                       shared: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""For layer index ``k`` (0-based): ``b1`` ($\pm1$, $+1$ iff $u>F(-a)$), $\tilde f(b^{(1)})$ and $\tilde f(b^{(2)})$.
+    r"""Layer index ``k`` (0-based): ``b1`` ($+1$ iff $u>F(-a)$), $\tilde f(b^{(1)})$ and $\tilde f(b^{(2)})$.
 
     $b^{(2)}$ is the main path's own state ($+1$ iff $u<F(a)$).  Both continuations run in one
     batched pass over ``[2, D, B, ...]`` tensors.

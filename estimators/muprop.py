@@ -49,7 +49,8 @@ __all__ = ["MuProp", "mean_field"]
 POINTS = ("conditional", "input")
 
 
-def mean_field(problem: Problem, start: int, m: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+def mean_field(problem: Problem, start: int,
+               m: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     r"""Mean-field continuation from the $\pm1$-scale state ``m`` of layer ``start`` (0 = the input).
 
     Returns the loss $\bar f$ ``[..., B]``, the means ``[m^start, ..., m^L]`` and the gradients
@@ -79,7 +80,7 @@ def mean_field(problem: Problem, start: int, m: torch.Tensor) -> tuple[torch.Ten
 @register
 @dataclass(frozen=True)
 class MuProp(Estimator):
-    r"""MuProp: $(f-h_k(x^k))\nabla\log p(x^k\mid x^{k-1})+J_k^\top\nabla_{\theta^k}\mathbb E[x^k\mid x^{k-1}]$ per layer.
+    r"""MuProp: $(f-h_k(x^k))\nabla\log p(x^k\mid x^{k-1})+J_k^\top\nabla\mathbb E[x^k\mid x^{k-1}]$ per layer.
 
     $h_k$ is the first-order Taylor expansion, in $x^k$ around $\bar x^k$, of the mean-field
     continuation from layer $k$ (module docstring).  ``point="conditional"`` expands around

@@ -100,10 +100,11 @@ class PSA(Estimator):
         Dk = f0.unsqueeze(-1) - f_flip  # [D, B, n_L], exact
         grads = []
         for k in range(problem.depth - 1, -1, -1):
-            x, a = path.x[k], path.a[k]
-            grads.append(layer_grad(x * law.pdf(a) * Dk, path.inputs[k]))
+            a = path.a[k]
+            h = path.x[k] * Dk  # x_i D_i: the kernel's h for the layer below
+            grads.append(layer_grad(law.pdf(a) * h, path.inputs[k]))  # delta = x F'(a) D
             if k:
-                Dk = kernel(path.x[k - 1], a, problem.weights[k], x * Dk, law, s)
+                Dk = kernel(path.x[k - 1], a, problem.weights[k], h, law, s)
         grads.reverse()
         encL = problem.enc(xL)
         if self.head == "plain":

@@ -34,7 +34,8 @@ import warnings
 
 import torch
 
-from .noise import Gaussian, Logistic, Noise
+from .errors import InputError
+from .noise import Gaussian, Logistic, Noise, Uniform
 
 __all__ = ["flip_backward", "flip_backward_fused", "flip_backward_reference"]
 
@@ -44,10 +45,10 @@ _CACHE_TILE = 2**16
 
 def _check(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor) -> None:
     if not (x_in.dim() == a.dim() == h.dim() == 3 and W.dim() == 2):
-        raise ValueError("flip_backward expects x_in, a, h shaped [D, B, n] and W shaped [n_out, n_in]")
+        raise InputError("flip_backward expects x_in, a, h shaped [D, B, n] and W shaped [n_out, n_in]")
     if a.shape != h.shape or W.shape != (a.shape[-1], x_in.shape[-1]) or x_in.shape[:2] != a.shape[:2]:
-        raise ValueError(
-            f"shape mismatch: x_in {list(x_in.shape)}, a {list(a.shape)}, W {list(W.shape)}, h {list(h.shape)}"
+        raise InputError(
+            f"flip_backward: shape mismatch: x_in {list(x_in.shape)}, a {list(a.shape)}, W {list(W.shape)}, h {list(h.shape)}"
         )
 
 
@@ -57,6 +58,8 @@ def _cdf_(noise: Noise, t: torch.Tensor) -> torch.Tensor:
         return t.sigmoid_()
     if isinstance(noise, Gaussian):
         return torch.special.ndtr(t, out=t)
+    if isinstance(noise, Uniform):
+        return t.add_(1).mul_(0.5).clamp_(0.0, 1.0)
     return noise.cdf(t)
 
 
@@ -137,8 +140,9 @@ def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h:
     """:func:`flip_backward` through a compiled, non-materialising ratio-form loop (logistic noise).
 
     Same arguments and result.  Falls back to :func:`flip_backward` for other noises or when
-    ``torch.compile`` is unavailable.  Rows are processed in blocks of at most
-    ``max_chunk_elems // n_in`` and input units in blocks whose $E^\\pm$ slices stay cache-sized.
+    ``torch.compile`` is unavailable.  Input units are processed in blocks whose $E^\\pm$ slices stay
+    cache-sized, and rows in blocks such that a block's (never written) tile has at most
+    ``max_chunk_elems`` elements.
     """
     _check(x_in, a, W, h)
     if not isinstance(noise, Logistic) or _compiled.get("broken"):
@@ -148,11 +152,11 @@ def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h:
     R = Dn * B
     lim = 40.0 if a.dtype in (torch.float32, torch.float16, torch.bfloat16) else 300.0
     x2, a2, h2 = x_in.reshape(R, n_in), a.reshape(R, n_out), h.reshape(R, n_out)
-    sW = (flip_scale * W.T).clamp(-lim, lim)  # [n_in, n_out]
+    sW = (flip_scale * W.T).clamp(-lim, lim).contiguous()  # [n_in, n_out], rows contiguous
     Ep, Em = torch.exp(sW), torch.exp(-sW)
     A = torch.exp((-a2).clamp(-lim, lim))
-    ci = max(1, min(n_in, 2**17 // max(n_out, 1)))
-    rows = max(1, int(max_chunk_elems) // max(n_in, 1))
+    ci = max(1, min(n_in, 2**17 // max(n_out, 1)))  # E+- blocks of ~1 MB stay in L2
+    rows = max(1, int(max_chunk_elems) // (ci * n_out))  # bounded even if dynamo falls back to eager
     out = torch.empty(R, n_in, dtype=a.dtype, device=a.device)
     try:
         with warnings.catch_warnings():  # inductor's imports and codegen warn; they are not ours

@@ -7,7 +7,9 @@ For logistic noise the hard part uses the ratio form of spec §3.8 with both fli
 $$\sigma(a-sWx)=\frac1{1+A\,E^{x}},\qquad A_{rj}=e^{-a_{rj}},\quad E^{\pm}_{ji}=e^{\pm sW_{ji}},$$
 so the inner loop is one select, one multiply-add and one division per term (no exponential).
 Exponents are clamped to $\pm40$ in float32 ($\pm300$ in float64), so $1+AE\le e^{80}$ never
-overflows; exact while $|a|$ and $|sW|$ stay inside the clamp (beyond it $\sigma$ is saturated).
+overflows.  Beyond the clamp the argument becomes ${\rm clamp}(a)-{\rm clamp}(sW)x$: exact to
+working precision where $\sigma$ saturates either way (e.g. $|a|>40$ with $|sW|\le20$ in float32),
+not in general (both huge and cancelling) — the same contract as ``flip_backward_fused``.
 
 - :func:`flip_backward_cuda` — the Triton kernel (CUDA, float32, logistic): one program per
   ``BLOCK_R x BLOCK_I`` tile of the output accumulates rank-one updates over $j$ in registers
@@ -22,7 +24,7 @@ overflows; exact while $|a|$ and $|sW|$ stay inside the clamp (beyond it $\sigma
   importable (float32, logistic), else ``torch.compile`` (``flip_backward_fused``), else eager.
 
 Unbiasedness is not affected (it is the same deterministic function of the path).  Cost:
-$R\,n_{in}n_{out}$ divisions and multiply-adds, $2\,n_{out}n_{in}$ exponentials per input block;
+$R\,n_{in}n_{out}$ divisions and multiply-adds, $2\,n_{out}n_{in}+R\,n_{out}$ exponentials in all;
 extra memory: $E^\pm$ for one input block plus $A^\top,h^\top$ (bounded by ``max_chunk_elems``).
 """
 
@@ -66,7 +68,7 @@ def flip_backward_ratio(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h:
     rows = max(1, int(max_chunk_elems) // max(ci * n_out, 1))
     for c0 in range(0, n_in, ci):
         c1 = min(n_in, c0 + ci)
-        sW = (flip_scale * W[:, c0:c1].T).clamp(-lim, lim)  # [ci, n_out]
+        sW = (flip_scale * W[:, c0:c1].T.contiguous()).clamp(-lim, lim)  # [ci, n_out], row-major
         Ep, Em = torch.exp(sW), torch.exp(-sW)
         for r0 in range(0, R, rows):
             r1 = min(R, r0 + rows)

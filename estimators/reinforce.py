@@ -155,7 +155,7 @@ class ReinforceLOO(Estimator):
             raise InputError(f"reinforce-loo needs K >= 2 paths per draw, got K={self.K}")
 
     def from_paths(self, problem: Problem, path: Path) -> list[torch.Tensor]:
-        """Per-draw group gradients ``[D, size]`` from ``K*D`` given paths; path ``m`` of draw ``d`` is row ``m*D+d``."""
+        """Per-draw group gradients ``[D, size]`` from ``K*D`` given paths (path ``m`` of draw ``d`` is row ``m*D+d``)."""
         K = self.K
         draws = path.x[0].shape[0] // K
         f = problem.loss_of(path.x[-1]).view(K, draws, -1)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+import matplotlib.style
+
 from .data import ReportError, RunResults, run_id, validate
 from .export import write_table
 from .html import generator, render_html
@@ -19,6 +22,8 @@ from .sections import Table, close_figures, run_sections
 __all__ = ["build_report", "FORMATS"]
 
 FORMATS = ("html", "pdf")
+# Rendering ignores the user's matplotlibrc and any rcParams changed by the caller: same inputs, same bytes.
+_RC = {"svg.fonttype": "none", "pdf.fonttype": 42, "font.family": "DejaVu Sans", "axes.titlesize": "medium"}
 
 
 def _titles(runs: list[RunResults]) -> tuple[str, str]:
@@ -36,9 +41,11 @@ def _titles(runs: list[RunResults]) -> tuple[str, str]:
 def build_report(runs: list[RunResults], out_dir, formats=FORMATS) -> dict[str, Path]:
     """Render ``runs`` into ``out_dir``; returns ``{"html": path, "pdf": path, "tables": dir}`` (as requested).
 
-    Raises :class:`ReportError` for no runs, an empty or malformed run, or an unknown format.
+    ``formats``: any of ``"html"``, ``"pdf"`` (a sequence or a comma string); ``()`` writes the tables only.
+    Raises :class:`ReportError` for no runs, an empty or malformed run, or an unknown format; nothing is
+    written then.
     """
-    formats = tuple(formats)
+    formats = tuple(f.strip() for f in formats.split(",")) if isinstance(formats, str) else tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ReportError(f"unknown report format {unknown[0]!r} (choose from {', '.join(FORMATS)})")
@@ -48,6 +55,11 @@ def build_report(runs: list[RunResults], out_dir, formats=FORMATS) -> dict[str, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     title, subtitle = _titles(runs)
+    with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
+        return _build(runs, out, formats, title, subtitle)
+
+
+def _build(runs, out: Path, formats, title: str, subtitle: str) -> dict[str, Path]:
     sections = run_sections(runs)
     paths: dict[str, Path] = {}
     try:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["RunResults", "ReportError", "validate", "TASK_COLUMNS", "SCORE_COLUMNS", "TIMING_COLUMNS",
-           "group_order", "run_id", "slug"]
+           "CURVE_COLUMNS", "group_order", "run_id", "slug"]
 
 TASK_COLUMNS = ("task_key", "problem", "estimator", "estimator_name", "unbiased", "device", "dtype", "draws",
                 "seed", "status", "error", "seconds", "seconds_per_draw", "layer_evals", "head_evals",
@@ -29,6 +29,7 @@ TIMING_COLUMNS = ("kernel", "variant", "device", "dtype", "shape", "unit", "item
                   "ratio", "ratio_to", "pct_peak", "peak_kind")
 _REQUIRED_TASK = ("task_key", "problem", "estimator", "status")
 _REQUIRED_SCORE = ("task_key", "problem", "estimator", "group", "metric", "M", "value")
+CURVE_COLUMNS = ("task_key", "problem", "estimator", "epoch", "metric", "value")
 _STATUSES = {"done", "failed"}
 
 
@@ -38,12 +39,15 @@ class ReportError(ValueError):
 
 @dataclass
 class RunResults:
-    """One stored run: ``manifest`` (dict), ``tasks``, ``scores`` (tidy) and ``timings`` (may be empty)."""
+    """One stored run: ``manifest`` (dict), ``tasks``, ``scores`` (tidy), ``timings`` (may be empty) and, for
+    training runs, ``curves`` (tidy ``task_key, problem, estimator, epoch, metric, value`` rows; None or empty
+    otherwise)."""
 
     manifest: dict
     tasks: pd.DataFrame
     scores: pd.DataFrame
     timings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(TIMING_COLUMNS)))
+    curves: pd.DataFrame | None = None
 
 
 def run_id(run: RunResults) -> str:
@@ -124,5 +128,9 @@ def validate(run: RunResults) -> RunResults:
     for col in TIMING_COLUMNS:
         if col not in timings.columns:
             timings[col] = np.nan if col in ("items_per_s", "median_s", "iqr_s", "ratio", "pct_peak") else ""
+    curves = getattr(run, "curves", None)
+    if curves is not None:
+        _missing(curves, CURVE_COLUMNS, "curves", rid)
+        curves = curves.reset_index(drop=True)
     return RunResults(dict(run.manifest), tasks.reset_index(drop=True), scores.reset_index(drop=True),
-                      timings.reset_index(drop=True))
+                      timings.reset_index(drop=True), curves)

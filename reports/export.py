@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["fmt_value", "flat_columns", "html_table", "markdown_table", "latex_table", "write_table", "NA"]
+__all__ = ["fmt_value", "flat_columns", "group_starts", "html_table", "markdown_table", "latex_table", "write_table",
+           "NA"]
 
 NA = "–"
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -60,18 +61,38 @@ def _failed_rows(df: pd.DataFrame) -> np.ndarray:
     return flags
 
 
+def group_starts(df: pd.DataFrame, sep: str | None) -> np.ndarray:
+    """Rows where the value of column ``sep`` (flat name) changes: the first row of each group."""
+    flags = np.zeros(len(df), dtype=bool)
+    names = flat_columns(df)
+    if sep is None or sep not in names or not len(df):
+        return flags
+    col = df.iloc[:, names.index(sep)].astype(str).to_numpy()
+    flags[0] = True
+    flags[1:] = col[1:] != col[:-1]
+    return flags
+
+
 def _text(df: pd.DataFrame) -> list[list[str]]:
     return [[fmt_value(v) for v in row] for row in df.itertuples(index=False, name=None)]
 
 
-def html_table(df: pd.DataFrame, caption: str, uuid: str) -> str:
-    """The table as HTML from a pandas Styler, with a fixed ``table_uuid`` so the markup is deterministic."""
+def html_table(df: pd.DataFrame, uuid: str, sep: str | None = None) -> str:
+    """The table as HTML from a pandas Styler, with a fixed ``table_uuid`` so the markup is deterministic.
+
+    Cells carry classes: ``num`` or ``txt`` (plus ``long`` over 40 characters), ``failed`` on failed rows, ``sep`` on the first row of
+    each group of column ``sep``. The caption is written by the page, outside the scrolling table.
+    """
     num = _numeric(df)
     failed = _failed_rows(df)
-    classes = pd.DataFrame([[("num" if n else "txt") + (" failed" if f else "") for n in num] for f in failed],
-                           index=df.index, columns=df.columns)
-    styler = (df.style.format(fmt_value, escape="html").hide(axis="index").set_td_classes(classes)
-              .set_caption(html.escape(caption)))
+    starts = group_starts(df, sep)
+    starts[:1] = False
+    text = _text(df)
+    classes = pd.DataFrame([[("num" if n else "txt long" if len(t) > 40 else "txt") + (" failed" if f else "")
+                             + (" sep" if s else "") for n, t in zip(num, row)]
+                            for f, s, row in zip(failed, starts, text)], index=df.index, columns=df.columns)
+    styler = (df.style.format(fmt_value, escape="html").format_index(escape="html", axis=1).hide(axis="index")
+              .set_td_classes(classes))
     return styler.to_html(table_uuid=uuid, cell_ids=False, table_attributes='class="tbl"')
 
 

@@ -2,8 +2,8 @@
 
 The page is a jinja2 template (``templates/report.html.j2``, autoescaped) around blocks rendered
 here. Determinism: every table gets a fixed ``table_uuid`` (its block name), every SVG a fixed
-``svg.hashsalt`` (per figure, so element ids never collide across figures) and no metadata (no
-date, no creator link). ``svg.fonttype = "none"`` keeps figure text as searchable text.
+``svg.hashsalt`` and no metadata (no date, no creator link); SVG element ids get a per-figure
+prefix, so ids stay unique on the page. ``svg.fonttype = "none"`` keeps figure text as searchable text.
 """
 
 from __future__ import annotations
@@ -37,8 +37,19 @@ def svg_text(fig, name: str) -> str:
     with matplotlib.rc_context({"svg.hashsalt": f"sbn-bench:{name}", "svg.fonttype": "none"}):
         fig.savefig(buf, format="svg", metadata=_SVG_META)
     text = buf.getvalue()
-    text = text[text.index("<svg"):]
-    return re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r"<!--.*?-->", "", text[text.index("<svg"):], flags=re.S)
+    # Element ids are per-figure counters ("axes_1"): prefix them, and every reference, so ids are unique on the page.
+    pre = "f-" + slug(name) + "-"
+    text = re.sub(r'(\sid=")', r"\g<1>" + pre, text)
+    text = re.sub(r'((?:xlink:)?href="#)', r"\g<1>" + pre, text)
+    text = text.replace("url(#", "url(#" + pre)
+    # Scale with the page but never beyond the natural size (1 pt = 4/3 CSS px): --w caps it in the CSS.
+    head = re.match(r'<svg[^>]*?width="([\d.]+)pt" height="([\d.]+)pt"', text)
+    if head:
+        width = float(head.group(1)) * 4 / 3
+        text = text.replace(head.group(0), head.group(0).replace(f'width="{head.group(1)}pt" height="{head.group(2)}pt"',
+                                                                   f'style="--w: {width:.0f}px"'), 1)
+    return text
 
 
 def _environment() -> Environment:
@@ -49,7 +60,8 @@ def _environment() -> Environment:
 
 def _block(b) -> dict | None:
     if isinstance(b, Table):
-        return {"kind": "table", "anchor": "t-" + slug(b.name), "html": html_table(b.frame, b.caption, slug(b.name))}
+        return {"kind": "table", "anchor": "t-" + slug(b.name), "caption": b.caption,
+                "html": html_table(b.frame, slug(b.name), b.sep)}
     if isinstance(b, Plot):
         fig = b.figure
         if fig is None:

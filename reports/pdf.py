@@ -1,9 +1,10 @@
-"""The multi-page PDF: a title page with contents, then each section's tables and figures, one per page.
+"""The multi-page PDF: a title page with contents, then the sections; tables and notes flow down A4
+pages, each figure is a page of its own.
 
 Written with ``PdfPages`` and ``metadata={"CreationDate": None}`` (no timestamp, so two builds of
-the same results are byte-identical) and ``pdf.fonttype = 42`` (embedded TrueType: good glyphs
-and extractable, searchable text). Text blocks of a section print as notes above its next table,
-or on a page of their own when no table follows.
+the same results are byte-identical) and ``pdf.fonttype = 42`` (embedded TrueType: good glyphs and
+extractable, searchable text). Each top-level section starts a new page; a table starts a new page
+only when its header and first rows do not fit in what is left of the current one.
 """
 
 from __future__ import annotations
@@ -15,55 +16,90 @@ import matplotlib
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from .pdf_table import MARGIN, PAGE, table_pages
+from .pdf_table import MARGIN, PAGE, draw_rows, typeset
 from .sections import Plot, Section, Table, Text
 
 __all__ = ["write_pdf"]
 
 
-def _text_page(title: str, lines: list[str], size: float = 10) -> Figure:
-    fig = Figure(figsize=PAGE)
-    y = PAGE[1] - MARGIN
-    fig.text(MARGIN / PAGE[0], y / PAGE[1], title, fontsize=16, weight="bold", va="top")
-    y -= 0.5
-    for line in lines:
-        text = textwrap.fill(line, 130) if line else " "
-        fig.text(MARGIN / PAGE[0], y / PAGE[1], text, fontsize=size, va="top")
-        y -= (text.count("\n") + 1) * size / 72 * 1.5 + 0.04
-        if y < MARGIN:
-            break
-    return fig
+class _Flow:
+    """The current page and how far down it is filled (inches from the bottom)."""
 
+    def __init__(self, pdf: PdfPages):
+        self.pdf, self.fig, self.y = pdf, None, 0.0
 
-def _section_pages(sec: Section):
-    notes: list[str] = []
-    for b in sec.blocks:
-        if isinstance(b, Text):
-            notes.append(b.text)
-        elif isinstance(b, Table):
-            if not b.show:
-                continue
-            yield from table_pages(b.frame, sec.title, b.caption, notes)
-            notes = []
-        elif isinstance(b, Plot):
-            fig = b.figure
-            if fig is None:
-                notes.append(f"{b.caption}: nothing to plot.")
-                continue
-            yield fig
-    if notes:
-        yield _text_page(sec.title, notes)
+    def flush(self) -> None:
+        if self.fig is not None:
+            self.pdf.savefig(self.fig)
+            self.fig = None
+
+    def need(self, height: float) -> None:
+        if self.fig is None or self.y - height < MARGIN:
+            self.flush()
+            self.fig, self.y = Figure(figsize=PAGE), PAGE[1] - MARGIN
+
+    def text(self, text: str, size: float, width: int = 150, gap: float = 0.06, **kw) -> None:
+        text = "\n".join(textwrap.fill(t, width) if t else " " for t in text.split("\n"))
+        h = (text.count("\n") + 1) * size / 72 * 1.4
+        self.need(h + gap)
+        self.fig.text(MARGIN / PAGE[0], self.y / PAGE[1], text, fontsize=size, va="top", linespacing=1.4, **kw)
+        self.y -= h + gap
+
+    def table(self, b: Table, heading: str) -> None:
+        ts = typeset(b.frame, b.sep)
+        for part, cols in enumerate(ts.blocks):
+            cap = b.caption + (f" (columns, part {part + 1} of {len(ts.blocks)})" if len(ts.blocks) > 1 else "")
+            first = sum(ts.row_h(i) for i in range(min(3, len(ts.cells))))
+            self.need(0.45 + ts.head_h(cols) + first)
+            self.text(cap, 9, weight="bold", gap=0.04)
+            start = 0
+            while True:
+                start, self.y = draw_rows(self.fig, self.y, ts, cols, start)
+                self.y -= 0.25
+                if start >= len(ts.cells):
+                    break
+                self.flush()
+                self.need(0)
+                self.text(f"{heading}: {b.caption} (continued)", 9, weight="bold", gap=0.04)
+
+    def figure(self, fig: Figure) -> None:
+        self.flush()
+        self.pdf.savefig(fig)
 
 
 def write_pdf(sections: list[Section], path: Path, title: str, subtitle: str, generator: str) -> Path:
     """Write the report PDF to ``path`` and return it."""
-    contents = [("    " if s.level > 2 else "") + s.title for s in sections]
-    with matplotlib.rc_context({"pdf.fonttype": 42, "pdf.compression": 6}):
+    with matplotlib.rc_context({"pdf.fonttype": 42}):
         with PdfPages(path, metadata={"Title": title, "Subject": subtitle, "Creator": generator,
                                       "CreationDate": None, "ModDate": None}) as pdf:
-            pdf.savefig(_text_page(title, [subtitle, "", "Contents:"] + contents +
-                                   ["", f"{generator}: rendered from stored results only."]))
+            flow = _Flow(pdf)
+            flow.text(title, 18, weight="bold", gap=0.15)
+            flow.text(subtitle, 10, gap=0.25)
+            flow.text("Contents", 11, weight="bold")
+            for s in sections:
+                flow.text(("      " if s.level > 2 else "") + s.title, 10, gap=0.0)
+            flow.text(f"\n{generator}: rendered from stored results only.", 9, color="0.3")
             for sec in sections:
-                for fig in _section_pages(sec):
-                    pdf.savefig(fig)
+                if sec.level <= 2:
+                    flow.flush()
+                heading = sec.title  # drawn before the first text or table; a figure carries its own title
+                for b in sec.blocks:
+                    if isinstance(b, Plot):
+                        fig = b.figure
+                        if fig is not None:
+                            flow.figure(fig)
+                            heading = None
+                            continue
+                        b = Text(f"{b.caption}: nothing to plot.")
+                    if isinstance(b, Table) and not b.show:
+                        continue
+                    if heading:
+                        flow.need(1.2)
+                        flow.text(heading, 15 if sec.level <= 2 else 13, weight="bold", gap=0.12)
+                        heading = None
+                    if isinstance(b, Text):
+                        flow.text(b.text, 9.5, color="#9b1c1c" if b.kind == "warn" else "0.15")
+                    else:
+                        flow.table(b, sec.title)
+            flow.flush()
     return path

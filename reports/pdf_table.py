@@ -1,33 +1,76 @@
-"""Tables typeset as PDF pages: monospaced rows (one text object per printed line), booktabs rules.
+"""Tables typeset on PDF pages: monospaced rows (one text object per printed line), booktabs rules.
 
 A monospaced font makes the layout exact and cheap: column widths are character counts, each
-printed line is one text object (drawing thousands of per-cell texts was the slow part), and
-the text stays text (TrueType in the PDF), so it is searchable and extractable. The font shrinks
-from 8 pt to 5.5 pt to fit the page width; a table still too wide is split into column blocks
-that repeat the leading text columns. Long text cells wrap; rows paginate with the header
-repeated; rows whose status is ``failed`` are shaded.
+printed line is one text object (drawing thousands of per-cell texts was the slow part), and the
+text stays text (TrueType in the PDF), so it is searchable and extractable. The font shrinks from
+8.5 pt to 5.5 pt to fit the page width; a table still too wide is split into column blocks that
+repeat the leading text columns. Long text cells wrap; rows continue on the next page under a
+repeated header; rows whose status is ``failed`` are shaded; a thin rule separates row groups.
 """
 
 from __future__ import annotations
 
-import textwrap
+import re
+from dataclasses import dataclass
 
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from .export import _failed_rows, _numeric, fmt_value
+from .export import _failed_rows, _numeric, fmt_value, group_starts
 
-__all__ = ["table_pages", "PAGE", "MARGIN", "MONO"]
+__all__ = ["Typeset", "typeset", "draw_rows", "PAGE", "MARGIN", "MONO"]
 
 PAGE = (11.69, 8.27)  # A4 landscape, inches
 MARGIN = 0.5
-MONO = "DejaVu Sans Mono"  # ships with matplotlib; advance width 0.602 em for every glyph
+MONO = "DejaVu Sans Mono"  # ships with matplotlib; every glyph advances 0.602 em
 _ADVANCE = 0.602
-_SIZES = (8.0, 7.5, 7.0, 6.5, 6.0, 5.5)
-_WRAP = 44
+_SIZES = (8.5, 8.0, 7.5, 7.0, 6.5, 6.0, 5.5)
 _GAP = 2  # spaces between columns
+
+
+@dataclass
+class Typeset:
+    """A table laid out in characters: cell lines, widths, column blocks, font size, flags per row."""
+
+    top: list[str]
+    sub: list[str]
+    num: list[bool]
+    cells: list[list[list[str]]]
+    widths: list[int]
+    blocks: list[list[int]]
+    size: float
+    failed: list[bool]
+    starts: list[bool]
+
+    @property
+    def line_h(self) -> float:
+        return self.size * 1.32 / 72.0
+
+    def row_h(self, i: int) -> float:
+        return self.line_h * max(len(c) for c in self.cells[i])
+
+    def head_h(self, cols) -> float:
+        return self.line_h * (3.05 if any(self.top[j] for j in cols) else 1.7)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Lines of at most ``width`` characters, broken after spaces or commas where possible (specs have no spaces)."""
+    tokens = [t for t in re.split(r"(?<=[ ,])", str(text)) if t]
+    lines, line = [], ""
+    for tok in tokens:
+        while len(tok) > width:  # a single over-long token: hard split
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(tok[:width])
+            tok = tok[width:]
+        if len(line) + len(tok.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += tok
+    return [ln for ln in lines + [line.rstrip()] if ln] or [""]
 
 
 def _headers(df: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -36,132 +79,98 @@ def _headers(df: pd.DataFrame) -> tuple[list[str], list[str]]:
     return [""] * df.shape[1], [str(c) for c in df.columns]
 
 
-def _widths(top: list[str], sub: list[str], cells: list[list[list[str]]]) -> list[int]:
-    """Characters per column; a spanning top label widens the last column of its span if needed."""
-    w = [max([len(sub[j])] + [len(line) for r in cells for line in r[j]]) for j in range(len(sub))]
-    j = 0
-    while j < len(top):
-        end = j
-        while end + 1 < len(top) and top[end + 1] == top[j]:
-            end += 1
-        need = len(top[j]) - (sum(w[j:end + 1]) + _GAP * (end - j))
-        if top[j] and need > 0:
-            w[end] += need
-        j = end + 1
-    return w
-
-
-def _blocks(w: list[int], lead: int, avail: int) -> list[list[int]]:
-    """Column index blocks of at most ``avail`` characters, each starting with the ``lead`` text columns."""
-    total = lambda cols: sum(w[c] for c in cols) + _GAP * (len(cols) - 1)  # noqa: E731
-    if total(range(len(w))) <= avail:
-        return [list(range(len(w)))]
-    blocks, cur = [], list(range(lead))
-    for j in range(lead, len(w)):
-        if total(cur + [j]) > avail and len(cur) > lead:
-            blocks.append(cur)
-            cur = list(range(lead))
-        cur.append(j)
-    return blocks + [cur]
-
-
-def _line(parts: list[str], w: list[int], cols: list[int], num: list[bool]) -> str:
-    return (" " * _GAP).join(parts[k].rjust(w[j]) if num[j] else parts[k].ljust(w[j])
-                             for k, j in enumerate(cols)).rstrip()
-
-
-def _span_line(top: list[str], w: list[int], cols: list[int]) -> tuple[str, list[tuple[int, int]]]:
-    """The spanning header line and the (start, end) character ranges to underline."""
-    text, rules, pos, k = "", [], 0, 0
+def _spans(top: list[str], cols: list[int]):
+    """(first, last) positions in ``cols`` of each run of equal top labels."""
+    k = 0
     while k < len(cols):
         end = k
         while end + 1 < len(cols) and top[cols[end + 1]] == top[cols[k]]:
             end += 1
-        width = sum(w[cols[i]] for i in range(k, end + 1)) + _GAP * (end - k)
-        label = top[cols[k]]
-        text += label.center(width) + " " * _GAP
-        if label:
-            rules.append((pos, pos + width))
-        pos += width + _GAP
+        yield k, end
         k = end + 1
-    return text.rstrip(), rules
 
 
-def table_pages(df: pd.DataFrame, title: str, caption: str, notes: list[str] = ()) -> list[Figure]:
-    """The table as one or more A4-landscape pages (``notes`` on the first page only)."""
+def _total(w: list[int], cols) -> int:
+    cols = list(cols)
+    return sum(w[c] for c in cols) + _GAP * (len(cols) - 1)
+
+
+def typeset(df: pd.DataFrame, sep: str | None = None) -> Typeset:
+    """Lay ``df`` out for a page: wrap text cells, size columns, pick the font, split too-wide tables."""
     top, sub = _headers(df)
     num = _numeric(df)
-    failed = _failed_rows(df)
-    cells = [[[fmt_value(v)] if n else (textwrap.wrap(fmt_value(v), _WRAP) or [""]) for v, n in zip(row, num)]
+    wrap = max(24, min(100, 160 // max(1, len(num))))  # text cells wrap narrower in wider tables
+    cells = [[[fmt_value(v)] if n else _wrap(fmt_value(v), wrap) for v, n in zip(row, num)]
              for row in df.itertuples(index=False, name=None)]
-    w = _widths(top, sub, cells)
+    w = [max([len(sub[j])] + [len(line) for r in cells for line in r[j]]) for j in range(len(sub))]
+    for a, b in _spans(top, list(range(len(w)))):  # a spanning label widens the last column of its span
+        w[b] += max(0, len(top[a]) - _total(w, range(a, b + 1)))
     width_in = PAGE[0] - 2 * MARGIN
     for size in _SIZES:
         avail = int(width_in / (_ADVANCE * size / 72.0))
-        if sum(w) + _GAP * (len(w) - 1) <= avail:
+        if _total(w, range(len(w))) <= avail:
             break
-    lead = next((j for j, n in enumerate(num) if n), len(num)) or 1
-    blocks = _blocks(w, min(lead, 3), avail)
-    pages: list[Figure] = []
-    for b_i, cols in enumerate(blocks):
-        start = 0
-        while True:
-            fig = Figure(figsize=PAGE)
-            y = PAGE[1] - MARGIN
-            fig.text(MARGIN / PAGE[0], y / PAGE[1], title + (" (continued)" if pages else ""), fontsize=12,
-                     weight="bold", va="top")
-            y -= 0.32
-            lines = [caption] + (list(notes) if not pages else [])
-            if len(blocks) > 1:
-                lines.append(f"Columns, part {b_i + 1} of {len(blocks)}.")
-            for text in filter(None, lines):
-                text = textwrap.fill(text, 160)
-                fig.text(MARGIN / PAGE[0], y / PAGE[1], text, fontsize=8.5, va="top", color="0.2")
-                y -= 0.16 * (text.count("\n") + 1) + 0.06
-            start = _draw(fig, y - 0.08, cells, failed, cols, w, top, sub, num, size, start)
-            pages.append(fig)
-            if start >= len(cells):
-                break
-    return pages
+    lead = min(next((j for j, n in enumerate(num) if n), len(num)) or 1, 3)
+    blocks, cur = [], list(range(lead))
+    for j in range(lead, len(w)):
+        if _total(w, cur + [j]) > avail and len(cur) > lead:
+            blocks.append(cur)
+            cur = list(range(lead))
+        cur.append(j)
+    blocks.append(cur)
+    return Typeset(top, sub, num, cells, w, blocks, size, list(_failed_rows(df)), list(group_starts(df, sep)))
 
 
-def _draw(fig, y, cells, failed, cols, w, top, sub, num, size, start) -> int:
-    """Header and as many rows from ``start`` as fit below ``y`` (inches); returns the next row index."""
+def _line(ts: Typeset, parts: list[str], cols: list[int]) -> str:
+    return (" " * _GAP).join(p.rjust(ts.widths[j]) if ts.num[j] else p.ljust(ts.widths[j])
+                             for p, j in zip(parts, cols)).rstrip()
+
+
+def draw_rows(fig: Figure, y: float, ts: Typeset, cols: list[int], start: int, bottom: float = MARGIN) -> tuple[int, float]:
+    """Header and as many rows from ``start`` as fit above ``bottom``; returns (next row, y below the table)."""
     W, H = PAGE
-    char = _ADVANCE * size / 72.0
-    lh = size * 1.32 / 72.0
-    right = MARGIN + char * (sum(w[j] for j in cols) + _GAP * (len(cols) - 1))
+    char = _ADVANCE * ts.size / 72.0
+    lh = ts.line_h
+    right = MARGIN + char * _total(ts.widths, cols)
 
     def put(text, y0, **kw):
-        fig.text(MARGIN / W, y0 / H, text, fontsize=size, family=MONO, va="top", **kw)
+        fig.text(MARGIN / W, y0 / H, text, fontsize=ts.size, family=MONO, va="top", **kw)
 
-    def rule(x1, x2, y0, lw):
-        fig.add_artist(Line2D([x1 / W, x2 / W], [y0 / H, y0 / H], lw=lw, color="black"))
+    def rule(x1, x2, y0, lw, color="black"):
+        fig.add_artist(Line2D([x1 / W, x2 / W], [y0 / H, y0 / H], lw=lw, color=color))
 
     rule(MARGIN, right, y, 1.0)
     y -= lh * 0.3
-    if any(top[j] for j in cols):
-        text, spans = _span_line(top, w, cols)
-        put(text, y, weight="bold")
-        for a, b in spans:
-            rule(MARGIN + a * char + char * 0.3, MARGIN + b * char - char * 0.3, y - lh * 1.02, 0.5)
-        y -= lh * 1.15
-    put(_line([sub[j] for j in cols], w, cols, num), y, weight="bold")
+    if any(ts.top[j] for j in cols):
+        text, pos = "", 0
+        for a, b in _spans(ts.top, cols):
+            width = _total(ts.widths, cols[a:b + 1])
+            label = ts.top[cols[a]]
+            text += label.center(width) + " " * _GAP
+            if label:
+                rule(MARGIN + (pos + 0.3) * char, MARGIN + (pos + width - 0.3) * char, y - lh * 0.98, 0.5)
+            pos += width + _GAP
+        put(text.rstrip(), y, weight="bold")
+        y -= lh * 1.35
+    put(_line(ts, [ts.sub[j] for j in cols], cols), y, weight="bold")
     y -= lh * 1.1
     rule(MARGIN, right, y, 0.6)
     y -= lh * 0.25
     i = start
-    while i < len(cells):
-        n_lines = max(len(cells[i][j]) for j in cols)
-        if y - n_lines * lh < MARGIN and i > start:
+    while i < len(ts.cells):
+        h = ts.row_h(i)
+        if y - h < bottom and i > start:
             break
-        if failed[i]:
-            fig.add_artist(Rectangle((MARGIN / W, (y - n_lines * lh) / H), (right - MARGIN) / W, n_lines * lh / H,
+        if ts.starts[i] and i > start:
+            y -= lh * 0.3
+            rule(MARGIN, right, y + lh * 0.15, 0.4, "0.55")
+        if ts.failed[i]:
+            fig.add_artist(Rectangle((MARGIN / W, (y - h) / H), (right - MARGIN) / W, h / H,
                                      transform=fig.transFigure, color="#fde8e8", zorder=0, lw=0))
-        for k in range(n_lines):
-            parts = [cells[i][j][k] if k < len(cells[i][j]) else "" for j in cols]
-            put(_line(parts, w, cols, num), y - k * lh, color="#9b1c1c" if failed[i] else "black")
-        y -= n_lines * lh
+        for k in range(max(len(c) for c in ts.cells[i])):
+            parts = [ts.cells[i][j][k] if k < len(ts.cells[i][j]) else "" for j in cols]
+            put(_line(ts, parts, cols), y - k * lh, color="#9b1c1c" if ts.failed[i] else "black")
+        y -= h
         i += 1
     rule(MARGIN, right, y - lh * 0.2, 1.0)
-    return i
+    return i, y - lh * 0.2

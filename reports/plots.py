@@ -28,14 +28,20 @@ __all__ = ["styles", "layer_chunks", "layer_figure", "bias_variance_figure", "pa
            "PANELS_PER_FIGURE"]
 
 PANELS_PER_FIGURE = 4
+_DECADES = 6  # dynamic range of the bias-variance axes; smaller values sit on the floor, marked
 _MARKERS = "osD^vP*Xph<>"
 _FAILED = Line2D([], [], color="0.5", marker="x", linestyle="none")
 
 
 def _tick(x: float, _pos=None) -> str:
+    """Plain tick text: ``0.02``, ``500``, ``1e5``, ``2e-4``."""
     if x <= 0:
         return ""
-    return f"{x:g}" if 1e-3 <= x < 1e5 else f"1e{int(round(np.log10(x)))}"
+    if 1e-3 <= x < 1e5:
+        return f"{x:g}"
+    e = int(np.floor(np.log10(x) + 1e-9))
+    m = round(x / 10**e, 6)
+    return f"1e{e}" if m == 1 else f"{m:g}e{e}"
 
 
 def plain_log(ax, axes: str = "xy") -> None:
@@ -90,10 +96,11 @@ def _series(run: RunResults, problem: str, metrics) -> dict:
             for key, g in sel.groupby(["task_key", "group", "metric"], sort=False)}
 
 
-def _legend(fig: Figure, handles: list, labels: list, failed: dict[str, str]) -> None:
-    for lab in failed:
+def _legend(fig: Figure, handles: list, labels: list, failed: dict[str, list]) -> None:
+    """A legend below the panels; ``failed`` maps an estimator to the problems it failed on (empty: this one)."""
+    for lab, where in failed.items():
         handles.append(_FAILED)
-        labels.append(f"{lab} — FAILED")
+        labels.append(f"{lab} — FAILED" + (f" on {', '.join(where)}" if where else ""))
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), frameon=False,
                    fontsize="small")
@@ -102,6 +109,17 @@ def _legend(fig: Figure, handles: list, labels: list, failed: dict[str, str]) ->
 def _empty(ax, text: str = "no data") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4", fontsize="large")
     ax.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)
+
+
+def _short(name: str, width: int = 34) -> str:
+    """A panel title: long problem specs wrapped at commas."""
+    parts, line, out = str(name).replace(",", ", ").split(" "), "", []
+    for p in parts:
+        if line and len(line) + len(p) > width:
+            out.append(line.rstrip())
+            line = ""
+        line += p
+    return "\n".join(out + [line]).replace(", ", ",")
 
 
 def _tasks(run: RunResults, problem: str):
@@ -177,7 +195,7 @@ def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict) -> 
     axes[0, 0].set_ylabel("relative RMSE" + (" (empirical)" if rmse == "rel_rmse_emp" else ""))
     axes[1, 0].set_ylabel("cosine to true gradient")
     fig.suptitle(f"{problem}: accuracy per parameter group", fontsize="large")
-    _legend(fig, list(handles.values()), list(handles), failed)
+    _legend(fig, list(handles.values()), list(handles), {lab: [] for lab in failed})
     return freeze_layout(fig)
 
 
@@ -203,7 +221,8 @@ def bias_variance_figure(run: RunResults, problems: list[str], sty: dict) -> Fig
     handles, all_failed = {}, {}
     for ax, problem in zip(axes, problems):
         t, done, failed = _tasks(run, problem)
-        all_failed.update(failed)
+        for lab in failed:
+            all_failed.setdefault(lab, []).append(problem)
         gn, bias = _overall(run, problem, "grad_norm"), _overall(run, problem, "rel_bias")
         var, floor = _overall(run, problem, "trace_var"), _overall(run, problem, "noise_floor")
         draws = t.set_index("task_key")["draws"]
@@ -216,30 +235,34 @@ def bias_variance_figure(run: RunResults, problems: list[str], sty: dict) -> Fig
             pts.append((lab, sd, bias[k], fl))
         if not pts:
             _empty(ax, "no data" + (" (all tasks failed)" if failed else ""))
-            ax.set_title(problem, fontsize="medium")
+            ax.set_title(_short(problem), fontsize="medium")
             continue
         pos = [p for _, sd, b, fl in pts for p in (sd, b, fl) if np.isfinite(p) and p > 0]
-        lo = min(pos) / 3 if pos else 1e-6
+        top = max(pos) if pos else 1.0
+        lo = max(min(pos) / 3 if pos else 1e-6, top * 10.0**-_DECADES)  # at most _DECADES decades shown
         for lab, sd, b, fl in pts:
             color, marker = sty[lab]
-            below = not (b > fl)
+            below = not (b > max(fl, lo))
             y = max(fl, lo) if below else b
-            x = sd if sd > 0 else lo
-            handles[lab] = ax.scatter([x], [y], color=color, marker=marker, s=46, zorder=3,
-                                      facecolors="none" if below else color)
+            x = max(sd, lo)
+            ax.scatter([x], [y], color=color, marker=marker, s=46, zorder=3, facecolors="none" if below else color)
+            if not sd > lo:
+                ax.annotate("Var ≈ 0" if sd > 0 else "Var = 0", (x, y), xytext=(6, -3), textcoords="offset points",
+                            fontsize="x-small", color=color)
+            handles[lab] = Line2D([], [], color=color, marker=marker, linestyle="none", markersize=7)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        lim = (lo / 1.5, max(pos) * 2 if pos else 1)
+        lim = (lo / 1.5, top * 2)
         ax.plot(lim, lim, color="0.6", ls="--", lw=1)
         ax.set_xlim(lim)
         ax.set_ylim(lim)
         plain_log(ax, "xy")
-        ax.set_title(problem, fontsize="medium")
+        ax.set_title(_short(problem), fontsize="medium")
         ax.set_xlabel("relative sd of one draw  √trVar / |g|")
         ax.set_ylabel("relative bias  |b| / |g|")
         ax.grid(True, alpha=0.3)
-    fig.suptitle("Bias vs variance (whole gradient); hollow: bias below the noise floor; dashed: bias = sd",
-                 fontsize="medium")
+    fig.suptitle("Bias vs variance (whole gradient)\nhollow: bias below the noise floor (drawn at the floor); "
+                 "dashed: bias = sd", fontsize="medium")
     _legend(fig, list(handles.values()), list(handles), all_failed)
     return freeze_layout(fig)
 
@@ -250,7 +273,8 @@ def pareto_figure(run: RunResults, problems: list[str], sty: dict) -> Figure:
     handles, all_failed = {}, {}
     for ax, problem in zip(axes, problems):
         t, done, failed = _tasks(run, problem)
-        all_failed.update(failed)
+        for lab in failed:
+            all_failed.setdefault(lab, []).append(problem)
         spd = t.set_index("task_key")["seconds_per_draw"].astype(float)
         metric = "rel_rmse" if ((run.scores["problem"] == problem) & (run.scores["metric"] == "rel_rmse")).any() \
             else "rel_rmse_emp"
@@ -266,13 +290,13 @@ def pareto_figure(run: RunResults, problems: list[str], sty: dict) -> Figure:
             ys += list(v)
         if not xs:
             _empty(ax, "no timed results")
-            ax.set_title(problem, fontsize="medium")
+            ax.set_title(_short(problem), fontsize="medium")
             continue
         order = np.argsort(xs, kind="stable")
         front = np.minimum.accumulate(np.asarray(ys)[order])
         (handles["Pareto front"],) = ax.step(np.asarray(xs)[order], front, where="post", color="k", lw=3,
                                              alpha=0.25, zorder=0)
-        ax.set_title(problem, fontsize="medium")
+        ax.set_title(_short(problem), fontsize="medium")
         plain_log(ax, "xy")
         ax.set_xlabel("wall time for M draws (s)")
         ax.set_ylabel("relative RMSE (whole gradient)")

@@ -96,12 +96,12 @@ def comparison(run: RunResults) -> pd.DataFrame:
 
 
 def comparison_wide(comp: pd.DataFrame, checkpoint: str, metric: str) -> pd.DataFrame:
-    """One checkpoint and metric as a display table: rows (method, layer), columns M x (this run, paper, ratio|diff)."""
+    """One checkpoint and metric as a display table: rows (layer, method), columns M x (run, paper, ratio|diff)."""
     part = comp[(comp["checkpoint"] == checkpoint) & (comp["metric"] == metric)]
     if part.empty:
         return pd.DataFrame()
-    third = "ratio" if metric == "rel_rmse" else "difference"
-    cols = [("", "method"), ("", "layer"), ("", "status")]
+    third = "ratio" if metric == "rel_rmse" else "diff"
+    cols = [("", "layer"), ("", "method"), ("", "status")]
     data = {c: [] for c in cols}
     ms = sorted(part["M"].unique())
     for m in ms:
@@ -109,13 +109,13 @@ def comparison_wide(comp: pd.DataFrame, checkpoint: str, metric: str) -> pd.Data
             cols.append((f"M={m}", what))
             data[(f"M={m}", what)] = []
     for (method, group), grp in part.groupby(["method", "group"], sort=False):
-        data[("", "method")].append(method)
         data[("", "layer")].append(group)
+        data[("", "method")].append(method)
         data[("", "status")].append(grp["status"].iloc[0])
         by_m = grp.set_index("M")
         for m in ms:
             for what in ("run", "paper", third):
-                data[(f"M={m}", what)].append(float(by_m[what].get(m, np.nan)))
+                data[(f"M={m}", what)].append(float(by_m["difference" if what == "diff" else what].get(m, np.nan)))
     df = pd.DataFrame(data, columns=pd.MultiIndex.from_tuples(cols))
     order = {g: i for i, g in enumerate(GROUPS)}
     meth = {m: i for i, m in enumerate(METHOD_SPECS)}

@@ -1,8 +1,9 @@
 """What a report holds, independent of the output format: sections of text, tables and figures.
 
 One function per section (``manifest_section``, ``problem_section``, ``bias_variance_section``,
-``pareto_section``, ``psa2020_section``, ``timing_section``); ``RUN_SECTIONS`` lists them in page
-order, so a new kind of result (training curves, say) is one more function appended there. The
+``pareto_section``, ``psa2020_section``, ``training_section``, ``timing_section``), each
+``(run, ctx) -> list[Section]`` and empty when the run has nothing for it; ``RUN_SECTIONS`` lists
+them in page order, so a new kind of result is one more function there. The
 HTML and PDF writers only walk these blocks. Figures are built once, on first use, and shared by
 both writers; :func:`close_figures` drops them.
 """
@@ -35,6 +36,7 @@ class Table:
     caption: str
     frame: pd.DataFrame
     show: bool = True  # False: exported as CSV/Markdown/LaTeX only, not printed on the page
+    sep: str | None = None  # a column whose changes start a new row group (a rule on the page)
 
 
 @dataclass
@@ -68,11 +70,21 @@ def manifest_section(run: RunResults, ctx: dict) -> list[Section]:
                    f"{n_failed} failed.", "warn" if n_failed else "p")]
     if n_failed:
         blocks.append(Table(f"{rid}_failed", "Failed tasks (no scores; shown, not dropped)", tables.failed_table(run)))
-    blocks.append(Table(f"{rid}_tasks", "Tasks", tables.tasks_table(run)))
+    blocks.append(Table(f"{rid}_tasks", "Tasks", tables.tasks_table(run), sep="problem"))
     return [Section(f"Run {run_id(run)}", f"{rid}", blocks)]
 
 
+def _accuracy_run(run: RunResults) -> bool:
+    """A gradient-accuracy run: it has scores, or none of its tasks finished (so failures are shown per problem).
+
+    A training run has finished tasks but no score rows; its results are curves (see training_section).
+    """
+    return not run.scores.empty or not (run.tasks["status"] == "done").any()
+
+
 def problem_section(run: RunResults, ctx: dict) -> list[Section]:
+    if not _accuracy_run(run):
+        return []
     out = []
     for problem in tables.problems(run):
         ps = f"{ctx['rid']}_{slug(problem)}"
@@ -87,6 +99,8 @@ def problem_section(run: RunResults, ctx: dict) -> list[Section]:
 
 
 def bias_variance_section(run: RunResults, ctx: dict) -> list[Section]:
+    if not _accuracy_run(run):
+        return []
     probs = tables.problems(run)
     return [Section("Bias vs variance", f"{ctx['rid']}_biasvar", [
         Plot(f"{ctx['rid']}_biasvar", "Relative bias against the relative standard deviation of one draw; "
@@ -95,6 +109,8 @@ def bias_variance_section(run: RunResults, ctx: dict) -> list[Section]:
 
 
 def pareto_section(run: RunResults, ctx: dict) -> list[Section]:
+    if not _accuracy_run(run):
+        return []
     probs = tables.problems(run)
     return [Section("Accuracy vs wall time", f"{ctx['rid']}_pareto", [
         Plot(f"{ctx['rid']}_pareto", "Relative RMSE of an M-draw average against M × seconds per draw; "
@@ -119,13 +135,24 @@ def psa2020_section(run: RunResults, ctx: dict) -> list[Section]:
                              ("cos_mean", "mean cosine (difference = run − paper)")):
             wide = psa2020.comparison_wide(comp, chk, metric) if not comp.empty else pd.DataFrame()
             if not wide.empty:
-                blocks.append(Table(f"{rid}_psa2020_{chk}_{metric}", f"{chk}: {what}", wide))
+                blocks.append(Table(f"{rid}_psa2020_{chk}_{metric}", f"{chk}: {what}", wide, sep="layer"))
     return [Section("Comparison with the PSA paper", f"{rid}_psa2020", blocks, level=3)]
+
+
+def training_section(run: RunResults, ctx: dict) -> list[Section]:
+    """Training runs (``run.curves``): the tables and figures of :mod:`reports.training`."""
+    if run.curves is None or run.curves.empty:
+        return []
+    from .training import training_sections
+
+    return training_sections(run.curves, run.tasks, ctx["rid"])
 
 
 def timing_section(run: RunResults, ctx: dict) -> list[Section]:
     tab = tables.timing_table(run)
     rid = ctx["rid"]
+    if tab.empty and not _accuracy_run(run):
+        return []
     if tab.empty:
         return [Section("Timings", f"{rid}_timings", [Text("No timings were recorded in this run.")], level=3)]
     return [Section("Timings", f"{rid}_timings", [
@@ -135,7 +162,7 @@ def timing_section(run: RunResults, ctx: dict) -> list[Section]:
 
 
 RUN_SECTIONS = [manifest_section, problem_section, bias_variance_section, pareto_section, psa2020_section,
-                timing_section]
+                training_section, timing_section]
 
 
 def run_sections(runs: list[RunResults]) -> list[Section]:

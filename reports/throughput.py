@@ -47,8 +47,9 @@ def throughput_figure(timings: pd.DataFrame) -> Figure | None:
             high = np.where(ok, rate * med / np.maximum(med - iqr / 2, 1e-300) - rate, 0)
         ax.errorbar(rate, y, xerr=[low, high], fmt="none", ecolor="0.25", capsize=2, lw=1)
         for yi, r, pct in zip(y, rate, part["pct_peak"].astype(float)):
-            note = f" {fmt_value(r)}/s" + (f", {pct:.0f}% of peak" if np.isfinite(pct) else "")
-            ax.text(r, yi, note, va="center", ha="left", fontsize="small")
+            note = f"{fmt_value(r)}/s" + (f", {pct:.0f}% of peak" if np.isfinite(pct) else "")
+            ax.annotate(note, (r, yi), xytext=(8, 0), textcoords="offset points", va="center", ha="left",
+                        fontsize="small")
         ax.set_yticks(y, [_label(r) for r in part.itertuples()], fontsize="small")
         ax.set_xscale("log")
         ax.set_xlim(rate.min() / 3, rate.max() * 30)

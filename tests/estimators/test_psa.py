@@ -77,8 +77,10 @@ def test_kernel_large_preactivations_finite(dtype, make_gen):
 def test_kernel_rejects_bad_shapes():
     law = get_noise("logistic")
     x, a, h = torch.ones(1, 2, 3), torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         flip_backward(x, a, torch.zeros(3, 4), h, law, 2.0)
+    with pytest.raises(InputError):
+        flip_backward(x[0], a[0], torch.zeros(4, 3), h[0], law, 2.0)
 
 
 @pytest.mark.slow

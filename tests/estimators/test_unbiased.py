@@ -5,21 +5,23 @@ Design (stated once, enforced by assertions):
 - **Statistic.** Per coordinate $z=(\bar g-g)/\mathrm{SE}$, $\mathrm{SE}=s/\sqrt N$, over $N$ draws
   accumulated in float64 chunks (Chan's merge); $g$ is the exact float64 gradient
   (:func:`reference.exact.exact`).
-- **False-fail rate.** Fail if $|z|>z_{1-\alpha/(2m)}$ with a family-wise $\alpha=5\cdot10^{-4}$
-  (half of the suite's $10^{-3}$) and $m$ = every coordinate x estimator x problem of this module's
-  suite, slow cases included (Bonferroni).
-- **Power.** $\delta_{\text{group}}=r\,\lVert g_{\text{group}}\rVert/\sqrt{\text{size}}$ (the group's
-  gradient norm spread over its coordinates; $r=0.1$ on the random networks, except $0.2$ on the
-  default-tier 0/1-softmax-Gaussian one to bound CI time, and $0.3$ on the PSA network (10 of its
-  200 points, one variant per family), whose REINFORCE variance would otherwise need $10^8$ draws).  $N$ is chosen from a pilot
-  run (independent seed) as $1.5\,((z_{1-\alpha/(2m)}+z_{1-\beta})\,s_{\max}/\delta)^2$ with
-  $\beta=10^{-3}$, capped per case; the test then **asserts**
+- **False-fail rate.** Fail if $|z|>z_{1-\alpha/(2m)}$ with a family-wise $\alpha=4.8\cdot10^{-4}$
+  and $m$ = every coordinate x estimator x problem of this module's suite, slow cases included
+  (Bonferroni).  With the $2\cdot10^{-5}$ of the variance gate in ``test_reinforce.py`` this is the
+  $5\cdot10^{-4}$ share (of the whole test suite's $10^{-3}$) of the unbiased-estimator tests.
+- **Power.** $\delta_{\text{group}}=r\,\lVert g_{\text{group}}\rVert/\sqrt{\text{size}}$, the group's
+  gradient norm spread over its coordinates, with $r=0.1$ on the random networks, $0.2$ for the
+  default tier's one-variant-per-family run on the 0/1-softmax-Gaussian one (to bound CI time; the
+  other variants run there at $r=0.1$ in the slow tier) and $0.3$ on the PSA network (10 of its
+  200 points, one variant per family; plain REINFORCE would otherwise need $10^8$ draws).  $N$ is
+  chosen from a pilot run (independent seed) as $1.5\,((z_{1-\alpha/(2m)}+z_{1-\beta})\,
+  s_{\max}/\delta)^2$ with $\beta=10^{-3}$, capped per case; the test then **asserts**
   $\mathrm{SE}\,(z_{1-\alpha/(2m)}+z_{1-\beta})\le\delta$ on the final sample, so a bias of size
   $\delta$ in any coordinate is caught with probability $\ge1-\beta$.
 - **Teeth.** The same statistic rejects deliberately biased variants: REINFORCE whose baseline is
-  the batch mean of the draw's own losses (hidden gradient scaled by $1-1/B$, bias $\lVert g\rVert/B
-  >\delta$), ARM with a flipped sign, DisARM with $\sigma(\phi)$ instead of $\sigma(|\phi|)$, and
-  MuProp without its analytic correction term.
+  the batch mean of the draw's own losses (hidden gradient scaled by $1-1/B$, a bias of
+  $\lVert g\rVert/B=1.25\,\delta$ for $B=8$), ARM with a flipped sign, DisARM with $\sigma(\phi)$
+  instead of $\sigma(|\phi|)$, and MuProp without its analytic correction term.
 
 The problems were picked (seeds scanned once) so that no parameter group has a vanishing gradient
 relative to the estimators' noise; they cover both encodings, the logistic and softmax losses and
@@ -46,7 +48,7 @@ from estimators.reinforce import Reinforce, score_grads
 from reference.exact import exact
 from reference.presets import build_problem
 
-ALPHA, BETA = 5e-4, 1e-3
+ALPHA, BETA = 4.8e-4, 1e-3  # + 2e-5 in test_reinforce.py's variance gate = this suite's 5e-4
 PILOT, MIN_N, CHUNK = 4096, 20_000, 2**15
 
 ESTIMATORS = [
@@ -54,18 +56,21 @@ ESTIMATORS = [
     "reinforce-loo", "reinforce-loo:K=3", "arm", "arm:shared=True", "disarm", "disarm:shared=True",
     "muprop", "muprop:point=input", "local-expectation", "local-expectation:shared=True",
 ]
+#: One variant per family, for the default tier's second problem.
+FAMILY = ["reinforce:baseline=ema", "reinforce-loo", "arm:shared=True", "disarm", "muprop", "local-expectation"]
 #: The PSA network's noise needs ~1e7 draws for plain REINFORCE: one variant per family (plus plain REINFORCE).
 PSA_ESTIMATORS = ["reinforce", "reinforce:baseline=pilot", "reinforce-loo", "arm:shared=True",
                   "disarm:shared=True", "muprop:point=input", "local-expectation:shared=True"]
 
+_SOFTMAX_GAUSS = "random:widths=2-3-3,points=8,encoding=01,loss=softmax,scale=2,noise=gaussian,seed=17"
 #: name -> (preset spec, data subset, relative bias size r, cap on N, slow, estimators)
 PROBLEMS = {
     "pm1-logistic": ("random:widths=2-3-3,points=8,seed=20", None, 0.1, 2_000_000, False, ESTIMATORS),
-    "01-softmax-gauss": ("random:widths=2-3-3,points=8,encoding=01,loss=softmax,scale=2,noise=gaussian,seed=17",
-                         None, 0.2, 2_000_000, False, ESTIMATORS),
+    "01-softmax-gauss": (_SOFTMAX_GAUSS, None, 0.2, 2_000_000, False, FAMILY),
+    "01-softmax-gauss-rest": (_SOFTMAX_GAUSS, None, 0.1, 4_000_000, True, [e for e in ESTIMATORS if e not in FAMILY]),
     "pm1-uniform": ("random:widths=2-3-3,points=8,noise=uniform,seed=22", None, 0.1, 2_000_000, True, ESTIMATORS),
-    "deep-pm1-softmax": ("random:widths=2-3-3-3,points=8,loss=softmax,seed=8", None, 0.1, 4_000_000, True,
-                         ESTIMATORS),
+    "deep-pm1-softmax-gauss": ("random:widths=2-3-3-3,points=8,loss=softmax,noise=gaussian,seed=8", None, 0.1,
+                               4_000_000, True, ESTIMATORS),
     "deep-01-logistic": ("random:widths=2-3-3-3,points=8,encoding=01,scale=2,seed=8", None, 0.1, 4_000_000, True,
                          ESTIMATORS),
     "psa-2-5-5-5-sub10": ("psa-2-5-5-5", slice(0, 200, 20), 0.3, 30_000_000, True, PSA_ESTIMATORS),
@@ -245,7 +250,8 @@ class UncorrectedMuProp(MuProp):
 
 @pytest.mark.stat
 @pytest.mark.parametrize("variant", [SelfBaselineReinforce(), FlippedArm(), SignedPhiDisArm(), UncorrectedMuProp()],
-                         ids=["reinforce-self-baseline", "arm-flipped-sign", "disarm-sigma-phi", "muprop-no-correction"])
+                         ids=["reinforce-self-baseline", "arm-flipped-sign", "disarm-sigma-phi",
+                              "muprop-no-correction"])
 def test_teeth_biased_variants_are_rejected(variant):
     key = "pm1-logistic"
     worst, bad = z_test(variant, key, f"biased-{type(variant).__name__}")

@@ -136,16 +136,48 @@ def make_psa2020_run(failed=(("psa-2-5-5-5@chk-2000", "arm", "worker died"),)) -
                     if metric == "rel_rmse":
                         s.loc[sel, "value"] = RMSE_FACTOR * np.exp(np.interp(m, grid, np.log(vals)))
                     else:
-                        s.loc[sel, "value"] = np.interp(m, grid, vals) + COS_SHIFT
+                        cos = np.interp(m, grid, vals) + COS_SHIFT
+                        s.loc[sel, "value"] = cos
+                        for q, sign in (("cos_q15", -1), ("cos_q85", 1)):
+                            band = ((s["problem"] == f"psa-2-5-5-5@{chk}") & (s["estimator"] == spec)
+                                    & (s["group"] == group) & (s["metric"] == q))
+                            s.loc[band, "value"] = np.clip(cos + sign * 0.5 * (1 - cos), -1, 1)
     return run
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def synthetic_run():
     """Factory: ``synthetic_run(**overrides)`` -> a fresh synthetic RunResults."""
     return make_run
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def psa2020_run():
+    """Factory: ``psa2020_run(failed=...)`` -> a fresh psa2020-shaped RunResults."""
     return make_psa2020_run
+
+
+@pytest.fixture(scope="session")
+def small_report(tmp_path_factory, synthetic_run):
+    """The synthetic run rendered once (HTML and PDF) for the tests that only read the result."""
+    from reports import build_report
+
+    out = tmp_path_factory.mktemp("small_report")
+    return build_report([synthetic_run()], out)
+
+
+@pytest.fixture(scope="session")
+def psa_report(tmp_path_factory, psa2020_run):
+    """The paper's two tabulated checkpoints (2 problems x 7 estimators x 4 groups x 36 M values) rendered once;
+    ``cpu_s`` is the CPU time of the build."""
+    import time
+
+    from reports import build_report
+
+    run = psa2020_run()
+    keep = run.tasks["problem"] != "psa-2-5-5-5@chk-1"
+    run.tasks, run.scores = run.tasks[keep], run.scores[run.scores["problem"] != "psa-2-5-5-5@chk-1"]
+    out = tmp_path_factory.mktemp("psa_report")
+    t0 = time.process_time()
+    paths = build_report([run], out)
+    return {**paths, "cpu_s": time.process_time() - t0}

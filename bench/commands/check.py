@@ -1,0 +1,122 @@
+"""``sbn-bench check``: the CI regression gate (design: :mod:`bench.gate`).
+
+Runs every registered estimator (or ``--estimators``) on the gate's seeded problems, checks the
+unbiased ones against the exact gradient ($z$-tests with asserted power) and every one against the
+baseline (bias norm and trace variance per group), prints one line per check and returns 0 when
+all hold, 1 on a regression, 2 on bad input.  ``--update-baseline`` rewrites the baseline (with
+the run manifest) after the baseline-free checks pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("check", help="CI regression gate: seeded run vs exact gradients and the committed baseline")
+    p.add_argument("--baseline", metavar="FILE", default=None,
+                   help="baseline JSON (default: the packaged bench/baselines/ci.json)")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="rewrite the baseline from this run (only if the exact-gradient checks pass)")
+    p.add_argument("--estimators", nargs="+", metavar="SPEC", default=None,
+                   help="restrict to these estimator specs (default: every registered estimator)")
+    p.add_argument("--json", metavar="FILE", default=None, help="also write every check and measurement to FILE")
+    p.add_argument("--failures-only", action="store_true", help="print only failing checks and the summary")
+    p.set_defaults(func=run)
+
+
+def _num(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+
+def format_table(checks, problems: list[str], failures_only: bool = False) -> str:
+    """The check table: one line per check, problems abbreviated ``p1, p2, ...`` (legend first)."""
+    label = {spec: f"p{i + 1}" for i, spec in enumerate(problems)}
+    lines = [f"  {label[s]} = {s}" for s in problems]
+    head = ("prob", "estimator", "group", "check", "estimate", "reference", "SE", "limit", "verdict")
+    rows = []
+    for c in checks:
+        if failures_only and c.passed is not False:
+            continue
+        verdict = "ok" if c.passed else ("info" if c.passed is None else "FAIL")
+        rows.append((label.get(c.problem, c.problem), c.estimator, c.group, c.check, _num(c.estimate),
+                     _num(c.reference), _num(c.se), _num(c.limit), verdict, c.note))
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:{'<' if i < 4 else '>'}{w}}}" for i, w in enumerate(widths))
+    lines.append(fmt.format(*head))
+    for r in rows:
+        note = r[9] if r[8] == "FAIL" else ""
+        lines.append(fmt.format(*r[:9]) + (f"  {note}" if note else ""))
+    return "\n".join(lines)
+
+
+def _estimators(specs):
+    from estimators import registry
+
+    return [registry.get(s) for s in (specs or registry.names())]
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.gate import DESIGN, evaluate, failures
+    from bench.gate_baseline import DEFAULT_BASELINE, load_baseline, write_baseline
+    from bench.gate_measure import run_suite
+    from bench.manifest import build_manifest
+
+    design = DESIGN
+    path = args.baseline or DEFAULT_BASELINE
+    estimators = _estimators(args.estimators)  # unknown names: InputError before any work
+    baseline = None if args.update_baseline else load_baseline(path, design)
+    t0 = time.perf_counter()
+    measurements, plan = run_suite(estimators, design)
+    seconds = time.perf_counter() - t0
+    checks = evaluate(measurements, baseline, plan, design)
+    failed = failures(checks)
+    print(f"sbn-bench check: {len(measurements)} (problem, estimator) runs in {seconds:.1f} s; Bonferroni family "
+          f"m = {plan.m}, alpha = {design.alpha:g}: z_c = {plan.z_c:.3f}, z_v = {plan.z_v:.3f}; power 1-{design.beta:g} "
+          f"at a relative bias of {design.rel_delta:g}; margins bias {design.bias_margin:.0%}, "
+          f"variance {design.var_margin:.0%}")
+    print(format_table(checks, list(design.problems), args.failures_only))
+    if args.json:
+        _write_json(args.json, checks, measurements, plan, design, seconds)
+    if args.update_baseline:
+        if failed:
+            print(f"{len(failed)} exact-gradient check(s) failed; baseline NOT written")
+            return 1
+        keep = None
+        if args.estimators:
+            try:
+                keep = load_baseline(path, design)
+            except Exception:  # noqa: BLE001 - an unusable old baseline is simply replaced
+                keep = None
+        manifest = build_manifest(config=asdict(design), config_hash=design.digest(), root_seed=design.root_seed,
+                                  device="cpu", label="ci-gate-baseline")
+        out = write_baseline(path, measurements, plan, manifest, design, keep)
+        print(f"baseline written to {out} ({len(measurements)} runs)")
+        return 0
+    stale = sorted(set(baseline) - {(m.problem, m.estimator) for m in measurements}) if args.estimators is None else []
+    if stale:
+        print("note: baseline entries without a registered estimator: "
+              + ", ".join(sorted({e for _, e in stale})))
+    print(f"{len(checks) - len(failed)} of {len(checks)} checks hold" + (f"; {len(failed)} FAILED" if failed else ""))
+    return 1 if failed else 0
+
+
+def _write_json(path, checks, measurements, plan, design, seconds) -> None:
+    def clean(x):
+        return None if isinstance(x, float) and not math.isfinite(x) else x
+
+    data = {
+        "design": asdict(design),
+        "plan": asdict(plan),
+        "seconds": seconds,
+        "checks": [{k: clean(v) for k, v in asdict(c).items()} for c in checks],
+        "measurements": [{"problem": m.problem, "estimator": m.estimator, "unbiased": m.unbiased, "n": m.n,
+                          "seed": m.seed, "seconds": m.seconds,
+                          "groups": {g: s.summary() for g, s in m.groups.items()}} for m in measurements],
+    }
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=1, allow_nan=False)

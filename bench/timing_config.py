@@ -1,0 +1,183 @@
+"""Configuration and shared context of ``sbn-bench time`` (a frozen dataclass, validated once).
+
+The context carries the device, dtype, peaks (:mod:`bench.peaks`) and the *measured* peaks that
+CPU rows are compared with (copy bandwidth, large-GEMM FLOP/s, ``reciprocal_`` rate), each
+measured once, lazily, and emitted as a row of its own so a percentage never refers to a number
+that is not in the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import torch
+
+from estimators.errors import InputError
+
+from .peaks import Peaks, device_peaks
+from .timing import measure, row
+
+__all__ = ["TimeConfig", "Context", "KERNELS", "PSA_VARIANTS"]
+
+KERNELS = ("peaks", "sampling", "draw", "psa-fc", "psa-fc-mem", "exact")
+PSA_VARIANTS = ("eager", "fused", "ratio", "cuda", "reference")
+
+
+@dataclass(frozen=True)
+class TimeConfig:
+    """What to time.  ``widths`` are square FC layer sizes for ``psa-fc``; ``net`` is the network of ``sampling``/``draw``."""
+
+    device: str = "cpu"
+    kernels: tuple[str, ...] = KERNELS
+    widths: tuple[int, ...] = (512, 1024)
+    batch: int = 256
+    dtype: str = "float32"
+    net: str = "256-512-512-512-512"
+    draws: int = 1
+    estimators: tuple[str, ...] = ("*",)
+    mem_widths: tuple[int, ...] = (2048,)
+    psa_variants: tuple[str, ...] = ("eager", "fused", "cuda", "reference")
+    exact_problem: str = "random:widths=2-5-5-5,points=64"
+    min_run_time: float = 0.5
+    rounds: int = 3
+    max_single_s: float = 10.0
+    reference_max_elems: int = 2**27
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("kernels", "widths", "estimators", "mem_widths", "psa_variants"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self.validate()
+
+    def validate(self) -> None:
+        bad = [k for k in self.kernels if k not in KERNELS]
+        if bad or not self.kernels:
+            raise InputError(f"unknown kernel {', '.join(bad) or '(none)'}; choose from {', '.join(KERNELS)}")
+        bad = [v for v in self.psa_variants if v not in PSA_VARIANTS]
+        if bad:
+            raise InputError(f"unknown PSA variant {', '.join(bad)}; choose from {', '.join(PSA_VARIANTS)}")
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise InputError(f"unknown device {self.device!r}; use cpu or cuda")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError(f"--device {self.device} but CUDA is not available (torch.cuda.is_available() is false)")
+        if self.dtype not in ("float32", "float64"):
+            raise InputError(f"unknown dtype {self.dtype!r}; use float32 or float64")
+        for name in ("widths", "mem_widths"):
+            if any(not isinstance(w, int) or w < 1 for w in getattr(self, name)):
+                raise InputError(f"{name} must be positive integers, got {list(getattr(self, name))}")
+        for name in ("batch", "draws", "rounds"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise InputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.min_run_time > 0 or not self.max_single_s > 0:
+            raise InputError("--min-time and --max-single must be positive")
+        from estimators import registry
+        from reference.presets import _parse_widths, build_problem
+
+        _parse_widths(self.net)
+        for spec in self.estimators:
+            if spec != "*":
+                registry.get(spec)  # unknown names and bad options fail before anything is measured
+        if "exact" in self.kernels:
+            build_problem(self.exact_problem)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Context:
+    cfg: TimeConfig
+    peaks: Peaks
+    notes: list[str] = field(default_factory=list)
+    peak_rows: list[dict] = field(default_factory=list)
+    _measured: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, cfg: TimeConfig) -> "Context":
+        return cls(cfg=cfg, peaks=device_peaks(cfg.device))
+
+    @property
+    def device(self) -> str:
+        return self.cfg.device
+
+    @property
+    def cuda(self) -> bool:
+        return self.cfg.device.startswith("cuda")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.cfg.dtype)
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.cfg.seed + offset)
+        return g
+
+    def time(self, fn, min_run_time: float | None = None):
+        return measure(fn, self.device, min_run_time or self.cfg.min_run_time, max_single_s=self.cfg.max_single_s)
+
+    # ---- measured peaks -----------------------------------------------------------------------
+    def measured(self, kind: str) -> float | None:
+        """Measured achievable rate: ``copy`` (bytes/s), ``gemm`` (FLOP/s) or ``recip`` (reciprocals/s, CPU only)."""
+        if kind not in self._measured:
+            fn = {"copy": self._copy, "gemm": self._gemm, "recip": self._recip}[kind]
+            self._measured[kind] = fn()
+        return self._measured[kind]
+
+    def _copy(self) -> float:
+        n = (2**28 if self.cuda else 2**26)  # 1 GiB (CUDA) / 256 MiB (CPU) of float32
+        src = torch.empty(n, device=self.device).fill_(1.0)
+        dst = torch.empty_like(src)
+        t = self.time(lambda: dst.copy_(src), min_run_time=min(0.3, self.cfg.min_run_time))
+        moved = 2 * n * 4
+        pct, kind = self.pct(t.rate(moved), "mem", measured=False)
+        self.peak_rows.append(row("copy", "copy_", self.device, "float32", f"{n * 4 // 2**20} MiB", "B/s", moved, t,
+                                  pct_peak=pct, peak_kind=kind))
+        return t.rate(moved)
+
+    def _gemm(self) -> float:
+        n = 8192 if self.cuda else 1024
+        a = torch.rand(n, n, generator=self.generator(92), device=self.device, dtype=self.dtype)
+        b = torch.rand(n, n, generator=self.generator(93), device=self.device, dtype=self.dtype)
+        t = self.time(lambda: a @ b, min_run_time=min(0.3, self.cfg.min_run_time))
+        flops = 2.0 * n**3
+        pct, kind = self.pct(t.rate(flops), "fp32" if self.dtype != torch.float64 else "fp64", measured=False)
+        self.peak_rows.append(row("gemm", "large", self.device, self.cfg.dtype, f"{n}^3", "FLOP/s", flops, t,
+                                  pct_peak=pct, peak_kind=kind,
+                                  matmul_precision=torch.get_float32_matmul_precision()))
+        return t.rate(flops)
+
+    def _recip(self) -> float | None:
+        if self.cuda:
+            return None  # an eager reciprocal is memory-bound on a GPU; the limit comes from the SFU count
+        n = 2**19  # 2 MiB of float32: L2-resident, large enough to split over threads
+        buf = torch.rand(n, generator=self.generator(94), device=self.device, dtype=self.dtype).add_(1.0)
+
+        def twice():
+            buf.reciprocal_()
+            return buf.reciprocal_()
+
+        t = self.time(twice, min_run_time=min(0.3, self.cfg.min_run_time))
+        self.peak_rows.append(row("recip", "reciprocal_ (L2)", self.device, self.cfg.dtype, f"2x{n}", "recip/s",
+                                  2 * n, t, peak_kind="measured CPU reciprocal limit"))
+        return t.rate(2 * n)
+
+    def pct(self, rate: float, kind: str, measured: bool = True) -> tuple[float | None, str]:
+        """(% of peak, peak kind) for a rate of ``kind`` ``fp32``/``fp64``/``mem``/``recip``.
+
+        CUDA: against the peak derived from the device.  CPU (``measured=True``): against the
+        measured copy / GEMM / reciprocal rate.
+        """
+        if self.cuda:
+            peak = self.peaks.get(kind)
+            return (100.0 * rate / peak if peak else None), (f"{kind} (device)" if peak else "")
+        if not measured:
+            return None, ""
+        peak = self.measured({"mem": "copy", "fp32": "gemm", "fp64": "gemm", "recip": "recip"}[kind])
+        return (100.0 * rate / peak if peak else None), (f"{kind} (measured)" if peak else "")

@@ -1,0 +1,113 @@
+"""Training configurations: a frozen :class:`TrainConfig` built from defaults < preset < flags, and the presets.
+
+=====================  ===========================================================================
+``cifar-psa2020``      the PSA paper's CIFAR-10 protocol (spec §7): CIFAR_S1 (``cifar10-s1``),
+                       flip-and-crop augmentation (4-pixel padding), batch 64, SGD with Nesterov
+                       momentum 0.9, gradients clipped to ±1e3, a 10-trial learning-rate search of
+                       5-epoch runs over log10 lr in [-6, 0], 10 samples for the ensemble and loss
+                       estimates, 2000 epochs, the paper's eight methods.  For a GPU and CIFAR-10.
+``small``              the same methods and protocol on CPU in minutes: the generated 12x12 glyph
+                       images (``shapes``), a 144-64-64-10 network, 1-pixel crop padding, 30 epochs,
+                       a 5-trial search of 2-epoch runs.
+``psa2020-checkpoints``  spec §6.4: the 2-5-5-5 network on the PSA 2-D data, REINFORCE, heavy-ball
+                       momentum 0.9, lr 0.03, batch 10, 2000 epochs, float64, checkpoints after epochs
+                       1, 100, 200, 500, 1000, 1500, 2000 (score them with ``sbn-bench run
+                       --problem-file``).
+=====================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from estimators.errors import InputError
+
+from .training import OPTIMIZERS
+
+__all__ = ["TrainConfig", "TRAIN_PRESETS", "PAPER_METHODS"]
+
+#: the eight methods of the PSA paper's CIFAR-10 experiment (spec §7), in its order.
+PAPER_METHODS = ("psa", "st", "concrete:tau=0.5", "tanh", "reinforce", "adf", "local-reparam", "st-hardtanh")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    problem: str
+    estimators: tuple[str, ...]
+    epochs: int
+    optimizer: str = "sgd"
+    lr: float | None = None  # None: search
+    lr_search_trials: int = 10
+    lr_search_epochs: int = 5
+    lr_bounds: tuple[float, float] = (-6.0, 0.0)  # log10 lr
+    batch: int = 64
+    samples: int = 10
+    momentum: float = 0.9
+    clip: float = 1e3
+    augment: bool = False
+    crop_pad: int = 4
+    checkpoint_epochs: tuple[int, ...] = ()
+    checkpoint_points: int = 1000  # training points stored in each checkpoint file
+    ensemble_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)  # final test accuracy vs samples
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    name: str = "train"
+
+    def __post_init__(self) -> None:
+        for key in ("estimators", "lr_bounds", "checkpoint_epochs", "ensemble_sizes"):
+            object.__setattr__(self, key, tuple(getattr(self, key)))
+        self.validate()
+
+    def validate(self) -> None:
+        positive = dict(epochs=self.epochs, lr_search_trials=self.lr_search_trials, batch=self.batch,
+                        lr_search_epochs=self.lr_search_epochs, samples=self.samples,
+                        checkpoint_points=self.checkpoint_points)
+        for key, value in positive.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{key.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not self.estimators:
+            raise InputError("no estimators to train")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.lr is not None and not self.lr > 0:
+            raise InputError(f"the learning rate must be positive, got {self.lr}")
+        if len(self.lr_bounds) != 2 or not self.lr_bounds[0] < self.lr_bounds[1]:
+            raise InputError(f"lr bounds must be two numbers lo < hi (log10 lr), got {list(self.lr_bounds)}")
+        if not self.clip > 0 or not 0 <= self.momentum < 1 or self.crop_pad < 0:
+            raise InputError("need clip > 0, 0 <= momentum < 1 and crop padding >= 0")
+        if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.ensemble_sizes):
+            raise InputError(f"ensemble sizes must be positive integers, got {list(self.ensemble_sizes)}")
+        bad = [e for e in self.checkpoint_epochs if not 0 <= e <= self.epochs]
+        if bad:
+            raise InputError(f"checkpoint epoch {bad[0]} is outside 0..{self.epochs}")
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise InputError(f"unknown device {self.device!r}; use cpu or cuda")
+        if self.dtype not in ("float32", "float64"):
+            raise InputError(f"unknown dtype {self.dtype!r}; use float32 or float64")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+
+
+TRAIN_PRESETS: dict[str, dict] = {
+    "cifar-psa2020": dict(problem="cifar10-s1", estimators=PAPER_METHODS, epochs=2000, optimizer="sgd",
+                          lr_search_trials=10, lr_search_epochs=5, batch=64, samples=10, augment=True, crop_pad=4,
+                          device="cuda", dtype="float32", name="cifar-psa2020"),
+    "small": dict(problem="shapes:size=12,train=2000,val=500,test=1000,widths=64-64", estimators=PAPER_METHODS,
+                  epochs=30, optimizer="sgd", lr_search_trials=5, lr_search_epochs=2, batch=64, samples=10,
+                  augment=True, crop_pad=1, name="small"),
+    "psa2020-checkpoints": dict(problem="psa2d", estimators=("reinforce",), epochs=2000, optimizer="momentum",
+                                lr=0.03, batch=10, samples=10, dtype="float64",
+                                checkpoint_epochs=(1, 100, 200, 500, 1000, 1500, 2000), name="psa2020-checkpoints"),
+}

@@ -1,0 +1,189 @@
+"""Training results (``sbn-bench train``): a final table and training-curve figures, from stored rows only.
+
+Inputs are the store's tidy ``curves`` rows (``task_key, problem, estimator, epoch, metric, value``;
+metrics ``train_*`` running estimates over each epoch's batches, ``val_*`` / ``test_*`` full passes,
+each ``*_loss, *_acc_1, *_acc_k, *_entropy``; ``seconds``, ``wall_seconds``; ``lr`` and
+``search_seconds`` at epoch 0; ``search_log10_lr`` / ``search_loss`` indexed by trial number;
+``test_acc_m{m}`` at the last epoch; ``diverged_epoch``) and the ``tasks`` table.  No torch, no recomputation.
+
+- :func:`final_table` — one row per task (failed ones included): learning rate, epochs run, final
+  running training loss, final validation accuracy (1 sample and the k-sample ensemble), the best
+  validation ensemble accuracy and its epoch, test accuracies at that epoch (model selection on
+  validation) and at the last epoch, training time.
+- :func:`curve_figure` — per problem, four panels against epoch, one colour per estimator:
+  expected loss (training running estimate solid, validation dashed), validation accuracy
+  (k-sample ensemble solid, 1 sample dotted), test accuracy (same styles), mean unit entropy.
+- :func:`samples_figure` — per problem, the final test accuracy of the m-path ensemble against m
+  (``test_acc_m{m}`` rows; spec §7's "test accuracy against the number of samples").
+- :func:`search_figure` — per problem, the learning-rate trials: objective against log10 lr.
+- :func:`training_sections` — the above as report sections (see the module's hook-up note).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+__all__ = ["final_table", "curve_figure", "samples_figure", "search_figure", "training_sections", "has_training"]
+
+_COLORS = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
+
+
+def has_training(curves: pd.DataFrame | None) -> bool:
+    return curves is not None and not curves.empty
+
+
+def _series(curves: pd.DataFrame, key: str, metric: str) -> pd.Series:
+    rows = curves[(curves["task_key"] == key) & (curves["metric"] == metric)]
+    return rows.set_index("epoch")["value"].sort_index()
+
+
+def _at(s: pd.Series, epoch) -> float:
+    return float(s.get(epoch, np.nan)) if epoch is not None and not s.empty else np.nan
+
+
+def final_table(curves: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
+    """One row per training task, in the tasks table's order; accuracies in percent."""
+    rows = []
+    for _, t in tasks.iterrows():
+        key = t["task_key"]
+        val_k = _series(curves, key, "val_acc_k")
+        trained = val_k[val_k.index > 0]
+        best = int(trained.idxmax()) if not trained.empty else None
+        last = int(trained.index.max()) if not trained.empty else None
+        lr = _series(curves, key, "lr")
+        ens = _ensemble(curves, key)
+        row = {
+            "problem": t["problem"], "estimator": t["estimator"], "status": t["status"],
+            "lr": float(lr.iloc[0]) if not lr.empty else np.nan,
+            "epochs": last if last is not None else 0,
+            "train loss": _at(_series(curves, key, "train_loss"), last),
+            "val acc 1 %": 100 * _at(_series(curves, key, "val_acc_1"), last),
+            "val acc k %": 100 * _at(val_k, last),
+            "best val acc k %": 100 * _at(val_k, best),
+            "best epoch": best if best is not None else np.nan,
+            "test acc 1 % @best": 100 * _at(_series(curves, key, "test_acc_1"), best),
+            "test acc k % @best": 100 * _at(_series(curves, key, "test_acc_k"), best),
+            "test acc k % final": 100 * _at(_series(curves, key, "test_acc_k"), last),
+            "train s": _at(_series(curves, key, "seconds"), last),
+            "test acc %, max m": 100 * float(ens.iloc[-1]) if not ens.empty else np.nan,
+            "note": str(t.get("error", "") or ""),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _tasks_of(tasks: pd.DataFrame, problem: str) -> list[tuple[str, str]]:
+    sel = tasks[tasks["problem"] == problem]
+    return list(zip(sel["task_key"], sel["estimator"]))
+
+
+def curve_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str) -> Figure:
+    """Loss, validation accuracy, test accuracy and unit entropy against epoch for every estimator on ``problem``."""
+    fig = Figure(figsize=(10.0, 7.0), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    panels = [("expected loss", [("train_loss", "-"), ("val_loss", "--")]),
+              ("validation accuracy", [("val_acc_k", "-"), ("val_acc_1", ":")]),
+              ("test accuracy", [("test_acc_k", "-"), ("test_acc_1", ":")]),
+              ("mean unit entropy (nats)", [("train_entropy", "-")])]
+    handles, labels = [], []
+    for i, (key, est) in enumerate(_tasks_of(tasks, problem)):
+        color = _COLORS[i % len(_COLORS)]
+        for ax, (_title, metrics) in zip(axes, panels):
+            for metric, style in metrics:
+                s = _series(curves, key, metric)
+                if s.empty:
+                    continue
+                line, = ax.plot(s.index, s.values, linestyle=style, color=color, linewidth=1.2)
+                if metric == "train_loss":
+                    handles.append(line)
+                    labels.append(est)
+    for ax, (title, metrics) in zip(axes, panels):
+        ax.set_title(title + (" — solid: " + metrics[0][0] + ", " + ", ".join(
+            f"{'dashed' if st == '--' else 'dotted'}: {m}" for m, st in metrics[1:]) if len(metrics) > 1 else ""),
+            fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=8)
+    fig.suptitle(f"{problem}: training curves (true binary SBN; k-sample ensemble vs 1 sample)", fontsize=10)
+    return fig
+
+
+def _ensemble(curves: pd.DataFrame, key: str) -> pd.Series:
+    """Final test accuracy by ensemble size m, from the ``test_acc_m{m}`` rows."""
+    rows = curves[(curves["task_key"] == key) & curves["metric"].str.fullmatch(r"test_acc_m\d+")]
+    return pd.Series(rows["value"].to_numpy(), index=rows["metric"].str[len("test_acc_m"):].astype(int)).sort_index()
+
+
+def samples_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str) -> Figure | None:
+    """Final test accuracy against the number of sample paths averaged; None when no task stored it."""
+    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
+    ax = fig.subplots()
+    drawn = False
+    for i, (key, est) in enumerate(_tasks_of(tasks, problem)):
+        s = _ensemble(curves, key)
+        if s.empty:
+            continue
+        ax.plot(s.index, 100 * s.values, "o-", color=_COLORS[i % len(_COLORS)], label=est, markersize=4)
+        drawn = True
+    if not drawn:
+        return None
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sample paths averaged in the prediction (m)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{problem}: test accuracy of the m-sample ensemble after training", fontsize=9)
+    return fig
+
+
+def search_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str) -> Figure | None:
+    """Learning-rate search trials (objective vs log10 lr); None when no task of ``problem`` searched."""
+    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
+    ax = fig.subplots()
+    drawn = False
+    for i, (key, est) in enumerate(_tasks_of(tasks, problem)):
+        t, v = _series(curves, key, "search_log10_lr"), _series(curves, key, "search_loss")
+        if t.empty:
+            continue
+        order = np.argsort(t.values)
+        color = _COLORS[i % len(_COLORS)]
+        ax.plot(t.values[order], v.reindex(t.index).values[order], "o-", color=color, label=est, markersize=4)
+        lr = _series(curves, key, "lr")
+        if not lr.empty:
+            ax.axvline(np.log10(lr.iloc[0]), color=color, alpha=0.4, linewidth=0.8)
+        drawn = True
+    if not drawn:
+        return None
+    ax.set_xlabel("log10 learning rate")
+    ax.set_ylabel("running training loss of the trial")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{problem}: learning-rate search (vertical lines: the chosen rates)", fontsize=9)
+    return fig
+
+
+def training_sections(curves: pd.DataFrame, tasks: pd.DataFrame, rid: str) -> list:
+    """Report sections for a training run (empty when there are no curves)."""
+    from .data import slug
+    from .sections import Plot, Section, Table
+
+    if not has_training(curves):
+        return []
+    blocks = [Table(f"{rid}_training", "Training: final results per estimator (accuracy of the true binary SBN; "
+                    "k = the run's ensemble size; test accuracy at the best validation epoch)",
+                    final_table(curves, tasks))]
+    for problem in dict.fromkeys(tasks["problem"]):
+        ps = f"{rid}_{slug(problem)}"
+        blocks.append(Plot(f"{ps}_curves", f"{problem}: training curves",
+                           lambda p=problem: curve_figure(curves, tasks, p)))
+        if curves["metric"].str.startswith("test_acc_m").any():
+            blocks.append(Plot(f"{ps}_samples", f"{problem}: test accuracy against the ensemble size",
+                               lambda p=problem: samples_figure(curves, tasks, p)))
+        if (curves["metric"] == "search_loss").any():
+            blocks.append(Plot(f"{ps}_lr_search", f"{problem}: learning-rate search",
+                               lambda p=problem: search_figure(curves, tasks, p)))
+    return [Section("Training", f"{rid}_training", blocks)]
