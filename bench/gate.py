@@ -54,7 +54,7 @@ from statistics import NormalDist
 import numpy as np
 
 __all__ = ["Design", "DESIGN", "Plan", "plan_for", "GroupStats", "Measurement", "Check", "check_unbiased",
-           "check_power", "check_bias", "check_variance", "evaluate", "failures"]
+           "detectable_bias", "detectable_group_bias", "check_power", "check_bias", "check_variance", "evaluate", "failures"]
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,7 @@ class Measurement:
     seconds: float
     full_grad_norm: float
     groups: dict[str, GroupStats] = field(default_factory=dict)
+    error: str = ""  # the estimator raised or returned non-finite values: a failed check
 
 
 @dataclass
@@ -196,11 +197,22 @@ def detectable_bias(meas: Measurement, plan: Plan) -> float:
     return se_max * plan.power_factor * math.sqrt(P) / meas.full_grad_norm
 
 
+def detectable_group_bias(meas: Measurement, plan: Plan) -> dict[str, float]:
+    r"""Per group, the smallest $\lVert b_g\rVert/\lVert g_g\rVert$ detected with power $1-\beta$ (information only)."""
+    out = {}
+    for name, gs in meas.groups.items():
+        se = float(np.sqrt(gs.var.max() / gs.n))
+        out[name] = se * plan.power_factor * math.sqrt(gs.size) / gs.grad_norm if gs.grad_norm > 0 else math.inf
+    return out
+
+
 def check_power(meas: Measurement, plan: Plan, design: Design = DESIGN) -> Check:
     """Assert the design: the run detects a relative bias of ``design.rel_delta`` with power $1-\\beta$."""
     d = detectable_bias(meas, plan)
+    per_group = ", ".join(f"{k} {v:.3g}" for k, v in detectable_group_bias(meas, plan).items())
     return Check(meas.problem, meas.estimator, "all", "power", d, design.rel_delta, math.nan, design.rel_delta,
-                 d <= design.rel_delta, f"N = {meas.n}; detectable relative bias at power 1-{design.beta:g}")
+                 d <= design.rel_delta, f"N = {meas.n}; detectable relative bias at power 1-{design.beta:g}: "
+                 f"{d:.3g} of ||g|| (within a group alone: {per_group})")
 
 
 def check_bias(problem: str, estimator: str, group: str, now: dict, base: dict, plan: Plan,
@@ -228,6 +240,10 @@ def evaluate(measurements: list[Measurement], baseline: dict[tuple[str, str], di
     """All checks of a run; ``baseline`` maps (problem, estimator) to an entry (``None``: skip comparisons)."""
     out: list[Check] = []
     for meas in measurements:
+        if meas.error:
+            out.append(Check(meas.problem, meas.estimator, "all", "error", math.nan, math.nan, math.nan, math.nan,
+                             False, meas.error))
+            continue
         if meas.unbiased:
             out += check_unbiased(meas, plan)
             out.append(check_power(meas, plan, design))
@@ -245,6 +261,11 @@ def evaluate(measurements: list[Measurement], baseline: dict[tuple[str, str], di
                                  math.nan, False, "group missing from the baseline"))
                 continue
             now = gs.summary()
+            if not math.isclose(now["grad_norm"], base["grad_norm"], rel_tol=1e-9, abs_tol=1e-12):
+                out.append(Check(meas.problem, meas.estimator, name, "baseline", now["grad_norm"], base["grad_norm"],
+                                 math.nan, math.nan, False, "the exact gradient differs from the baseline's: the "
+                                 "problem changed; review and run 'sbn-bench check --update-baseline'"))
+                continue
             out.append(check_bias(meas.problem, meas.estimator, name, now, base, plan, design))
             out.append(check_variance(meas.problem, meas.estimator, name, now, base, plan, design))
     return out

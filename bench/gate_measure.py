@@ -113,7 +113,7 @@ def measure(estimator: Estimator, target: Target, plan: Plan, design: Design = D
         seconds += time.perf_counter() - t0
         X = torch.cat([out[n] for n in names], dim=1).detach().cpu().double().numpy()
         if not np.all(np.isfinite(X)):
-            raise InputError(f"estimator {estimator.spec} returned NaN or infinite gradients on {target.spec}")
+            raise FloatingPointError(f"non-finite gradients after {mom.n} draws")
         mom.update(X)
         center = X.mean(0) if center is None else center
         for n, s in slices.items():
@@ -153,7 +153,12 @@ def run_suite(estimators: list[Estimator], design: Design = DESIGN, progress_bar
                   disable=True if progress_bar is False else None) as bar:
             for target, est in tasks:
                 bar.set_postfix_str(f"{est.spec} on {target.problem.name}")
-                out.append(measure(est, target, plan, design))
+                try:
+                    out.append(measure(est, target, plan, design))
+                except Exception as exc:  # noqa: BLE001 - a crashing estimator is a regression, not bad input
+                    out.append(Measurement(target.spec, est.spec, est.unbiased, 0, task_seed(design, target.spec, est.spec),
+                                           0.0, float(np.linalg.norm(target.flat)),
+                                           error=f"{type(exc).__name__}: {exc}".splitlines()[0]))
                 bar.update(1)
     finally:
         torch.set_num_threads(before)

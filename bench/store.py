@@ -265,7 +265,7 @@ class Store:
 
         run_id = self.resolve(ref)
         return RunResults(manifest=self.manifest(run_id), tasks=self.tasks(run_id), scores=self.scores(run_id),
-                          timings=self.timings(run_id))
+                          timings=self.timings(run_id), curves=self.curves(run_id))
 
 
 def _num(v) -> float | None:

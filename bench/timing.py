@@ -28,7 +28,18 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["Timing", "sync", "measure", "measure_interleaved", "peak_extra_bytes", "row"]
+__all__ = ["Timing", "sync", "measure", "measure_interleaved", "peak_extra_bytes", "row", "CLOCKS"]
+
+
+def _wall() -> float:
+    """torch.utils.benchmark's default timer: synchronises the accelerator, then reads the wall clock."""
+    from torch.utils.benchmark.utils.timer import timer
+
+    return timer()
+
+
+#: ``wall`` (the default, synchronising) or ``cpu`` (process CPU time; CPU work only).
+CLOCKS = {"wall": _wall, "cpu": time.process_time}
 
 
 @dataclass(frozen=True)
@@ -62,12 +73,12 @@ def _warm(fn: Callable[[], object], device: str, warmup: int) -> float:
     return first
 
 
-def _single(fn: Callable[[], object], device: str, first: float) -> Timing:
+def _single(fn: Callable[[], object], device: str, first: float, timer_fn: Callable[[], float]) -> Timing:
     sync(device)
-    t0 = time.perf_counter()
+    t0 = timer_fn()
     fn()
     sync(device)
-    t = time.perf_counter() - t0
+    t = timer_fn() - t0
     return Timing(median=t, iqr=float("nan"), runs=1, first_call_s=first, single=True)
 
 
@@ -77,20 +88,29 @@ def _pooled(times: list[float], first: float) -> Timing:
 
 
 def measure_interleaved(fns: dict[str, Callable[[], object]], device: str = "cpu", min_run_time: float = 0.5,
-                        rounds: int = 3, warmup: int = 2, max_single_s: float = 10.0) -> dict[str, Timing]:
+                        rounds: int = 3, warmup: int = 2, max_single_s: float = 10.0,
+                        clock: str = "wall") -> dict[str, Timing]:
     """Time several functions side by side: ``rounds`` alternating rounds, ``min_run_time`` per function in all.
 
     Returns a :class:`Timing` per name.  Functions slower than ``max_single_s`` on their first call
-    are timed once, alone (``single``).
+    are timed once, alone (``single``).  ``clock="cpu"`` (CPU only) reads the process's CPU time
+    instead of the wall clock: on a shared machine it excludes the time the scheduler gave to other
+    processes, and with one thread it equals the uncontended wall time.
     """
     from torch.utils.benchmark import Timer
+
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}")
+    if clock == "cpu" and str(device).startswith("cuda"):
+        raise ValueError("the CPU-time clock cannot time CUDA work")
+    timer_fn = CLOCKS[clock]
 
     firsts = {name: _warm(fn, device, 1) for name, fn in fns.items()}
     out: dict[str, Timing] = {}
     fast: list[str] = []
     for name, fn in fns.items():
         if firsts[name] > max_single_s:
-            out[name] = _single(fn, device, firsts[name])
+            out[name] = _single(fn, device, firsts[name], timer_fn)
         else:
             for _ in range(max(0, warmup - 1)):
                 fn()
@@ -101,7 +121,7 @@ def measure_interleaved(fns: dict[str, Callable[[], object]], device: str = "cpu
     threads = torch.get_num_threads()
     for r in range(max(rounds, 1)):
         for name in (fast if r % 2 == 0 else fast[::-1]):
-            timer = Timer(stmt="fn()", globals={"fn": fns[name]}, num_threads=threads, label=name)
+            timer = Timer(stmt="fn()", globals={"fn": fns[name]}, num_threads=threads, label=name, timer=timer_fn)
             times[name].extend(timer.blocked_autorange(min_run_time=per_round).times)
     for name in fast:
         out[name] = _pooled(times[name], firsts[name])
@@ -109,9 +129,10 @@ def measure_interleaved(fns: dict[str, Callable[[], object]], device: str = "cpu
 
 
 def measure(fn: Callable[[], object], device: str = "cpu", min_run_time: float = 0.5, warmup: int = 2,
-            max_single_s: float = 10.0) -> Timing:
+            max_single_s: float = 10.0, clock: str = "wall") -> Timing:
     """Time one function (warm-up, then ``blocked_autorange``)."""
-    return measure_interleaved({"fn": fn}, device, min_run_time, rounds=1, warmup=warmup, max_single_s=max_single_s)["fn"]
+    return measure_interleaved({"fn": fn}, device, min_run_time, rounds=1, warmup=warmup, max_single_s=max_single_s,
+                               clock=clock)["fn"]
 
 
 @contextlib.contextmanager

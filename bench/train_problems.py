@@ -99,6 +99,8 @@ def _uniform(seed: int):
 
 
 def _rescaled(ds: Dataset, p: Problem, seed: int, init_points: int) -> Problem:
+    if init_points < 1:
+        raise InputError(f"init_points must be at least 1, got {init_points}")
     idx = torch.as_tensor(np.random.default_rng(seed + 2_000_003).permutation(ds.X_train.shape[0])[:init_points])
     return batch_rescale(p, ds.features(ds.X_train[idx], torch.float64))
 
@@ -115,8 +117,9 @@ def _conv_network(ds: Dataset, layers, encoding: str, seed: int, name: str, init
     geoms, weights, biases = [], [], []
     for c_out, k, st, pad in layers:
         g = ConvGeom(C, H, W, k, st, pad)
-        if min(g.out_hw()) < 1:
-            raise InputError(f"{name}: kernel {k}, stride {st}, padding {pad} do not fit a {H}x{W} map")
+        if min(c_out, k, st) < 1 or pad < 0 or min(g.out_hw()) < 1:
+            raise InputError(f"{name}: layer with {c_out} channels, kernel {k}, stride {st}, padding {pad} is invalid "
+                             f"for a {H}x{W} map (need channels, kernel, stride >= 1, padding >= 0, output >= 1x1)")
         weights.append(U((c_out, C, k, k), C * k * k))
         biases.append(U((c_out,), C * k * k))
         geoms.append(g)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["fmt_value", "flat_columns", "group_starts", "html_table", "markdown_table", "latex_table", "write_table",
-           "NA"]
+__all__ = ["fmt_value", "flat_columns", "group_starts", "failed_rows", "numeric_columns", "html_table",
+           "markdown_table", "latex_table", "write_table", "NA"]
 
 NA = "–"
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -48,12 +48,12 @@ def flat_columns(df: pd.DataFrame) -> list[str]:
     return [str(c) for c in df.columns]
 
 
-def _numeric(df: pd.DataFrame) -> list[bool]:
+def numeric_columns(df: pd.DataFrame) -> list[bool]:
     return [pd.api.types.is_numeric_dtype(df.iloc[:, i]) and not pd.api.types.is_bool_dtype(df.iloc[:, i])
             for i in range(df.shape[1])]
 
 
-def _failed_rows(df: pd.DataFrame) -> np.ndarray:
+def failed_rows(df: pd.DataFrame) -> np.ndarray:
     flags = np.zeros(len(df), dtype=bool)
     for i, name in enumerate(flat_columns(df)):
         if name.split(" ")[-1] == "status":
@@ -80,11 +80,12 @@ def _text(df: pd.DataFrame) -> list[list[str]]:
 def html_table(df: pd.DataFrame, uuid: str, sep: str | None = None) -> str:
     """The table as HTML from a pandas Styler, with a fixed ``table_uuid`` so the markup is deterministic.
 
-    Cells carry classes: ``num`` or ``txt`` (plus ``long`` over 40 characters), ``failed`` on failed rows, ``sep`` on the first row of
-    each group of column ``sep``. The caption is written by the page, outside the scrolling table.
+    Cells carry classes: ``num`` or ``txt`` (plus ``long`` over 40 characters), ``failed`` on failed
+    rows, ``sep`` on the first row of each group of column ``sep``. The page writes the caption,
+    outside the horizontally scrolling table.
     """
-    num = _numeric(df)
-    failed = _failed_rows(df)
+    num = numeric_columns(df)
+    failed = failed_rows(df)
     starts = group_starts(df, sep)
     starts[:1] = False
     text = _text(df)
@@ -102,7 +103,7 @@ def markdown_table(df: pd.DataFrame) -> str:
         return s.replace("|", r"\|").replace("\n", " ")
 
     head = [cell(c) for c in flat_columns(df)]
-    rule = ["---:" if n else "---" for n in _numeric(df)]
+    rule = ["---:" if n else "---" for n in numeric_columns(df)]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(rule) + " |"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in _text(df)]
     return "\n".join(lines) + "\n"
@@ -121,7 +122,7 @@ def latex_table(df: pd.DataFrame, caption: str) -> str:
         shown.columns = [latex_escape(c) for c in shown.columns]
     styler = shown.style.format(lambda v: latex_escape(fmt_value(v))).hide(axis="index")
     return styler.to_latex(hrules=True, multicol_align="c", caption=latex_escape(caption),
-                           column_format="".join("r" if n else "l" for n in _numeric(df)))
+                           column_format="".join("r" if n else "l" for n in numeric_columns(df)))
 
 
 def write_table(df: pd.DataFrame, base: Path, caption: str) -> list[Path]:

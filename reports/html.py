@@ -44,11 +44,9 @@ def svg_text(fig, name: str) -> str:
     text = re.sub(r'((?:xlink:)?href="#)', r"\g<1>" + pre, text)
     text = text.replace("url(#", "url(#" + pre)
     # Scale with the page but never beyond the natural size (1 pt = 4/3 CSS px): --w caps it in the CSS.
-    head = re.match(r'<svg[^>]*?width="([\d.]+)pt" height="([\d.]+)pt"', text)
-    if head:
-        width = float(head.group(1)) * 4 / 3
-        text = text.replace(head.group(0), head.group(0).replace(f'width="{head.group(1)}pt" height="{head.group(2)}pt"',
-                                                                   f'style="--w: {width:.0f}px"'), 1)
+    size = re.search(r'width="([\d.]+)pt" height="[\d.]+pt"', text[:text.index(">")])
+    if size:
+        text = text.replace(size.group(0), f'style="--w: {float(size.group(1)) * 4 / 3:.0f}px"', 1)
     return text
 
 

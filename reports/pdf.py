@@ -3,8 +3,9 @@ pages, each figure is a page of its own.
 
 Written with ``PdfPages`` and ``metadata={"CreationDate": None}`` (no timestamp, so two builds of
 the same results are byte-identical) and ``pdf.fonttype = 42`` (embedded TrueType: good glyphs and
-extractable, searchable text). Each top-level section starts a new page; a table starts a new page
-only when its header and first rows do not fit in what is left of the current one.
+extractable, searchable text). Each top-level section starts a new page; a table that fits on one
+page is never split (it moves to the next page), a longer one starts where it is and continues
+under a repeated header.
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ class _Flow:
         ts = typeset(b.frame, b.sep)
         for part, cols in enumerate(ts.blocks):
             cap = b.caption + (f" (columns, part {part + 1} of {len(ts.blocks)})" if len(ts.blocks) > 1 else "")
-            first = sum(ts.row_h(i) for i in range(min(3, len(ts.cells))))
-            self.need(0.45 + ts.head_h(cols) + first)
+            whole = 0.45 + ts.head_h(cols) + sum(ts.row_h(i) for i in range(len(ts.cells)))
+            if whole <= PAGE[1] - 2 * MARGIN:  # fits on a page: never split it, start a new page if needed
+                self.need(whole)
+            else:  # longer than a page: start here if the header and three rows fit
+                self.need(0.45 + ts.head_h(cols) + sum(ts.row_h(i) for i in range(min(3, len(ts.cells)))))
             self.text(cap, 9, weight="bold", gap=0.04)
             start = 0
             while True:

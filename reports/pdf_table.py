@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from .export import _failed_rows, _numeric, fmt_value, group_starts
+from .export import failed_rows, numeric_columns, fmt_value, group_starts
 
 __all__ = ["Typeset", "typeset", "draw_rows", "PAGE", "MARGIN", "MONO"]
 
@@ -98,7 +98,7 @@ def _total(w: list[int], cols) -> int:
 def typeset(df: pd.DataFrame, sep: str | None = None) -> Typeset:
     """Lay ``df`` out for a page: wrap text cells, size columns, pick the font, split too-wide tables."""
     top, sub = _headers(df)
-    num = _numeric(df)
+    num = numeric_columns(df)
     wrap = max(24, min(100, 160 // max(1, len(num))))  # text cells wrap narrower in wider tables
     cells = [[[fmt_value(v)] if n else _wrap(fmt_value(v), wrap) for v, n in zip(row, num)]
              for row in df.itertuples(index=False, name=None)]
@@ -118,7 +118,7 @@ def typeset(df: pd.DataFrame, sep: str | None = None) -> Typeset:
             cur = list(range(lead))
         cur.append(j)
     blocks.append(cur)
-    return Typeset(top, sub, num, cells, w, blocks, size, list(_failed_rows(df)), list(group_starts(df, sep)))
+    return Typeset(top, sub, num, cells, w, blocks, size, list(failed_rows(df)), list(group_starts(df, sep)))
 
 
 def _line(ts: Typeset, parts: list[str], cols: list[int]) -> str:
@@ -126,7 +126,8 @@ def _line(ts: Typeset, parts: list[str], cols: list[int]) -> str:
                              for p, j in zip(parts, cols)).rstrip()
 
 
-def draw_rows(fig: Figure, y: float, ts: Typeset, cols: list[int], start: int, bottom: float = MARGIN) -> tuple[int, float]:
+def draw_rows(fig: Figure, y: float, ts: Typeset, cols: list[int], start: int,
+              bottom: float = MARGIN) -> tuple[int, float]:
     """Header and as many rows from ``start`` as fit above ``bottom``; returns (next row, y below the table)."""
     W, H = PAGE
     char = _ADVANCE * ts.size / 72.0

@@ -1,22 +1,20 @@
-"""Accuracy figures in the style of the PSA paper, drawn from stored scores (matplotlib, no pyplot state).
+"""Per-layer accuracy figures in the style of the PSA paper, plus the plotting helpers the report shares.
 
-- :func:`layer_figures` — per problem, one panel per parameter group: relative RMSE vs M on log-log
-  axes with a ``1/sqrt(M)`` guide (``RMSE^2 = |b|^2 + tr Var / M``, so unbiased estimators follow
-  the guide and biased ones level off at their relative bias), and below it the mean cosine
-  ``cos(g_M, g)`` vs M with the band from the 15% to the 85% quantile.
-- :func:`bias_variance_figure` — relative bias ``|b|/|g|`` against the relative standard deviation
-  of one draw ``sqrt(tr Var)/|g|``, whole gradient, one panel per problem.
-- :func:`pareto_figure` — accuracy vs wall time: relative RMSE of an M-draw average against
-  ``M x seconds per draw``; the lower envelope over all estimators is the Pareto front.
+:func:`layer_figure` — for one problem, a column per parameter group: relative RMSE vs M on
+log-log axes with a ``1/sqrt(M)`` guide (``RMSE^2 = |b|^2 + tr Var / M``, so unbiased estimators
+run parallel to the guide and biased ones level off at their relative bias ``|b|/|g|``), and
+below it the mean cosine ``cos(g_M, g)`` vs M with the band from the 15% to the 85% quantile over
+groups of M draws. The empirical RMSE (the paper's protocol) is drawn when stored, else the
+analytic one.
 
-Figures are ``matplotlib.figure.Figure`` objects (constrained layout) that the caller saves and
-drops; failed estimators appear in each legend marked FAILED rather than vanishing.
+Figures are ``matplotlib.figure.Figure`` objects (no pyplot state; constrained layout, run once by
+:func:`freeze_layout`) that the caller saves and drops. Colours and markers are fixed per estimator
+for the whole run (:func:`styles`); failed estimators appear in each legend marked FAILED.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
@@ -24,11 +22,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 from .data import RunResults, group_order
 from .tables import task_labels
 
-__all__ = ["styles", "layer_chunks", "layer_figure", "bias_variance_figure", "pareto_figure", "plain_log", "freeze_layout",
-           "PANELS_PER_FIGURE"]
+__all__ = ["styles", "layer_chunks", "layer_figure", "plain_log", "freeze_layout", "legend", "empty_panel",
+           "task_split", "series", "PANELS_PER_FIGURE"]
 
 PANELS_PER_FIGURE = 4
-_DECADES = 6  # dynamic range of the bias-variance axes; smaller values sit on the floor, marked
 _MARKERS = "osD^vP*Xph<>"
 _FAILED = Line2D([], [], color="0.5", marker="x", linestyle="none")
 
@@ -89,14 +86,14 @@ def styles(run: RunResults) -> dict[str, tuple]:
     return {lab: (cmap(i % cmap.N), _MARKERS[i % len(_MARKERS)]) for i, lab in enumerate(labels)}
 
 
-def _series(run: RunResults, problem: str, metrics) -> dict:
+def series(run: RunResults, problem: str, metrics) -> dict:
     s = run.scores
     sel = s[(s["problem"] == problem) & s["metric"].isin(list(metrics))].sort_values("M", kind="stable")
     return {key: (g["M"].to_numpy(float), g["value"].to_numpy(float))
             for key, g in sel.groupby(["task_key", "group", "metric"], sort=False)}
 
 
-def _legend(fig: Figure, handles: list, labels: list, failed: dict[str, list]) -> None:
+def legend(fig: Figure, handles: list, labels: list, failed: dict[str, list]) -> None:
     """A legend below the panels; ``failed`` maps an estimator to the problems it failed on (empty: this one)."""
     for lab, where in failed.items():
         handles.append(_FAILED)
@@ -106,12 +103,12 @@ def _legend(fig: Figure, handles: list, labels: list, failed: dict[str, list]) -
                    fontsize="small")
 
 
-def _empty(ax, text: str = "no data") -> None:
+def empty_panel(ax, text: str = "no data") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4", fontsize="large")
     ax.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)
 
 
-def _short(name: str, width: int = 34) -> str:
+def short_title(name: str, width: int = 34) -> str:
     """A panel title: long problem specs wrapped at commas."""
     parts, line, out = str(name).replace(",", ", ").split(" "), "", []
     for p in parts:
@@ -122,7 +119,7 @@ def _short(name: str, width: int = 34) -> str:
     return "\n".join(out + [line]).replace(", ", ",")
 
 
-def _tasks(run: RunResults, problem: str):
+def task_split(run: RunResults, problem: str):
     t = run.tasks[run.tasks["problem"] == problem]
     labels = task_labels(t)
     done = [(k, labels[k]) for k, st in zip(t["task_key"], t["status"]) if st == "done"]
@@ -151,9 +148,9 @@ def layer_chunks(run: RunResults, problem: str) -> list[list[str]]:
 
 def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict) -> Figure:
     """Relative RMSE (top) and cosine (bottom) vs M, one column per group in ``chunk``."""
-    _, done, failed = _tasks(run, problem)
+    _, done, failed = task_split(run, problem)
     rmse = _rmse_metric(run, problem)
-    data = _series(run, problem, (rmse, "cos_mean", "cos_q15", "cos_q85", "grad_norm"))
+    data = series(run, problem, (rmse, "cos_mean", "cos_q15", "cos_q85", "grad_norm"))
     fig = Figure(figsize=(3.0 * len(chunk) + 0.6, 6.4), layout="constrained")
     axes = fig.subplots(2, len(chunk), squeeze=False, sharex="col")
     handles = {}
@@ -184,123 +181,16 @@ def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict) -> 
             top.grid(True, which="major", alpha=0.3)
             plain_log(top, "xy")
         else:
-            _empty(top)
+            empty_panel(top)
         if bot.lines:
             bot.set_ylim(top=1.02)
             bot.grid(True, which="major", alpha=0.3)
             bot.set_xlabel("M (draws averaged)")
             plain_log(bot, "x")
         else:
-            _empty(bot)
+            empty_panel(bot)
     axes[0, 0].set_ylabel("relative RMSE" + (" (empirical)" if rmse == "rel_rmse_emp" else ""))
     axes[1, 0].set_ylabel("cosine to true gradient")
     fig.suptitle(f"{problem}: accuracy per parameter group", fontsize="large")
-    _legend(fig, list(handles.values()), list(handles), {lab: [] for lab in failed})
-    return freeze_layout(fig)
-
-
-def _per_problem_axes(n: int, height: float) -> tuple[Figure, list]:
-    cols = min(n, 3)
-    rows = -(-n // cols)
-    fig = Figure(figsize=(3.6 * cols + 0.6, height * rows + 0.9), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, list(axes[:n])
-
-
-def _overall(run: RunResults, problem: str, metric: str) -> pd.Series:
-    s = run.scores
-    sel = s[(s["problem"] == problem) & (s["metric"] == metric) & (s["group"] == "all") & (s["M"] == 0)]
-    return sel.drop_duplicates("task_key").set_index("task_key")["value"]
-
-
-def bias_variance_figure(run: RunResults, problems: list[str], sty: dict) -> Figure:
-    """Relative bias vs relative sd of one draw (group ``all``); zero bias or variance drawn at the axis floor."""
-    fig, axes = _per_problem_axes(len(problems), 3.3)
-    handles, all_failed = {}, {}
-    for ax, problem in zip(axes, problems):
-        t, done, failed = _tasks(run, problem)
-        for lab in failed:
-            all_failed.setdefault(lab, []).append(problem)
-        gn, bias = _overall(run, problem, "grad_norm"), _overall(run, problem, "rel_bias")
-        var, floor = _overall(run, problem, "trace_var"), _overall(run, problem, "noise_floor")
-        draws = t.set_index("task_key")["draws"]
-        pts = []
-        for k, lab in done:
-            if k not in gn or k not in bias or k not in var or not gn[k] > 0:
-                continue
-            sd = np.sqrt(max(var[k], 0.0)) / gn[k]
-            fl = floor[k] / gn[k] if k in floor else np.sqrt(max(var[k], 0.0) / max(draws.get(k, 1), 1)) / gn[k]
-            pts.append((lab, sd, bias[k], fl))
-        if not pts:
-            _empty(ax, "no data" + (" (all tasks failed)" if failed else ""))
-            ax.set_title(_short(problem), fontsize="medium")
-            continue
-        pos = [p for _, sd, b, fl in pts for p in (sd, b, fl) if np.isfinite(p) and p > 0]
-        top = max(pos) if pos else 1.0
-        lo = max(min(pos) / 3 if pos else 1e-6, top * 10.0**-_DECADES)  # at most _DECADES decades shown
-        for lab, sd, b, fl in pts:
-            color, marker = sty[lab]
-            below = not (b > max(fl, lo))
-            y = max(fl, lo) if below else b
-            x = max(sd, lo)
-            ax.scatter([x], [y], color=color, marker=marker, s=46, zorder=3, facecolors="none" if below else color)
-            if not sd > lo:
-                ax.annotate("Var ≈ 0" if sd > 0 else "Var = 0", (x, y), xytext=(6, -3), textcoords="offset points",
-                            fontsize="x-small", color=color)
-            handles[lab] = Line2D([], [], color=color, marker=marker, linestyle="none", markersize=7)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        lim = (lo / 1.5, top * 2)
-        ax.plot(lim, lim, color="0.6", ls="--", lw=1)
-        ax.set_xlim(lim)
-        ax.set_ylim(lim)
-        plain_log(ax, "xy")
-        ax.set_title(_short(problem), fontsize="medium")
-        ax.set_xlabel("relative sd of one draw  √trVar / |g|")
-        ax.set_ylabel("relative bias  |b| / |g|")
-        ax.grid(True, alpha=0.3)
-    fig.suptitle("Bias vs variance (whole gradient)\nhollow: bias below the noise floor (drawn at the floor); "
-                 "dashed: bias = sd", fontsize="medium")
-    _legend(fig, list(handles.values()), list(handles), all_failed)
-    return freeze_layout(fig)
-
-
-def pareto_figure(run: RunResults, problems: list[str], sty: dict) -> Figure:
-    """Relative RMSE (whole gradient) of an M-draw average vs its wall time M x seconds per draw."""
-    fig, axes = _per_problem_axes(len(problems), 3.3)
-    handles, all_failed = {}, {}
-    for ax, problem in zip(axes, problems):
-        t, done, failed = _tasks(run, problem)
-        for lab in failed:
-            all_failed.setdefault(lab, []).append(problem)
-        spd = t.set_index("task_key")["seconds_per_draw"].astype(float)
-        metric = "rel_rmse" if ((run.scores["problem"] == problem) & (run.scores["metric"] == "rel_rmse")).any() \
-            else "rel_rmse_emp"
-        data = _series(run, problem, (metric,))
-        xs, ys = [], []
-        for k, lab in done:
-            if (k, "all", metric) not in data or not spd.get(k, np.nan) > 0:
-                continue
-            m, v = data[(k, "all", metric)]
-            color, marker = sty[lab]
-            (handles[lab],) = ax.loglog(m * spd[k], v, color=color, lw=1.4, marker=marker, markevery=[0], ms=5)
-            xs += list(m * spd[k])
-            ys += list(v)
-        if not xs:
-            _empty(ax, "no timed results")
-            ax.set_title(_short(problem), fontsize="medium")
-            continue
-        order = np.argsort(xs, kind="stable")
-        front = np.minimum.accumulate(np.asarray(ys)[order])
-        (handles["Pareto front"],) = ax.step(np.asarray(xs)[order], front, where="post", color="k", lw=3,
-                                             alpha=0.25, zorder=0)
-        ax.set_title(_short(problem), fontsize="medium")
-        plain_log(ax, "xy")
-        ax.set_xlabel("wall time for M draws (s)")
-        ax.set_ylabel("relative RMSE (whole gradient)")
-        ax.grid(True, alpha=0.3)
-    fig.suptitle("Accuracy vs wall time (marker: one draw; curve: averages of M draws)", fontsize="medium")
-    _legend(fig, list(handles.values()), list(handles), all_failed)
+    legend(fig, list(handles.values()), list(handles), {lab: [] for lab in failed})
     return freeze_layout(fig)

@@ -55,7 +55,8 @@ def _run_values(run: RunResults, problem: str, metric: str) -> tuple[pd.DataFram
 
 
 def comparison(run: RunResults) -> pd.DataFrame:
-    """Tidy side-by-side table: checkpoint, method, estimator, group, metric, M, run, paper, difference, ratio, status."""
+    """Tidy side-by-side table: checkpoint, method, estimator, group, metric, M, paper, run, run_metric, status,
+    difference, ratio (one row per published cell)."""
     paper = paper_table()
     tasks = run.tasks
     out = []

@@ -16,7 +16,7 @@ from typing import Callable
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import plots, psa2020, tables
+from . import plots, psa2020, tables, tradeoffs
 from .data import RunResults, run_id, slug
 from .paper_values import CHECKPOINTS, CITATION
 from .throughput import throughput_figure
@@ -105,7 +105,7 @@ def bias_variance_section(run: RunResults, ctx: dict) -> list[Section]:
     return [Section("Bias vs variance", f"{ctx['rid']}_biasvar", [
         Plot(f"{ctx['rid']}_biasvar", "Relative bias against the relative standard deviation of one draw; "
              "RMSE of an M-draw average = √(bias² + sd²/M)",
-             lambda: plots.bias_variance_figure(run, probs, ctx["styles"]))], level=3)]
+             lambda: tradeoffs.bias_variance_figure(run, probs, ctx["styles"]))], level=3)]
 
 
 def pareto_section(run: RunResults, ctx: dict) -> list[Section]:
@@ -115,7 +115,7 @@ def pareto_section(run: RunResults, ctx: dict) -> list[Section]:
     return [Section("Accuracy vs wall time", f"{ctx['rid']}_pareto", [
         Plot(f"{ctx['rid']}_pareto", "Relative RMSE of an M-draw average against M × seconds per draw; "
              "the grey step is the Pareto front over all estimators",
-             lambda: plots.pareto_figure(run, probs, ctx["styles"]))], level=3)]
+             lambda: tradeoffs.pareto_figure(run, probs, ctx["styles"]))], level=3)]
 
 
 def psa2020_section(run: RunResults, ctx: dict) -> list[Section]:

@@ -130,7 +130,8 @@ def ranking_table(run: RunResults, problem: str) -> pd.DataFrame:
     key = df[sort_col].to_numpy(dtype=float) if sort_col else np.zeros(len(df))
     order = np.lexsort((np.arange(len(df)), np.where(np.isnan(key), np.inf, key), failed))
     df = df.iloc[order].reset_index(drop=True)
-    ranks = np.where(failed[order], np.nan, np.arange(1, len(df) + 1, dtype=float))
+    unranked = failed[order] | np.isnan(key[order])  # failed, or no score to rank by
+    ranks = np.where(unranked, np.nan, np.cumsum(~unranked).astype(float))
     df.insert(0, ("", "rank"), pd.array(ranks, dtype="Int64"))
     return df
 
@@ -144,4 +145,6 @@ def timing_table(run: RunResults) -> pd.DataFrame:
             "ratio_to", "pct_peak", "peak_kind"]
     out = t[cols].copy()
     keep = [c for c in cols if not (out[c].isna() | (out[c].astype(str) == "")).all() or c in cols[:2]]
-    return out[keep].reset_index(drop=True)
+    names = {"items_per_s": "items/s", "median_s": "median (s)", "iqr_s": "IQR (s)", "ratio_to": "ratio to",
+             "pct_peak": "% of peak", "peak_kind": "peak"}
+    return out[keep].rename(columns=names).reset_index(drop=True)

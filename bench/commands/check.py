@@ -57,7 +57,7 @@ def format_table(checks, problems: list[str], failures_only: bool = False) -> st
 def _estimators(specs):
     from estimators import registry
 
-    return [registry.get(s) for s in (specs or registry.names())]
+    return [registry.get(s) for s in dict.fromkeys(specs or registry.names())]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,8 +3,8 @@
 Order of work: build the configuration (defaults < preset < flags), resolve the estimators, build
 the data set and initial network and check every estimator against it — bad input stops here with
 one line and nothing written — then open the store, find or create the run (its id derives from
-the configuration's hash, so the same command resumes the same run) and train each task not yet
-done, committing each in its own transaction.
+the configuration's hash, so the same command resumes the same run), train each task not yet
+done, committing each in its own transaction, and render the run's report (``--no-report`` skips it).
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ def add_parser(sub) -> None:
     p.add_argument("--name", help="run name (default: the preset's)")
     p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default: ./{DEFAULT_DB})")
     p.add_argument("--label", default="", help="free-text label stored with the run")
+    p.add_argument("--no-report", action="store_true", help="skip the report")
+    p.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: sbn-report/RUN_ID)")
+    p.add_argument("--format", default="html,pdf", help="report formats (default: html,pdf)")
     p.set_defaults(func=run)
 
 
@@ -135,4 +138,9 @@ def run(args: argparse.Namespace) -> int:
     if cfg.checkpoint_epochs:
         print(f"checkpoints: {os.path.dirname(os.path.dirname(checkpoint_file(ckdir, tasks[0], 0)))}/"
               f"<problem>__<estimator>__<key>/chk-<epoch>.npz (score with: sbn-bench run --problem-file FILE)")
+    if not args.no_report:
+        from bench.commands.report import render
+
+        for fmt, path in render(args.db, [run_id], args.report_dir or f"sbn-report/{run_id}", args.format).items():
+            print(f"report ({fmt}): {path}")
     return 0

@@ -21,7 +21,7 @@ from bench import gate
 from bench.cli import main
 from bench.gate import DESIGN, GroupStats, Measurement
 from bench.gate_baseline import DEFAULT_BASELINE, load_baseline, write_baseline
-from bench.gate_measure import load_targets, measure, plan_tasks, supported, task_seed
+from bench.gate_measure import load_targets, measure, plan_tasks, run_suite, supported, task_seed
 from estimators import registry
 from estimators.arm import antithetic_losses, dphi_da
 from estimators.errors import InputError
@@ -129,6 +129,21 @@ def test_missing_baseline_entry_fails_the_gate():
     plan = gate.plan_for([([2], True)])
     checks = gate.evaluate([_meas([1.0, 2.0], [1.0, 1.0], [1.0, 2.0])], {}, plan)
     assert [c.check for c in gate.failures(checks)] == ["baseline"]
+
+
+def test_a_crashing_or_nan_estimator_is_a_failed_check_not_bad_input(one_thread):
+    class Crashing(registry.classes()["st"]):
+        def _estimate(self, problem, draws, generator):
+            raise RuntimeError("boom")
+
+    class NaN(registry.classes()["st"]):
+        def _estimate(self, problem, draws, generator):
+            return [g * float("nan") for g in super()._estimate(problem, draws, generator)]
+
+    measurements, plan = run_suite([Crashing(), NaN()])
+    failed = gate.failures(gate.evaluate(measurements, None, plan))
+    assert len(failed) == 2 * len(DESIGN.problems) and {c.check for c in failed} == {"error"}
+    assert any("boom" in c.note for c in failed) and any("non-finite" in c.note for c in failed)
 
 
 # ---- baseline file ---------------------------------------------------------------------------------------

@@ -49,8 +49,8 @@ def _git(root, *args):
                    check=True, capture_output=True)
 
 
-@pytest.mark.parametrize("cand_ms,expected", [(20, 1), (1, 0)], ids=["slower", "faster"])
-def test_end_to_end_on_a_temporary_repository(tmp_path, capsys, cand_ms, expected):
+@pytest.mark.parametrize("cand_ms,rounds,expected", [(20, 2, 1), (1, 1, 0)], ids=["slower", "faster"])
+def test_end_to_end_on_a_temporary_repository(tmp_path, capsys, cand_ms, rounds, expected):
     """A base commit sleeping 4 ms per call against a working tree sleeping 20 ms (fails) or 1 ms (passes).
     Sleeps make the timings immune to CPU load."""
     repo = tmp_path / "repo"
@@ -60,11 +60,11 @@ def test_end_to_end_on_a_temporary_repository(tmp_path, capsys, cand_ms, expecte
     _git(repo, "add", ".")
     _git(repo, "commit", "-q", "-m", "base")
     _tree(repo, cand_ms)
-    code = main(["--repo", str(repo), "--base-ref", "HEAD", "--rounds", "2", "--keep", str(tmp_path / "out"),
+    code = main(["--repo", str(repo), "--base-ref", "HEAD", "--rounds", str(rounds), "--keep", str(tmp_path / "out"),
                  "--", "tests/perf", "-p", "no:cacheprovider", "-q"])
     out = capsys.readouterr().out
     assert code == expected, out
-    assert "test_sleep" in out and len(list((tmp_path / "out").glob("*.json"))) == 4
+    assert "test_sleep" in out and len(list((tmp_path / "out").glob("*.json"))) == 2 * rounds
 
 
 def test_bad_ref_is_exit_2(tmp_path, capsys):

@@ -204,7 +204,7 @@ def _tiny_cifar(root, per_batch: int = 8) -> None:
 
 def test_cifar_s1_problem_has_the_papers_architecture(tmp_path):
     _tiny_cifar(tmp_path / "cifar-10-batches-py")
-    tp = build_train_problem("cifar10-s1", cifar_dir=str(tmp_path))
+    tp = build_train_problem("cifar10-s1:init_points=4", cifar_dir=str(tmp_path))  # a small rescaling batch
     p = tp.problem
     assert p.is_conv and p.depth == 8 and p.n_out == 10 and p.loss == "softmax"
     assert sum(p.group_sizes) == 1_375_498 and sum(p.widths[1:]) == 221_280  # spec §7's derived counts
@@ -224,7 +224,7 @@ def test_conv_networks_train_through_the_generic_loop():
 # ---- CLI and store -----------------------------------------------------------------------------
 TINY = ["train", "--preset", "small", "--problem", "shapes:size=8,train=64,val=16,test=16,widths=8",
         "--estimator", "psa,st", "--epochs", "2", "--lr-search-trials", "2", "--lr-search-epochs", "1",
-        "--batch", "32", "--samples", "3"]
+        "--batch", "32", "--samples", "3", "--no-report"]
 
 
 def test_small_preset_cli_writes_curves_and_resumes(tmp_path, capsys):
@@ -279,8 +279,10 @@ def test_checkpoints_are_problem_files_that_run_scores(tmp_path, capsys):
     db, ck = str(tmp_path / "r.sqlite"), tmp_path / "ck"
     argv = ["train", "--problem", "psa2d:val=20,test=20", "--estimator", "reinforce", "--epochs", "2", "--lr", "0.03",
             "--optimizer", "momentum", "--batch", "10", "--dtype", "float64", "--samples", "2",
-            "--checkpoint-epochs", "0,2", "--checkpoint-dir", str(ck), "--db", db]
+            "--checkpoint-epochs", "0,2", "--checkpoint-dir", str(ck), "--db", db,
+            "--format", "html", "--report-dir", str(tmp_path / "report")]
     assert main(argv) == 0
+    assert (tmp_path / "report" / "report.html").exists()  # the training run's report renders
     files = sorted(ck.rglob("chk-*.npz"))
     assert [f.name for f in files] == ["chk-0.npz", "chk-2.npz"]
     init, ref = load_problem(files[0]), build_problem("psa-2-5-5-5")
@@ -324,7 +326,8 @@ def test_cifar_fc_trains_from_a_tiny_pickle_archive_with_augmentation(tmp_path, 
     _tiny_cifar(tmp_path / "cifar-10-batches-py")
     db = str(tmp_path / "r.sqlite")
     argv = ["train", "--problem", "cifar10-fc:widths=8", "--cifar-dir", str(tmp_path), "--estimator", "st",
-            "--epochs", "1", "--lr", "0.05", "--batch", "16", "--samples", "2", "--crop-pad", "4", "--db", db]
+            "--epochs", "1", "--lr", "0.05", "--batch", "16", "--samples", "2", "--crop-pad", "4", "--db", db,
+            "--no-report"]
     assert main(argv) == 0
     with Store(db) as st:
         rid = st.resolve("latest")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -104,8 +105,8 @@ def test_no_torch_and_cross_process_determinism(tmp_path, synthetic_run, small_r
         bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "bench", "estimators", "reference"))
         print("IMPORTED", bad)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"})
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONHASHSEED": "12345"}  # another hash seed than pytest's
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
     assert "IMPORTED []" in out.stdout
     for kind in ("html", "pdf"):
