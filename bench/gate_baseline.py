@@ -18,7 +18,7 @@ from pathlib import Path
 
 from estimators.errors import InputError
 
-from .gate import DESIGN, Design, Measurement, Plan, detectable_bias
+from .gate import DESIGN, Design, Measurement, Plan, detectable_bias, detectable_group_bias
 
 __all__ = ["DEFAULT_BASELINE", "FORMAT", "load_baseline", "write_baseline", "entry_of"]
 
@@ -38,6 +38,7 @@ def entry_of(meas: Measurement, plan: Plan) -> dict:
         "seed": meas.seed,
         "seconds": round(meas.seconds, 4),
         "detectable_rel_bias": detectable_bias(meas, plan) if meas.unbiased else None,
+        "detectable_rel_bias_groups": detectable_group_bias(meas, plan) if meas.unbiased else None,
         "groups": {name: gs.summary() for name, gs in meas.groups.items()},
     }
 

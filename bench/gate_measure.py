@@ -9,7 +9,8 @@ fourth-moment SE of the trace variance.  Memory does not grow with $N$.
 
 Stopping (variance only, never the mean): unbiased estimators stop once
 $N\ge\max(N_{\min},\ \mathrm{safety}\cdot\max_is_i^2(z_c+z_{1-\beta})^2/\delta_i^2)$ or at $N_{\max}$;
-biased ones at $N_b$; zero-variance (deterministic) estimators after one chunk.
+biased ones at $N_b$; deterministic estimators (every $s_i\le10^{-10}\lVert g\rVert$: rounding only)
+after one chunk.
 Cost: $N$ draws of the estimator plus $O(NP)$ float64 work.
 """
 
@@ -82,11 +83,11 @@ def plan_tasks(estimators: list[Estimator], targets: list[Target], design: Desig
 
 
 def _required(mom: Moments, target: Target, unbiased: bool, plan: Plan, design: Design) -> float:
-    if not np.any(mom.m2 > 0):
-        return 0.0  # deterministic: every draw is the same
+    g = target.flat
+    if math.sqrt(float(mom.var.max())) <= 1e-10 * float(np.linalg.norm(g)):
+        return 0.0  # deterministic: every draw is the same up to rounding
     if not unbiased:
         return design.n_biased
-    g = target.flat
     delta = design.rel_delta * float(np.linalg.norm(g)) / math.sqrt(g.size)
     need = float(mom.var.max()) * (plan.power_factor / delta) ** 2 if delta > 0 else math.inf
     return max(design.n_min, design.safety * need)

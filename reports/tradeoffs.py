@@ -42,7 +42,8 @@ def _overall(run: RunResults, problem: str, metric: str) -> pd.Series:
 
 
 def bias_variance_figure(run: RunResults, problems: list[str], sty: dict) -> Figure:
-    """Relative bias vs relative sd of one draw (group ``all``); zero bias or variance drawn at the axis floor."""
+    """Relative bias vs relative sd of one draw (group ``all``); ``noise_floor`` is stored relative to the gradient
+    norm, like ``rel_bias``; zero bias or variance is drawn at the axis floor."""
     fig, axes = _per_problem_axes(len(problems), 3.3)
     handles, all_failed = {}, {}
     for ax, problem in zip(axes, problems):
@@ -57,7 +58,7 @@ def bias_variance_figure(run: RunResults, problems: list[str], sty: dict) -> Fig
             if k not in gn or k not in bias or k not in var or not gn[k] > 0:
                 continue
             sd = np.sqrt(max(var[k], 0.0)) / gn[k]
-            fl = floor[k] / gn[k] if k in floor else np.sqrt(max(var[k], 0.0) / max(draws.get(k, 1), 1)) / gn[k]
+            fl = floor[k] if k in floor else np.sqrt(max(var[k], 0.0) / max(draws.get(k, 1), 1)) / gn[k]
             pts.append((lab, sd, bias[k], fl))
         if not pts:
             empty_panel(ax, "no data" + (" (all tasks failed)" if failed else ""))

@@ -125,10 +125,16 @@ def test_bias_and_variance_tolerances():
     assert gate.check_variance("p", "e", "g", _summary(tr=1.25, tr_se=0.05), _summary(tr_se=0.05), plan).passed
 
 
-def test_missing_baseline_entry_fails_the_gate():
+def test_missing_or_stale_baseline_entry_fails_the_gate():
     plan = gate.plan_for([([2], True)])
-    checks = gate.evaluate([_meas([1.0, 2.0], [1.0, 1.0], [1.0, 2.0])], {}, plan)
+    meas = _meas([1.0, 2.0], [1.0, 1.0], [1.0, 2.0])
+    checks = gate.evaluate([meas], {}, plan)
     assert [c.check for c in gate.failures(checks)] == ["baseline"]
+    entry = {"groups": {"layer0": meas.groups["layer0"].summary()}}
+    assert not gate.failures(gate.evaluate([meas], {("p", "e"): entry}, plan))
+    entry["groups"]["layer0"]["grad_norm"] *= 1.001  # the problem changed since the baseline was made
+    failed = gate.failures(gate.evaluate([meas], {("p", "e"): entry}, plan))
+    assert [c.check for c in failed] == ["baseline"] and "problem changed" in failed[0].note
 
 
 def test_a_crashing_or_nan_estimator_is_a_failed_check_not_bad_input(one_thread):
