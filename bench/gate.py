@@ -39,8 +39,10 @@ registered when the baseline was made, on the three problems, $m=3963$: $z_c=5.1
 $N\approx1.1\,(8.25\,s_{\max}\sqrt P/(0.05\lVert g\rVert))^2$ (57k to 1.1M draws).  The
 note of each ``power`` line also gives the bias detectable within one group alone,
 $\max_i\mathrm{SE}_i(z_c+z_{1-\beta})\sqrt{P_g}/\lVert g_g\rVert$ (information, not asserted).
-Biased estimators draw $N_b=65\,536$ (the bias and variance comparisons then resolve changes of a
-few noise floors); estimators with zero variance (deterministic ones) stop after one chunk.
+Biased estimators draw $N_b=262\,144$.  Outside the boxes (probability $\le\alpha$) a bias-norm
+regression is caught for sure once $\lVert b\rVert>(1+r_b)(\lVert b_0\rVert+2z_c\nu_0)+2z_c\nu$,
+i.e. above the 10% margin plus about $4z_c\approx21$ noise floors ($\nu\approx\sqrt{\operatorname{tr}
+\mathrm{Var}/N}$, printed as the SE of ``bias`` lines).  Deterministic estimators stop after one chunk.
 
 A run that raises or returns non-finite values is a failed ``error`` check (a regression, exit 1),
 and a baseline group whose exact-gradient norm differs from today's (the problem changed) is a
@@ -81,7 +83,7 @@ class Design:
     var_margin: float = 0.10
     chunk: int = 8192  # draws per estimator call (fixes the random stream)
     n_min: int = 32_768  # unbiased estimators: at least this many draws
-    n_biased: int = 65_536
+    n_biased: int = 262_144
     n_max: int = 2_097_152
     safety: float = 1.1
 

@@ -269,7 +269,7 @@ class Problem:
         """$a^{k+1}=W^{k+1}\\,\\mathrm{inp}+b^{k+1}$ for layer index ``k`` (0-based) of an already encoded input."""
         geom = self.conv[k]
         if geom is None:
-            return inp @ self.weights[k].T + self.biases[k]
+            return torch.nn.functional.linear(inp, self.weights[k], self.biases[k])
         lead = inp.shape[:-1]
         x = inp.reshape(-1, geom.channels, geom.height, geom.width)
         a = torch.nn.functional.conv2d(x, self.weights[k], self.biases[k], geom.stride, geom.padding)
@@ -322,7 +322,7 @@ class Problem:
 
     def head(self, inp: torch.Tensor) -> torch.Tensor:
         """$\\eta$ of an already encoded last-layer input ``[..., B, n_L]`` -> ``[..., B, C]``."""
-        return inp @ self.head_weight.T + self.head_bias
+        return torch.nn.functional.linear(inp, self.head_weight, self.head_bias)
 
     def loss_of(self, xL_pm: torch.Tensor) -> torch.Tensor:
         """Per-point loss ``[..., B]`` of last-layer $\\pm1$ states."""
@@ -362,14 +362,18 @@ def sample_path(problem: Problem, draws: int, generator: torch.Generator, start:
     law = problem.noise_law
     path = Path([], [], [], [])
     for k in range(start, problem.depth):
-        a = problem.preact(k, inp)
+        if k == 0:  # the data layer is the same in every draw: compute it once, broadcast (read-only)
+            a = problem.preact(0, problem.X).expand(draws, *problem.X.shape[:1], problem.layer_width(0))
+        else:
+            a = problem.preact(k, inp)
         u = _uniform(a.shape, a, generator)
-        x = torch.where(u < law.cdf(a), 1.0, -1.0).to(a.dtype)
+        on = (u < law.cdf(a)).to(a.dtype)  # 1 where x = +1
+        x = on.mul(2.0).sub_(1.0)
         path.inputs.append(inp)
         path.a.append(a)
         path.u.append(u)
         path.x.append(x)
-        inp = problem.enc(x)
+        inp = x if problem.encoding == "pm1" else on
     return path
 
 
@@ -378,9 +382,13 @@ def layer_grad(delta: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
 
     Returns ``[D, n*m + n]``: $\\frac1B\\sum_b\\delta_b\\,\\mathrm{inp}_b^\\top$ flattened, then $\\frac1B\\sum_b\\delta_b$.
     """
-    B = delta.shape[1]
-    gw = torch.bmm(delta.transpose(1, 2), inp.expand(delta.shape[0], *inp.shape[1:]))
-    return torch.cat([gw.flatten(1), delta.sum(1)], dim=1) / B
+    D, B = delta.shape[:2]
+    if inp.dim() == 2 or inp.stride(0) == 0:  # the same input in every draw (the data): one GEMM
+        x = inp if inp.dim() == 2 else inp[0]
+        gw = (delta.transpose(1, 2).reshape(-1, B) @ x).reshape(D, -1)
+    else:
+        gw = torch.bmm(delta.transpose(1, 2), inp).flatten(1)
+    return torch.cat([gw, delta.sum(1)], dim=1) / B
 
 
 def head_grad(problem: Problem, xL_enc: torch.Tensor, deta: torch.Tensor | None = None) -> torch.Tensor:

@@ -327,17 +327,19 @@ def test_check_cli_on_a_subset_passes_and_prints_the_table(capsys, tmp_path, one
 
 def test_check_cli_exit_1_on_a_regression_and_update_writes_a_manifest(capsys, tmp_path, one_thread):
     path = tmp_path / "ci.json"
-    code, out, _ = _cli(["check", "--update-baseline", "--baseline", str(path), "--estimators", "st"], capsys)
+    code, out, _ = _cli(["check", "--update-baseline", "--baseline", str(path), "--estimators", "tanh"], capsys)
     assert code == 0 and path.exists()
     data = json.loads(path.read_text())
     assert data["manifest"]["package_version"] and data["manifest"]["root_seed"] == DESIGN.root_seed
-    assert {e["estimator"] for e in data["entries"]} == {"st"}
-    assert _cli(["check", "--baseline", str(path), "--estimators", "st"], capsys)[0] == 0
+    assert {e["estimator"] for e in data["entries"]} == {"tanh"}
+    assert _cli(["check", "--baseline", str(path), "--estimators", "tanh"], capsys)[0] == 0
     for entry in data["entries"]:
-        entry["groups"]["layer0"]["trace_var"] *= 0.5  # the baseline claims half the variance
+        entry["groups"]["layer0"]["bias_norm"] *= 0.5  # the baseline claims half the bias
     path.write_text(json.dumps(data))
-    code, out, _ = _cli(["check", "--baseline", str(path), "--estimators", "st", "--failures-only"], capsys)
-    assert code == 1 and "FAIL" in out and "variance" in out
+    code, out, _ = _cli(["check", "--baseline", str(path), "--estimators", "tanh", "--failures-only"], capsys)
+    assert code == 1 and "FAIL" in out and " bias " in out
+    rows = [line for line in out.splitlines() if line.startswith(("p1 ", "p2 ", "p3 "))]
+    assert len(rows) == len(DESIGN.problems) and all("layer0" in r and "FAIL" in r for r in rows)
 
 
 @pytest.mark.parametrize("argv", [
