@@ -140,7 +140,8 @@ def run_suite(estimators: list[Estimator], design: Design = DESIGN, progress_bar
     """Measure every supported (problem, estimator) pair of the design.
 
     Runs with ``threads`` torch threads (restored afterwards): the gate's tensors are tiny, and
-    intra-op threads only spin (measured: 1 thread uses a tenth of the CPU time of 2 on 2 cores).
+    intra-op threads mostly spin (measured on a loaded 2-core machine: the whole gate took 40 s of CPU
+    with 1 thread and 280 s with 2).
     """
     from tqdm import tqdm
 

@@ -20,7 +20,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from .base import Cost, Estimator
-from .model import Path, Problem, head_grad, layer_grad, sample_path
+from .model import Path, Problem, head_grad, sample_path
 from .registry import register
 
 __all__ = ["Arm", "continue_losses", "antithetic_losses", "dphi_da"]
@@ -105,7 +105,7 @@ class Arm(Estimator):
         for k in range(problem.depth):
             _, f1, f2 = antithetic_losses(problem, path, k, generator, self.shared)
             g_phi = (f1 - f2).unsqueeze(-1) * (path.u[k] - 0.5)
-            grads.append(layer_grad(g_phi * dphi_da(problem, path.a[k]), path.inputs[k]))
+            grads.append(problem.param_grad(k, g_phi * dphi_da(problem, path.a[k]), path.inputs[k]))
         grads.append(head_grad(problem, problem.enc(path.x[-1])))
         return grads
 

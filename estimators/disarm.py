@@ -28,7 +28,7 @@ import torch
 
 from .arm import antithetic_losses, dphi_da
 from .base import Cost, Estimator
-from .model import Path, Problem, head_grad, layer_grad, sample_path
+from .model import Path, Problem, head_grad, sample_path
 from .registry import register
 
 __all__ = ["DisArm"]
@@ -67,7 +67,7 @@ class DisArm(Estimator):
             b_tilde, f_tilde, f_b = antithetic_losses(problem, path, k, generator, self.shared)
             weight = torch.maximum(law.cdf(a), law.cdf(-a)) * dphi_da(problem, a)
             g_a = 0.25 * (f_b - f_tilde).unsqueeze(-1) * (b - b_tilde) * weight
-            grads.append(layer_grad(g_a, path.inputs[k]))
+            grads.append(problem.param_grad(k, g_a, path.inputs[k]))
         grads.append(head_grad(problem, problem.enc(path.x[-1])))
         return grads
 

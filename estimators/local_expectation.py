@@ -21,13 +21,16 @@ import torch
 
 from .arm import continue_losses
 from .base import Cost, Estimator
-from .model import Path, Problem, head_grad, layer_grad, sample_path
+from .errors import InputError
+from .model import Path, Problem, head_grad, sample_path
 from .registry import register
 
 __all__ = ["LocalExpectation"]
 
 #: Elements of the largest stacked-flips tensor ``[n_k, D, B, n_j]`` processed at once (float64: 64 MiB).
 CHUNK_ELEMENTS = 2**23
+#: Problems whose single draw needs more (``B * max(n)^2`` elements, float64: 512 MiB) are refused.
+MAX_ELEMENTS_PER_DRAW = 2**26
 
 
 @register
@@ -39,7 +42,9 @@ class LocalExpectation(Estimator):
     with unit $i$ negated, using fresh downstream noise (``shared=False``) or the main path's
     downstream uniforms (``shared=True``).  All $n_k$ flips of a layer are stacked as one extra
     leading dimension, so one batched downstream pass serves them all; draws are processed in chunks
-    so that the stacked tensor stays below :data:`CHUNK_ELEMENTS` elements.
+    so that the stacked tensor stays below :data:`CHUNK_ELEMENTS` elements; a problem needing more
+    than :data:`MAX_ELEMENTS_PER_DRAW` for one draw (very wide or convolutional layers) is refused
+    with an :class:`InputError`.
 
     Unbiased either way: given $x^{\le k}$ each branch's loss has mean $G_k(\cdot)$ of its start state,
     and $\mathbb E_{x_i}[\partial p(x_i)(G(x)-G(x_{\downarrow i}))]=\sum_s\partial p(s)G(s)$ exactly.
@@ -72,13 +77,17 @@ class LocalExpectation(Estimator):
             uniforms = path.u[k + 1:] if self.shared else None
             f_flip = continue_losses(problem, k + 1, flipped, generator, uniforms=uniforms)  # [n, D, B]
             diff = (f.unsqueeze(0) - f_flip).permute(1, 2, 0)  # [D, B, n]
-            grads.append(layer_grad(x * law.pdf(a) * diff, path.inputs[k]))
+            grads.append(problem.param_grad(k, x * law.pdf(a) * diff, path.inputs[k]))
         grads.append(head_grad(problem, problem.enc(path.x[-1])))
         return grads
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         w = problem.widths[1:]
         per_draw = problem.batch_size * max(w) * max(w)
+        if per_draw > MAX_ELEMENTS_PER_DRAW:
+            raise InputError(f"local-expectation stacks n_k flips per layer: {per_draw} elements per draw for widths "
+                             f"{'-'.join(map(str, problem.widths))} and {problem.batch_size} points, over the limit "
+                             f"{MAX_ELEMENTS_PER_DRAW}; use narrower layers or fewer points")
         chunk = max(1, CHUNK_ELEMENTS // per_draw)
         parts = [self.from_path(problem, sample_path(problem, min(chunk, draws - d0), generator), generator)
                  for d0 in range(0, draws, chunk)]

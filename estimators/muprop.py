@@ -41,7 +41,7 @@ import torch
 
 from .base import Cost, Estimator
 from .errors import InputError
-from .model import Path, Problem, head_grad, layer_grad, sample_path
+from .model import Path, Problem, head_grad, sample_path
 from .registry import register
 
 __all__ = ["MuProp", "mean_field"]
@@ -71,7 +71,7 @@ def mean_field(problem: Problem, start: int,
     g = (problem.loss_fn.grad(eta, problem.y) @ problem.head_weight) * enc_slope
     grads = [g]
     for j in range(problem.depth - 1, max(start, 1) - 1, -1):
-        g = ((g * slopes[j - start]) @ problem.weights[j]) * enc_slope
+        g = problem.input_grad(j, g * slopes[j - start]) * enc_slope
         grads.append(g)
     grads.reverse()
     return f, means, grads
@@ -120,7 +120,7 @@ class MuProp(Estimator):
                 J = jk[0]
             h = f_bar + ((x - x_bar) * J).sum(-1)
             delta = (f - h).unsqueeze(-1) * law.score(x, a) + J * 2 * law.pdf(a)
-            grads.append(layer_grad(delta, path.inputs[k]))
+            grads.append(problem.param_grad(k, delta, path.inputs[k]))
         grads.append(head_grad(problem, problem.enc(path.x[-1])))
         return grads
 

@@ -20,7 +20,7 @@ import torch
 
 from .base import Cost, Estimator
 from .errors import InputError
-from .model import Path, Problem, head_grad, layer_grad, sample_path
+from .model import Path, Problem, head_grad, sample_path
 from .registry import register
 
 __all__ = ["Reinforce", "ReinforceLOO", "score_grads", "ema_baseline"]
@@ -34,8 +34,8 @@ def score_grads(problem: Problem, path: Path, weight: torch.Tensor) -> list[torc
     ``weight`` is the ``[D, B]`` factor $f-c$ multiplying each point's score.
     """
     law = problem.noise_law
-    grads = [layer_grad(weight.unsqueeze(-1) * law.score(x, a), inp)
-             for x, a, inp in zip(path.x, path.a, path.inputs)]
+    grads = [problem.param_grad(k, weight.unsqueeze(-1) * law.score(x, a), inp)
+             for k, (x, a, inp) in enumerate(zip(path.x, path.a, path.inputs))]
     grads.append(head_grad(problem, problem.enc(path.x[-1])))
     return grads
 
