@@ -78,7 +78,7 @@ def argparse_defaults(args):
 
     blank = argparse.Namespace(**vars(args))
     for key in ("kernels", "widths", "batch", "dtype", "net", "draws", "estimators", "mem_widths", "psa_variants",
-                "exact_problem", "min_time", "rounds", "max_single", "seed"):
+                "exact_problem", "min_time", "rounds", "max_single", "clock", "seed"):
         setattr(blank, key, None)
     blank.device = "cpu"
     return blank

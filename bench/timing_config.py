@@ -18,7 +18,7 @@ import torch
 from estimators.errors import InputError
 
 from .peaks import Peaks, device_peaks
-from .timing import measure, row
+from .timing import CLOCKS, measure_interleaved, row
 
 __all__ = ["TimeConfig", "Context", "KERNELS", "PSA_VARIANTS"]
 
@@ -45,6 +45,7 @@ class TimeConfig:
     rounds: int = 3
     max_single_s: float = 10.0
     reference_max_elems: int = 2**27
+    clock: str = "wall"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -71,6 +72,10 @@ class TimeConfig:
         for name in ("batch", "draws", "rounds"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.clock not in CLOCKS:
+            raise InputError(f"unknown clock {self.clock!r}; choose one of {', '.join(CLOCKS)}")
+        if self.clock == "cpu" and self.device != "cpu":
+            raise InputError("--clock cpu (process CPU time) can only time CPU work; use --device cpu")
         if not self.min_run_time > 0 or not self.max_single_s > 0:
             raise InputError("--min-time and --max-single must be positive")
         from estimators import registry
@@ -119,8 +124,17 @@ class Context:
         g.manual_seed(self.cfg.seed + offset)
         return g
 
+    def measure(self, fns: dict, rounds: int | None = None, warmup: int = 2, max_single_s: float | None = None,
+                min_run_time: float | None = None) -> dict:
+        """:func:`bench.timing.measure_interleaved` with this run's settings (clock, rounds, limits)."""
+        if self.cfg.clock == "cpu" and torch.get_num_threads() != 1:
+            raise InputError("--clock cpu measures process CPU time, which equals wall time only with --threads 1")
+        return measure_interleaved(fns, self.device, min_run_time or self.cfg.min_run_time,
+                                   rounds or self.cfg.rounds, warmup=warmup,
+                                   max_single_s=max_single_s or self.cfg.max_single_s, clock=self.cfg.clock)
+
     def time(self, fn, min_run_time: float | None = None):
-        return measure(fn, self.device, min_run_time or self.cfg.min_run_time, max_single_s=self.cfg.max_single_s)
+        return self.measure({"fn": fn}, rounds=1, min_run_time=min_run_time)["fn"]
 
     # ---- measured peaks -----------------------------------------------------------------------
     def measured(self, kind: str) -> float | None:

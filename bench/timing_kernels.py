@@ -21,7 +21,7 @@ from estimators import registry
 from estimators.errors import InputError
 from estimators.model import backprop, sample_path
 
-from .timing import measure_interleaved, row
+from .timing import row
 from .timing_config import Context
 
 __all__ = ["run_peaks", "run_sampling", "run_draws", "run_exact", "det_forward_backward", "network"]
@@ -68,8 +68,7 @@ def _shape(p, draws: int) -> str:
 def run_sampling(ctx: Context) -> list[dict]:
     p, D = network(ctx), ctx.cfg.draws
     gen = ctx.generator(1)
-    t = measure_interleaved({"sample": lambda: sample_path(p, D, gen), "det": lambda: _det_forward(p, D)},
-                            ctx.device, ctx.cfg.min_run_time, ctx.cfg.rounds, max_single_s=ctx.cfg.max_single_s)
+    t = ctx.measure({"sample": lambda: sample_path(p, D, gen), "det": lambda: _det_forward(p, D)})
     states = D * p.batch_size * sum(p.widths[1:])
     esize = torch.finfo(p.dtype).bits // 8
     min_bytes = esize * (D * p.batch_size * (p.widths[0] + sum(p.widths[1:])) + sum(w.numel() for w in p.weights))
@@ -104,7 +103,7 @@ def run_draws(ctx: Context) -> list[dict]:
     for i, est in enumerate(ests):
         gen = ctx.generator(10 + i)
         fns[est.spec] = lambda est=est, gen=gen: est.estimate(p, D, gen)
-    t = measure_interleaved(fns, ctx.device, ctx.cfg.min_run_time, ctx.cfg.rounds, max_single_s=ctx.cfg.max_single_s)
+    t = ctx.measure(fns)
     base = t["det-fwd-bwd"].median
     shape = _shape(p, D)
     rows = [row("draw", "det-fwd-bwd", ctx.device, ctx.cfg.dtype, shape, "draws/s", D, t["det-fwd-bwd"])]
@@ -140,7 +139,7 @@ def run_exact(ctx: Context) -> list[dict]:
         fns[method] = lambda method=method: exact(p, method)
     if not fns:
         return []
-    t = measure_interleaved(fns, ctx.device, ctx.cfg.min_run_time, ctx.cfg.rounds, max_single_s=ctx.cfg.max_single_s)
+    t = ctx.measure(fns)
     joint = p.batch_size * 2.0 ** sum(p.widths[1:])
     shape = f"B={p.batch_size} {'-'.join(map(str, p.widths))}"
     rows = []

@@ -6,7 +6,9 @@ shape is ST's input gradient $g\,W$ (``[R, n_out] @ [n_out, n_in]``, the same nu
 multiply-adds, one FMA each).  Rows:
 
 - ``psa-fc`` / ``gemm`` — FLOP/s ($2R\,n_{in}n_{out}$) and % of FP32 peak (CUDA) or of the measured
-  large GEMM (CPU);
+  large GEMM (CPU); ``gemm-dW`` is the weight-gradient GEMM $g^\top x$ of the same layer (identical
+  in PSA and ST), so ``ratio_layer_backward`` $=(t_{psa}+t_{dW})/(t_{gemm}+t_{dW})$ compares whole
+  layer backward passes;
 - ``psa-fc`` / variant — terms/s, ratio to that GEMM (interleaved measurement), and % of the
   reciprocal limit (CUDA: SMs x 16 x clock; CPU: the measured ``reciprocal_`` rate);
 - ``psa-fc-mem`` — extra peak memory of one layer's backward: PSA's kernel against ST's
@@ -27,7 +29,7 @@ from estimators import psa_kernel, psa_kernel_cuda
 from estimators.model import layer_grad
 from estimators.noise import get_noise
 
-from .timing import measure_interleaved, peak_extra_bytes, row
+from .timing import peak_extra_bytes, row
 from .timing_config import Context
 
 __all__ = ["run_psa_fc", "run_psa_mem", "layer_inputs", "VARIANT_FNS"]
@@ -76,29 +78,34 @@ def run_psa_fc(ctx: Context) -> list[dict]:
         d = layer_inputs(ctx, w)
         R = d["g"].shape[0]
         terms = float(R) * w * w
-        fns = {"gemm": lambda d=d: d["g"] @ d["W"]}
+        x2 = d["x"].reshape(R, w)
+        fns = {"gemm": lambda d=d: d["g"] @ d["W"], "gemm-dW": lambda d=d, x2=x2: d["g"].T @ x2}
         slow = {}
         for v in _variants(ctx, w):
             f = VARIANT_FNS[v]
             call = (lambda d=d, f=f: f(d["x"], d["a"], d["W"], d["h"], noise, 2.0))
             (slow if v == "reference" else fns)[v] = call
-        t = measure_interleaved(fns, ctx.device, ctx.cfg.min_run_time, ctx.cfg.rounds, max_single_s=ctx.cfg.max_single_s)
+        t = ctx.measure(fns)
         if slow:  # the naive formula is far slower: timed alone, not interleaved
-            t.update(measure_interleaved(slow, ctx.device, ctx.cfg.min_run_time, 1, warmup=1,
-                                         max_single_s=min(ctx.cfg.max_single_s, 2.0)))
+            t.update(ctx.measure(slow, rounds=1, warmup=1, max_single_s=min(ctx.cfg.max_single_s, 2.0)))
         shape = f"R={R} {w}x{w}"
         gemm = t["gemm"]
         pct, kind = ctx.pct(gemm.rate(2 * terms), "fp32" if ctx.dtype != torch.float64 else "fp64")
         rows.append(row("psa-fc", "gemm", ctx.device, ctx.cfg.dtype, shape, "FLOP/s", 2 * terms, gemm,
                         pct_peak=pct, peak_kind=kind, terms_per_s=gemm.rate(terms),
                         peak_extra_bytes=peak_extra_bytes(fns["gemm"], ctx.device)))
+        dW = t["gemm-dW"]
+        rows.append(row("psa-fc", "gemm-dW", ctx.device, ctx.cfg.dtype, shape, "FLOP/s", 2 * terms, dW,
+                        pct_peak=ctx.pct(dW.rate(2 * terms), "fp32" if ctx.dtype != torch.float64 else "fp64")[0],
+                        peak_kind=kind, terms_per_s=dW.rate(terms)))
         for v, tm in t.items():
-            if v == "gemm":
+            if v in ("gemm", "gemm-dW"):
                 continue
             pct, kind = ctx.pct(tm.rate(terms), "recip")
             call = fns.get(v) or slow[v]
             rows.append(row("psa-fc", v, ctx.device, ctx.cfg.dtype, shape, "terms/s", terms, tm,
                             ratio=tm.median / gemm.median, ratio_to="gemm", pct_peak=pct, peak_kind=kind,
+                            ratio_layer_backward=(tm.median + dW.median) / (gemm.median + dW.median),
                             auto=(v == auto) or None, peak_extra_bytes=peak_extra_bytes(call, ctx.device)))
     return rows
 

@@ -66,10 +66,11 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
     return "\n".join([fmt.format(*HEADER), fmt.format(*("-" * w for w in widths))] + [fmt.format(*c) for c in cells]).rstrip()
 
 
-def _target(name: str, shape: str, variant: str, value: float | None, limit: float, op: str, applies: bool) -> dict:
+def _target(name: str, shape: str, variant: str, value: float | None, limit: float, op: str, applies: bool,
+            **also) -> dict:
     met = None if value is None else (value <= limit if op == "<=" else value >= limit)
     return {"target": name, "shape": shape, "variant": variant, "value": value, "limit": limit, "op": op,
-            "met": met, "applies": applies}
+            "met": met, "applies": applies, **also}
 
 
 def evaluate_targets(rows: list[dict], cfg) -> list[dict]:
@@ -81,7 +82,8 @@ def evaluate_targets(rows: list[dict], cfg) -> list[dict]:
         w = int(shape.split()[-1].split("x")[0])
         if not cfg.device.startswith("cuda"):
             out.append(_target("PSA FC backward / dense GEMM (CPU)", shape, best["variant"], best["ratio"], 12.0, "<=",
-                               cpu32 and 512 <= w <= 1024 and cfg.batch * cfg.draws == 256))
+                               cpu32 and 512 <= w <= 1024 and cfg.batch * cfg.draws == 256,
+                               layer_backward_ratio=best.get("extra", {}).get("ratio_layer_backward")))
         else:
             top = max((r for r in psa if r["shape"] == shape and r["pct_peak"] is not None),
                       key=lambda r: r["pct_peak"], default=None)
@@ -108,5 +110,7 @@ def format_targets(targets: list[dict]) -> str:
         verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
         scope = "" if t["applies"] else " (not the target's sizes)"
         value = "-" if t["value"] is None else f"{t['value']:.3g}"
-        lines.append(f"target {t['target']} [{t['shape']}, {t['variant']}]: {value} {t['op']} {t['limit']:g} -> {verdict}{scope}")
+        layer = f" (whole layer backward incl. dW: {t['layer_backward_ratio']:.3g}x)" if t.get("layer_backward_ratio") else ""
+        lines.append(f"target {t['target']} [{t['shape']}, {t['variant']}]: {value} {t['op']} {t['limit']:g} -> "
+                     f"{verdict}{scope}{layer}")
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from ._per_draw import affine, linear, per_replica_grads, replicate, safe_sqrt, unpack
+from ._per_draw import affine, layer_affine, layer_linear, linear, per_replica_grads, replicate, safe_sqrt, unpack
 from .base import Cost, Estimator
 from .errors import InputError
 from .model import Problem
@@ -82,7 +82,8 @@ def propagate(problem: Problem, params: Sequence[tuple[torch.Tensor, torch.Tenso
               head_eps: torch.Tensor | None = None, record: list | None = None) -> torch.Tensor:
     r"""Per-point loss ``[R, B]`` of the moment-propagated network.
 
-    ``params``: per group ``(W [R, n, m], b [R, n])`` (size-1 leading dims broadcast).  With
+    ``params``: per group ``(W [R, *shape], b [R, n])`` (size-1 leading dims broadcast; convolutional
+    layers are evaluated as grouped convolutions, :func:`~estimators._per_draw.layer_affine`).  With
     ``layer_eps=None`` every layer takes the ADF step; otherwise layer ``k`` samples
     $a=\mu+s\,\varepsilon_k$ and uses $P=F(a)$ (local reparameterisation; the first layer has $s=0$
     and ignores ``layer_eps[0]``).  ``head_eps`` (``[R, B, C]``) feeds $\eta=\bar\eta+\mathrm{sd}(\eta)\,
@@ -93,8 +94,8 @@ def propagate(problem: Problem, params: Sequence[tuple[torch.Tensor, torch.Tenso
     m, v = problem.X.unsqueeze(0), None
     for k in range(problem.depth):
         W, b = params[k]
-        mu = affine(m, W, b)
-        s2 = None if v is None else linear(v, W * W)
+        mu = layer_affine(problem, k, m, W, b)
+        s2 = None if v is None else layer_linear(problem, k, v, W * W)
         if layer_eps is None:
             P, Q = expected_cdf(problem.noise, mu, s2)
         else:

@@ -7,7 +7,9 @@ D^k_i=\sum_jx^{k+1}_j\big[F(a^{k+1}_j)-F(a^{k+1}_j-s\,W^{k+1}_{ji}x^k_i)\big]D^{
 $$\hat g(\theta^k)=\frac1B\sum_b\sum_ix^k_iF'(a^k_i)\,D^k_i\,\nabla_{\theta^k}a^k_i,\qquad
 \hat g(\theta^{L+1})=\nabla_{\theta^{L+1}}f(x^L),$$
 with flip scale $s=2$ (``pm1``) or $1$ (``01``).  The hidden recursion is
-:func:`estimators.psa_kernel.flip_backward`.
+:func:`estimators.psa_kernel.flip_backward` for fully connected layers and
+:func:`estimators.psa_conv.conv_flip_backward` (the "ratio convolution", spec §3.8) for
+convolutional ones; layer gradients go through :meth:`~estimators.model.Problem.param_grad`.
 
 References: Shekhovtsov, Yanush & Flach, NeurIPS 2020, arXiv:2006.03143.
 """
@@ -22,6 +24,7 @@ import torch
 from .base import Cost, Estimator
 from .errors import InputError
 from .model import Path, Problem, head_grad, layer_grad, sample_path
+from .psa_conv_fused import CONV_VARIANTS
 from .psa_kernel import flip_backward, flip_backward_fused
 from .registry import register
 
@@ -64,6 +67,8 @@ class PSA(Estimator):
             $E=f(x)(1-\sum_i\pi_i)+\sum_if(x_{\downarrow i})\pi_i$, $\pi_i=(1-p(x^L_i\mid x^{L-1}))/n_L$
             held constant — unbiased, usually lower variance; hidden gradients are unchanged.
         kernel: ``eager`` (default) or ``fused`` (``torch.compile``d ratio form; logistic only).
+            Convolutional layers use the matching conv kernel of :mod:`estimators.psa_conv`
+            (eager ratio convolution) or :mod:`estimators.psa_conv_fused` (compiled).
 
     Cost per draw: one sampled pass ($L$ layer evaluations), $1+n_L$ head evaluations and one
     backward pass whose hidden layers cost a CDF per multiply-add ($B\,n_{k}n_{k+1}$ terms).
@@ -94,7 +99,7 @@ class PSA(Estimator):
     def from_path(self, problem: Problem, path: Path) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` (layers, then head) of the given sampled path."""
         law, s = problem.noise_law, problem.flip_scale
-        kernel = KERNELS[self.kernel]
+        kernel, conv_kernel = KERNELS[self.kernel], CONV_VARIANTS[self.kernel]
         xL = path.x[-1]
         eta, eta_flip, f0, f_flip = last_layer_flips(problem, xL)
         Dk = f0.unsqueeze(-1) - f_flip  # [D, B, n_L], exact
@@ -102,8 +107,10 @@ class PSA(Estimator):
         for k in range(problem.depth - 1, -1, -1):
             a = path.a[k]
             h = path.x[k] * Dk  # x_i D_i: the kernel's h for the layer below
-            grads.append(layer_grad(law.pdf(a) * h, path.inputs[k]))  # delta = x F'(a) D
-            if k:
+            grads.append(problem.param_grad(k, law.pdf(a) * h, path.inputs[k]))  # delta = x F'(a) D
+            if k and problem.conv[k] is not None:
+                Dk = conv_kernel(path.x[k - 1], a, problem.weights[k], h, problem.conv[k], law, s)
+            elif k:
                 Dk = kernel(path.x[k - 1], a, problem.weights[k], h, law, s)
         grads.reverse()
         encL = problem.enc(xL)

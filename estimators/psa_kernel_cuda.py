@@ -16,10 +16,11 @@ not in general (both huge and cancelling) — the same contract as ``flip_backwa
   (column vectors of $A^\top$, $h^\top$, $E^\pm$ are contiguous loads), nothing is materialised;
   $j$ is split across programs when the tile grid alone would leave SMs idle (partial sums are
   added in a fixed order, so results are deterministic).  Inputs it does not cover (CPU, other
-  noises or dtypes, no Triton) go to :func:`flip_backward_ratio` (logistic) or
-  :func:`estimators.psa_kernel.flip_backward`.
+  noises or dtypes, no Triton) go to :func:`estimators.psa_kernel.flip_backward` (eager; on CPU it
+  is twice as fast as the blocked ratio form below).
 - :func:`flip_backward_ratio` — the same ratio-form algorithm in blocked torch (any device): the
-  CPU-testable mirror of the kernel's math (clamps, precomputed $E^\pm$, block bounds).
+  CPU-testable mirror of the kernel's math (clamps, precomputed $E^\pm$, block bounds), checked
+  against the naive reference on CPU.
 - :func:`select_flip_backward` — the automatic choice for a device: Triton on CUDA when it is
   importable (float32, logistic), else ``torch.compile`` (``flip_backward_fused``), else eager.
 
@@ -143,7 +144,7 @@ def flip_backward_cuda(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: 
     """:func:`~estimators.psa_kernel.flip_backward` through the Triton kernel where it applies (see module doc)."""
     psa_kernel._check(x_in, a, W, h)
     if not (a.is_cuda and a.dtype == torch.float32 and isinstance(noise, Logistic) and triton_available()):
-        return flip_backward_ratio(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
+        return psa_kernel.flip_backward(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
     Dn, B, n_in = x_in.shape
     n_out, R = a.shape[-1], Dn * B
     x2, a2, h2 = x_in.reshape(R, n_in), a.reshape(R, n_out), h.reshape(R, n_out)

@@ -32,7 +32,7 @@ import torch.nn.functional as nnf
 
 from .base import Cost, Estimator
 from .concrete import check_tau, noise_quantile, relaxed_unit
-from .model import Problem, head_grad, layer_grad, sample_path
+from .model import Problem, head_grad, sample_path
 from .registry import register
 
 __all__ = ["Rebar", "conditional_logit", "relaxed_continuation"]
@@ -58,7 +58,7 @@ def relaxed_continuation(problem: Problem, k: int, zeta: torch.Tensor, Z: list[t
     eta = problem.head(inp)
     g = problem.loss_fn.grad(eta, problem.y) @ problem.head_weight
     for j in range(problem.depth - 1, k, -1):
-        g = (g * slopes[j - k]) @ problem.weights[j]
+        g = problem.input_grad(j, g * slopes[j - k])
     return problem.loss_fn.value(eta, problem.y), g * slopes[0]
 
 
@@ -99,7 +99,7 @@ class Rebar(Estimator):
             z_cond, dz_cond = conditional_logit(x, a, vs[k])
             c, dc = relaxed_continuation(problem, k, torch.stack([a - Z[k], z_cond]), Z, self.tau)
             delta = (f - c[1]).unsqueeze(-1) * law.score(x, a) + dc[0] - dc[1] * dz_cond
-            grads.append(layer_grad(delta, path.inputs[k]))
+            grads.append(problem.param_grad(k, delta, path.inputs[k]))
         grads.append(head_grad(problem, problem.enc(path.x[-1])))
         return grads
 

@@ -37,6 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--rounds", type=int, help="interleaved rounds per comparison (default: 3)")
     p.add_argument("--max-single", type=float, help="time a function once when its first call exceeds this (s; default 10)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--clock", choices=("wall", "cpu"),
+                   help="wall (default) or cpu: process CPU time, for --threads 1 on a shared machine")
     p.add_argument("--seed", type=int)
     p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default: ./{DEFAULT_DB})")
     p.add_argument("--no-store", action="store_true", help="print only; write nothing to the database")
@@ -70,7 +72,7 @@ def build_config(args: argparse.Namespace, **override):
                  estimators=tuple(split_estimators(args.estimators)) if args.estimators else None,
                  mem_widths=_ints(args.mem_widths, "--mem-widths"), psa_variants=_words(args.psa_variants),
                  exact_problem=args.exact_problem, min_run_time=args.min_time, rounds=args.rounds,
-                 max_single_s=args.max_single, seed=args.seed)
+                 max_single_s=args.max_single, clock=args.clock, seed=args.seed)
     flags.update(override)
     return TimeConfig(**{k: v for k, v in flags.items() if v is not None})
 
@@ -123,6 +125,9 @@ def time_and_store(cfg, args) -> tuple[str | None, list[dict], list[dict], list[
         if args.threads < 1:
             raise InputError(f"--threads must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if cfg.clock == "cpu" and torch.get_num_threads() != 1:
+        torch.set_num_threads(old_threads)
+        raise InputError("--clock cpu measures process CPU time, which equals wall time only with --threads 1")
     try:
         rows, notes, ctx = measure_all(cfg)
     finally:

@@ -139,7 +139,7 @@ def test_kill_9_loses_no_completed_task_and_rerun_resumes(tmp_path):
 
 def _dask_cluster():
     distributed = pytest.importorskip("distributed")
-    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, host="127.0.0.1",
+    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
                                     dashboard_address=None)
 
 
@@ -161,3 +161,16 @@ def test_unreachable_dask_scheduler_is_one_line(tmp_path, capsys):
                  "--scheduler", "tcp://127.0.0.1:1"])
     assert code == 2
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+
+
+def test_dask_local_cluster_executor(tmp_path, capsys):
+    """``--executor dask-local`` starts its own loopback LocalCluster of worker processes."""
+    pytest.importorskip("distributed")
+    db = str(tmp_path / "dl.sqlite")
+    argv = ["run", "--problem", "toy-arm4", "--estimators", "reinforce,arm", "--draws", "300", "--grid", "1,10",
+            "--no-report", "--db", db]
+    assert main([*argv, "--executor", "dask-local", "--workers", "2"]) == 0
+    ref = str(tmp_path / "ref.sqlite")
+    argv[-1] = ref
+    assert main(argv) == 0
+    pd.testing.assert_series_equal(_numbers(_scores(db).scores), _numbers(_scores(ref).scores))

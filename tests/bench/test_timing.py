@@ -68,10 +68,13 @@ def test_rows_are_consistent(tiny_run):
         gemm = next(r for r in psa if r["shape"] == shape and r["variant"] == "gemm")
         terms = int(shape.split()[0][2:]) * int(shape.split()[-1].split("x")[0]) ** 2
         assert gemm["items_per_s"] * gemm["median_s"] == pytest.approx(2 * terms)
+        dW = next(r for r in psa if r["shape"] == shape and r["variant"] == "gemm-dW")
         for r in psa:
-            if r["shape"] == shape and r["variant"] != "gemm":
+            if r["shape"] == shape and not r["variant"].startswith("gemm"):
                 assert r["ratio"] == pytest.approx(r["median_s"] / gemm["median_s"]) and r["ratio_to"] == "gemm"
                 assert r["items_per_s"] * r["median_s"] == pytest.approx(terms)
+                layer = (r["median_s"] + dW["median_s"]) / (gemm["median_s"] + dW["median_s"])
+                assert r["extra"]["ratio_layer_backward"] == pytest.approx(layer)
     draws = {r["variant"]: r for r in rows if r["kernel"] == "draw"}
     assert {"det-fwd-bwd", "st", "psa", "reinforce"} <= set(draws)
     assert draws["psa"]["extra"]["ratio_to_st"] == pytest.approx(draws["psa"]["median_s"] / draws["st"]["median_s"])
@@ -107,6 +110,8 @@ def test_table_prints(tmp_path, capsys):
     (["--net", "8"], False),
     (["--dtype", "float16"], False),
     (["--device", "tpu"], False),
+    (["--clock", "cpu", "--threads", "2"], False),
+    (["--threads", "0"], False),
     (["--device", "cuda"], True),
     (["--gpu-suite"], True),
 ])
@@ -120,10 +125,14 @@ def test_bad_options_exit_2_and_write_nothing(extra, needs_no_cuda, tmp_path, ca
     assert not db.exists()
 
 
-def test_no_store_writes_nothing(tmp_path, capsys):
+def test_no_store_writes_nothing_and_cpu_clock(tmp_path, capsys):
     db = tmp_path / "t.sqlite"
-    code, cap = _run(TINY + ["--kernels", "sampling", "--no-store", "--db", str(db), "--json"], capsys)
-    assert code == 0 and json.loads(cap.out)["run_id"] is None and not db.exists()
+    before = torch.get_num_threads()
+    code, cap = _run(TINY + ["--kernels", "sampling", "--no-store", "--db", str(db), "--json", "--clock", "cpu",
+                             "--threads", "1"], capsys)
+    out = json.loads(cap.out)
+    assert code == 0 and out["run_id"] is None and not db.exists()
+    assert all(r["extra"]["threads"] == 1 for r in out["rows"]) and torch.get_num_threads() == before
 
 
 def test_measure_and_single_runs():

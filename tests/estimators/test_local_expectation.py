@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from estimators import local_expectation, registry
+from estimators.errors import InputError
 from estimators.local_expectation import LocalExpectation
 from estimators.model import Path, layer_grad, sample_path
 from reference.exact import all_states, exact
@@ -103,6 +104,12 @@ def test_chunked_draws(monkeypatch, make_gen):
     parts = [LocalExpectation().from_path(p, sample_path(p, c, gen), gen) for c in (7, 7, 7, 7, 2)]
     for name, g in zip(p.group_names, zip(*parts)):
         assert torch.equal(out[name], torch.cat(g))
+
+
+def test_too_wide_problems_are_refused():
+    p = build_problem("random:widths=2-300-300,points=800")
+    with pytest.raises(InputError, match="local-expectation"):
+        LocalExpectation().estimate(p, 1, torch.Generator().manual_seed(0))
 
 
 def test_cost_counts_one_downstream_pass_per_hidden_unit():

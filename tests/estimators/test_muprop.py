@@ -57,6 +57,7 @@ SMALL = [
     "random:widths=2-2-3,points=2,seed=4,noise=uniform,encoding=01",
     "random:widths=2-3-2-2,points=2,seed=5,encoding=01,scale=2",
     "toy-arm4",
+    "conv-tiny:points=3,encoding=01",
 ]
 
 

@@ -65,6 +65,7 @@ SMALL = [
     "random:widths=2-2-2,points=3,seed=2,encoding=01,loss=softmax",
     "random:widths=3-2-2-2,points=2,seed=3,noise=gaussian",
     "random:widths=2-2-3,points=2,seed=4,noise=uniform,encoding=01",
+    "conv-tiny:points=3",
 ]
 
 

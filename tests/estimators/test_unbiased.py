@@ -24,8 +24,8 @@ Design (stated once, enforced by assertions):
   instead of $\sigma(|\phi|)$, and MuProp without its analytic correction term.
 
 The problems were picked (seeds scanned once) so that no parameter group has a vanishing gradient
-relative to the estimators' noise; they cover both encodings, the logistic and softmax losses and
-logistic, Gaussian and uniform noise.
+relative to the estimators' noise; they cover both encodings, the logistic and softmax losses,
+logistic, Gaussian and uniform noise, depths 2 and 3, and a convolutional network (slow tier).
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ PROBLEMS = {
     "deep-01-logistic": ("random:widths=2-3-3-3,points=8,encoding=01,scale=2,seed=8", None, 0.1, 4_000_000, True,
                          ESTIMATORS),
     "psa-2-5-5-5-sub10": ("psa-2-5-5-5", slice(0, 200, 20), 0.3, 30_000_000, True, PSA_ESTIMATORS),
+    "conv-tiny": ("conv-tiny:seed=10", None, 0.1, 4_000_000, True, FAMILY),
 }
 
 
