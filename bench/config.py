@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from estimators.errors import InputError
 
-__all__ = ["SweepConfig", "load_toml", "PRESETS"]
+__all__ = ["SweepConfig", "load_toml", "PRESETS", "PRESET_EXECUTORS"]
 
 
 @dataclass(frozen=True)
@@ -119,9 +119,13 @@ PRESETS: dict[str, dict] = {
     ),
     "scaling": dict(
         name="scaling",
-        problems=tuple(f"random:widths=4-{w}-{w}-{w},points=64,scale=1.0" for w in (2, 4, 6, 8, 10))
+        problems=tuple(f"random:widths=4-{w}-{w}-{w},points=64,scale=1.0" for w in (2, 4, 6, 8, 10, 12))
         + tuple("random:widths=4" + "-6" * d + ",points=64,scale=1.0" for d in (1, 2, 4, 6, 8)),
         estimators=("psa", "st", "reinforce", "arm", "disarm", "concrete:tau=0.5", "tanh"),
         draws=2000,
     ),
 }
+
+#: Executor used by a preset when ``--executor`` is not given: ``(kind, workers)``.  ``psa2020``
+#: spreads its 60 tasks over two worker processes, one per core.
+PRESET_EXECUTORS: dict[str, tuple[str, int | None]] = {"psa2020": ("process", 2), "scaling": ("process", 2)}

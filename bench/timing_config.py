@@ -182,6 +182,11 @@ class Context:
                                   2 * n, t, peak_kind="measured CPU reciprocal limit"))
         return t.rate(2 * n)
 
+    def pct_measured(self, rate: float, kind: str) -> float | None:
+        """% of the *measured* achievable rate (copy for ``mem``, large GEMM for ``fp32``/``fp64``)."""
+        peak = self.measured("copy" if kind == "mem" else "gemm")
+        return 100.0 * rate / peak if peak else None
+
     def pct(self, rate: float, kind: str, measured: bool = True) -> tuple[float | None, str]:
         """(% of peak, peak kind) for a rate of ``kind`` ``fp32``/``fp64``/``mem``/``recip``.
 

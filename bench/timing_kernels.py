@@ -77,13 +77,15 @@ def run_sampling(ctx: Context) -> list[dict]:
     return [
         row("sampling", "sample_path", ctx.device, ctx.cfg.dtype, shape, "states/s", states, t["sample"],
             ratio=t["sample"].median / t["det"].median, ratio_to="det-forward", pct_peak=pct, peak_kind=kind,
-            bytes_per_s=t["sample"].rate(min_bytes)),
+            bytes_per_s=t["sample"].rate(min_bytes),
+            pct_of_measured_copy=ctx.pct_measured(t["sample"].rate(min_bytes), "mem") if ctx.cuda else None),
         row("sampling", "det-forward", ctx.device, ctx.cfg.dtype, shape, "states/s", states, t["det"]),
     ]
 
 
 def _estimators(ctx: Context, p) -> list:
-    specs = registry.names() if "*" in ctx.cfg.estimators else list(ctx.cfg.estimators)
+    specs = list(registry.names()) if "*" in ctx.cfg.estimators else []
+    specs += [s for s in ctx.cfg.estimators if s != "*" and s not in specs]  # "*,psa:kernel=fused" adds a variant
     out = []
     for spec in specs:
         est = registry.get(spec)  # InputError for an unknown name: exit 2

@@ -93,6 +93,7 @@ def run_psa_fc(ctx: Context) -> list[dict]:
         pct, kind = ctx.pct(gemm.rate(2 * terms), "fp32" if ctx.dtype != torch.float64 else "fp64")
         rows.append(row("psa-fc", "gemm", ctx.device, ctx.cfg.dtype, shape, "FLOP/s", 2 * terms, gemm,
                         pct_peak=pct, peak_kind=kind, terms_per_s=gemm.rate(terms),
+                        pct_of_measured_gemm=ctx.pct_measured(gemm.rate(2 * terms), "fp32") if ctx.cuda else None,
                         peak_extra_bytes=peak_extra_bytes(fns["gemm"], ctx.device)))
         dW = t["gemm-dW"]
         rows.append(row("psa-fc", "gemm-dW", ctx.device, ctx.cfg.dtype, shape, "FLOP/s", 2 * terms, dW,

@@ -220,8 +220,12 @@ class Problem:
         pairs = list(zip(self.weights, self.biases)) + [(self.head_weight, self.head_bias)]
         return [torch.cat([w.reshape(-1), b]) for w, b in pairs]
 
-    def with_group_params(self, flat: Sequence[torch.Tensor]) -> "Problem":
-        """A copy with parameters taken from per-group flat vectors (the inverse of :meth:`group_params`)."""
+    def with_group_params(self, flat: Sequence[torch.Tensor], validate: bool = True) -> "Problem":
+        """A copy with parameters taken from per-group flat vectors (the inverse of :meth:`group_params`).
+
+        ``validate=False`` skips the finiteness and label checks (the shapes are still checked): for
+        inner loops such as training steps, which watch for divergence themselves.
+        """
         shapes = [(w.shape, b.shape) for w, b in zip(self.weights, self.biases)]
         shapes.append((self.head_weight.shape, self.head_bias.shape))
         if len(flat) != len(shapes):
@@ -232,12 +236,13 @@ class Problem:
             if v.numel() != nw + bs.numel():
                 raise InputError(f"parameter group has {v.numel()} entries, expected {nw + bs.numel()}")
             out.append((v[:nw].reshape(ws), v[nw:].reshape(bs)))
-        return self.replace(
-            weights=tuple(w for w, _ in out[:-1]),
-            biases=tuple(b for _, b in out[:-1]),
-            head_weight=out[-1][0],
-            head_bias=out[-1][1],
-        )
+        changes = dict(weights=tuple(w for w, _ in out[:-1]), biases=tuple(b for _, b in out[:-1]),
+                       head_weight=out[-1][0], head_bias=out[-1][1])
+        if validate:
+            return self.replace(**changes)
+        fast = object.__new__(Problem)
+        fast.__dict__.update(self.__dict__, **changes)
+        return fast
 
     def to(self, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> "Problem":
         """Move parameters and data; integer labels keep their dtype."""

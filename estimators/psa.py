@@ -24,14 +24,17 @@ import torch
 from .base import Cost, Estimator
 from .errors import InputError
 from .model import Path, Problem, head_grad, layer_grad, sample_path
-from .psa_conv_fused import CONV_VARIANTS
+from .psa_conv_fused import CONV_VARIANTS, select_conv_flip_backward
 from .psa_kernel import flip_backward, flip_backward_fused
+from .psa_kernel_cuda import select_flip_backward
 from .registry import register
 
 __all__ = ["PSA", "last_layer_flips"]
 
 HEADS = ("plain", "flip-mixed")
-KERNELS = {"eager": flip_backward, "fused": flip_backward_fused}
+#: ``auto`` picks per problem (device, noise, dtype): :func:`~estimators.psa_kernel_cuda.select_flip_backward`
+#: for fully connected layers and :func:`~estimators.psa_conv_fused.select_conv_flip_backward` for conv layers.
+KERNELS = {"eager": flip_backward, "fused": flip_backward_fused, "auto": None}
 
 
 def last_layer_flips(problem: Problem, xL: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -66,9 +69,10 @@ class PSA(Estimator):
         head: ``plain`` (default) or ``flip-mixed`` (spec §3.6): the head gradient of
             $E=f(x)(1-\sum_i\pi_i)+\sum_if(x_{\downarrow i})\pi_i$, $\pi_i=(1-p(x^L_i\mid x^{L-1}))/n_L$
             held constant — unbiased, usually lower variance; hidden gradients are unchanged.
-        kernel: ``eager`` (default) or ``fused`` (``torch.compile``d ratio form; logistic only).
-            Convolutional layers use the matching conv kernel of :mod:`estimators.psa_conv`
-            (eager ratio convolution) or :mod:`estimators.psa_conv_fused` (compiled).
+        kernel: ``eager`` (default), ``fused`` (``torch.compile``d ratio form; logistic only) or
+            ``auto`` (the fastest available for the problem's device, noise and dtype: Triton on
+            CUDA).  Convolutional layers use the matching conv kernel of :mod:`estimators.psa_conv`
+            (eager ratio convolution) or :mod:`estimators.psa_conv_fused` (compiled / Triton).
 
     Cost per draw: one sampled pass ($L$ layer evaluations), $1+n_L$ head evaluations and one
     backward pass whose hidden layers cost a CDF per multiply-add ($B\,n_{k}n_{k+1}$ terms).
@@ -99,7 +103,11 @@ class PSA(Estimator):
     def from_path(self, problem: Problem, path: Path) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` (layers, then head) of the given sampled path."""
         law, s = problem.noise_law, problem.flip_scale
-        kernel, conv_kernel = KERNELS[self.kernel], CONV_VARIANTS[self.kernel]
+        if self.kernel == "auto":
+            kernel = select_flip_backward(problem.device, law, problem.dtype)
+            conv_kernel = select_conv_flip_backward(problem.device, law, problem.dtype)
+        else:
+            kernel, conv_kernel = KERNELS[self.kernel], CONV_VARIANTS[self.kernel]
         xL = path.x[-1]
         eta, eta_flip, f0, f_flip = last_layer_flips(problem, xL)
         Dk = f0.unsqueeze(-1) - f_flip  # [D, B, n_L], exact

@@ -64,13 +64,13 @@ def train_reinforce(problem: Problem, epochs: int = 2000, seed: int = 0, save=No
         perm = torch.as_tensor(order_rng.permutation(B))
         for start in range(0, B, BATCH):
             idx = perm[start : start + BATCH]
-            batch = p.with_group_params(params).subset(idx)
+            batch = p.with_group_params(params, validate=False).subset(idx)
             grads = est.estimate(batch, 1, gen)
             for v, t, gname in zip(velocity, params, p.group_names):
                 v.mul_(MOMENTUM).add_(grads[gname][0])
                 t.sub_(LR * v)
         if save is not None and epoch in CHECKPOINT_EPOCHS:
-            save(epoch, p.with_group_params(params))
+            save(epoch, p.with_group_params(params))  # validated: a diverged network is refused here
     return p.with_group_params(params)
 
 

@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--memory-budget", type=float, metavar="GIB", help="exact-reference memory budget (GiB)")
     p.add_argument("--name", help="run name (default: the preset's or config file's)")
     p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default: ./{DEFAULT_DB})")
-    p.add_argument("--executor", choices=EXECUTORS, default="inprocess")
+    p.add_argument("--executor", choices=EXECUTORS,
+                   help="inprocess (default; psa2020 and scaling use 'process' with 2 workers), process, dask, dask-local")
     p.add_argument("--workers", type=int, help="workers for process / dask-local executors")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="Dask scheduler address (--executor dask)")
     p.add_argument("--label", default="", help="free-text label stored with the run")
@@ -95,8 +96,14 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from bench.sweep import run_sweep
 
+    from bench.config import PRESET_EXECUTORS
+
     cfg = build_config(args)
-    out = run_sweep(cfg, args.db, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
+    executor, workers = args.executor, args.workers
+    if executor is None:
+        executor, hinted = PRESET_EXECUTORS.get(args.preset or "", ("inprocess", None))
+        workers = workers or hinted
+    out = run_sweep(cfg, args.db, executor=executor, workers=workers, scheduler=args.scheduler,
                     label=args.label, fresh=args.fresh)
     for note in out.skipped:
         print(f"note: skipped {note}", file=sys.stderr)

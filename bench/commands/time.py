@@ -93,7 +93,7 @@ def measure_all(cfg, progress=True) -> tuple[list[dict], list[str], object]:
     return ctx.peak_rows + rows, ctx.notes, ctx
 
 
-def _manifest(cfg, label: str, ctx, targets, notes, meta_start) -> dict:
+def _manifest(cfg, label: str, ctx, targets, notes, meta_start, threads: int) -> dict:
     import torch
 
     from bench.manifest import build_manifest
@@ -101,7 +101,7 @@ def _manifest(cfg, label: str, ctx, targets, notes, meta_start) -> dict:
 
     m = build_manifest(config=cfg.as_dict(), config_hash=cfg.hash(), root_seed=cfg.seed, device=cfg.device,
                        preset="time", label=label)
-    m.update(kind="timing", peaks=ctx.peaks.as_dict(), targets=targets, notes=notes,
+    m.update(kind="timing", threads=threads, peaks=ctx.peaks.as_dict(), targets=targets, notes=notes,
              interop_threads=torch.get_num_interop_threads(), loadavg=list(os.getloadavg()),
              tf32_matmul=torch.backends.cuda.matmul.allow_tf32, cudnn_tf32=torch.backends.cudnn.allow_tf32)
     if meta_start is not None:
@@ -128,6 +128,7 @@ def time_and_store(cfg, args) -> tuple[str | None, list[dict], list[dict], list[
     if cfg.clock == "cpu" and torch.get_num_threads() != 1:
         torch.set_num_threads(old_threads)
         raise InputError("--clock cpu measures process CPU time, which equals wall time only with --threads 1")
+    threads = torch.get_num_threads()
     try:
         rows, notes, ctx = measure_all(cfg)
     finally:
@@ -138,10 +139,21 @@ def time_and_store(cfg, args) -> tuple[str | None, list[dict], list[dict], list[
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
         run_id = f"time-{stamp}-{secrets.token_hex(3)}"
         with Store(args.db, create=True) as store:
-            store.create_run(run_id, _manifest(cfg, args.label, ctx, targets, notes, meta_start), cfg.hash(),
+            store.create_run(run_id, _manifest(cfg, args.label, ctx, targets, notes, meta_start, threads), cfg.hash(),
                              args.label, "time")
             store.add_timings(run_id, rows)
     return run_id, rows, targets, notes
+
+
+def _no_nan(obj):
+    """NaN (e.g. the IQR of a single run) -> null, so the output is strict JSON."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
+    return obj
 
 
 def _print(args, run_id, rows, targets, notes) -> None:
@@ -150,7 +162,8 @@ def _print(args, run_id, rows, targets, notes) -> None:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"run_id": run_id, "rows": rows, "targets": targets, "notes": notes}, default=str))
+        out = {"run_id": run_id, "rows": rows, "targets": targets, "notes": notes}
+        print(json.dumps(_no_nan(out), default=str, allow_nan=False))
         return
     print(format_table(rows, markdown=args.markdown))
     if targets:

@@ -38,7 +38,9 @@ def tiny_run(tmp_path_factory):
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         code = main(TINY + ["--db", str(db), "--json"])
-    return code, json.loads(buf.getvalue()), db
+    text = buf.getvalue()
+    assert "NaN" not in text  # strict JSON
+    return code, json.loads(text), db
 
 
 def test_json_rows_are_stored_with_manifest(tiny_run):
@@ -54,6 +56,7 @@ def test_json_rows_are_stored_with_manifest(tiny_run):
     for key in ("threads", "matmul_precision", "device_name", "peaks", "targets", "torch"):
         assert key in manifest
     assert manifest["kind"] == "timing" and manifest["config"]["batch"] == 8
+    assert manifest["threads"] == out["rows"][0]["extra"]["threads"]
 
 
 def test_rows_are_consistent(tiny_run):
@@ -62,7 +65,7 @@ def test_rows_are_consistent(tiny_run):
     for r in rows:
         if r["median_s"] is not None:
             assert r["median_s"] > 0 and r["items_per_s"] > 0
-            assert math.isnan(r["iqr_s"]) or r["iqr_s"] >= 0
+            assert r["iqr_s"] is None or r["iqr_s"] >= 0  # null: a single run
     psa = [r for r in rows if r["kernel"] == "psa-fc"]
     for shape in {r["shape"] for r in psa}:
         gemm = next(r for r in psa if r["shape"] == shape and r["variant"] == "gemm")
@@ -140,6 +143,14 @@ def test_measure_and_single_runs():
     assert 0.002 <= t.median < 0.5 and t.runs >= 1 and not t.single and t.iqr >= 0
     t = measure(lambda: time.sleep(0.03), min_run_time=0.02, max_single_s=0.01)
     assert t.single and t.runs == 1 and t.median >= 0.03 and math.isnan(t.iqr)
+    calls = []
+
+    def compiles_first():  # a slow first call (compilation) must not make the function a single run
+        time.sleep(0.05 if not calls else 0.001)
+        calls.append(1)
+
+    t = measure(compiles_first, min_run_time=0.02, max_single_s=0.01)
+    assert not t.single and t.first_call_s >= 0.05 and 0.001 <= t.median < 0.05
     ts = measure_interleaved({"a": lambda: time.sleep(0.001), "b": lambda: time.sleep(0.004)}, min_run_time=0.04, rounds=2)
     assert ts["a"].median < ts["b"].median and ts["b"].median >= 0.004
 

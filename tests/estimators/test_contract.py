@@ -149,3 +149,55 @@ def test_bad_draws_and_declarations(name):
     assert isinstance(cls.unbiased, bool) and cls.paths_per_draw >= 1 and cls.summary
     with pytest.raises(InputError):
         _estimate(name, _problem(name), 0, draws=0)
+
+
+# ---- convolutional networks: the same contract through the conv code paths (spec §3.8) ----------------------
+#: stride 2 with padding then a 1x1 layer; and a 5x5 kernel with padding 1 then a 3x3 stride-1 layer
+CONV_SPECS = ["conv:input=2x5x5,channels=2-3,kernels=3-1,strides=2-1,paddings=1-0,points=4,seed=1",
+              "conv:input=1x6x5,channels=2-2,kernels=5-3,strides=1-1,paddings=1-0,points=3,seed=2"]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread (a second only adds barrier waits)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _conv_problem(name, spec, encoding, dtype=torch.float64, scale=None, device="cpu"):
+    from reference.presets import build_problem
+
+    cls = _cls(name)
+    nz = "logistic" if "logistic" in cls.noises else cls.noises[0]
+    p = build_problem(f"{spec},encoding={encoding},noise={nz}" + (f",scale={scale}" if scale else ""))
+    return p.to(dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("spec", CONV_SPECS, ids=["s2p1-1x1", "k5p1-k3"])
+def test_conv_output_contract(name, encoding, spec, dtype, device, one_thread):
+    if encoding not in _cls(name).encodings:
+        pytest.skip(f"{name} does not support {encoding}")
+    p = _conv_problem(name, spec, encoding, dtype, device=device)
+    assert p.is_conv
+    _assert_contract(p, _estimate(name, p, 0, device))
+    est = registry.get(name)
+    if est.path_deterministic:
+        want = est.from_path(p, sample_path(p, DRAWS, torch.Generator(device=device).manual_seed(0)))
+        got = _estimate(name, p, 0, device)
+        for name_g, w in zip(p.group_names, want):
+            assert torch.equal(got[name_g], w)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_conv_finite_at_large_preactivations(name, encoding, dtype, one_thread):
+    if encoding not in _cls(name).encodings:
+        pytest.skip(f"{name} does not support {encoding}")
+    p = _conv_problem(name, CONV_SPECS[0], encoding, dtype, scale=60)
+    path = sample_path(p, 8, torch.Generator().manual_seed(1))
+    assert max(float(a.abs().max()) for a in path.a) >= 50  # the premise of the test
+    _assert_contract(p, _estimate(name, p, 1, draws=8), draws=8)

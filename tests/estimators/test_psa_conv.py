@@ -31,6 +31,15 @@ NOISES = ("logistic", "gaussian", "uniform")
 GEOMS = list(itertools.product((1, 3, 5), (1, 2), (0, 1)))
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one intra-op thread (a second one only adds barrier waits, badly so on a loaded machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _inputs(geom: ConvGeom, c_out: int, dtype, gen, D=2, B=3, a_scale=3.0, w_scale=1.0):
     ho, wo = geom.out_hw()
     x = (torch.rand(D, B, geom.in_size, generator=gen) < 0.5).to(dtype) * 2 - 1

@@ -1,0 +1,182 @@
+r"""Convolutional kernels of ``sbn-bench time``: PSA's conv backward per layer, and whole-network draws.
+
+- ``psa-conv`` — for every hidden layer pair of the conv network (default CIFAR_S1, spec §7, at
+  ``conv_batch`` = 16 points, one draw): PSA's flip-difference backward through that layer
+  (:mod:`estimators.psa_conv`, :mod:`estimators.psa_conv_fused`) against the framework's conv
+  backward of the same shape, i.e. ST's input gradient ``conv_transpose2d`` ($\delta\mapsto
+  \partial f/\partial x$, the operation PSA's kernel replaces), measured interleaved.  Items are PSA
+  *terms*, $N\,C_{in}K^2C_{out}H_oW_o$ per call (one (sample, input unit, output unit) pair each, one
+  reciprocal each for the ratio form) — the multiply-adds of the conv backward.  Rows give terms/s,
+  the ratio to the conv backward, ``ratio_layer_backward`` (both plus the identical weight gradient)
+  and % of the reciprocal limit (CUDA: the device's special-function throughput; CPU: the measured
+  ``reciprocal_`` rate).  A ``total`` row sums the medians over the layers (the backward of the
+  whole network's hidden layers).  Variants: ``eager`` (ratio convolution in eager torch), ``fused``
+  (compiled row kernel), ``cuda`` (Triton; CUDA only), ``reference`` (unfold, materialised; only
+  while a layer has at most ``reference_max_elems`` terms); ``auto`` marks the automatic choice.
+- ``draw-conv`` — whole-network gradient draws per second on the conv network at
+  ``conv_draw_batch`` = 64 points: PSA (``kernel=auto``) and deep ST against a deterministic
+  forward + backward of the same network (mean-field units), measured interleaved.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from estimators import registry
+from estimators.noise import get_noise
+from estimators.psa_conv import conv_flip_backward, conv_flip_backward_reference
+from estimators.psa_conv_fused import conv_flip_backward_cuda, conv_flip_backward_fused, select_conv_flip_backward
+
+from .timing import row
+from .timing_config import Context
+from .timing_kernels import det_forward_backward
+
+__all__ = ["run_psa_conv", "run_draw_conv", "conv_network", "CONV_KERNELS", "conv_targets"]
+
+CONV_KERNELS = ("psa-conv", "draw-conv")
+VARIANT_FNS = {
+    "eager": conv_flip_backward,
+    "fused": conv_flip_backward_fused,
+    "cuda": conv_flip_backward_cuda,
+    "reference": conv_flip_backward_reference,
+}
+DRAW_ESTIMATORS = ("psa:kernel=auto", "st")
+
+
+def conv_network(ctx: Context, points: int):
+    """The configured conv network (``conv_net``, a preset spec) with ``points`` random data points."""
+    from reference.presets import build_problem
+
+    spec = ctx.cfg.conv_net
+    p = build_problem(spec + ("," if ":" in spec else ":") + f"points={points},seed={ctx.cfg.seed}")
+    return p.to(dtype=ctx.dtype, device=ctx.device)
+
+
+def _layer(ctx: Context, p, k: int):
+    """Random inputs of layer pair ``k``: states of layer k, pre-activations of layer k+1, h, ST's delta."""
+    g = ctx.generator(200 + k)
+    x = torch.randint(0, 2, (1, p.batch_size, p.widths[k]), generator=g, device=ctx.device).to(ctx.dtype) * 2 - 1
+    a = p.preact(k, p.enc(x))
+    h = torch.randn(a.shape, generator=g, device=ctx.device, dtype=ctx.dtype)
+    return x, a, h
+
+
+def _variants(ctx: Context, terms: float) -> list[str]:
+    out = []
+    for v in ctx.cfg.psa_variants:
+        if v not in VARIANT_FNS or (v == "cuda" and not ctx.cuda):
+            continue
+        if v == "reference" and terms > ctx.cfg.reference_max_elems:
+            continue
+        out.append(v)
+    return out
+
+
+def run_psa_conv(ctx: Context) -> list[dict]:
+    p = conv_network(ctx, ctx.cfg.conv_batch)
+    noise = get_noise("logistic")
+    auto_fn = select_conv_flip_backward(ctx.device, noise, ctx.dtype)
+    auto = next((k for k, f in VARIANT_FNS.items() if f is auto_fn), "")
+    rows, totals = [], {}
+    for k in range(1, p.depth):
+        geom, W = p.conv[k], p.weights[k]
+        if geom is None:
+            continue
+        x, a, h = _layer(ctx, p, k)
+        terms = float(p.batch_size) * a.shape[-1] * geom.channels * geom.kernel**2
+        fns = {"conv-bwd": lambda k=k, h=h: p.input_grad(k, h),
+               "conv-bwd-dW": lambda k=k, h=h, x=x: p.param_grad(k, h, p.enc(x))}
+        variants = _variants(ctx, terms)
+        for v in variants:
+            fns[v] = (lambda f=VARIANT_FNS[v], x=x, a=a, W=W, h=h, geom=geom:
+                      f(x, a, W, h, geom, noise, p.flip_scale))
+        slow = {v: fns.pop(v) for v in ("reference",) if v in fns}
+        t = ctx.measure(fns)
+        if slow:  # the naive formula is far slower: timed alone
+            t.update(ctx.measure(slow, rounds=1, warmup=1, max_single_s=min(ctx.cfg.max_single_s, 2.0)))
+        shape = f"L{k + 1} B={p.batch_size} {geom.channels}x{geom.height}x{geom.width} k{geom.kernel}s{geom.stride}" \
+                f"p{geom.padding} ->{W.shape[0]}"
+        bwd, dW = t["conv-bwd"], t["conv-bwd-dW"]
+        fp = "fp32" if ctx.dtype != torch.float64 else "fp64"
+        rows.append(row("psa-conv", "conv-bwd", ctx.device, ctx.cfg.dtype, shape, "FLOP/s", 2 * terms, bwd,
+                        pct_peak=ctx.pct(bwd.rate(2 * terms), fp)[0], peak_kind=ctx.pct(bwd.rate(2 * terms), fp)[1],
+                        terms_per_s=bwd.rate(terms)))
+        totals.setdefault("conv-bwd", [0.0, 0.0])
+        totals["conv-bwd"][0] += bwd.median
+        totals["conv-bwd"][1] += terms
+        totals.setdefault("conv-bwd-dW", [0.0, 0.0])
+        totals["conv-bwd-dW"][0] += dW.median
+        for v in variants:
+            tm = t[v]
+            pct, kind = ctx.pct(tm.rate(terms), "recip")
+            rows.append(row("psa-conv", v, ctx.device, ctx.cfg.dtype, shape, "terms/s", terms, tm,
+                            ratio=tm.median / bwd.median, ratio_to="conv-bwd", pct_peak=pct, peak_kind=kind,
+                            ratio_layer_backward=(tm.median + dW.median) / (bwd.median + dW.median),
+                            auto=(v == auto) or None))
+            totals.setdefault(v, [0.0, 0.0])
+            totals[v][0] += tm.median
+            totals[v][1] += terms
+    if totals:
+        rows.extend(_total_rows(ctx, p, totals, auto))
+    return rows
+
+
+def _total_rows(ctx: Context, p, totals: dict, auto: str) -> list[dict]:
+    from .timing import Timing
+
+    base, terms = totals["conv-bwd"]
+    shape = f"all hidden layers B={p.batch_size} {p.name}"
+    out = []
+    for v, (secs, n) in totals.items():
+        if v == "conv-bwd-dW" or (v != "conv-bwd" and n != terms):  # a variant skipped on some layer: no total
+            continue
+        tm = Timing(median=secs, iqr=float("nan"), runs=0, first_call_s=float("nan"))
+        if v == "conv-bwd":
+            out.append(row("psa-conv-total", v, ctx.device, ctx.cfg.dtype, shape, "terms/s", terms, tm))
+            continue
+        pct, kind = ctx.pct(tm.rate(terms), "recip")
+        dW = totals["conv-bwd-dW"][0]
+        out.append(row("psa-conv-total", v, ctx.device, ctx.cfg.dtype, shape, "terms/s", terms, tm,
+                       ratio=secs / base, ratio_to="conv-bwd", pct_peak=pct, peak_kind=kind,
+                       ratio_layer_backward=(secs + dW) / (base + dW), auto=(v == auto) or None))
+    return out
+
+
+def run_draw_conv(ctx: Context) -> list[dict]:
+    p = conv_network(ctx, ctx.cfg.conv_draw_batch)
+    fns = {"det-fwd-bwd": lambda: det_forward_backward(p, 1)}
+    for i, spec in enumerate(DRAW_ESTIMATORS):
+        est, gen = registry.get(spec), ctx.generator(300 + i)
+        fns[spec] = lambda est=est, gen=gen: est.estimate(p, 1, gen)
+    t = ctx.measure(fns)
+    base, st = t["det-fwd-bwd"].median, t["st"].median
+    shape = f"D=1 B={p.batch_size} {p.name}"
+    rows = [row("draw-conv", "det-fwd-bwd", ctx.device, ctx.cfg.dtype, shape, "draws/s", 1, t["det-fwd-bwd"])]
+    for spec in DRAW_ESTIMATORS:
+        rows.append(row("draw-conv", spec, ctx.device, ctx.cfg.dtype, shape, "draws/s", 1, t[spec],
+                        ratio=t[spec].median / base, ratio_to="det-fwd-bwd", ratio_to_st=t[spec].median / st))
+    return rows
+
+
+def conv_targets(rows: list[dict], cfg) -> list[dict]:
+    """Issue targets: CPU, PSA conv backward <= 15x the conv backward per CIFAR_S1 layer at batch 16 (best
+    non-reference variant, and the all-layer total); GPU: >= 40% of the reciprocal limit."""
+    from .timing_report import _target
+
+    out = []
+    cuda = cfg.device.startswith("cuda")
+    applies = cfg.conv_net.split(":")[0] == "cifar-s1" and cfg.conv_batch == 16 and cfg.dtype == "float32"
+    for kernel in ("psa-conv", "psa-conv-total"):
+        psa = [r for r in rows if r["kernel"] == kernel and r["ratio_to"] == "conv-bwd" and r["variant"] != "reference"]
+        for shape in dict.fromkeys(r["shape"] for r in psa):
+            cands = [r for r in psa if r["shape"] == shape]
+            if not cuda:
+                best = min(cands, key=lambda r: r["ratio"])
+                out.append(_target("PSA conv backward / conv backward (CPU)", shape, best["variant"], best["ratio"],
+                                   15.0, "<=", applies))
+            else:
+                top = max((r for r in cands if r["pct_peak"] is not None), key=lambda r: r["pct_peak"], default=None)
+                if top is not None:
+                    out.append(_target("PSA conv backward, % of reciprocal limit (GPU)", shape, top["variant"],
+                                       top["pct_peak"], 40.0, ">=", applies))
+    return out
