@@ -78,7 +78,10 @@ def _accuracy_run(run: RunResults) -> bool:
     """A gradient-accuracy run: it has scores, or none of its tasks finished (so failures are shown per problem).
 
     A training run has finished tasks but no score rows; its results are curves (see training_section).
+    A timing run has no tasks at all; its results are the timings.
     """
+    if run.tasks.empty:
+        return False
     return not run.scores.empty or not (run.tasks["status"] == "done").any()
 
 
