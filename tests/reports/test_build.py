@@ -56,7 +56,7 @@ def test_two_runs_one_report(tmp_path, synthetic_run):
 
 def test_bad_input(tmp_path, synthetic_run):
     run = synthetic_run()
-    empty = RunResults(run.manifest, run.tasks.iloc[0:0], run.scores.iloc[0:0], run.timings)
+    empty = RunResults(run.manifest, run.tasks.iloc[0:0], run.scores.iloc[0:0], run.timings.iloc[0:0])
     with pytest.raises(ReportError, match="run r20240101-abc is empty"):
         build_report([empty], tmp_path / "a")
     with pytest.raises(ReportError, match="no runs"):
