@@ -140,7 +140,6 @@ def conv_flip_backward(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: 
     ci = max(1, min(C, budget // max(c_out, 1)))  # input channels per tile
     rows = max(1, budget // (ci * max(c_out, 1)))  # output positions per tile
     term = torch.empty(R, C, dtype=a.dtype, device=a.device)
-    one = torch.ones((), dtype=a.dtype, device=a.device)
     for du in range(K):
         for dv in range(K):
             xr = _rows(xp[:, :, du:du + s * (ho - 1) + 1:s, dv:dv + s * (wo - 1) + 1:s])  # [R, C_in]
@@ -155,7 +154,7 @@ def conv_flip_backward(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: 
                     r1 = min(R, r0 + rows)
                     if ratio:  # 1 / (1 + A E^x); lerp selects (2x faster than where with broadcasting)
                         tile = torch.lerp(Em[c0:c1], Ep[c0:c1], on[r0:r1, c0:c1])
-                        torch.addcmul(one, tile, A[r0:r1, None, :], out=tile).reciprocal_()
+                        tile.mul_(A[r0:r1, None, :]).add_(1.0).reciprocal_()
                     else:
                         tile = torch.addcmul(ar[r0:r1, None, :], xr[r0:r1, c0:c1, None], Wt[None, c0:c1],
                                              value=-flip_scale)

@@ -151,7 +151,7 @@ def test_timing_table_drops_empty_columns(synthetic_run):
 
 
 @pytest.mark.parametrize("breaker, message", [
-    (lambda r: RunResults(r.manifest, r.tasks.iloc[0:0], r.scores.iloc[0:0], r.timings), "is empty"),
+    (lambda r: RunResults(r.manifest, r.tasks.iloc[0:0], r.scores.iloc[0:0], r.timings.iloc[0:0]), "is empty"),
     (lambda r: RunResults(r.manifest, r.tasks.drop(columns="status"), r.scores, r.timings), "lacks column"),
     (lambda r: RunResults(r.manifest, r.tasks.assign(status="running"), r.scores, r.timings), "unknown task status"),
     (lambda r: RunResults(r.manifest, r.tasks.iloc[1:], r.scores, r.timings), "not in the tasks table"),
