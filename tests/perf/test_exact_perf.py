@@ -1,0 +1,27 @@
+"""Exact reference benchmarks (issue targets: psa-2-5-5-5 with 200 points well under 50 ms on one core;
+2-10-10-10-1 with 200 points under 2 s; widths up to 12 within the memory guard)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reference.exact import exact
+from reference.presets import build_problem
+
+
+@pytest.fixture(autouse=True)
+def _one_core():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("spec", ["psa-2-5-5-5", "random:widths=2-10-10-10,points=200", "random:widths=2-12-12,points=200"])
+@pytest.mark.benchmark(group="exact-reference", warmup=True, min_rounds=3)
+def test_exact_loss_and_gradient(benchmark, spec):
+    problem = build_problem(spec)
+    result = benchmark(exact, problem)
+    assert torch.isfinite(result.flat).all()
+    benchmark.extra_info.update(problem=spec, points=problem.batch_size, widths=list(problem.widths))
