@@ -4,7 +4,8 @@
    with a time limit, so the Triton / compiled kernels are checked against the reference first;
 2. the CUDA timing table: peaks, sampling, estimator draws, PSA's FC backward against a dense
    GEMM at widths 1024 and 4096 (with % of the reciprocal limit), its extra memory, the exact
-   reference — stored in the results database like any ``sbn-bench time`` run;
+   reference, PSA's conv backward per CIFAR_S1 layer and CIFAR_S1 draws (:mod:`bench.timing_conv`) —
+   stored in the results database like any ``sbn-bench time`` run;
 3. the table as Markdown (for the README) and the targets.
 
 Exit code 1 when the CUDA tests fail, 2 without a CUDA device.
@@ -24,7 +25,8 @@ __all__ = ["run_gpu_suite", "GPU_SUITE"]
 #: the timing part's settings (flags given on the command line override them).
 GPU_SUITE = dict(device="cuda", widths=(1024, 4096), batch=256, net="256-1024-1024-1024-1024",
                  mem_widths=(2048,), psa_variants=("eager", "fused", "cuda", "reference"),
-                 min_run_time=0.3, rounds=2, max_single_s=2.0)
+                 min_run_time=0.3, rounds=2, max_single_s=2.0,
+                 kernels=("peaks", "sampling", "draw", "psa-fc", "psa-fc-mem", "exact", "psa-conv", "draw-conv"))
 TEST_LIMIT_S = 150
 
 

@@ -20,9 +20,11 @@ from estimators.errors import InputError
 from .peaks import Peaks, device_peaks
 from .timing import CLOCKS, measure_interleaved, row
 
-__all__ = ["TimeConfig", "Context", "KERNELS", "PSA_VARIANTS"]
+__all__ = ["TimeConfig", "Context", "KERNELS", "DEFAULT_KERNELS", "PSA_VARIANTS"]
 
-KERNELS = ("peaks", "sampling", "draw", "psa-fc", "psa-fc-mem", "exact")
+DEFAULT_KERNELS = ("peaks", "sampling", "draw", "psa-fc", "psa-fc-mem", "exact")
+#: convolutional kernels (bench.timing_conv): opt-in, CIFAR_S1-sized by default
+KERNELS = DEFAULT_KERNELS + ("psa-conv", "draw-conv")
 PSA_VARIANTS = ("eager", "fused", "ratio", "cuda", "reference")
 
 
@@ -31,7 +33,7 @@ class TimeConfig:
     """What to time.  ``widths`` are square FC layer sizes for ``psa-fc``; ``net`` is the network of ``sampling``/``draw``."""
 
     device: str = "cpu"
-    kernels: tuple[str, ...] = KERNELS
+    kernels: tuple[str, ...] = DEFAULT_KERNELS
     widths: tuple[int, ...] = (512, 1024)
     batch: int = 256
     dtype: str = "float32"
@@ -47,6 +49,9 @@ class TimeConfig:
     reference_max_elems: int = 2**27
     clock: str = "wall"
     seed: int = 0
+    conv_net: str = "cifar-s1"
+    conv_batch: int = 16
+    conv_draw_batch: int = 64
 
     def __post_init__(self) -> None:
         for name in ("kernels", "widths", "estimators", "mem_widths", "psa_variants"):
@@ -69,7 +74,7 @@ class TimeConfig:
         for name in ("widths", "mem_widths"):
             if any(not isinstance(w, int) or w < 1 for w in getattr(self, name)):
                 raise InputError(f"{name} must be positive integers, got {list(getattr(self, name))}")
-        for name in ("batch", "draws", "rounds"):
+        for name in ("batch", "draws", "rounds", "conv_batch", "conv_draw_batch"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.clock not in CLOCKS:
@@ -87,6 +92,10 @@ class TimeConfig:
                 registry.get(spec)  # unknown names and bad options fail before anything is measured
         if "exact" in self.kernels:
             build_problem(self.exact_problem)
+        if {"psa-conv", "draw-conv"} & set(self.kernels):
+            spec = self.conv_net + ("," if ":" in self.conv_net else ":") + "points=1"
+            if not build_problem(spec).is_conv:
+                raise InputError(f"--conv-net {self.conv_net!r} has no convolutional layer")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -9,7 +9,9 @@ r"""Convolutional kernels of ``sbn-bench time``: PSA's conv backward per layer, 
   reciprocal each for the ratio form) — the multiply-adds of the conv backward.  Rows give terms/s,
   the ratio to the conv backward, ``ratio_layer_backward`` (both plus the identical weight gradient)
   and % of the reciprocal limit (CUDA: the device's special-function throughput; CPU: the measured
-  ``reciprocal_`` rate).  A ``total`` row sums the medians over the layers (the backward of the
+  eager ``reciprocal_`` rate, plus ``pct_div_limit``: % of the measured throughput of a compiled,
+  cache-resident division-and-sum loop, the CPU's practical limit for one division per term, emitted
+  as the ``div-limit`` row).  A ``total`` row sums the medians over the layers (the backward of the
   whole network's hidden layers).  Variants: ``eager`` (ratio convolution in eager torch), ``fused``
   (compiled row kernel), ``cuda`` (Triton; CUDA only), ``reference`` (unfold, materialised; only
   while a layer has at most ``reference_max_elems`` terms); ``auto`` marks the automatic choice.
@@ -72,12 +74,42 @@ def _variants(ctx: Context, terms: float) -> list[str]:
     return out
 
 
+def _div_limit(ctx: Context) -> tuple[float | None, list[dict]]:
+    """CPU: divisions/s of a compiled ``sum_j a_i / b_j`` loop on L1/L2-resident operands (one division per term).
+
+    Measured only when the compiled variant is timed (it needs the same compiler).
+    """
+    if ctx.cuda or "fused" not in ctx.cfg.psa_variants:
+        return None, []
+    import warnings
+
+    g = ctx.generator(99)
+    num = torch.rand(256, 1, 192, generator=g, dtype=ctx.dtype) + 0.5
+    den = torch.rand(1, 256, 192, generator=g, dtype=ctx.dtype) + 0.5
+
+    def body(n, d):
+        return (n / d).sum(-1)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn = torch.compile(body, dynamic=False)
+            fn(num, den)
+            t = ctx.measure({"div": lambda: fn(num, den)}, rounds=1)["div"]
+    except Exception:  # noqa: BLE001 - no compiler: no limit to compare with
+        return None, []
+    items = float(num.numel() * den.shape[1])
+    return t.rate(items), [row("div-limit", "compiled a/b (L1)", ctx.device, ctx.cfg.dtype, "256x256x192", "div/s",
+                               items, t, peak_kind="measured CPU division limit")]
+
+
 def run_psa_conv(ctx: Context) -> list[dict]:
+    div_rate, rows0 = _div_limit(ctx)
     p = conv_network(ctx, ctx.cfg.conv_batch)
     noise = get_noise("logistic")
     auto_fn = select_conv_flip_backward(ctx.device, noise, ctx.dtype)
     auto = next((k for k, f in VARIANT_FNS.items() if f is auto_fn), "")
-    rows, totals = [], {}
+    rows, totals = rows0, {}
     for k in range(1, p.depth):
         geom, W = p.conv[k], p.weights[k]
         if geom is None:
@@ -112,16 +144,17 @@ def run_psa_conv(ctx: Context) -> list[dict]:
             rows.append(row("psa-conv", v, ctx.device, ctx.cfg.dtype, shape, "terms/s", terms, tm,
                             ratio=tm.median / bwd.median, ratio_to="conv-bwd", pct_peak=pct, peak_kind=kind,
                             ratio_layer_backward=(tm.median + dW.median) / (bwd.median + dW.median),
+                            pct_div_limit=100 * tm.rate(terms) / div_rate if div_rate else None,
                             auto=(v == auto) or None))
             totals.setdefault(v, [0.0, 0.0])
             totals[v][0] += tm.median
             totals[v][1] += terms
     if totals:
-        rows.extend(_total_rows(ctx, p, totals, auto))
+        rows.extend(_total_rows(ctx, p, totals, auto, div_rate))
     return rows
 
 
-def _total_rows(ctx: Context, p, totals: dict, auto: str) -> list[dict]:
+def _total_rows(ctx: Context, p, totals: dict, auto: str, div_rate: float | None) -> list[dict]:
     from .timing import Timing
 
     base, terms = totals["conv-bwd"]
@@ -138,7 +171,8 @@ def _total_rows(ctx: Context, p, totals: dict, auto: str) -> list[dict]:
         dW = totals["conv-bwd-dW"][0]
         out.append(row("psa-conv-total", v, ctx.device, ctx.cfg.dtype, shape, "terms/s", terms, tm,
                        ratio=secs / base, ratio_to="conv-bwd", pct_peak=pct, peak_kind=kind,
-                       ratio_layer_backward=(secs + dW) / (base + dW), auto=(v == auto) or None))
+                       ratio_layer_backward=(secs + dW) / (base + dW), auto=(v == auto) or None,
+                       pct_div_limit=100 * tm.rate(terms) / div_rate if div_rate else None))
     return out
 
 
@@ -164,6 +198,8 @@ def conv_targets(rows: list[dict], cfg) -> list[dict]:
     from .timing_report import _target
 
     out = []
+    if not any(r["kernel"] in ("psa-conv", "psa-conv-total") for r in rows):
+        return out
     cuda = cfg.device.startswith("cuda")
     applies = cfg.conv_net.split(":")[0] == "cifar-s1" and cfg.conv_batch == 16 and cfg.dtype == "float32"
     for kernel in ("psa-conv", "psa-conv-total"):

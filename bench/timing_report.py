@@ -8,6 +8,8 @@ never from absolute seconds:
 - a full PSA draw at most 5x a full ST draw (4-layer width-512 FC network);
 - PSA's FC backward needs at most 2x ST's extra peak memory (width 2048, batch 256);
 - CUDA: PSA's FC backward reaches at least 40% of the reciprocal limit.
+- (bench.timing_conv) CPU: PSA's conv backward at most 15x the conv backward per CIFAR_S1 layer at batch 16;
+  CUDA: at least 40% of the reciprocal limit.
 
 A target is reported for whatever sizes were measured; ``applies`` says whether they are the
 sizes the target was stated for.
@@ -101,6 +103,9 @@ def evaluate_targets(rows: list[dict], cfg) -> list[dict]:
             w = int(r["shape"].split()[-1].split("x")[0])
             out.append(_target("PSA backward extra peak memory / ST's", r["shape"], r["variant"], r["ratio"], 2.0, "<=",
                                w == 2048 and cfg.batch * cfg.draws == 256))
+    from .timing_conv import conv_targets  # psa-conv rows (CIFAR_S1 layers): <= 15x (CPU), >= 40% (GPU)
+
+    out.extend(conv_targets(rows, cfg))
     return out
 
 

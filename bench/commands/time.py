@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("time", help="time kernels (sampling, estimator draws, PSA's FC backward, exact reference)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default: cpu)")
-    p.add_argument("--kernels", metavar="LIST", help=f"comma list of {', '.join(KERNELS)} (default: all)")
+    p.add_argument("--kernels", metavar="LIST",
+                   help=f"comma list of {', '.join(KERNELS)} (default: all but the conv ones, psa-conv and draw-conv)")
     p.add_argument("--widths", metavar="W,W,...", help="square FC layer widths for psa-fc (default: 512,1024)")
     p.add_argument("--batch", type=int, help="data points per call (default: 256)")
     p.add_argument("--dtype", choices=("float32", "float64"), help="default: float32")
@@ -39,6 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--clock", choices=("wall", "cpu"),
                    help="wall (default) or cpu: process CPU time, for --threads 1 on a shared machine")
+    p.add_argument("--conv-net", metavar="SPEC", help="conv network of psa-conv/draw-conv (default: cifar-s1)")
+    p.add_argument("--conv-batch", type=int, help="data points per call for psa-conv (default: 16)")
+    p.add_argument("--conv-draw-batch", type=int, help="data points per draw for draw-conv (default: 64)")
     p.add_argument("--seed", type=int)
     p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default: ./{DEFAULT_DB})")
     p.add_argument("--no-store", action="store_true", help="print only; write nothing to the database")
@@ -72,7 +76,8 @@ def build_config(args: argparse.Namespace, **override):
                  estimators=tuple(split_estimators(args.estimators)) if args.estimators else None,
                  mem_widths=_ints(args.mem_widths, "--mem-widths"), psa_variants=_words(args.psa_variants),
                  exact_problem=args.exact_problem, min_run_time=args.min_time, rounds=args.rounds,
-                 max_single_s=args.max_single, clock=args.clock, seed=args.seed)
+                 max_single_s=args.max_single, clock=args.clock, seed=args.seed,
+                 conv_net=args.conv_net, conv_batch=args.conv_batch, conv_draw_batch=args.conv_draw_batch)
     flags.update(override)
     return TimeConfig(**{k: v for k, v in flags.items() if v is not None})
 
@@ -84,8 +89,11 @@ def measure_all(cfg, progress=True) -> tuple[list[dict], list[str], object]:
     from bench import timing_psa as tp
     from bench.timing_config import Context
 
+    from bench import timing_conv as tc
+
     suites = {"peaks": tk.run_peaks, "sampling": tk.run_sampling, "draw": tk.run_draws, "psa-fc": tp.run_psa_fc,
-              "psa-fc-mem": tp.run_psa_mem, "exact": tk.run_exact}
+              "psa-fc-mem": tp.run_psa_mem, "exact": tk.run_exact, "psa-conv": tc.run_psa_conv,
+              "draw-conv": tc.run_draw_conv}
     ctx = Context.create(cfg)
     rows: list[dict] = []
     for kernel in tqdm(cfg.kernels, desc="timing", file=sys.stderr, disable=None if progress else True):
