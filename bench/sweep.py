@@ -68,12 +68,25 @@ def _problems(cfg: SweepConfig) -> dict:
     return problems
 
 
-def _progress(total: int, desc: str):
+def _progress(total: int, desc: str, unit: str = "task"):
+    """A tqdm bar on stderr, silent when stderr is not a terminal (CI logs)."""
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
-    return tqdm(total=total, desc=desc, unit="task", file=sys.stderr, disable=None, leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False)
+
+
+def _submit(ex, executor: str, task: dict, cache: str):
+    """Submit one task; in-process tasks also get a progress bar over their draws (tqdm, stderr)."""
+    if executor != "inprocess":
+        return ex.submit(run_task, task, cache)
+    bar = _progress(task["draws"], f"{task['estimator']} | {task['problem']}", unit="draw")
+    try:
+        return ex.submit(run_task, task, cache, bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: int | None = None,
@@ -117,7 +130,7 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
                     task = next(queue, None)
                     if task is None:
                         break
-                    pending.add(ex.submit(run_task, task, cache))
+                    pending.add(_submit(ex, executor, task, cache))
                 if not pending:
                     break
                 finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)

@@ -174,3 +174,29 @@ def test_dask_local_cluster_executor(tmp_path, capsys):
     argv[-1] = ref
     assert main(argv) == 0
     pd.testing.assert_series_equal(_numbers(_scores(db).scores), _numbers(_scores(ref).scores))
+
+
+def test_inprocess_tasks_report_draw_progress(tmp_path, monkeypatch):
+    """In-process tasks drive a progress bar over their draws (tqdm on stderr; silent in non-terminals)."""
+    import bench.sweep as sweep
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, total, desc, unit="task"):
+            self.total, self.unit, self.n = total, unit, 0
+            seen.append(self)
+
+        def update(self, k=1):
+            self.n += k
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(sweep, "_progress", Recorder)
+    db = str(tmp_path / "p.sqlite")
+    assert main(["run", "--problem", "toy-arm4", "--estimators", "reinforce", "--draws", "300", "--chunk", "64",
+                 "--grid", "1", "--no-report", "--db", db]) == 0
+    draws = [r for r in seen if r.unit == "draw"]
+    assert len(draws) == 1 and draws[0].n == draws[0].total == 300
+    assert any(r.unit == "task" and r.n == 1 for r in seen)
