@@ -16,11 +16,27 @@ from dataclasses import dataclass
 
 from estimators.errors import InputError
 
-__all__ = ["SweepConfig", "load_toml", "PRESETS", "PRESET_EXECUTORS"]
+__all__ = ["ConfigMixin", "SweepConfig", "load_toml", "PRESETS", "PRESET_EXECUTORS"]
+
+
+class ConfigMixin:
+    """What every frozen config dataclass shares: flag overrides, a plain dict and a content hash."""
+
+    def replace(self, **changes):
+        """A copy with the given fields changed; ``None`` values (flags not given) are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the config as sorted JSON: the identity of a run (reruns resume it)."""
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(ConfigMixin):
     problems: tuple[str, ...]
     estimators: tuple[str, ...]
     draws: int = 2000
@@ -63,15 +79,6 @@ class SweepConfig:
         if self.memory_budget_gib <= 0:
             raise InputError("memory_budget_gib must be positive")
 
-    def replace(self, **changes) -> "SweepConfig":
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @property
-    def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(SweepConfig)}

@@ -18,13 +18,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 
 from estimators.errors import InputError
 
+from .config import ConfigMixin
 from .training import OPTIMIZERS
 
 __all__ = ["TrainConfig", "TRAIN_PRESETS", "PAPER_METHODS"]
@@ -34,7 +32,7 @@ PAPER_METHODS = ("psa", "st", "concrete:tau=0.5", "tanh", "reinforce", "adf", "l
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigMixin):
     problem: str
     estimators: tuple[str, ...]
     epochs: int
@@ -89,15 +87,6 @@ class TrainConfig:
         if self.dtype not in ("float32", "float64"):
             raise InputError(f"unknown dtype {self.dtype!r}; use float32 or float64")
 
-    def replace(self, **changes) -> "TrainConfig":
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @property
-    def hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
 
 
 TRAIN_PRESETS: dict[str, dict] = {
