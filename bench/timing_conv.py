@@ -27,7 +27,9 @@ import torch
 from estimators import registry
 from estimators.noise import get_noise
 from estimators.psa_conv import conv_flip_backward, conv_flip_backward_reference
-from estimators.psa_conv_fused import conv_flip_backward_cuda, conv_flip_backward_fused, select_conv_flip_backward
+from estimators import psa_kernel
+from estimators.psa_conv_fused import (conv_flip_backward_auto, conv_flip_backward_cuda, conv_flip_backward_fused,
+                                        select_conv_flip_backward)
 
 from .timing import row
 from .timing_config import Context
@@ -108,8 +110,7 @@ def run_psa_conv(ctx: Context) -> list[dict]:
     p = conv_network(ctx, ctx.cfg.conv_batch)
     noise = get_noise("logistic")
     auto_fn = select_conv_flip_backward(ctx.device, noise, ctx.dtype)
-    auto = next((k for k, f in VARIANT_FNS.items() if f is auto_fn), "")
-    rows, totals = rows0, {}
+    rows, totals, autos = rows0, {}, set()
     for k in range(1, p.depth):
         geom, W = p.conv[k], p.weights[k]
         if geom is None:
@@ -119,6 +120,8 @@ def run_psa_conv(ctx: Context) -> list[dict]:
         fns = {"conv-bwd": lambda k=k, h=h: p.input_grad(k, h),
                "conv-bwd-dW": lambda k=k, h=h, x=x: p.param_grad(k, h, p.enc(x))}
         variants = _variants(ctx, terms)
+        auto = _auto_name(auto_fn, terms * x.shape[0], W, noise, p.flip_scale, ctx.dtype)
+        autos.add(auto)
         for v in variants:
             fns[v] = (lambda f=VARIANT_FNS[v], x=x, a=a, W=W, h=h, geom=geom:
                       f(x, a, W, h, geom, noise, p.flip_scale))
@@ -150,8 +153,16 @@ def run_psa_conv(ctx: Context) -> list[dict]:
             totals[v][0] += tm.median
             totals[v][1] += terms
     if totals:
-        rows.extend(_total_rows(ctx, p, totals, auto, div_rate))
+        rows.extend(_total_rows(ctx, p, totals, autos.pop() if len(autos) == 1 else "", div_rate))
     return rows
+
+
+def _auto_name(auto_fn, terms: float, W: torch.Tensor, noise, flip_scale: float, dtype: torch.dtype) -> str:
+    """The variant the automatic choice runs on a layer of ``terms`` flip terms."""
+    if auto_fn is conv_flip_backward_auto:
+        fc = psa_kernel.cpu_choice(int(terms), W.shape[0], W, noise, flip_scale, dtype)
+        auto_fn = conv_flip_backward_fused if fc is psa_kernel.flip_backward_fused else VARIANT_FNS["eager"]
+    return next((k for k, f in VARIANT_FNS.items() if f is auto_fn), "")
 
 
 def _total_rows(ctx: Context, p, totals: dict, auto: str, div_rate: float | None) -> list[dict]:

@@ -66,16 +66,22 @@ def _variants(ctx: Context, w: int) -> list[str]:
     return out
 
 
-def _auto_name(ctx: Context) -> str:
-    chosen = psa_kernel_cuda.select_flip_backward(ctx.device, get_noise("logistic"), ctx.dtype)
+def _auto_name(ctx: Context, d: dict[str, torch.Tensor]) -> str:
+    """The variant the automatic choice runs on this layer (on CPU it depends on the layer's size)."""
+    noise = get_noise("logistic")
+    chosen = psa_kernel_cuda.select_flip_backward(ctx.device, noise, ctx.dtype)
+    if chosen is psa_kernel.flip_backward_auto:
+        n_out = d["a"].shape[-1]
+        chosen = psa_kernel.cpu_choice(d["x"].numel() * n_out, n_out, d["W"], noise, 2.0, ctx.dtype)
     return next((k for k, f in VARIANT_FNS.items() if f is chosen), "")
 
 
 def run_psa_fc(ctx: Context) -> list[dict]:
-    noise, auto = get_noise("logistic"), _auto_name(ctx)
+    noise = get_noise("logistic")
     rows: list[dict] = []
     for w in ctx.cfg.widths:
         d = layer_inputs(ctx, w)
+        auto = _auto_name(ctx, d)
         R = d["g"].shape[0]
         terms = float(R) * w * w
         x2 = d["x"].reshape(R, w)
@@ -113,11 +119,12 @@ def run_psa_fc(ctx: Context) -> list[dict]:
 
 def run_psa_mem(ctx: Context) -> list[dict]:
     """Extra peak memory of one FC layer's backward: each PSA variant (not ``reference``) against ST."""
-    noise, auto = get_noise("logistic"), _auto_name(ctx)
+    noise = get_noise("logistic")
     names = [v for v in ctx.cfg.psa_variants if v != "reference" and (v != "cuda" or ctx.cuda)]
     rows = []
     for w in ctx.cfg.mem_widths:
         d = layer_inputs(ctx, w, seed=1)
+        auto = _auto_name(ctx, d)
         R, inp = d["g"].shape[0], d["x"]
         esize = torch.finfo(ctx.dtype).bits // 8
 

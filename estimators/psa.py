@@ -69,10 +69,12 @@ class PSA(Estimator):
         head: ``plain`` (default) or ``flip-mixed`` (spec §3.6): the head gradient of
             $E=f(x)(1-\sum_i\pi_i)+\sum_if(x_{\downarrow i})\pi_i$, $\pi_i=(1-p(x^L_i\mid x^{L-1}))/n_L$
             held constant — unbiased, usually lower variance; hidden gradients are unchanged.
-        kernel: ``eager`` (default), ``fused`` (``torch.compile``d ratio form; logistic only) or
-            ``auto`` (the fastest available for the problem's device, noise and dtype: Triton on
-            CUDA).  Convolutional layers use the matching conv kernel of :mod:`estimators.psa_conv`
-            (eager ratio convolution) or :mod:`estimators.psa_conv_fused` (compiled / Triton).
+        kernel: ``auto`` (default: the fastest for the problem's device, noise and dtype — Triton on
+            CUDA; on CPU the compiled pair kernel for layers of at least
+            :data:`~estimators.psa_kernel.AUTO_MIN_TERMS` flip terms, eager below, so small networks
+            never wait for a compile), ``eager`` or ``fused`` (compiled; logistic noise).
+            Convolutional layers use the matching conv kernel of :mod:`estimators.psa_conv` (eager
+            ratio convolution) or :mod:`estimators.psa_conv_fused` (compiled / Triton / auto).
 
     Cost per draw: one sampled pass ($L$ layer evaluations), $1+n_L$ head evaluations and one
     backward pass whose hidden layers cost a CDF per multiply-add ($B\,n_{k}n_{k+1}$ terms).
@@ -86,7 +88,7 @@ class PSA(Estimator):
     summary: ClassVar[str] = "path sample-analytic: exact last-layer flips, linearised flip recursion"
 
     head: str = "plain"
-    kernel: str = "eager"
+    kernel: str = "auto"
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:

@@ -13,31 +13,33 @@ GEMM ($R=D\cdot B$ rows) but every term needs one CDF evaluation, so no GEMM lib
   bounded by ``max_chunk_elems`` (and kept cache-sized), so a ``[R, n_in, n_out]`` tensor is
   never materialised.  Measured on one CPU thread this direct form beats the ratio form in eager
   mode (three memory passes per term instead of five).
-- :func:`flip_backward_fused` — the same result through a ``torch.compile``-fused loop that never
-  writes a tile.  Logistic noise uses the ratio form of spec §3.8,
-  $\sigma(a-sWx)=1/(1+A\,E^{x})$ with $A=e^{-a}$, $E^{\pm}=e^{\pm sW}$ precomputed, so the inner
-  loop is one multiply-add and one division (no exponential).  Exponents are clamped to
-  $\pm40$ (float32) / $\pm300$ (float64) so that nothing overflows; this is exact while
-  $|a|$ and $|sW|$ stay inside the clamp (beyond it $\sigma$ is saturated to working precision
-  except when both are huge and cancel).  Other noises, or a failing compiler, fall back to
-  :func:`flip_backward`.  The first call per dtype compiles (seconds).
+- :func:`flip_backward_fused` — the same result through ``torch.compile``-fused loops that never
+  write a tile (logistic noise).  With $A=e^{-a}$, $A'=e^{a}$, $E=e^{sW^\top}$ precomputed,
+  $F(a-sW)=1/(1+AE)$ and $F(a+sW)=1-1/(1+A'E)$, so the inner loop has no exponential, and two
+  terms share one division, $h_0/d_0+h_1/d_1=(h_0d_1+h_1d_0)/(d_0d_1)$.  Exact to rounding inside
+  its range ($s\max|W|\le17$ in float32, $\le260$ in float64); other inputs, other noises or a
+  failing compiler go to :func:`flip_backward`.  The first call per process compiles (seconds).
+- :func:`flip_backward_auto` — the CPU choice (:func:`cpu_choice`): fused for layers of at least
+  ``AUTO_MIN_TERMS`` terms and ``AUTO_MIN_OUT`` outputs, eager below (no compile for small networks).
 - :func:`flip_backward_reference` — the naive materialising formula with a direct $F$ evaluation,
   for tests.
 
-Cost: $R\,n_{in}n_{out}$ CDF evaluations (logistic ratio form: one reciprocal each) and the same
-number of multiply-adds; extra memory at most ``max_chunk_elems`` elements.
+Cost: $R\,n_{in}n_{out}$ CDF evaluations (fused: half a division and ~4 multiply-adds each);
+extra memory: the ``[R, n_in]`` result, one ``[R, n_out]`` temporary and cache-sized blocks.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import torch
 
 from .errors import InputError
 from .noise import Gaussian, Logistic, Noise, Uniform
 
-__all__ = ["flip_backward", "flip_backward_fused", "flip_backward_reference"]
+__all__ = ["flip_backward", "flip_backward_fused", "flip_backward_reference", "flip_backward_auto", "cpu_choice",
+           "fused_supported"]
 
 #: Tiles larger than this many elements fall out of the L2 cache and run slower (measured).
 _CACHE_TILE = 2**16
@@ -64,7 +66,8 @@ def _cdf_(noise: Noise, t: torch.Tensor) -> torch.Tensor:
 
 
 def _easy(a: torch.Tensor, h: torch.Tensor, noise: Noise) -> torch.Tensor:
-    return (h * noise.cdf(a)).sum(-1, keepdim=True)
+    """$\\sum_jh_jF(a_j)$ per row, ``[R, 1]`` (one ``[R, n_out]`` temporary)."""
+    return torch.linalg.vecdot(h, noise.cdf(a)).unsqueeze(-1)
 
 
 def flip_backward(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, noise: Noise,
@@ -91,21 +94,19 @@ def flip_backward(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch
     out = torch.empty(R, n_in, dtype=a.dtype, device=a.device)
     if R == 0 or n_in == 0:
         return out.reshape(Dn, B, n_in)
-    Wt = W.T.contiguous()  # [n_in, n_out]
     budget = max(1, min(int(max_chunk_elems), _CACHE_TILE if a.device.type == "cpu" else int(max_chunk_elems)))
     ci = max(1, min(n_in, budget // max(n_out, 1)))  # input units per tile
     rows = max(1, budget // (ci * max(n_out, 1)))  # rows per tile
     hcol = h2.unsqueeze(-1)  # [R, n_out, 1]
-    for r0 in range(0, R, rows):
-        r1 = min(R, r0 + rows)
-        ar = a2[r0:r1, None, :]
-        for c0 in range(0, n_in, ci):
-            c1 = min(n_in, c0 + ci)
-            tile = torch.addcmul(ar, x2[r0:r1, c0:c1, None], Wt[None, c0:c1], value=-flip_scale)
+    for c0 in range(0, n_in, ci):
+        c1 = min(n_in, c0 + ci)
+        Wt = W[:, c0:c1].T.contiguous()[None]  # [1, ci, n_out]: one block of W^T, never the whole
+        for r0 in range(0, R, rows):
+            r1 = min(R, r0 + rows)
+            tile = torch.addcmul(a2[r0:r1, None, :], x2[r0:r1, c0:c1, None], Wt, value=-flip_scale)
             tile = _cdf_(noise, tile)
             out[r0:r1, c0:c1] = torch.bmm(tile, hcol[r0:r1]).squeeze(-1)
-    out = _easy(a2, h2, noise) - out
-    return out.reshape(Dn, B, n_in)
+    return out.neg_().add_(_easy(a2, h2, noise)).reshape(Dn, B, n_in)
 
 
 def flip_backward_reference(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, noise: Noise,
@@ -119,56 +120,142 @@ def flip_backward_reference(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor
 
 # ---- fused (torch.compile) variant -----------------------------------------------------------------
 
-def _hard_ratio(x: torch.Tensor, A: torch.Tensor, h: torch.Tensor, Ep: torch.Tensor, Em: torch.Tensor) -> torch.Tensor:
-    # sum_j h_j / (1 + A_j E^{x_i}_{ij}); written so that inductor fuses it into one reduction loop.
-    return (h[:, None, :] / (1 + A[:, None, :] * torch.where(x[:, :, None] > 0, Ep, Em))).sum(-1)
+#: float32: pre-activations are clamped to +-34; exact (to rounding) while s*max|W| <= 17, because
+#: sigma(+-17) is 1 or 0 in float32, so clamping a beyond 34 changes no flipped term.  Every
+#: denominator is then at most 1 + e^51 and a pair's numerator stays finite (h is scaled to |h| <= 1).
+#: float64: the same with 300 and 260 (sigma(+-40) saturates).  Outside these ranges: eager kernel.
+_RANGES = {torch.float32: (34.0, 17.0), torch.float64: (300.0, 260.0)}
+#: E tables of at most this many elements (1 MiB in float32: L2-resident; measured best on one core)
+_TABLE = 2**18
+#: row blocks of at most this many elements per [rows, n_out] temporary (bounds the extra memory)
+_ROWS = 2**17
+#: inductor: FMA contraction, and the whole pair expression fused into one loop (measured 1.3x)
+_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast", "realize_reads_threshold": 64,
+            "realize_cpu_opcount_threshold": 1000, "realize_cpu_acc_reads_threshold": 64}
+
+
+def _prologue(a: torch.Tensor, h: torch.Tensor, lim: float):
+    """Per-row vectors: $A=e^{-a}$, $A'=e^{a}$ (clamped), $h/\\max|h|$, $\\max|h|$ and the easy sums."""
+    ac = a.clamp(-lim, lim)
+    scale = h.abs().amax(-1, keepdim=True).clamp_min(1e-30)
+    ep = (h * torch.sigmoid(a)).sum(-1, keepdim=True)  # sum_j h_j F(a_j)
+    em = (h * torch.sigmoid(-a)).sum(-1, keepdim=True)  # sum_j h_j F(-a_j)
+    return torch.exp(-ac), torch.exp(ac), h / scale, scale, ep, em
+
+
+def _table(Wb: torch.Tensor, s: float):
+    """$E_{ij}=e^{sW_{ji}}$ for one block of input units, row-major ``[n_in_block, n_out]``."""
+    return torch.exp(s * Wb.T).contiguous()
+
+
+def _pairs(x, A0, A1, B0, B1, h0, h1, E0, E1, scale, ep, em):
+    r"""$D=$ ``ep`` $-S$ ($x>0$) or $S-$ ``em`` ($x<0$), $S=\sum_j h_j/d_j$ summed two terms per division."""
+    pos = x[:, :, None] > 0
+    d0 = 1 + torch.where(pos, A0[:, None, :], B0[:, None, :]) * E0
+    d1 = 1 + torch.where(pos, A1[:, None, :], B1[:, None, :]) * E1
+    S = ((h0[:, None, :] * d1 + h1[:, None, :] * d0) / (d0 * d1)).sum(-1) * scale
+    return torch.where(x > 0, ep - S, S - em)
 
 
 _compiled: dict[str, object] = {}
 
 
-def _compiled_hard():
-    fn = _compiled.get("hard")
-    if fn is None:
-        fn = torch.compile(_hard_ratio, dynamic=True)
-        _compiled["hard"] = fn
-    return fn
+def _compiled_fns():
+    fns = _compiled.get("fns")
+    if fns is None:
+        fns = tuple(torch.compile(f, dynamic=True, options=_OPTIONS) for f in (_prologue, _table, _pairs))
+        _compiled["fns"] = fns
+    return fns
+
+
+def fused_supported(W: torch.Tensor, noise: Noise, flip_scale: float, dtype: torch.dtype) -> bool:
+    """Whether :func:`flip_backward_fused` evaluates these inputs itself (else it calls the eager kernel)."""
+    if not isinstance(noise, Logistic) or dtype not in _RANGES or _compiled.get("broken"):
+        return False
+    if W.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(W)
+    return max(-float(lo), float(hi)) * abs(flip_scale) <= _RANGES[dtype][1]
 
 
 def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, noise: Noise,
                         flip_scale: float, max_chunk_elems: int = 2**22) -> torch.Tensor:
-    """:func:`flip_backward` through a compiled, non-materialising ratio-form loop (logistic noise).
+    r""":func:`flip_backward` through compiled, non-materialising loops (logistic noise; spec §3.8).
 
-    Same arguments and result.  Falls back to :func:`flip_backward` for other noises or when
-    ``torch.compile`` is unavailable.  Input units are processed in blocks whose $E^\\pm$ slices stay
-    cache-sized, and rows in blocks such that a block's (never written) tile has at most
-    ``max_chunk_elems`` elements.
+    Same arguments and result.  With $A=e^{-a}$, $A'=e^{a}$ and $E=e^{sW^\top}$ (no exponential in
+    the inner loop):
+    $$F(a_j-sW_{ji})=\frac1{1+A_jE_{ij}},\qquad F(a_j+sW_{ji})=1-\frac1{1+A'_jE_{ij}},$$
+    so $D_i=\sum_jh_jF(a_j)-S_i(A)$ for $x_i=+1$ and $D_i=S_i(A')-\sum_jh_jF(-a_j)$ for $x_i=-1$,
+    $S_i(C)=\sum_jh_j/(1+C_jE_{ij})$.  The two halves of $j$ are summed in pairs,
+    $h_0/d_0+h_1/d_1=(h_0d_1+h_1d_0)/(d_0d_1)$: one division per two terms (a division costs ~10
+    FMAs' time on a CPU).  $h$ is scaled to $\max_j|h_j|=1$ per row and the ranges in ``_RANGES``
+    keep every numerator finite; a product $d_0d_1$ can overflow only when both terms are below
+    $10^{-16}$, and then the pair contributes 0.
+
+    Falls back to :func:`flip_backward` (exact for any input) for other noises and dtypes, for
+    $s\max|W|$ beyond the range, or when ``torch.compile`` is unavailable.  $E$ is built per block
+    of input units (at most ``_TABLE`` elements) and rows in blocks of at most ``_ROWS`` elements of
+    ``[rows, n_out]``, so the extra memory is the output plus a few such blocks (``max_chunk_elems``
+    only matters to the eager fallback).  The first call per process compiles (seconds).
     """
     _check(x_in, a, W, h)
-    if not isinstance(noise, Logistic) or _compiled.get("broken"):
+    if not fused_supported(W, noise, flip_scale, a.dtype):
         return flip_backward(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
     Dn, B, n_in = x_in.shape
     n_out = a.shape[-1]
     R = Dn * B
-    lim = 40.0 if a.dtype in (torch.float32, torch.float16, torch.bfloat16) else 300.0
-    x2, a2, h2 = x_in.reshape(R, n_in), a.reshape(R, n_out), h.reshape(R, n_out)
-    sW = (flip_scale * W.T).clamp(-lim, lim).contiguous()  # [n_in, n_out], rows contiguous
-    Ep, Em = torch.exp(sW), torch.exp(-sW)
-    A = torch.exp((-a2).clamp(-lim, lim))
-    ci = max(1, min(n_in, 2**17 // max(n_out, 1)))  # E+- blocks of ~1 MB stay in L2
-    rows = max(1, int(max_chunk_elems) // (ci * n_out))  # bounded even if dynamo falls back to eager
     out = torch.empty(R, n_in, dtype=a.dtype, device=a.device)
+    if R == 0 or n_in == 0:
+        return out.reshape(Dn, B, n_in)
+    lim = _RANGES[a.dtype][0]
+    x2, a2, h2 = x_in.reshape(R, n_in), a.reshape(R, n_out), h.reshape(R, n_out)
+    odd = n_out % 2
+    if odd:  # a zero-weight, zero-h column completes the last pair (it adds 0 / 2)
+        a2, h2 = torch.nn.functional.pad(a2, (0, 1)), torch.nn.functional.pad(h2, (0, 1))
+        W = torch.nn.functional.pad(W, (0, 0, 0, 1))
+    n = n_out + odd
+    m = n // 2
+    ci = max(1, min(n_in, _TABLE // n))
+    rows = max(1, _ROWS // n)
     try:
         with warnings.catch_warnings():  # inductor's imports and codegen warn; they are not ours
             warnings.simplefilter("ignore")
-            fn = _compiled_hard()
-            for r0 in range(0, R, rows):
-                r1 = min(R, r0 + rows)
-                for c0 in range(0, n_in, ci):
-                    c1 = min(n_in, c0 + ci)
-                    out[r0:r1, c0:c1] = fn(x2[r0:r1, c0:c1], A[r0:r1], h2[r0:r1], Ep[c0:c1], Em[c0:c1])
+            prologue, table, pairs = _compiled_fns()
+            for c0 in range(0, n_in, ci):
+                c1 = min(n_in, c0 + ci)
+                E = table(W[:, c0:c1], float(flip_scale))
+                for r0 in range(0, R, rows):
+                    r1 = min(R, r0 + rows)
+                    A, Ap, hs, scale, ep, em = prologue(a2[r0:r1], h2[r0:r1], lim)
+                    out[r0:r1, c0:c1] = pairs(x2[r0:r1, c0:c1], A[:, :m], A[:, m:], Ap[:, :m], Ap[:, m:],
+                                              hs[:, :m], hs[:, m:], E[:, :m], E[:, m:], scale, ep, em)
     except Exception:  # noqa: BLE001 - no compiler / backend: the eager kernel gives the same result
         _compiled["broken"] = True
-        return flip_backward(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
-    out = _easy(a2, h2, noise) - out
+        return flip_backward(x_in, a, W[:n_out], h, noise, flip_scale, max_chunk_elems)
     return out.reshape(Dn, B, n_in)
+
+
+# ---- automatic choice on CPU -----------------------------------------------------------------------
+
+#: ``auto`` on CPU keeps layers with fewer flip terms than this on the eager kernel: compiling the
+#: fused one costs seconds once per process, which only large layers (where it is 4-10x faster) repay.
+AUTO_MIN_TERMS = 2**21
+#: ... and layers narrower than this (the pair kernel vectorises over half the outputs: 16 lanes)
+AUTO_MIN_OUT = 32
+
+
+def cpu_choice(terms: int, n_out: int, W: torch.Tensor, noise: Noise, flip_scale: float, dtype: torch.dtype) -> Callable:
+    """:func:`flip_backward_fused` for layers of at least ``AUTO_MIN_TERMS`` terms and ``AUTO_MIN_OUT``
+    outputs that it evaluates itself (:func:`fused_supported`), else :func:`flip_backward`."""
+    if terms >= AUTO_MIN_TERMS and n_out >= AUTO_MIN_OUT and fused_supported(W, noise, flip_scale, dtype):
+        return flip_backward_fused
+    return flip_backward
+
+
+def flip_backward_auto(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, noise: Noise,
+                       flip_scale: float, max_chunk_elems: int = 2**22) -> torch.Tensor:
+    """:func:`flip_backward` or :func:`flip_backward_fused`, whichever :func:`cpu_choice` picks for this layer."""
+    _check(x_in, a, W, h)
+    n_out = a.shape[-1]
+    fn = cpu_choice(x_in.numel() * n_out, n_out, W, noise, flip_scale, a.dtype)
+    return fn(x_in, a, W, h, noise, flip_scale, max_chunk_elems)

@@ -22,7 +22,8 @@ not in general (both huge and cancelling) — the same contract as ``flip_backwa
   CPU-testable mirror of the kernel's math (clamps, precomputed $E^\pm$, block bounds), checked
   against the naive reference on CPU.
 - :func:`select_flip_backward` — the automatic choice for a device: Triton on CUDA when it is
-  importable (float32, logistic), else ``torch.compile`` (``flip_backward_fused``), else eager.
+  importable (float32, logistic), else ``torch.compile`` (``flip_backward_fused``); on CPU
+  :func:`~estimators.psa_kernel.flip_backward_auto` (compiled for large layers, eager for small).
 
 Unbiasedness is not affected (it is the same deterministic function of the path).  Cost:
 $R\,n_{in}n_{out}$ divisions and multiply-adds, $2\,n_{out}n_{in}+R\,n_{out}$ exponentials in all;
@@ -188,4 +189,4 @@ def select_flip_backward(device: str | torch.device, noise: Noise, dtype: torch.
         if isinstance(noise, Logistic) and dtype == torch.float32 and triton_available():
             return flip_backward_cuda
         return psa_kernel.flip_backward_fused
-    return psa_kernel.flip_backward
+    return psa_kernel.flip_backward_auto

@@ -85,17 +85,56 @@ def test_kernel_rejects_bad_shapes():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flip_scale", [2.0, 1.0])
-def test_fused_kernel_equals_reference(flip_scale, dtype, make_gen):
-    """The compiled ratio form (first call compiles: seconds), including chunking and saturation."""
-    for a_scale, chunk in ((3.0, 2**22), (3.0, 16), (30.0, 64)):
-        x, a, W, h = _kernel_inputs(dtype, make_gen(7), D=2, B=9, n_in=33, n_out=17, a_scale=a_scale)
-        law = get_noise("logistic")
-        got = flip_backward_fused(x, a, W, h, law, flip_scale, max_chunk_elems=chunk)
+def test_fused_kernel_equals_reference(flip_scale, dtype, make_gen, monkeypatch):
+    """The compiled pair form (first call compiles: seconds): blocks of units and rows, an odd n_out,
+    saturated pre-activations, the largest weights inside the range, and h of any scale."""
+    law = get_noise("logistic")
+    tol = 1e-13 if dtype == torch.float64 else 2e-6
+    wmax = psa_kernel._RANGES[dtype][1] / flip_scale
+    cases = [  # (n_out, a_scale, weight scale, h scale, table elems, row elems)
+        (17, 3.0, 1.0, 1.0, 2**18, 2**17), (16, 3.0, 1.0, 1e6, 40, 40), (17, 30.0, 1.0, 1e-20, 64, 100),
+        (17, 60.0, wmax, 1.0, 2**18, 2**17), (9, 3.0, wmax, 1.0, 30, 20),
+    ]
+    for n_out, a_scale, wscale, hscale, table, rows in cases:
+        monkeypatch.setattr(psa_kernel, "_TABLE", table)
+        monkeypatch.setattr(psa_kernel, "_ROWS", rows)
+        x, a, W, h = _kernel_inputs(dtype, make_gen(7), D=2, B=9, n_in=33, n_out=n_out, a_scale=a_scale)
+        W = W / W.abs().max() * wscale  # the largest |W| exactly at the scale
+        h = h * hscale
+        assert psa_kernel.fused_supported(W, law, flip_scale, dtype)
+        got = flip_backward_fused(x, a, W, h, law, flip_scale)
         ref = flip_backward_reference(*(t.double() for t in (x, a, W, h)), law, flip_scale)
-        tol = 1e-13 if dtype == torch.float64 else 2e-6
-        assert float((got.double() - ref).abs().max()) <= tol * float(h.abs().sum(-1).max())
+        assert got.shape == x.shape and got.dtype == dtype
+        assert float((got.double() - ref).abs().max()) <= tol * float(h.abs().sum(-1).max()), (n_out, a_scale, wscale)
     if psa_kernel._compiled.get("broken"):
         pytest.skip("torch.compile is unavailable here; the fused kernel fell back to the eager one")
+
+
+def test_fused_kernel_falls_back_outside_its_range(dtype, make_gen):
+    """Weights beyond the exact range, another noise or dtype: the eager kernel's result, bit for bit."""
+    x, a, W, h = _kernel_inputs(dtype, make_gen(8))
+    law = get_noise("logistic")
+    big = W / W.abs().max() * (psa_kernel._RANGES[dtype][1] / 2.0 * 1.01)
+    assert not psa_kernel.fused_supported(big, law, 2.0, dtype)
+    assert torch.equal(flip_backward_fused(x, a, big, h, law, 2.0), flip_backward(x, a, big, h, law, 2.0))
+    gauss = get_noise("gaussian")
+    assert not psa_kernel.fused_supported(W, gauss, 2.0, dtype)
+    assert torch.equal(flip_backward_fused(x, a, W, h, gauss, 2.0), flip_backward(x, a, W, h, gauss, 2.0))
+    assert not psa_kernel.fused_supported(W.half(), law, 2.0, torch.float16)
+
+
+def test_automatic_cpu_choice_by_size_noise_and_range(make_gen):
+    """Small layers stay eager (no compile); large ones in range get the compiled kernel."""
+    law, gauss = get_noise("logistic"), get_noise("gaussian")
+    x, a, W, h = _kernel_inputs(torch.float32, make_gen(9))
+    big = psa_kernel.AUTO_MIN_TERMS
+    wide = psa_kernel.AUTO_MIN_OUT
+    assert psa_kernel.cpu_choice(big - 1, wide, W, law, 2.0, torch.float32) is flip_backward
+    assert psa_kernel.cpu_choice(big, wide - 1, W, law, 2.0, torch.float32) is flip_backward
+    assert psa_kernel.cpu_choice(big, wide, W, law, 2.0, torch.float32) is flip_backward_fused
+    assert psa_kernel.cpu_choice(big, wide, W, gauss, 2.0, torch.float32) is flip_backward
+    assert psa_kernel.cpu_choice(big, wide, W * 100, law, 2.0, torch.float32) is flip_backward
+    assert torch.equal(psa_kernel.flip_backward_auto(x, a, W, h, law, 2.0), flip_backward(x, a, W, h, law, 2.0))
 
 
 # ---- exact unbiasedness (spec §3.3; claims 3, 4) ---------------------------------------------------

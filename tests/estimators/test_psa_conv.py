@@ -14,13 +14,13 @@ import itertools
 import pytest
 import torch
 
-from estimators import registry
+from estimators import psa_kernel, registry
 from estimators.errors import InputError
 from estimators.model import ConvGeom
 from estimators.noise import get_noise
 from estimators.psa_conv import conv_flip_backward, conv_flip_backward_reference
 from estimators.psa_conv_fused import (CONV_VARIANTS, conv_flip_backward_cuda, conv_flip_backward_fused,
-                                       select_conv_flip_backward)
+                                       select_conv_flip_backward, conv_flip_backward_auto)
 from estimators.psa_kernel import flip_backward_reference
 from reference.exact import exact
 from reference.moments import path_moments
@@ -167,6 +167,18 @@ def test_fused_other_noise_falls_back_to_eager(make_gen):
     assert torch.equal(conv_flip_backward_fused(x, a, W, h, geom, law, 1.0), want)
 
 
+def test_auto_picks_by_layer_size(make_gen, monkeypatch):
+    """CPU ``auto``: the eager kernel below ``AUTO_MIN_TERMS`` flip terms, the compiled one from there on."""
+    geom = ConvGeom(3, 7, 6, 3, 2, 1)
+    x, a, W, h = _inputs(geom, 4, torch.float32, make_gen(10))
+    law = get_noise("logistic")
+    assert torch.equal(conv_flip_backward_auto(x, a, W, h, geom, law, 2.0), conv_flip_backward(x, a, W, h, geom, law, 2.0))
+    monkeypatch.setattr(psa_kernel, "AUTO_MIN_TERMS", 1)
+    monkeypatch.setattr(psa_kernel, "AUTO_MIN_OUT", 1)
+    assert torch.equal(conv_flip_backward_auto(x, a, W, h, geom, law, 2.0),
+                       conv_flip_backward_fused(x, a, W, h, geom, law, 2.0))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("variant", ["fused", "cuda"])
 @pytest.mark.parametrize("kernel, stride, padding", GEOMS)
@@ -183,8 +195,8 @@ def test_cuda_kernels_equal_reference(variant, kernel, stride, padding, flip_sca
 
 def test_automatic_choice():
     logistic, gauss = get_noise("logistic"), get_noise("gaussian")
-    assert select_conv_flip_backward("cpu", logistic) is conv_flip_backward_fused
-    assert select_conv_flip_backward("cpu", gauss) is conv_flip_backward
+    assert select_conv_flip_backward("cpu", logistic) is conv_flip_backward_auto
+    assert select_conv_flip_backward("cpu", gauss) is conv_flip_backward_auto
     if torch.cuda.is_available():
         assert select_conv_flip_backward("cuda", logistic, torch.float32) in (conv_flip_backward_cuda,
                                                                               conv_flip_backward_fused)

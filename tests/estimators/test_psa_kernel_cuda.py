@@ -53,7 +53,7 @@ def test_cuda_entry_point_falls_back_on_cpu():
     x, a, W, h = _inputs(5, 6, 9, torch.float32, "cpu")
     torch.testing.assert_close(flip_backward_cuda(x, a, W, h, noise, 2.0).double(), _reference(x, a, W, h, noise, 2.0),
                                rtol=1e-5, atol=1e-5)
-    assert select_flip_backward("cpu", noise) is psa_kernel.flip_backward
+    assert select_flip_backward("cpu", noise) is psa_kernel.flip_backward_auto
     with pytest.raises(ValueError):
         flip_backward_cuda(x, a[..., :-1], W, h, noise, 2.0)
 
