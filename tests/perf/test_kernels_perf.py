@@ -66,7 +66,7 @@ def test_sampling_forward(benchmark, device, nets):
 
 
 @pytest.mark.benchmark(group="draw", **BENCH)
-@pytest.mark.parametrize("spec", ["st", "psa", "psa:kernel=fused", "reinforce"])
+@pytest.mark.parametrize("spec", ["st", "psa", "psa:kernel=eager", "reinforce"])
 def test_estimator_draw(benchmark, device, nets, spec):
     p, g, est = nets(device), _gen(device), registry.get(spec)
     benchmark(est.estimate, p, 1, g)
