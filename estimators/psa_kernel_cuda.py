@@ -9,7 +9,8 @@ so the inner loop is one select, one multiply-add and one division per term (no 
 Exponents are clamped to $\pm40$ in float32 ($\pm300$ in float64), so $1+AE\le e^{80}$ never
 overflows.  Beyond the clamp the argument becomes ${\rm clamp}(a)-{\rm clamp}(sW)x$: exact to
 working precision where $\sigma$ saturates either way (e.g. $|a|>40$ with $|sW|\le20$ in float32),
-not in general (both huge and cancelling) — the same contract as ``flip_backward_fused``.
+not in general (both huge and cancelling).  (The CPU kernel ``flip_backward_fused`` instead checks an
+exact range and hands other inputs to the eager kernel.)
 
 - :func:`flip_backward_cuda` — the Triton kernel (CUDA, float32, logistic): one program per
   ``BLOCK_R x BLOCK_I`` tile of the output accumulates rank-one updates over $j$ in registers
