@@ -217,8 +217,8 @@ def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h:
     n_out = a.shape[-1]
     R = Dn * B
     out = torch.empty(R, n_in, dtype=a.dtype, device=a.device)
-    if R == 0 or n_in == 0:
-        return out.reshape(Dn, B, n_in)
+    if R == 0 or n_in == 0 or n_out == 0:  # no output j: every flip changes nothing
+        return out.zero_().reshape(Dn, B, n_in)
     lim = _RANGES[a.dtype][0]
     x2, a2, h2 = x_in.reshape(R, n_in), a.reshape(R, n_out), h.reshape(R, n_out)
     odd = n_out % 2

@@ -111,6 +111,19 @@ def test_fused_kernel_equals_reference(flip_scale, dtype, make_gen, monkeypatch)
         pytest.skip("torch.compile is unavailable here; the fused kernel fell back to the eager one")
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 4, 0), (1, 0, 4, 5), (1, 3, 0, 5), (2, 3, 1, 1), (1, 2, 3, 2)])
+def test_fused_kernel_degenerate_shapes(shape, make_gen):
+    """No outputs (D = 0), no rows, no inputs, one output (odd: padded to a pair), two outputs."""
+    D, B, n_in, n_out = shape
+    x, a, W, h = _kernel_inputs(torch.float32, make_gen(12), D=D, B=B, n_in=n_in, n_out=n_out)
+    law = get_noise("logistic")
+    got = flip_backward_fused(x, a, W, h, law, 2.0)
+    ref = flip_backward_reference(*(t.double() for t in (x, a, W, h)), law, 2.0)
+    assert got.shape == (D, B, n_in)
+    err = float((got.double() - ref).abs().amax()) if got.numel() else 0.0
+    assert err <= 2e-6 * (1 + (float(h.abs().sum(-1).amax()) if h.numel() else 0.0))
+
+
 def test_fused_kernel_falls_back_outside_its_range(dtype, make_gen):
     """Weights beyond the exact range, another noise or dtype: the eager kernel's result, bit for bit."""
     x, a, W, h = _kernel_inputs(dtype, make_gen(8))
