@@ -19,13 +19,17 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
+from . import psa2020
 from .data import RunResults, group_order
+from .paper_values import METHOD_SPECS
 from .tables import task_labels
 
-__all__ = ["styles", "layer_chunks", "layer_figure", "plain_log", "freeze_layout", "legend", "empty_panel",
+__all__ = ["styles", "layer_chunks", "estimator_groups", "layer_figure", "plain_log", "freeze_layout", "legend", "empty_panel",
            "task_split", "series", "PANELS_PER_FIGURE"]
 
 PANELS_PER_FIGURE = 4
+#: At most this many estimators share one figure (a legend of 18 is unreadable); more go to further figures.
+ESTIMATORS_PER_FIGURE = 8
 _MARKERS = "osD^vP*Xph<>"
 _FAILED = Line2D([], [], color="0.5", marker="x", linestyle="none")
 
@@ -146,9 +150,43 @@ def layer_chunks(run: RunResults, problem: str) -> list[list[str]]:
     return [groups[i:i + PANELS_PER_FIGURE] for i in range(0, len(groups), PANELS_PER_FIGURE)]
 
 
-def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict) -> Figure:
-    """Relative RMSE (top) and cosine (bottom) vs M, one column per group in ``chunk``."""
+def estimator_groups(run: RunResults, problem: str) -> list[tuple[str, list[str]]]:
+    """The problem's estimator labels split into figures: ``(title, labels)`` each.
+
+    In a ``psa2020`` run the first figure holds the PSA paper's methods in its legend order
+    (estimators-spec.md §6.6), the others follow; any run with more than ``ESTIMATORS_PER_FIGURE``
+    estimators is split into figures of at most that many, in run order.  Failed tasks stay with
+    their estimator's figure (as legend entries marked failed).
+    """
+    t = run.tasks[run.tasks["problem"] == problem]
+    labels = task_labels(t)
+    order = list(dict.fromkeys(labels[k] for k in t["task_key"]))
+    featured: list[str] = []
+    if psa2020.is_psa2020(run):
+        spec_of = {labels[k]: e for k, e in zip(t["task_key"], t["estimator"])}
+        for want in METHOD_SPECS.values():
+            key = psa2020.canonical_spec(want)
+            featured += [lab for lab in order if psa2020.canonical_spec(spec_of[lab]) == key and lab not in featured]
+    rest = [lab for lab in order if lab not in featured]
+    if len(order) <= ESTIMATORS_PER_FIGURE:
+        return [("", order)]
+    groups = [("the PSA paper's methods", featured)] if featured else []
+    n = ESTIMATORS_PER_FIGURE
+    chunks = [rest[i:i + n] for i in range(0, len(rest), n)]
+    for i, c in enumerate(chunks):
+        what = "other estimators" if featured else "estimators"
+        groups.append((what + (f" ({i + 1} of {len(chunks)})" if len(chunks) > 1 else ""), c))
+    return groups
+
+
+def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict, only: list[str] | None = None,
+                 title: str = "") -> Figure:
+    """Relative RMSE (top) and cosine (bottom) vs M, one column per group in ``chunk``; the estimators
+    labelled ``only`` (default: all), ``title`` added to the figure's title."""
     _, done, failed = task_split(run, problem)
+    if only is not None:
+        done = [(k, lab) for k, lab in done if lab in only]
+        failed = {lab: e for lab, e in failed.items() if lab in only}
     rmse = _rmse_metric(run, problem)
     data = series(run, problem, (rmse, "cos_mean", "cos_q15", "cos_q85", "grad_norm"))
     fig = Figure(figsize=(3.0 * len(chunk) + 0.6, 6.4), layout="constrained")
@@ -191,6 +229,6 @@ def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict) -> 
             empty_panel(bot)
     axes[0, 0].set_ylabel("relative RMSE" + (" (empirical)" if rmse == "rel_rmse_emp" else ""))
     axes[1, 0].set_ylabel("cosine to true gradient")
-    fig.suptitle(f"{problem}: accuracy per parameter group", fontsize="large")
+    fig.suptitle(f"{problem}: accuracy per parameter group" + (f" — {title}" if title else ""), fontsize="large")
     legend(fig, list(handles.values()), list(handles), {lab: [] for lab in failed})
     return freeze_layout(fig)

@@ -93,10 +93,14 @@ def problem_section(run: RunResults, ctx: dict) -> list[Section]:
         ps = f"{ctx['rid']}_{slug(problem)}"
         blocks = [Table(f"{ps}_ranking", f"{problem}: estimators ranked by the relative RMSE of one draw "
                         "(whole gradient); bias plateau = relative bias |b|/|g|", tables.ranking_table(run, problem))]
-        for i, chunk in enumerate(plots.layer_chunks(run, problem)):
-            blocks.append(Plot(f"{ps}_layers{i}", f"{problem}: relative RMSE vs M (log-log; dotted: ∝ 1/√M) and "
-                               "mean cosine vs M (band: 15–85% quantiles over groups of M draws)",
-                               lambda c=chunk, p=problem: plots.layer_figure(run, p, c, ctx["styles"])))
+        groups = plots.estimator_groups(run, problem)
+        for e, (title, labels) in enumerate(groups):
+            for i, chunk in enumerate(plots.layer_chunks(run, problem)):
+                pid = f"{ps}_layers{i}" + (f"_est{e}" if len(groups) > 1 else "")
+                blocks.append(Plot(pid, f"{problem}{': ' + title if title else ''}: relative RMSE vs M (log-log; "
+                                   "dotted: ∝ 1/√M) and mean cosine vs M (band: 15–85% quantiles over groups of M draws)",
+                                   lambda c=chunk, p=problem, o=labels, t=title:
+                                   plots.layer_figure(run, p, c, ctx["styles"], only=o, title=t)))
         out.append(Section(f"Problem {problem}", ps, blocks, level=3))
     return out
 
