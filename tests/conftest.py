@@ -1,4 +1,6 @@
-"""Shared fixtures: devices (CUDA skipped, not failed, when absent), dtypes, deterministic torch."""
+"""Shared fixtures: devices (CUDA skipped, not failed, when absent), dtypes, deterministic torch, one thread.
+
+Shared plain helpers (not fixtures) live in ``helpers.py``."""
 
 from __future__ import annotations
 
@@ -35,6 +37,18 @@ def _deterministic():
     torch.use_deterministic_algorithms(True)
     yield
     torch.use_deterministic_algorithms(False)
+
+
+@pytest.fixture
+def one_thread():
+    """Small tensors: one intra-op thread (a second one only adds barrier waits, badly so on a loaded machine).
+
+    Request it as an argument, or for a whole module with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _gen(seed: int = 0, device: str = "cpu") -> torch.Generator:

@@ -17,6 +17,7 @@ from estimators import registry
 from estimators.adf import ADF, adf_objective, expected_cdf, propagate
 from estimators.errors import InputError
 from estimators.noise import get_noise
+from helpers import pull_back_01, to_01
 from reference.exact import all_states, exact
 from reference.presets import random_problem
 
@@ -162,25 +163,6 @@ def test_sample_head_unbiased_for_one_layer_squared_loss(noise, encoding):
 
 # ---- the same moment network in both encodings -----------------------------------------------------
 
-def _to_01(problem):
-    """The 0/1-parametrised problem computing the same network: W01 = 2W, b01 = b - W 1 past the first layer."""
-    ws, bs = list(problem.weights), list(problem.biases)
-    for k in range(1, len(ws)):
-        ws[k], bs[k] = 2 * ws[k], bs[k] - ws[k].sum(1)
-    return problem.replace(weights=tuple(ws), biases=tuple(bs), head_weight=2 * problem.head_weight,
-                           head_bias=problem.head_bias - problem.head_weight.sum(1), encoding="01")
-
-
-def _pull_back_01(problem, g01):
-    """Chain rule: pm1 gradients from 0/1 ones, dL/dW = 2 g01_W - g01_b 1^T, dL/db = g01_b (past the first layer)."""
-    shapes = [w.shape for w in problem.weights] + [problem.head_weight.shape]
-    out = [g01[0]]
-    for g, (n, m) in zip(g01[1:], shapes[1:]):
-        gw, gb = g[:, : n * m].reshape(-1, n, m), g[:, n * m :]
-        out.append(torch.cat([(2 * gw - gb[:, :, None]).flatten(1), gb], 1))
-    return out
-
-
 @pytest.mark.parametrize("spec", ["adf", "adf:head=sample"])
 @pytest.mark.parametrize("noise", NOISES)
 def test_same_estimator_in_both_encodings(spec, noise, make_gen):
@@ -188,6 +170,6 @@ def test_same_estimator_in_both_encodings(spec, noise, make_gen):
     pm = random_problem("3-4-3-2", seed=5, points=6, encoding="pm1", noise=noise, loss="softmax")
     est = registry.get(spec)
     g_pm = list(est.estimate(pm, 6, make_gen(3)).values())
-    g_01 = list(est.estimate(_to_01(pm), 6, make_gen(3)).values())
-    for a, b in zip(g_pm, _pull_back_01(pm, g_01)):
+    g_01 = list(est.estimate(to_01(pm), 6, make_gen(3)).values())
+    for a, b in zip(g_pm, pull_back_01(pm, g_01)):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)

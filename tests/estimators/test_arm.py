@@ -2,50 +2,18 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from estimators import registry
 from estimators.arm import Arm, continue_losses, dphi_da
-from estimators.model import Path, sample_path
+from estimators.model import sample_path
+from helpers import cell_grid
 from reference.exact import exact
 from reference.presets import build_problem
 
-_GL = 1 / math.sqrt(3.0)  # 2-point Gauss-Legendre nodes on [-1, 1] (weights 1): exact for cubics
-
-
-def cell_grid(problem):
-    """Exact quadrature over $u\\in[0,1]^n$ for a one-layer, one-point problem.
-
-    Per unit the integrand is polynomial in $u$ (degree <= 1; <= 2 once squared) on the cells cut at
-    $F(\\pm a)$; two Gauss-Legendre nodes per cell and a tensor product over units integrate means
-    and second moments exactly.  Returns a Path with one draw per node and the node weights.
-    """
-    assert problem.depth == 1 and problem.batch_size == 1
-    law = problem.noise_law
-    a = problem.preact(0, problem.X)[0]  # [n]
-    nodes, weights = [], []
-    for ai in a:
-        lo, hi = sorted([float(law.cdf(-ai)), float(law.cdf(ai))])
-        u_i, w_i = [], []
-        for l, r in ((0.0, lo), (lo, hi), (hi, 1.0)):
-            c, h = (l + r) / 2, (r - l) / 2
-            u_i += [c - h * _GL, c + h * _GL]
-            w_i += [h, h]
-        nodes.append(torch.tensor(u_i, dtype=torch.float64))
-        weights.append(torch.tensor(w_i, dtype=torch.float64))
-    u = torch.cartesian_prod(*nodes).reshape(-1, 1, a.numel())
-    w = torch.cartesian_prod(*weights).reshape(-1, a.numel()).prod(1)
-    aa = a.expand_as(u)
-    x = torch.where(u < law.cdf(aa), 1.0, -1.0).to(u.dtype)
-    inp = problem.X.expand(u.shape[0], 1, problem.widths[0])
-    return Path([x], [aa], [u], [inp]), w
-
-
 def grid_moments(est, problem):
-    path, w = cell_grid(problem)
+    path, w, _ = cell_grid(problem)
     assert float(w.sum()) == pytest.approx(1.0, abs=1e-14)
     grads = est.from_path(problem, path, torch.Generator().manual_seed(0))  # generator unused for L = 1
     mean = [(w[:, None] * g).sum(0) for g in grads]

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from scipy import integrate, special, stats
+from scipy import stats
 
 from estimators import registry
 from estimators.concrete import Concrete, noise_quantile, relaxed_grads
 from estimators.errors import InputError
-from reference.presets import random_problem, toy_psa1
+from helpers import logistic_pdf, noise_of_uniform, pull_back_01, quad_moments, to_01, toy_z_test
+from reference.presets import random_problem
 
 # Spec §8 table: tau -> (GS bias, GS std) as printed (4 decimals).
 SPEC_GS = {1: (0.1733, 0.2723), 0.5: (0.1372, 0.4638), 0.25: (0.0845, 0.7120),
@@ -31,29 +31,15 @@ DELTA_MEAN = 0.01  # smallest mean shift caught (4% of the exact gradient -0.236
 DELTA_VAR = 0.05  # smallest relative change of the variance caught
 
 
-def logistic_pdf(z: float) -> float:
-    return special.expit(z) * special.expit(-z)
-
-
 def gs_grad(z: float, tau: float) -> float:
     """d/da of f(tanh((a - z)/(2 tau))) at a = A: the GS single-draw estimate of the toy."""
     x = math.tanh((A - z) / (2 * tau))
     return 2 * (x - C) * (1 - x * x) / (2 * tau)
 
 
-def quad_expect(fn, tau: float) -> float:
-    """E fn(Z) for logistic Z, split around the spike of width ~tau at z = A."""
-    cuts = [-np.inf, A - 60 * tau, A, A + 60 * tau, np.inf]
-    return sum(integrate.quad(lambda z: fn(z) * logistic_pdf(z), lo, hi, limit=400, epsabs=1e-13, epsrel=1e-12)[0]
-               for lo, hi in zip(cuts[:-1], cuts[1:]))
-
-
 def toy_moments(tau: float) -> tuple[float, float, float]:
     """(mean, variance, fourth central moment) of the GS toy estimate by quadrature."""
-    m = quad_expect(lambda z: gs_grad(z, tau), tau)
-    v = quad_expect(lambda z: (gs_grad(z, tau) - m) ** 2, tau)
-    m4 = quad_expect(lambda z: (gs_grad(z, tau) - m) ** 4, tau)
-    return m, v, m4
+    return quad_moments(lambda z: gs_grad(z, tau), tau, A)
 
 
 EXACT = logistic_pdf(A) * ((1 - C) ** 2 - (-1 - C) ** 2)  # d/da E f = sigma'(1) (f(1) - f(-1))
@@ -83,30 +69,11 @@ def test_bias_vanishes_roughly_linearly_in_tau():
     assert bias[-1] < 0.02
 
 
-def _toy_draws(tau: float, n: int, seed: int) -> tuple[float, float]:
-    """Mean and variance of n estimator draws of the toy's bias coordinate (float64, chunked)."""
-    est, problem = Concrete(tau=tau), toy_psa1()
-    g = torch.Generator().manual_seed(seed)
-    total, total2, done, shift = 0.0, 0.0, 0, EXACT
-    while done < n:
-        d = min(2**21, n - done)
-        x = est.estimate(problem, d, g)["layer0"][:, 1] - shift
-        total, total2, done = total + float(x.sum()), total2 + float((x * x).sum()), done + d
-    mean = total / n
-    return mean + shift, total2 / n - mean * mean
-
-
 @pytest.mark.stat
 @pytest.mark.parametrize("tau", list(SPEC_GS))
 def test_toy_monte_carlo_matches_quadrature(tau):
-    m, v, m4 = toy_moments(tau)
-    # draws needed for the designed power, for the mean and for the variance (kurtosis from quadrature)
-    n = math.ceil(max((Z_POWER * math.sqrt(v) / DELTA_MEAN) ** 2, (Z_POWER * math.sqrt(m4 - v * v) / (DELTA_VAR * v)) ** 2))
-    se_mean, se_var = math.sqrt(v / n), math.sqrt((m4 - v * v) / n)
-    assert se_mean * Z_POWER <= DELTA_MEAN and se_var * Z_POWER <= DELTA_VAR * v  # the design
-    mean, var = _toy_draws(tau, n, seed=1000 + int(tau * 1000))
-    z_mean, z_var = (mean - m) / se_mean, (var - v) / se_var
-    info = f"tau={tau} N={n} mean={mean:.5f} quad={m:.5f} var={var:.5f} quad={v:.5f} z=({z_mean:.2f}, {z_var:.2f})"
+    z_mean, z_var, info = toy_z_test(Concrete(tau=tau), tau, toy_moments(tau), seed=1000 + int(tau * 1000),
+                                     shift=EXACT, z_power=Z_POWER, delta_mean=DELTA_MEAN, delta_var=DELTA_VAR)
     assert abs(z_mean) < Z_CRIT, info
     assert abs(z_var) < Z_CRIT, info
 
@@ -119,9 +86,7 @@ def _autograd_relaxed(problem, uniforms, tau, d):
     p = problem.with_group_params(leaves)
     inp = p.X
     for k, u in enumerate(uniforms):
-        u = u[d].clamp(1e-15, 1 - 1e-15)
-        z = {"logistic": torch.log(u / (1 - u)), "gaussian": math.sqrt(2) * torch.erfinv(2 * u - 1),
-             "uniform": 2 * u - 1}[p.noise]
+        z = noise_of_uniform(p.noise, u[d])
         x01 = torch.sigmoid((p.preact(k, inp) - z) / tau)
         inp = p.enc(2 * x01 - 1)
     loss = p.loss_fn.value(p.head(inp), p.y).mean()
@@ -141,30 +106,11 @@ def test_equals_autograd_of_relaxed_network(encoding, noise, make_gen):
             torch.testing.assert_close(a[d], b, rtol=1e-9, atol=1e-12)
 
 
-def _to_01(problem):
-    """The 0/1-parametrised problem computing the same network: W01 = 2W, b01 = b - W 1 past the first layer."""
-    ws, bs = list(problem.weights), list(problem.biases)
-    for k in range(1, len(ws)):
-        ws[k], bs[k] = 2 * ws[k], bs[k] - ws[k].sum(1)
-    return problem.replace(weights=tuple(ws), biases=tuple(bs), head_weight=2 * problem.head_weight,
-                           head_bias=problem.head_bias - problem.head_weight.sum(1), encoding="01")
-
-
-def pull_back_01(problem, g01):
-    """Chain rule: pm1 gradients from 0/1 ones, dL/dW = 2 g01_W - g01_b 1^T, dL/db = g01_b (past the first layer)."""
-    shapes = [w.shape for w in problem.weights] + [problem.head_weight.shape]
-    out = [g01[0]]
-    for g, (n, m) in zip(g01[1:], shapes[1:]):
-        gw, gb = g[:, : n * m].reshape(-1, n, m), g[:, n * m :]
-        out.append(torch.cat([(2 * gw - gb[:, :, None]).flatten(1), gb], 1))
-    return out
-
-
 @pytest.mark.parametrize("spec", ["concrete:tau=0.3", "concrete:tau=2.0"])
 def test_same_relaxation_in_both_encodings(spec, make_gen):
     est = registry.get(spec)
     pm = random_problem("3-4-3-2", seed=5, points=6, encoding="pm1", loss="softmax")
-    p01 = _to_01(pm)
+    p01 = to_01(pm)
     g_pm = list(est.estimate(pm, 16, make_gen(11)).values())
     g_01 = list(est.estimate(p01, 16, make_gen(11)).values())
     for a, b in zip(g_pm, pull_back_01(pm, g_01)):

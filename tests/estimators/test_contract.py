@@ -157,15 +157,6 @@ CONV_SPECS = ["conv:input=2x5x5,channels=2-3,kernels=3-1,strides=2-1,paddings=1-
               "conv:input=1x6x5,channels=2-2,kernels=5-3,strides=1-1,paddings=1-0,points=3,seed=2"]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: one intra-op thread (a second only adds barrier waits)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _conv_problem(name, spec, encoding, dtype=torch.float64, scale=None, device="cpu"):
     from reference.presets import build_problem
 

@@ -10,7 +10,7 @@ r"""Every estimator on convolutional SBNs: exactly its fully connected self, and
    ``param_grad``, ``moment_preact``, grouped replicas, PSA's conv kernel) is checked against its
    already-tested FC path.
 2. **Statistical unbiasedness on ``conv-tiny`` (Tier 1).**  The designed test of
-   ``test_unbiased.py`` (repeated here: test modules cannot import each other): per coordinate
+   ``test_unbiased.py`` (repeated here; its sampling helpers are shared in ``tests/helpers.py``): per coordinate
    $z=(\bar g-g)/\mathrm{SE}$ against the exact gradient; fail if $|z|>z_{1-\alpha/(2m)}$ with this
    module's family-wise $\alpha=10^{-4}$ and $m$ = coordinates x estimators x problems (slow cases
    included).  Power: $\delta_{\rm group}=r\lVert g_{\rm group}\rVert/\sqrt{\rm size}$; $N$ from an
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
 from functools import lru_cache
 
 import pytest
@@ -32,21 +31,14 @@ import torch
 from scipy.stats import norm
 
 from estimators import registry
-from estimators.arm import Arm
 from estimators.model import Problem
+from helpers import FlippedArm, draw_moments
 from reference.exact import exact
 from reference.presets import build_problem
 
 NAMES = registry.names()
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one intra-op thread (see conftest.py)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread (a second one only adds barrier waits, badly so on a loaded machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 #: stride 2 with padding, then a 1x1 layer (channel mixing only)
 CONV_SPEC = "conv:input=2x5x4,channels=3-2,kernels=3-1,strides=2-1,paddings=1-0,points=3,seed=4"
 
@@ -131,52 +123,17 @@ def z_values() -> tuple[float, float, int]:
     return float(norm.isf(ALPHA / (2 * m))), float(norm.isf(BETA)), m
 
 
-@dataclass
-class Moments:
-    n: int
-    mean: dict[str, torch.Tensor]
-    m2: dict[str, torch.Tensor]
-
-    def se(self, name: str) -> torch.Tensor:
-        return (self.m2[name] / (self.n - 1) / self.n).sqrt()
-
-    def sd(self, name: str) -> torch.Tensor:
-        return (self.m2[name] / (self.n - 1)).sqrt()
-
-
-def draw_moments(estimator, problem: Problem, draws: int, seed: int) -> Moments:
-    """Per-coordinate mean and $M_2$ over ``draws`` draws, in float64 chunks merged with Chan's formula."""
-    gen = torch.Generator().manual_seed(seed)
-    acc, done = None, 0
-    while done < draws:
-        c = min(CHUNK, draws - done)
-        out = estimator.estimate(problem, c, gen)
-        mean = {k: v.double().mean(0) for k, v in out.items()}
-        m2 = {k: ((v.double() - mean[k]) ** 2).sum(0) for k, v in out.items()}
-        if acc is None:
-            acc = Moments(c, mean, m2)
-        else:
-            n = acc.n + c
-            for k in out:
-                d = mean[k] - acc.mean[k]
-                acc.mean[k] = acc.mean[k] + d * c / n
-                acc.m2[k] = acc.m2[k] + m2[k] + d * d * acc.n * c / n
-            acc.n = n
-        done += c
-    return acc
-
-
 def z_test(estimator, key: str, label: str) -> tuple[float, list[str]]:
     problem, ex = get_problem(key), get_exact(key)
     r, cap = PROBLEMS[key][1], PROBLEMS[key][2]
     dl = {k: r * float(g.norm()) / math.sqrt(g.numel()) for k, g in ex.items()}
     za, zb, m = z_values()
     seed = zlib.crc32(f"{label}|{key}".encode())
-    pilot = draw_moments(estimator, problem, PILOT, seed + 1)
+    pilot = draw_moments(estimator, problem, PILOT, seed + 1, CHUNK)
     need = max(1.5 * ((za + zb) * float(pilot.sd(k).max()) / d) ** 2 for k, d in dl.items())
     N = max(MIN_N, int(math.ceil(need / 1024)) * 1024)
     assert N <= cap, f"{label} on {key}: the design needs N={N} draws, over the cap {cap} (variance regression?)"
-    mom = draw_moments(estimator, problem, N, seed)
+    mom = draw_moments(estimator, problem, N, seed, CHUNK)
     worst, bad = 0.0, []
     for name, g in ex.items():
         se = mom.se(name)
@@ -206,15 +163,6 @@ def test_bonferroni_budget():
     za, _, m = z_values()
     assert m == sum(len(PROBLEMS[k][4]) * sum(get_problem(k).group_sizes) for k in PROBLEMS)
     assert m * 2 * norm.sf(za) == pytest.approx(ALPHA)
-
-
-@dataclass(frozen=True)
-class FlippedArm(Arm):
-    """ARM with the sign of the hidden-layer term flipped (a regression the test must catch)."""
-
-    def from_path(self, problem, path, generator):
-        grads = super().from_path(problem, path, generator)
-        return [-g for g in grads[:-1]] + grads[-1:]
 
 
 @pytest.mark.stat

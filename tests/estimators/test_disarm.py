@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -11,40 +9,9 @@ from estimators import registry
 from estimators.arm import Arm, dphi_da
 from estimators.disarm import DisArm
 from estimators.model import Path, sample_path
+from helpers import cell_grid
 from reference.exact import exact
 from reference.presets import build_problem
-
-_GL = 1 / math.sqrt(3.0)
-
-
-def cell_grid(problem):
-    """Exact quadrature over $u\\in[0,1]^n$ for a one-layer, one-point problem (2 Gauss-Legendre nodes per
-    cell between the breakpoints $F(\\pm a)$, tensor product over units).  Also returns, per node, the
-    midpoint of the cell each $u_i$ lies in."""
-    assert problem.depth == 1 and problem.batch_size == 1
-    law = problem.noise_law
-    a = problem.preact(0, problem.X)[0]
-    nodes, weights, mids = [], [], []
-    for ai in a:
-        lo, hi = sorted([float(law.cdf(-ai)), float(law.cdf(ai))])
-        u_i, w_i, m_i = [], [], []
-        for l, r in ((0.0, lo), (lo, hi), (hi, 1.0)):
-            c, h = (l + r) / 2, (r - l) / 2
-            u_i += [c - h * _GL, c + h * _GL]
-            w_i += [h, h]
-            m_i += [c, c]
-        nodes.append(torch.tensor(u_i, dtype=torch.float64))
-        weights.append(torch.tensor(w_i, dtype=torch.float64))
-        mids.append(torch.tensor(m_i, dtype=torch.float64))
-    n = a.numel()
-    u = torch.cartesian_prod(*nodes).reshape(-1, 1, n)
-    w = torch.cartesian_prod(*weights).reshape(-1, n).prod(1)
-    mid = torch.cartesian_prod(*mids).reshape(-1, 1, n)
-    aa = a.expand_as(u)
-    x = torch.where(u < law.cdf(aa), 1.0, -1.0).to(u.dtype)
-    inp = problem.X.expand(u.shape[0], 1, problem.widths[0])
-    return Path([x], [aa], [u], [inp]), w, mid
-
 
 def grid_moments(est, problem):
     path, w, _ = cell_grid(problem)

@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from estimators import local_expectation, registry
 from estimators.errors import InputError
 from estimators.local_expectation import LocalExpectation
-from estimators.model import Path, layer_grad, sample_path
-from reference.exact import all_states, exact
+from estimators.model import layer_grad, sample_path
+from helpers import enumerate_paths
+from reference.exact import exact
 from reference.presets import build_problem
-
-
-def enumerate_paths(problem):
-    """Every joint path of a one-point problem (one draw per path; NaN uniforms) and its probability."""
-    assert problem.batch_size == 1
-    widths = list(problem.widths[1:])
-    joint = all_states(sum(widths), problem.dtype)
-    P, law = joint.shape[0], problem.noise_law
-    path = Path([], [], [], [])
-    inp = problem.X.expand(P, 1, problem.widths[0])
-    logp = torch.zeros(P, dtype=problem.dtype)
-    for k, x in enumerate(torch.split(joint, widths, dim=1)):
-        x = x.unsqueeze(1)
-        a = problem.preact(k, inp)
-        path.x.append(x), path.a.append(a), path.inputs.append(inp)
-        path.u.append(torch.full_like(a, math.nan))
-        logp = logp + law.log_cdf(x * a).sum((1, 2))
-        inp = problem.enc(x)
-    return path, logp.exp()
 
 
 ONE_HIDDEN = [

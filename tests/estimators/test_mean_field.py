@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from estimators import losses, registry
-from estimators.losses import Loss
 from estimators.mean_field import TanhMeanField
+from helpers import LinearLoss
 from reference.exact import exact
 from reference.presets import random_problem
 
@@ -50,21 +50,8 @@ def test_encoding_independent():
     assert torch.allclose(gp["layer1"][0], torch.cat([(2 * w01 - b01[:, None]).flatten(), b01]), rtol=0, atol=1e-13)
 
 
-class _LinearLoss(Loss):
-    name = "linear"
-
-    def value(self, eta, y):
-        return (eta * y).sum(-1)
-
-    def grad(self, eta, y):
-        return y.expand_as(eta)
-
-    def check_labels(self, y, n_out):
-        assert y.dim() == 2 and y.shape[1] == n_out
-
-
 def test_exact_for_one_layer_linear_loss_biased_otherwise(monkeypatch):
-    monkeypatch.setitem(losses.LOSSES, "linear", _LinearLoss())
+    monkeypatch.setitem(losses.LOSSES, "linear", LinearLoss())
     monkeypatch.setattr(TanhMeanField, "losses", TanhMeanField.losses + ("linear",))
     g = torch.Generator().manual_seed(0)
     p = random_problem("3-4", scale=1.5, seed=1, points=3, loss="squared", classes=2).replace(loss="linear")

@@ -2,52 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from estimators import registry
 from estimators.errors import InputError
-from estimators.model import Path, layer_grad
 from estimators.muprop import MuProp, mean_field
 from estimators.reinforce import Reinforce
-from reference.exact import all_states, exact
+from helpers import drop_analytic_term, exact_moments
+from reference.exact import exact
 from reference.presets import build_problem
-
-
-def enumerate_paths(problem):
-    """Every joint path of a one-point problem (one draw per path; NaN uniforms) and its probability."""
-    assert problem.batch_size == 1
-    widths = list(problem.widths[1:])
-    joint = all_states(sum(widths), problem.dtype)
-    P, law = joint.shape[0], problem.noise_law
-    path = Path([], [], [], [])
-    inp = problem.X.expand(P, 1, problem.widths[0])
-    logp = torch.zeros(P, dtype=problem.dtype)
-    for k, x in enumerate(torch.split(joint, widths, dim=1)):
-        x = x.unsqueeze(1)
-        a = problem.preact(k, inp)
-        path.x.append(x), path.a.append(a), path.inputs.append(inp)
-        path.u.append(torch.full_like(a, math.nan))
-        logp = logp + law.log_cdf(x * a).sum((1, 2))
-        inp = problem.enc(x)
-    return path, logp.exp()
-
-
-def exact_moments(fn, problem):
-    """Exact mean and single-draw variance per group of a path-deterministic estimator (spec §2.3)."""
-    B, mean, var = problem.batch_size, None, None
-    for b in range(B):
-        pb = problem.subset(slice(b, b + 1))
-        path, prob = enumerate_paths(pb)
-        grads = fn(pb, path)
-        mb = [(prob[:, None] * g).sum(0) for g in grads]
-        vb = [(prob[:, None] * (g - m) ** 2).sum(0) for g, m in zip(grads, mb)]
-        mean = mb if mean is None else [x + y for x, y in zip(mean, mb)]
-        var = vb if var is None else [x + y for x, y in zip(var, vb)]
-    return ({n: m / B for n, m in zip(problem.group_names, mean)},
-            {n: v / B**2 for n, v in zip(problem.group_names, var)})
 
 
 SMALL = [
@@ -73,12 +37,7 @@ def test_exact_mean_equals_gradient(spec, point):
 
 def _without_correction(problem, path):
     """MuProp's control variate without the analytic term (biased)."""
-    law = problem.noise_law
-    grads = MuProp().from_path(problem, path)
-    for k in range(problem.depth):
-        _, _, jk = mean_field(problem, k + 1, 2 * law.cdf(path.a[k]) - 1)
-        grads[k] = grads[k] - layer_grad(jk[0] * 2 * law.pdf(path.a[k]), path.inputs[k])
-    return grads
+    return drop_analytic_term(problem, path, MuProp().from_path(problem, path))
 
 
 def test_the_analytic_term_is_what_makes_it_unbiased():

@@ -31,13 +31,7 @@ NOISES = ("logistic", "gaussian", "uniform")
 GEOMS = list(itertools.product((1, 3, 5), (1, 2), (0, 1)))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread (a second one only adds barrier waits, badly so on a loaded machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one intra-op thread (see conftest.py)
 
 
 def _inputs(geom: ConvGeom, c_out: int, dtype, gen, D=2, B=3, a_scale=3.0, w_scale=1.0):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from scipy.stats import norm
@@ -12,52 +10,9 @@ from estimators import registry
 from estimators.errors import InputError
 from estimators.model import Path, sample_path
 from estimators.reinforce import Reinforce, ReinforceLOO, ema_baseline, score_grads
-from reference.exact import all_states, exact
+from helpers import enumerate_paths, exact_moments
+from reference.exact import exact
 from reference.presets import build_problem
-
-
-# ---- exact enumeration helpers (kept local: test modules cannot import each other) ----------------------------
-def enumerate_paths(problem):
-    """Every joint path of a one-point problem as a Path (one draw per path) and its probability.
-
-    The uniforms are NaN, so an estimator that (wrongly) reads them yields NaN.
-    """
-    assert problem.batch_size == 1
-    widths = list(problem.widths[1:])
-    joint = all_states(sum(widths), problem.dtype)
-    P, law = joint.shape[0], problem.noise_law
-    path = Path([], [], [], [])
-    inp = problem.X.expand(P, 1, problem.widths[0])
-    logp = torch.zeros(P, dtype=problem.dtype)
-    for k, x in enumerate(torch.split(joint, widths, dim=1)):
-        x = x.unsqueeze(1)
-        a = problem.preact(k, inp)
-        path.x.append(x), path.a.append(a), path.inputs.append(inp)
-        path.u.append(torch.full_like(a, math.nan))
-        logp = logp + law.log_cdf(x * a).sum((1, 2))
-        inp = problem.enc(x)
-    return path, logp.exp()
-
-
-def exact_moments(fn, problem):
-    """Exact mean and single-draw variance per group of a path-deterministic ``fn(problem, path)``.
-
-    The batch estimate averages independent per-point estimates: mean = average of the per-point
-    means, variance = sum of per-point variances / B^2 (spec §2.3).
-    """
-    B = problem.batch_size
-    mean, var = None, None
-    for b in range(B):
-        pb = problem.subset(slice(b, b + 1))
-        path, prob = enumerate_paths(pb)
-        assert float(prob.sum()) == pytest.approx(1.0, abs=1e-12)
-        grads = fn(pb, path)
-        mb = [(prob[:, None] * g).sum(0) for g in grads]
-        vb = [(prob[:, None] * (g - m) ** 2).sum(0) for g, m in zip(grads, mb)]
-        mean = mb if mean is None else [x + y for x, y in zip(mean, mb)]
-        var = vb if var is None else [x + y for x, y in zip(var, vb)]
-    names = problem.group_names
-    return {n: m / B for n, m in zip(names, mean)}, {n: v / B**2 for n, v in zip(names, var)}
 
 
 SMALL = [
@@ -72,7 +27,7 @@ SMALL = [
 # ---- literature toys: exact enumeration of b -------------------------------------------------------------------
 def _toy_moments(name):
     p = build_problem(name)
-    mean, var = exact_moments(Reinforce().from_path, p)
+    mean, var = exact_moments(Reinforce().from_path, p, check_total=True)
     # shared-logit estimate = sum of the bias estimates; its variance needs the joint distribution
     path, prob = enumerate_paths(p)
     n = p.widths[1]
@@ -118,7 +73,7 @@ def test_toy_relax1():
 @pytest.mark.parametrize("est", ["reinforce", "reinforce:baseline=constant,value=0.7"])
 def test_exact_mean_equals_gradient(spec, est):
     p = build_problem(spec)
-    mean, _ = exact_moments(registry.get(est).from_path, p)
+    mean, _ = exact_moments(registry.get(est).from_path, p, check_total=True)
     ex = exact(p).grads
     for name in p.group_names:
         assert torch.allclose(mean[name], ex[name], atol=1e-12, rtol=1e-10), name
@@ -128,8 +83,8 @@ def test_constant_baseline_lowers_exact_variance_on_a_positive_loss():
     """A baseline near E f (here the exact loss) reduces the hidden-layer variance; the head is unchanged."""
     p = build_problem("random:widths=2-2-2,points=3,seed=1")
     L = exact(p).loss
-    _, v0 = exact_moments(Reinforce().from_path, p)
-    _, v1 = exact_moments(registry.get(f"reinforce:baseline=constant,value={L!r}").from_path, p)
+    _, v0 = exact_moments(Reinforce().from_path, p, check_total=True)
+    _, v1 = exact_moments(registry.get(f"reinforce:baseline=constant,value={L!r}").from_path, p, check_total=True)
     assert float(v1["layer0"].sum()) < 0.8 * float(v0["layer0"].sum())
     assert torch.allclose(v1["head"], v0["head"], atol=1e-15)
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from estimators import losses, registry
-from estimators.losses import Loss
 from estimators.model import sample_path
 from estimators.straight_through import DeepST
+from helpers import LinearLoss, pull_back_01, to_01
 from reference.exact import exact
 from reference.moments import path_moments
 from reference.presets import random_problem, toy_psa1
@@ -19,30 +19,11 @@ from reference.presets import random_problem, toy_psa1
 VARIANTS = ("st", "st-identity", "st-tanh", "st-hardtanh")
 
 
-def _to01(p):
-    """The 0/1-parametrised problem equal to a pm1 one: a layer reading pm1 states with (W, b) equals a
-    layer reading 0/1 states with (2W, b - W 1) (spec §1.4); the first layer reads the real input."""
-    ws = [p.weights[0]] + [2 * w for w in p.weights[1:]]
-    bs = [p.biases[0]] + [b - w.sum(1) for w, b in zip(p.weights[1:], p.biases[1:])]
-    return p.replace(weights=tuple(ws), biases=tuple(bs), head_weight=2 * p.head_weight,
-                     head_bias=p.head_bias - p.head_weight.sum(1), encoding="01")
-
-
-def _grads01_to_pm1(p, grads01):
-    """Chain rule through W' = 2W, b' = b - W 1: dW = 2 dW' - db' 1^T, db = db' (all but the first layer)."""
-    shapes = [w.shape for w in p.weights] + [p.head_weight.shape]
-    out = [grads01[0]]
-    for g, (n, m) in zip(grads01[1:], shapes[1:]):
-        gw, gb = g[..., : n * m].unflatten(-1, (n, m)), g[..., n * m :]
-        out.append(torch.cat([(2 * gw - gb.unsqueeze(-1)).flatten(-2), gb], -1))
-    return out
-
-
 def test_reparametrisation_maps_exact_gradients():
-    """Sanity of the two helpers above, on the exact gradient."""
+    """Sanity of the two encoding helpers (to_01, pull_back_01 in tests/helpers.py), on the exact gradient."""
     p = random_problem("3-3-2-2", scale=1.2, seed=3, points=5, loss="softmax")
     g = exact(p).grads
-    g01 = _grads01_to_pm1(p, list(exact(_to01(p)).grads.values()))
+    g01 = pull_back_01(p, list(exact(to_01(p)).grads.values()))
     for name, want in zip(p.group_names, g01):
         assert torch.allclose(g[name], want, rtol=0, atol=1e-13)
 
@@ -51,11 +32,11 @@ def test_reparametrisation_maps_exact_gradients():
 def test_deep_st_encoding_independent_per_path(noise, make_gen):
     """Claim 6: pm1 with 2F' and 0/1 with F' are the same estimator (compared path by path)."""
     p = random_problem("3-4-3-3", scale=1.3, seed=8, points=6, noise=noise, loss="softmax")
-    q = _to01(p)
+    q = to_01(p)
     st = registry.get("st")
     path_p, path_q = sample_path(p, 5, make_gen(4)), sample_path(q, 5, make_gen(4))
     assert all(torch.equal(u, v) for u, v in zip(path_p.x, path_q.x))
-    got = _grads01_to_pm1(p, st.from_path(q, path_q))
+    got = pull_back_01(p, st.from_path(q, path_q))
     for want, g in zip(st.from_path(p, path_p), got):
         assert float((want - g).abs().max()) <= 1e-12
 
@@ -105,26 +86,11 @@ def test_deep_st_unbiased_head_biased_last_hidden():
     assert float((mom[last][0] - ex.grads[last]).norm() / ex.grads[last].norm()) > 1e-2
 
 
-class _LinearLoss(Loss):
-    """f = <eta, y>: linear in the last layer's states (test-only)."""
-
-    name = "linear"
-
-    def value(self, eta, y):
-        return (eta * y).sum(-1)
-
-    def grad(self, eta, y):
-        return y.expand_as(eta)
-
-    def check_labels(self, y, n_out):
-        assert y.dim() == 2 and y.shape[1] == n_out
-
-
 @pytest.mark.parametrize("encoding", ["pm1", "01"])
 @pytest.mark.parametrize("noise", ["logistic", "gaussian"])
 def test_deep_st_exact_for_one_layer_linear_loss(encoding, noise, monkeypatch):
     """Spec §4.1: exact for one layer when f is linear in the states (a test-only linear loss)."""
-    monkeypatch.setitem(losses.LOSSES, "linear", _LinearLoss())
+    monkeypatch.setitem(losses.LOSSES, "linear", LinearLoss())
     monkeypatch.setattr(DeepST, "losses", DeepST.losses + ("linear",))
     p = random_problem("3-4", scale=1.5, seed=1, points=3, encoding=encoding, noise=noise, loss="squared", classes=2)
     p = p.replace(loss="linear")

@@ -40,11 +40,12 @@ import torch
 from scipy.stats import norm
 
 from estimators import registry
-from estimators.arm import Arm, antithetic_losses, dphi_da
+from estimators.arm import antithetic_losses, dphi_da
 from estimators.disarm import DisArm
 from estimators.model import Problem, head_grad, layer_grad, sample_path
-from estimators.muprop import MuProp, mean_field
+from estimators.muprop import MuProp
 from estimators.reinforce import Reinforce, score_grads
+from helpers import FlippedArm, draw_moments, drop_analytic_term
 from reference.exact import exact
 from reference.presets import build_problem
 
@@ -102,42 +103,6 @@ def seed_of(*parts: str) -> int:
     return zlib.crc32("|".join(parts).encode())
 
 
-@dataclass
-class Moments:
-    n: int
-    mean: dict[str, torch.Tensor]
-    m2: dict[str, torch.Tensor]
-
-    def se(self, name: str) -> torch.Tensor:
-        return (self.m2[name] / (self.n - 1) / self.n).sqrt()
-
-    def sd(self, name: str) -> torch.Tensor:
-        return (self.m2[name] / (self.n - 1)).sqrt()
-
-
-def draw_moments(estimator, problem: Problem, draws: int, seed: int) -> Moments:
-    """Per-coordinate mean and $M_2$ of ``draws`` draws, chunked and merged with Chan's formula."""
-    gen = torch.Generator().manual_seed(seed)
-    acc: Moments | None = None
-    done = 0
-    while done < draws:
-        c = min(CHUNK, draws - done)
-        out = estimator.estimate(problem, c, gen)
-        mean = {k: v.double().mean(0) for k, v in out.items()}
-        m2 = {k: ((v.double() - mean[k]) ** 2).sum(0) for k, v in out.items()}
-        if acc is None:
-            acc = Moments(c, mean, m2)
-        else:
-            n = acc.n + c
-            for k in out:
-                d = mean[k] - acc.mean[k]
-                acc.mean[k] = acc.mean[k] + d * c / n
-                acc.m2[k] = acc.m2[k] + m2[k] + d * d * acc.n * c / n
-            acc.n = n
-        done += c
-    return acc
-
-
 def deltas(key: str) -> dict[str, float]:
     r = PROBLEMS[key][2]
     return {k: r * float(g.norm()) / math.sqrt(g.numel()) for k, g in get_exact(key).items()}
@@ -146,7 +111,7 @@ def deltas(key: str) -> dict[str, float]:
 def design_draws(estimator, key: str, seed: int) -> int:
     """$N=1.5((z_a+z_b)s_{\\max}/\\delta)^2$ from an independent pilot run, at least ``MIN_N``."""
     za, zb, _ = z_values()
-    pilot = draw_moments(estimator, get_problem(key), PILOT, seed + 1)
+    pilot = draw_moments(estimator, get_problem(key), PILOT, seed + 1, CHUNK)
     need = max(1.5 * ((za + zb) * float(pilot.sd(k).max()) / d) ** 2 for k, d in deltas(key).items())
     return max(MIN_N, int(math.ceil(need / 1024)) * 1024)
 
@@ -159,7 +124,7 @@ def z_test(estimator, key: str, label: str) -> tuple[float, list[str]]:
     N = design_draws(estimator, key, seed)
     cap = PROBLEMS[key][3]
     assert N <= cap, f"{label} on {key}: the design needs N={N} draws, over the cap {cap} (variance regression?)"
-    mom = draw_moments(estimator, problem, N, seed)
+    mom = draw_moments(estimator, problem, N, seed, CHUNK)
     worst, bad = 0.0, []
     for name, g in ex.items():
         se = mom.se(name)
@@ -212,15 +177,6 @@ class SelfBaselineReinforce(Reinforce):
 
 
 @dataclass(frozen=True)
-class FlippedArm(Arm):
-    """ARM with the sign of the hidden-layer term flipped."""
-
-    def from_path(self, problem, path, generator):
-        grads = super().from_path(problem, path, generator)
-        return [-g for g in grads[:-1]] + grads[-1:]
-
-
-@dataclass(frozen=True)
 class SignedPhiDisArm(DisArm):
     r"""DisARM with $\sigma(\phi)$ in place of $\sigma(|\phi|)$ (a plausible transcription error)."""
 
@@ -241,13 +197,8 @@ class UncorrectedMuProp(MuProp):
     """MuProp without the analytic term: the control variate's mean is never added back."""
 
     def from_path(self, problem, path):
-        law = problem.noise_law
-        grads = super().from_path(problem, path)
-        for k in range(problem.depth):
-            # subtract the analytic term J * 2F'(a) again, recomputed the same way as in MuProp
-            _, _, jk = mean_field(problem, k + 1, 2 * law.cdf(path.a[k]) - 1)
-            grads[k] = grads[k] - layer_grad(jk[0] * 2 * law.pdf(path.a[k]), path.inputs[k])
-        return grads
+        # subtract the analytic term J * 2F'(a) again, recomputed the same way as in MuProp
+        return drop_analytic_term(problem, path, super().from_path(problem, path))
 
 
 @pytest.mark.stat

@@ -27,14 +27,6 @@ TOTAL_DRAWS, CHUNK = 10_000, 1_000
 TARGET_MS = {"st": 0.1, "reinforce": 0.1, "psa": 0.3, "arm": 0.5}
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _need(spec: str):
     name = spec.partition(":")[0]
     if name not in registry.names():

@@ -10,12 +10,7 @@ from reference.exact import exact
 from reference.presets import build_problem
 
 
-@pytest.fixture(autouse=True)
-def _one_core():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("spec", ["psa-2-5-5-5", "random:widths=2-10-10-10,points=200", "random:widths=2-12-12,points=200"])
