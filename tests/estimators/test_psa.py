@@ -87,18 +87,23 @@ def test_kernel_rejects_bad_shapes():
 @pytest.mark.parametrize("flip_scale", [2.0, 1.0])
 def test_fused_kernel_equals_reference(flip_scale, dtype, make_gen, monkeypatch):
     """The compiled pair form (first call compiles: seconds): blocks of units, rows and outputs, an odd
-    n_out, saturated pre-activations, the largest weights inside the range, and h of any scale."""
+    n_out, outputs padded to whole vectors, saturated pre-activations, the largest weights inside the
+    range, and h of any scale."""
     law = get_noise("logistic")
     tol = 1e-13 if dtype == torch.float64 else 2e-6
     wmax = psa_kernel._RANGES[dtype][1] / flip_scale
-    cases = [  # (n_out, a_scale, weight scale, h scale, table elems, row elems, outputs per pass)
-        (17, 3.0, 1.0, 1.0, 2**18, 2**17, 1024), (16, 3.0, 1.0, 1e6, 40, 40, 6), (17, 30.0, 1.0, 1e-20, 64, 100, 7),
-        (17, 60.0, wmax, 1.0, 2**18, 2**17, 4), (9, 3.0, wmax, 1.0, 30, 20, 1024),
+    cases = [  # (n_out, a_scale, weight scale, h scale, table elems, row elems, outputs per pass, pad unit)
+        (17, 3.0, 1.0, 1.0, 2**18, 2**17, 1024, 2), (16, 3.0, 1.0, 1e6, 40, 40, 6, 2),
+        (17, 30.0, 1.0, 1e-20, 64, 100, 7, 2), (17, 60.0, wmax, 1.0, 2**18, 2**17, 4, 2),
+        (9, 3.0, wmax, 1.0, 30, 20, 1024, 2), (17, 3.0, 1.0, 1.0, 2**18, 2**17, 1024, 8),
+        (21, 3.0, wmax, 1.0, 50, 40, 12, 8),
     ]
-    for n_out, a_scale, wscale, hscale, table, rows, jblock in cases:
+    for n_out, a_scale, wscale, hscale, table, rows, jblock, lanes in cases:
         monkeypatch.setattr(psa_kernel, "_TABLE", table)
         monkeypatch.setattr(psa_kernel, "_ROWS", rows)
         monkeypatch.setattr(psa_kernel, "_JBLOCK", jblock)
+        monkeypatch.setattr(psa_kernel, "_LANES", lanes)
+        monkeypatch.setattr(psa_kernel, "_PAD_MIN", 1)
         x, a, W, h = _kernel_inputs(dtype, make_gen(7), D=2, B=9, n_in=33, n_out=n_out, a_scale=a_scale)
         W = W / W.abs().max() * wscale  # the largest |W| exactly at the scale
         h = h * hscale
