@@ -25,7 +25,8 @@ GEMM ($R=D\cdot B$ rows) but every term needs one CDF evaluation, so no GEMM lib
   for tests.
 
 Cost: $R\,n_{in}n_{out}$ CDF evaluations (fused: half a division and ~4 multiply-adds each);
-extra memory: the ``[R, n_in]`` result, one ``[R, n_out]`` temporary and cache-sized blocks.
+extra memory: the ``[R, n_in]`` result plus (eager) one ``[R, n_out]`` temporary and ``max_chunk_elems``
+tiles, or (fused) ``[R, 1]`` row sums and blocks of at most ``_ROWS``/``_TABLE``/``_OUT_BLOCK`` elements.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .errors import InputError
 from .noise import Gaussian, Logistic, Noise, Uniform
 
 __all__ = ["flip_backward", "flip_backward_fused", "flip_backward_reference", "flip_backward_auto", "cpu_choice",
-           "fused_supported"]
+           "fused_supported", "in_exact_range"]
 
 #: Tiles larger than this many elements fall out of the L2 cache and run slower (measured).
 _CACHE_TILE = 2**16
@@ -120,15 +121,21 @@ def flip_backward_reference(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor
 
 # ---- fused (torch.compile) variant -----------------------------------------------------------------
 
-#: float32: pre-activations are clamped to +-34; exact (to rounding) while s*max|W| <= 17, because
-#: sigma(+-17) is 1 or 0 in float32, so clamping a beyond 34 changes no flipped term.  Every
+#: float32: pre-activations are clamped to +-34; exact (to rounding) while s*max|W| <= 17: a flipped
+#: argument beyond the clamp is then beyond +-17 both before and after clamping, where sigma is within
+#: 4.1e-8 of 1 or 0, so a term changes by at most 4.1e-8 |h_j| (below float32's epsilon).  Every
 #: denominator is then at most 1 + e^51 and a pair's numerator stays finite (h is scaled to |h| <= 1).
-#: float64: the same with 300 and 260 (sigma(+-40) saturates).  Outside these ranges: eager kernel.
+#: float64: the same with 300 and 260 (sigma(+-40) is within 4e-18 of 1 or 0).  Outside: eager kernel.
 _RANGES = {torch.float32: (34.0, 17.0), torch.float64: (300.0, 260.0)}
 #: E tables of at most this many elements (1 MiB in float32: L2-resident; measured best on one core)
 _TABLE = 2**18
 #: row blocks of at most this many elements per [rows, n_out] temporary (bounds the extra memory)
 _ROWS = 2**17
+#: ... and of at most this many elements per [rows, n_in_block] result (narrow layers have wide blocks)
+_OUT_BLOCK = 2**19
+#: compiled graphs per function: one per dtype and input pattern (block shapes, views); beyond this
+#: dynamo raises and the eager kernel takes over (never an unfused eager run of the pair expression)
+_RECOMPILE_LIMIT = 64
 #: outputs j per pass: the row vectors a pass reads (3 x this many) stay in L1 (measured: 1.3x at 2048)
 _JBLOCK = 1024
 #: wide layers (>= _PAD_MIN outputs) are padded to multiples of _LANES outputs: two halves of 16 float32 lanes
@@ -170,25 +177,37 @@ def _finish(x, S, scale, ep, em):
     return torch.where(x > 0, ep - S, S - em)
 
 
+def _pairs_finished(x, A0, A1, B0, B1, h0, h1, E0, E1, scale, ep, em):
+    """:func:`_pair_sums` and :func:`_finish` in one loop, for layers whose outputs fit one block."""
+    return _finish(x, _pair_sums(x, A0, A1, B0, B1, h0, h1, E0, E1), scale, ep, em)
+
+
 _compiled: dict[str, object] = {}
 
 
 def _compiled_fns():
     fns = _compiled.get("fns")
     if fns is None:
-        fns = tuple(torch.compile(f, dynamic=True, options=_OPTIONS) for f in (_easy_sums, _row_vectors, _table, _pair_sums, _finish))
+        fns = tuple(torch.compile(f, dynamic=True, options=_OPTIONS) for f in (_easy_sums, _row_vectors, _table, _pair_sums, _finish, _pairs_finished))
         _compiled["fns"] = fns
     return fns
 
 
-def fused_supported(W: torch.Tensor, noise: Noise, flip_scale: float, dtype: torch.dtype) -> bool:
-    """Whether :func:`flip_backward_fused` evaluates these inputs itself (else it calls the eager kernel)."""
-    if not isinstance(noise, Logistic) or dtype not in _RANGES or _compiled.get("broken"):
+def in_exact_range(W: torch.Tensor, flip_scale: float, dtype: torch.dtype) -> bool:
+    """$s\\max|W|$ within the range where the clamped ratio forms are exact (``_RANGES``; float32/64 only)."""
+    if dtype not in _RANGES:
         return False
     if W.numel() == 0:
         return True
-    lo, hi = torch.aminmax(W)
+    lo, hi = torch.aminmax(W.detach())
     return max(-float(lo), float(hi)) * abs(flip_scale) <= _RANGES[dtype][1]
+
+
+def fused_supported(W: torch.Tensor, noise: Noise, flip_scale: float, dtype: torch.dtype) -> bool:
+    """Whether :func:`flip_backward_fused` evaluates these inputs itself (else it calls the eager kernel)."""
+    if not isinstance(noise, Logistic) or _compiled.get("broken"):
+        return False
+    return in_exact_range(W, flip_scale, dtype)
 
 
 def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, noise: Noise,
@@ -209,8 +228,10 @@ def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h:
     Falls back to :func:`flip_backward` (exact for any input) for other noises and dtypes, for
     $s\max|W|$ beyond the range, or when ``torch.compile`` is unavailable.  $E$ is built per block
     of input units (at most ``_TABLE`` elements) and rows in blocks of at most ``_ROWS`` elements of
-    ``[rows, n_out]``, so the extra memory is the output plus a few such blocks (``max_chunk_elems``
-    only matters to the eager fallback).  The first call per process compiles (seconds).
+    ``[rows, n_out]`` and ``_OUT_BLOCK`` of ``[rows, n_in_block]``, so the extra memory is the output
+    plus a few such blocks (``max_chunk_elems`` only matters to the eager fallback).  The first call per
+    process compiles (seconds); more than ``_RECOMPILE_LIMIT`` graphs per function (input patterns)
+    hand the call to the eager kernel.
     """
     _check(x_in, a, W, h)
     if not fused_supported(W, noise, flip_scale, a.dtype):
@@ -233,11 +254,12 @@ def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h:
     nb = -(-n // _JBLOCK)  # blocks of outputs j, each a multiple of ``unit``, its halves paired
     jb = unit * -(-n // (unit * nb))
     ci = max(1, min(n_in, _TABLE // n))
-    rows = max(1, _ROWS // n)
+    rows = max(1, min(_ROWS // n, _OUT_BLOCK // ci))
     try:
-        with warnings.catch_warnings():  # inductor's imports and codegen warn; they are not ours
-            warnings.simplefilter("ignore")
-            easy_sums, row_vectors, table, pair_sums, finish = _compiled_fns()
+        with warnings.catch_warnings(), torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT,
+                                                                  fail_on_recompile_limit_hit=True):
+            warnings.simplefilter("ignore")  # inductor's imports and codegen warn; they are not ours
+            easy_sums, row_vectors, table, pair_sums, finish, pairs_finished = _compiled_fns()
             scale, ep, em = easy_sums(a2, h2)
             for c0 in range(0, n_in, ci):
                 c1 = min(n_in, c0 + ci)
@@ -246,6 +268,12 @@ def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h:
                     r1 = min(R, r0 + rows)
                     A, Ap, hs = row_vectors(a2[r0:r1], h2[r0:r1], scale[r0:r1], lim)
                     xb = x2[r0:r1, c0:c1]
+                    if nb == 1:  # one pass over the outputs: the finish fused into it
+                        m = n // 2
+                        out[r0:r1, c0:c1] = pairs_finished(xb, A[:, :m], A[:, m:], Ap[:, :m], Ap[:, m:], hs[:, :m],
+                                                           hs[:, m:], E[:, :m], E[:, m:], scale[r0:r1], ep[r0:r1],
+                                                           em[r0:r1])
+                        continue
                     S = None
                     for j0 in range(0, n, jb):
                         j1 = min(n, j0 + jb)
@@ -254,6 +282,8 @@ def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h:
                                          hs[:, j0:jm], hs[:, jm:j1], E[:, j0:jm], E[:, jm:j1])
                         S = part if S is None else S.add_(part)
                     out[r0:r1, c0:c1] = finish(xb, S, scale[r0:r1], ep[r0:r1], em[r0:r1])
+    except torch._dynamo.exc.FailOnRecompileLimitHit:  # a new input pattern beyond the limit: this call
+        return flip_backward(x_in, a, W[:n_out], h, noise, flip_scale, max_chunk_elems)
     except Exception:  # noqa: BLE001 - no compiler / backend: the eager kernel gives the same result
         _compiled["broken"] = True
         return flip_backward(x_in, a, W[:n_out], h, noise, flip_scale, max_chunk_elems)

@@ -8,16 +8,17 @@ $$\sigma(a-sWx)=\frac1{1+A\,E^{x}},\qquad A_{rj}=e^{-a_{rj}},\quad E^{\pm}_{ji}=
 so the inner loop is one select, one multiply-add and one division per term (no exponential).
 Exponents are clamped to $\pm40$ in float32 ($\pm300$ in float64), so $1+AE\le e^{80}$ never
 overflows.  Beyond the clamp the argument becomes ${\rm clamp}(a)-{\rm clamp}(sW)x$: exact to
-working precision where $\sigma$ saturates either way (e.g. $|a|>40$ with $|sW|\le20$ in float32),
-not in general (both huge and cancelling).  (The CPU kernel ``flip_backward_fused`` instead checks an
-exact range and hands other inputs to the eager kernel.)
+working precision where $\sigma$ saturates either way, not in general (both huge and cancelling).
+The entry point :func:`flip_backward_cuda` therefore runs the kernel only inside the exact range of
+:func:`estimators.psa_kernel.in_exact_range` ($s\max|W|\le17$ in float32: $sW$ is never clamped and
+a clamped $|a|>40$ stays beyond $\pm23$, where $\sigma$ is saturated), and the eager kernel elsewhere.
 
 - :func:`flip_backward_cuda` — the Triton kernel (CUDA, float32, logistic): one program per
   ``BLOCK_R x BLOCK_I`` tile of the output accumulates rank-one updates over $j$ in registers
   (column vectors of $A^\top$, $h^\top$, $E^\pm$ are contiguous loads), nothing is materialised;
   $j$ is split across programs when the tile grid alone would leave SMs idle (partial sums are
   added in a fixed order, so results are deterministic).  Inputs it does not cover (CPU, other
-  noises or dtypes, no Triton) go to :func:`estimators.psa_kernel.flip_backward` (eager; on CPU it
+  noises or dtypes, weights beyond the exact range, no Triton) go to :func:`estimators.psa_kernel.flip_backward` (eager; on CPU it
   is twice as fast as the blocked ratio form below).
 - :func:`flip_backward_ratio` — the same ratio-form algorithm in blocked torch (any device): the
   CPU-testable mirror of the kernel's math (clamps, precomputed $E^\pm$, block bounds), checked
@@ -145,7 +146,8 @@ def flip_backward_cuda(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: 
                        flip_scale: float, max_chunk_elems: int = 2**22) -> torch.Tensor:
     """:func:`~estimators.psa_kernel.flip_backward` through the Triton kernel where it applies (see module doc)."""
     psa_kernel._check(x_in, a, W, h)
-    if not (a.is_cuda and a.dtype == torch.float32 and isinstance(noise, Logistic) and triton_available()):
+    if not (a.is_cuda and a.dtype == torch.float32 and isinstance(noise, Logistic) and triton_available()
+            and psa_kernel.in_exact_range(W, flip_scale, a.dtype)):
         return psa_kernel.flip_backward(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
     Dn, B, n_in = x_in.shape
     n_out, R = a.shape[-1], Dn * B

@@ -182,11 +182,11 @@ def estimator_groups(run: RunResults, problem: str) -> list[tuple[str, list[str]
 def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict, only: list[str] | None = None,
                  title: str = "") -> Figure:
     """Relative RMSE (top) and cosine (bottom) vs M, one column per group in ``chunk``; the estimators
-    labelled ``only`` (default: all), ``title`` added to the figure's title."""
+    labelled ``only`` in that order (default: all, in run order), ``title`` added to the figure's title."""
     _, done, failed = task_split(run, problem)
-    if only is not None:
-        done = [(k, lab) for k, lab in done if lab in only]
-        failed = {lab: e for lab, e in failed.items() if lab in only}
+    if only is not None:  # those estimators, in the order given (the legend's order)
+        done = sorted(((k, lab) for k, lab in done if lab in only), key=lambda kl: only.index(kl[1]))
+        failed = {lab: failed[lab] for lab in only if lab in failed}
     rmse = _rmse_metric(run, problem)
     data = series(run, problem, (rmse, "cos_mean", "cos_q15", "cos_q85", "grad_norm"))
     fig = Figure(figsize=(3.0 * len(chunk) + 0.6, 6.4), layout="constrained")

@@ -129,6 +129,18 @@ def test_fused_kernel_degenerate_shapes(shape, make_gen):
     assert err <= 2e-6 * (1 + (float(h.abs().sum(-1).amax()) if h.numel() else 0.0))
 
 
+def test_fused_kernel_beyond_the_recompile_limit_runs_eager(monkeypatch):
+    """A new input pattern once the compiled graphs are used up: this call goes to the eager kernel (never
+    an unfused eager run of the pair expression, whose temporaries are [rows, n_in_block, n_out]); later
+    calls are not affected."""
+    law = get_noise("logistic")
+    g = torch.Generator().manual_seed(13)
+    x, a, W, h = torch.ones(1, 1, 1), torch.randn(1, 1, 2, generator=g), torch.full((2, 1), 0.3), torch.randn(1, 1, 2, generator=g)
+    monkeypatch.setattr(psa_kernel, "_RECOMPILE_LIMIT", 0)
+    assert torch.equal(flip_backward_fused(x, a, W, h, law, 2.0), flip_backward(x, a, W, h, law, 2.0))
+    assert not psa_kernel._compiled.get("broken")
+
+
 def test_fused_kernel_falls_back_outside_its_range(dtype, make_gen):
     """Weights beyond the exact range, another noise or dtype: the eager kernel's result, bit for bit."""
     x, a, W, h = _kernel_inputs(dtype, make_gen(8))

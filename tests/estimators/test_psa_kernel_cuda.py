@@ -63,6 +63,8 @@ def test_cuda_entry_point_falls_back_on_cpu():
 def test_triton_kernel_equals_reference_on_cuda(shape):
     noise = get_noise("logistic")
     x, a, W, h = _inputs(*shape, torch.float32, "cuda", seed=sum(shape), saturate=True)
+    W[-1, -1] = 8.5  # the largest weight at the edge of the exact range (s max|W| = 17): the kernel runs
+    assert psa_kernel.in_exact_range(W, 2.0, torch.float32)
     assert select_flip_backward("cuda", noise) is (flip_backward_cuda if triton_available() else psa_kernel.flip_backward_fused)
     got = flip_backward_cuda(x, a, W, h, noise, 2.0)
     want = _reference(x.cpu(), a.cpu(), W.cpu(), h.cpu(), noise, 2.0)
@@ -71,6 +73,19 @@ def test_triton_kernel_equals_reference_on_cuda(shape):
     torch.testing.assert_close(got.double().cpu(), want, rtol=1e-4, atol=1e-5 * scale)
     small = flip_backward_cuda(x, a, W, h, noise, 2.0, max_chunk_elems=2 * shape[2] * 3)  # many input blocks
     torch.testing.assert_close(small, got, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.gpu
+def test_cuda_entry_point_falls_back_beyond_the_exact_range():
+    """|a| = 100 with s W = 90 cancelling: the clamped kernel would give 0.5; the eager kernel is exact."""
+    noise = get_noise("logistic")
+    x, a, W, h = _inputs(4, 3, 5, torch.float32, "cuda")
+    x[0, 0, 0], W[0, 0], a[0, 0, 0] = 1.0, 45.0, 100.0
+    assert not psa_kernel.in_exact_range(W, 2.0, torch.float32)
+    got = flip_backward_cuda(x, a, W, h, noise, 2.0)
+    torch.testing.assert_close(got, psa_kernel.flip_backward(x, a, W, h, noise, 2.0))
+    want = _reference(x.cpu(), a.cpu(), W.cpu(), h.cpu(), noise, 2.0)
+    torch.testing.assert_close(got.double().cpu(), want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.gpu

@@ -43,3 +43,6 @@ def test_psa2020_run_shows_the_papers_methods_first_in_legend_order(synthetic_ru
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert set(EXTRA) <= set(legend) and not set(paper) & set(legend)
     assert fig._suptitle.get_text().endswith("other estimators")
+    fig = plots.layer_figure(run, "psa-2-5-5-5@chk-100", ["layer0"], plots.styles(run), only=groups[0][1])
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [lab for lab in legend if lab in groups[0][1]] == groups[0][1]  # the paper's legend order
