@@ -13,7 +13,7 @@ import torch
 from bench.cli import main
 from bench.store import Store
 from bench.timing import measure, measure_interleaved, peak_extra_bytes
-from bench.timing_report import evaluate_targets, format_table
+from bench.timing_report import evaluate_targets, format_table, format_targets
 
 TINY = ["time", "--widths", "16,24", "--batch", "8", "--net", "6-8-8", "--mem-widths", "24",
         "--estimators", "st,psa,reinforce", "--exact-problem", "random:widths=2-3-3,points=4",
@@ -180,9 +180,14 @@ def test_targets_met_and_missed():
         dict(kernel="psa-fc", variant="eager", shape="R=256 1024x1024", ratio=20.0, ratio_to="gemm", pct_peak=None, median_s=2.0),
         dict(kernel="draw", variant="st", shape="s", ratio=1.0, ratio_to="", pct_peak=None, median_s=0.1),
         dict(kernel="draw", variant="psa", shape="s", ratio=9.0, ratio_to="", pct_peak=None, median_s=0.6),
+        dict(kernel="draw", variant="psa:kernel=eager", shape="s", ratio=9.0, ratio_to="", pct_peak=None, median_s=2.0),
         dict(kernel="psa-fc-mem", variant="eager", shape="R=256 2048x2048", ratio=1.5, ratio_to="st", pct_peak=None, median_s=None),
     ]
-    got = {(t["target"].split()[1], t["shape"]): t for t in evaluate_targets(rows, cfg)}
+    targets = evaluate_targets(rows, cfg)
+    eager = [t for t in targets if t["variant"] == "psa:kernel=eager"]  # listed for comparison, not the subject
+    assert len(eager) == 1 and eager[0]["met"] is False and not eager[0]["applies"]
+    assert "a non-default PSA variant, for comparison" in format_targets(eager)
+    got = {(t["target"].split()[1], t["shape"]): t for t in targets if t not in eager}
     assert got[("FC", "R=256 512x512")]["met"] and got[("FC", "R=256 512x512")]["variant"] == "fused"
     assert got[("FC", "R=256 1024x1024")]["met"] is False
     assert got[("PSA", "s")]["value"] == pytest.approx(6.0) and got[("PSA", "s")]["met"] is False
