@@ -188,7 +188,8 @@ _compiled: dict[str, object] = {}
 def _compiled_fns():
     fns = _compiled.get("fns")
     if fns is None:
-        fns = tuple(torch.compile(f, dynamic=True, options=_OPTIONS) for f in (_easy_sums, _row_vectors, _table, _pair_sums, _finish, _pairs_finished))
+        fns = tuple(torch.compile(f, dynamic=True, options=_OPTIONS)
+                    for f in (_easy_sums, _row_vectors, _table, _pair_sums, _finish, _pairs_finished))
         _compiled["fns"] = fns
     return fns
 
