@@ -27,9 +27,8 @@ import torch
 from estimators import registry
 from estimators.noise import get_noise
 from estimators.psa_conv import conv_flip_backward, conv_flip_backward_reference
-from estimators import psa_kernel
-from estimators.psa_conv_fused import (conv_flip_backward_auto, conv_flip_backward_cuda, conv_flip_backward_fused,
-                                        select_conv_flip_backward)
+from estimators.psa_conv_fused import (conv_auto_choice, conv_flip_backward_auto, conv_flip_backward_cuda,
+                                        conv_flip_backward_fused, select_conv_flip_backward)
 
 from .timing import row
 from .timing_config import Context
@@ -120,7 +119,7 @@ def run_psa_conv(ctx: Context) -> list[dict]:
         fns = {"conv-bwd": lambda k=k, h=h: p.input_grad(k, h),
                "conv-bwd-dW": lambda k=k, h=h, x=x: p.param_grad(k, h, p.enc(x))}
         variants = _variants(ctx, terms)
-        auto = _auto_name(auto_fn, terms * x.shape[0], W, noise, p.flip_scale, ctx.dtype)
+        auto = _auto_name(auto_fn, x, W, geom, noise, p.flip_scale, ctx.dtype)
         autos.add(auto)
         for v in variants:
             fns[v] = (lambda f=VARIANT_FNS[v], x=x, a=a, W=W, h=h, geom=geom:
@@ -157,11 +156,10 @@ def run_psa_conv(ctx: Context) -> list[dict]:
     return rows
 
 
-def _auto_name(auto_fn, terms: float, W: torch.Tensor, noise, flip_scale: float, dtype: torch.dtype) -> str:
-    """The variant the automatic choice runs on a layer of ``terms`` flip terms."""
+def _auto_name(auto_fn, x: torch.Tensor, W: torch.Tensor, geom, noise, flip_scale: float, dtype: torch.dtype) -> str:
+    """The variant the automatic choice runs on this layer."""
     if auto_fn is conv_flip_backward_auto:
-        fc = psa_kernel.cpu_choice(int(terms), W.shape[0], W, noise, flip_scale, dtype)
-        auto_fn = conv_flip_backward_fused if fc is psa_kernel.flip_backward_fused else VARIANT_FNS["eager"]
+        auto_fn = conv_auto_choice(x, W, geom, noise, flip_scale, dtype)
     return next((k for k, f in VARIANT_FNS.items() if f is auto_fn), "")
 
 

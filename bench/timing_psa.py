@@ -71,8 +71,7 @@ def _auto_name(ctx: Context, d: dict[str, torch.Tensor]) -> str:
     noise = get_noise("logistic")
     chosen = psa_kernel_cuda.select_flip_backward(ctx.device, noise, ctx.dtype)
     if chosen is psa_kernel.flip_backward_auto:
-        n_out = d["a"].shape[-1]
-        chosen = psa_kernel.cpu_choice(d["x"].numel() * n_out, n_out, d["W"], noise, 2.0, ctx.dtype)
+        chosen = psa_kernel.auto_choice(d["x"], d["a"], d["W"], noise, 2.0)
     return next((k for k, f in VARIANT_FNS.items() if f is chosen), "")
 
 

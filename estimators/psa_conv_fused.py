@@ -18,8 +18,8 @@ processed in chunks whose gathered rows hold at most ``max_rows_elems`` elements
 - :func:`conv_flip_backward_cuda` — the rows through the hand-written Triton FC kernel
   :func:`estimators.psa_kernel_cuda.flip_backward_cuda` (CUDA, float32, logistic; elsewhere its
   own fallbacks).
-- :func:`conv_flip_backward_auto` — the CPU choice: fused for large layers, eager for small ones
-  (:func:`estimators.psa_kernel.cpu_choice`).
+- :func:`conv_flip_backward_auto` — the CPU choice (:func:`conv_auto_choice`): fused for large layers,
+  eager for small ones (:func:`estimators.psa_kernel.cpu_choice`).
 - :func:`select_conv_flip_backward` — the automatic choice: Triton on CUDA where it applies, the
   compiled kernel for logistic noise on CUDA otherwise, :func:`conv_flip_backward_auto` on CPU.
 
@@ -40,7 +40,8 @@ from .model import ConvGeom
 from .noise import Logistic, Noise
 from .psa_conv import check_conv, conv_flip_backward
 
-__all__ = ["conv_flip_backward_fused", "conv_flip_backward_cuda", "conv_flip_backward_auto", "select_conv_flip_backward",
+__all__ = ["conv_flip_backward_fused", "conv_flip_backward_cuda", "conv_flip_backward_auto", "conv_auto_choice",
+           "select_conv_flip_backward",
            "CONV_VARIANTS"]
 
 
@@ -80,7 +81,7 @@ def conv_flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tenso
     check_conv(x_in, a, W, h, geom)
     if not psa_kernel.fused_supported(W, noise, flip_scale, a.dtype):
         return conv_flip_backward(x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems)
-    return _via_rows(psa_kernel.flip_backward_fused, x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems,
+    return _via_rows(psa_kernel._fused_in_range, x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems,
                      max_rows_elems)
 
 
@@ -119,17 +120,25 @@ CONV_VARIANTS: dict[str, Callable] = {
 }
 
 
+def conv_auto_choice(x_in: torch.Tensor, W: torch.Tensor, geom: ConvGeom, noise: Noise, flip_scale: float,
+                     dtype: torch.dtype) -> Callable:
+    """The kernel :func:`conv_flip_backward_auto` runs for this layer: :func:`conv_flip_backward_fused` for
+    layers of at least :data:`~estimators.psa_kernel.AUTO_MIN_TERMS` flip terms (and ``AUTO_MIN_OUT``
+    output channels) it evaluates itself, else the eager :func:`~estimators.psa_conv.conv_flip_backward`."""
+    ho, wo = geom.out_hw()
+    terms = x_in.shape[0] * x_in.shape[1] * ho * wo * W.numel()
+    fc = psa_kernel.cpu_choice(terms, W.shape[0], W, noise, flip_scale, dtype)
+    return conv_flip_backward_fused if fc is psa_kernel.flip_backward_fused else conv_flip_backward
+
+
 def conv_flip_backward_auto(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, geom: ConvGeom,
                             noise: Noise, flip_scale: float, max_chunk_elems: int = 2**22,
                             max_rows_elems: int = 2**24) -> torch.Tensor:
-    """CPU: :func:`conv_flip_backward_fused` for layers with at least
-    :data:`~estimators.psa_kernel.AUTO_MIN_TERMS` terms (and ``AUTO_MIN_OUT`` output channels) it
-    evaluates itself, else the eager kernel."""
+    """CPU: the kernel :func:`conv_auto_choice` picks for this layer."""
     check_conv(x_in, a, W, h, geom)
-    ho, wo = geom.out_hw()
-    terms = x_in.shape[0] * x_in.shape[1] * ho * wo * W.numel()
-    if psa_kernel.cpu_choice(terms, W.shape[0], W, noise, flip_scale, a.dtype) is psa_kernel.flip_backward_fused:
-        return conv_flip_backward_fused(x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems, max_rows_elems)
+    if conv_auto_choice(x_in, W, geom, noise, flip_scale, a.dtype) is conv_flip_backward_fused:  # range checked
+        return _via_rows(psa_kernel._fused_in_range, x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems,
+                         max_rows_elems)
     return conv_flip_backward(x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems)
 
 

@@ -40,7 +40,7 @@ from .errors import InputError
 from .noise import Gaussian, Logistic, Noise, Uniform
 
 __all__ = ["flip_backward", "flip_backward_fused", "flip_backward_reference", "flip_backward_auto", "cpu_choice",
-           "fused_supported", "in_exact_range"]
+           "auto_choice", "fused_supported", "in_exact_range"]
 
 #: Tiles larger than this many elements fall out of the L2 cache and run slower (measured).
 _CACHE_TILE = 2**16
@@ -171,15 +171,11 @@ def _pair_sums(x, A0, A1, B0, B1, h0, h1, E0, E1):
     return ((h0[:, None, :] * d1 + h1[:, None, :] * d0) / (d0 * d1)).sum(-1)
 
 
-def _finish(x, S, scale, ep, em):
-    r"""$D=$ ``ep`` $-S$ for $x>0$, $S-$ ``em`` for $x<0$ ($S$ rescaled by $\max|h|$)."""
-    S = S * scale
+def _last_pairs(x, A0, A1, B0, B1, h0, h1, E0, E1, S0, scale, ep, em):
+    r"""The last block's :func:`_pair_sums` added to ``S0`` (the earlier blocks' sums, or 0) and finished in
+    the same loop: $D=$ ``ep`` $-S$ for $x>0$, $S-$ ``em`` for $x<0$ ($S$ rescaled by $\max|h|$)."""
+    S = (S0 + _pair_sums(x, A0, A1, B0, B1, h0, h1, E0, E1)) * scale
     return torch.where(x > 0, ep - S, S - em)
-
-
-def _pairs_finished(x, A0, A1, B0, B1, h0, h1, E0, E1, scale, ep, em):
-    """:func:`_pair_sums` and :func:`_finish` in one loop, for layers whose outputs fit one block."""
-    return _finish(x, _pair_sums(x, A0, A1, B0, B1, h0, h1, E0, E1), scale, ep, em)
 
 
 _compiled: dict[str, object] = {}
@@ -189,7 +185,7 @@ def _compiled_fns():
     fns = _compiled.get("fns")
     if fns is None:
         fns = tuple(torch.compile(f, dynamic=True, options=_OPTIONS)
-                    for f in (_easy_sums, _row_vectors, _table, _pair_sums, _finish, _pairs_finished))
+                    for f in (_easy_sums, _row_vectors, _table, _pair_sums, _last_pairs))
         _compiled["fns"] = fns
     return fns
 
@@ -237,6 +233,12 @@ def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h:
     _check(x_in, a, W, h)
     if not fused_supported(W, noise, flip_scale, a.dtype):
         return flip_backward(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
+    return _fused_in_range(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
+
+
+def _fused_in_range(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, noise: Noise,
+                    flip_scale: float, max_chunk_elems: int = 2**22) -> torch.Tensor:
+    """:func:`flip_backward_fused` for inputs the caller has checked with :func:`fused_supported`."""
     Dn, B, n_in = x_in.shape
     n_out = a.shape[-1]
     R = Dn * B
@@ -256,11 +258,12 @@ def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h:
     jb = unit * -(-n // (unit * nb))
     ci = max(1, min(n_in, _TABLE // n))
     rows = max(1, min(_ROWS // n, _OUT_BLOCK // ci))
+    zero = torch.zeros((), dtype=a.dtype, device=a.device)
     try:
         with warnings.catch_warnings(), torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT,
                                                                   fail_on_recompile_limit_hit=True):
             warnings.simplefilter("ignore")  # inductor's imports and codegen warn; they are not ours
-            easy_sums, row_vectors, table, pair_sums, finish, pairs_finished = _compiled_fns()
+            easy_sums, row_vectors, table, pair_sums, last_pairs = _compiled_fns()
             scale, ep, em = easy_sums(a2, h2)
             for c0 in range(0, n_in, ci):
                 c1 = min(n_in, c0 + ci)
@@ -269,20 +272,20 @@ def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h:
                     r1 = min(R, r0 + rows)
                     A, Ap, hs = row_vectors(a2[r0:r1], h2[r0:r1], scale[r0:r1], lim)
                     xb = x2[r0:r1, c0:c1]
-                    if nb == 1:  # one pass over the outputs: the finish fused into it
-                        m = n // 2
-                        out[r0:r1, c0:c1] = pairs_finished(xb, A[:, :m], A[:, m:], Ap[:, :m], Ap[:, m:], hs[:, :m],
-                                                           hs[:, m:], E[:, :m], E[:, m:], scale[r0:r1], ep[r0:r1],
-                                                           em[r0:r1])
-                        continue
-                    S = None
+                    S = zero
                     for j0 in range(0, n, jb):
                         j1 = min(n, j0 + jb)
                         jm = (j0 + j1) // 2
-                        part = pair_sums(xb, A[:, j0:jm], A[:, jm:j1], Ap[:, j0:jm], Ap[:, jm:j1],
-                                         hs[:, j0:jm], hs[:, jm:j1], E[:, j0:jm], E[:, jm:j1])
-                        S = part if S is None else S.add_(part)
-                    out[r0:r1, c0:c1] = finish(xb, S, scale[r0:r1], ep[r0:r1], em[r0:r1])
+                        halves = (A[:, j0:jm], A[:, jm:j1], Ap[:, j0:jm], Ap[:, jm:j1], hs[:, j0:jm], hs[:, jm:j1],
+                                  E[:, j0:jm], E[:, jm:j1])
+                        if j1 < n:  # an earlier block: its partial sums, accumulated in place
+                            part = pair_sums(xb, *halves)
+                            S = part if j0 == 0 else S.add_(part)
+                            del part
+                        else:  # the last block, finished in the same loop
+                            out[r0:r1, c0:c1] = last_pairs(xb, *halves, S, scale[r0:r1], ep[r0:r1], em[r0:r1])
+                    del A, Ap, hs, halves, S  # freed before the next row block's are built (peak memory)
+                del E  # likewise before the next table
     except torch._dynamo.exc.FailOnRecompileLimitHit:  # a new input pattern beyond the limit: this call
         return flip_backward(x_in, a, W[:n_out], h, noise, flip_scale, max_chunk_elems)
     except Exception:  # noqa: BLE001 - no compiler / backend: the eager kernel gives the same result
@@ -308,10 +311,16 @@ def cpu_choice(terms: int, n_out: int, W: torch.Tensor, noise: Noise, flip_scale
     return flip_backward
 
 
+def auto_choice(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, noise: Noise, flip_scale: float) -> Callable:
+    """The kernel :func:`flip_backward_auto` runs for this layer (:func:`cpu_choice` of its size)."""
+    n_out = a.shape[-1]
+    return cpu_choice(x_in.numel() * n_out, n_out, W, noise, flip_scale, a.dtype)
+
+
 def flip_backward_auto(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, noise: Noise,
                        flip_scale: float, max_chunk_elems: int = 2**22) -> torch.Tensor:
-    """:func:`flip_backward` or :func:`flip_backward_fused`, whichever :func:`cpu_choice` picks for this layer."""
+    """:func:`flip_backward` or :func:`flip_backward_fused`, whichever :func:`auto_choice` picks."""
     _check(x_in, a, W, h)
-    n_out = a.shape[-1]
-    fn = cpu_choice(x_in.numel() * n_out, n_out, W, noise, flip_scale, a.dtype)
-    return fn(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
+    if auto_choice(x_in, a, W, noise, flip_scale) is flip_backward_fused:  # range already checked
+        return _fused_in_range(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
+    return flip_backward(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
