@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 
+from estimators import registry
+from estimators.errors import InputError
+
 __all__ = ["evaluate_targets", "format_table", "format_targets", "si"]
 
 _PREFIX = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
-#: the spellings of PSA's default (the draw target is stated for what users get by default)
-_DEFAULT_PSA = ("psa", "psa:kernel=auto", "psa:head=plain", "psa:head=plain,kernel=auto", "psa:kernel=auto,head=plain")
 
 
 def si(value: float | None, unit: str = "") -> str:
@@ -70,6 +71,14 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
     return "\n".join([fmt.format(*HEADER), fmt.format(*("-" * w for w in widths))] + [fmt.format(*c) for c in cells]).rstrip()
 
 
+def _is_default_psa(spec: str) -> bool:
+    """Whether ``spec`` builds PSA with its default options (the draw target is stated for what users get)."""
+    try:
+        return registry.get(spec) == registry.get("psa")
+    except InputError:
+        return False
+
+
 def _target(name: str, shape: str, variant: str, value: float | None, limit: float, op: str, applies: bool,
             why_not: str = "not the target's sizes", **also) -> dict:
     """One verdict; ``applies`` False (with ``why_not``) marks a measurement the target was not stated for."""
@@ -100,7 +109,7 @@ def evaluate_targets(rows: list[dict], cfg) -> list[dict]:
         sizes = cfg.net.count("-") == 4 and set(cfg.net.split("-")[1:]) == {"512"}
         for name, r in draws.items():
             if name.split(":")[0] == "psa" and r["median_s"]:
-                default = name.replace(" ", "") in _DEFAULT_PSA  # other kernels/heads are listed for comparison
+                default = _is_default_psa(name)  # other kernels/heads are listed for comparison
                 out.append(_target("full PSA draw / full ST draw", r["shape"], name, r["median_s"] / draws["st"]["median_s"],
                                    5.0, "<=", sizes and default,
                                    "not the target's sizes" if not sizes else "a non-default PSA variant, for comparison"))
