@@ -105,24 +105,25 @@ def problem_section(run: RunResults, ctx: dict) -> list[Section]:
     return out
 
 
-def bias_variance_section(run: RunResults, ctx: dict) -> list[Section]:
+def _all_problems_figure(run: RunResults, ctx: dict, title: str, key: str, caption: str, figure) -> list[Section]:
+    """One section holding ``figure(run, problems, styles)`` over all problems of an accuracy run."""
     if not _accuracy_run(run):
         return []
     probs = tables.problems(run)
-    return [Section("Bias vs variance", f"{ctx['rid']}_biasvar", [
-        Plot(f"{ctx['rid']}_biasvar", "Relative bias against the relative standard deviation of one draw; "
-             "RMSE of an M-draw average = √(bias² + sd²/M)",
-             lambda: tradeoffs.bias_variance_figure(run, probs, ctx["styles"]))], level=3)]
+    name = f"{ctx['rid']}_{key}"
+    return [Section(title, name, [Plot(name, caption, lambda: figure(run, probs, ctx["styles"]))], level=3)]
+
+
+def bias_variance_section(run: RunResults, ctx: dict) -> list[Section]:
+    return _all_problems_figure(run, ctx, "Bias vs variance", "biasvar",
+                                "Relative bias against the relative standard deviation of one draw; "
+                                "RMSE of an M-draw average = √(bias² + sd²/M)", tradeoffs.bias_variance_figure)
 
 
 def pareto_section(run: RunResults, ctx: dict) -> list[Section]:
-    if not _accuracy_run(run):
-        return []
-    probs = tables.problems(run)
-    return [Section("Accuracy vs wall time", f"{ctx['rid']}_pareto", [
-        Plot(f"{ctx['rid']}_pareto", "Relative RMSE of an M-draw average against M × seconds per draw; "
-             "the grey step is the Pareto front over all estimators",
-             lambda: tradeoffs.pareto_figure(run, probs, ctx["styles"]))], level=3)]
+    return _all_problems_figure(run, ctx, "Accuracy vs wall time", "pareto",
+                                "Relative RMSE of an M-draw average against M × seconds per draw; "
+                                "the grey step is the Pareto front over all estimators", tradeoffs.pareto_figure)
 
 
 def psa2020_section(run: RunResults, ctx: dict) -> list[Section]:
