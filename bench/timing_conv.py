@@ -2,7 +2,7 @@ r"""Convolutional kernels of ``sbn-bench time``: PSA's conv backward per layer, 
 
 - ``psa-conv`` — for every hidden layer pair of the conv network (default CIFAR_S1, spec §7, at
   ``conv_batch`` = 16 points, one draw): PSA's flip-difference backward through that layer
-  (:mod:`estimators.psa_conv`, :mod:`estimators.psa_conv_fused`) against the framework's conv
+  (:mod:`estimators.kernels.psa_conv`, :mod:`estimators.kernels.psa_conv_fused`) against the framework's conv
   backward of the same shape, i.e. ST's input gradient ``conv_transpose2d`` ($\delta\mapsto
   \partial f/\partial x$, the operation PSA's kernel replaces), measured interleaved.  Items are PSA
   *terms*, $N\,C_{in}K^2C_{out}H_oW_o$ per call (one (sample, input unit, output unit) pair each, one
@@ -25,9 +25,9 @@ from __future__ import annotations
 import torch
 
 from estimators import registry
-from estimators.noise import get_noise
-from estimators.psa_conv import conv_flip_backward, conv_flip_backward_reference
-from estimators.psa_conv_fused import (conv_auto_choice, conv_flip_backward_auto, conv_flip_backward_cuda,
+from estimators.model.noise import get_noise
+from estimators.kernels.psa_conv import conv_flip_backward, conv_flip_backward_reference
+from estimators.kernels.psa_conv_fused import (conv_auto_choice, conv_flip_backward_auto, conv_flip_backward_cuda,
                                         conv_flip_backward_fused, select_conv_flip_backward)
 
 from .timing import row

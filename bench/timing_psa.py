@@ -14,20 +14,20 @@ multiply-adds, one FMA each).  Rows:
 - ``psa-fc-mem`` — extra peak memory of one layer's backward: PSA's kernel against ST's
   ($\delta=g\odot F'$, $\delta W$), alone and with the (identical) weight gradient; untimed.
 
-Variants: ``eager`` (:func:`estimators.psa_kernel.flip_backward`), ``fused``
+Variants: ``eager`` (:func:`estimators.kernels.psa_fc.flip_backward`), ``fused``
 (``flip_backward_fused``, ``torch.compile``), ``ratio`` (blocked torch ratio form), ``cuda``
 (Triton, CUDA only), ``reference`` (the naive materialising formula, only while it needs at most
 ``reference_max_elems`` elements per temporary).  ``auto`` marks the kernel
-:func:`estimators.psa_kernel_cuda.select_flip_backward` picks for the device.
+:func:`estimators.kernels.psa_fc_cuda.select_flip_backward` picks for the device.
 """
 
 from __future__ import annotations
 
 import torch
 
-from estimators import psa_kernel, psa_kernel_cuda
+from estimators.kernels import psa_fc, psa_fc_cuda
 from estimators.model import layer_grad
-from estimators.noise import get_noise
+from estimators.model.noise import get_noise
 
 from .timing import peak_extra_bytes, row
 from .timing_config import Context
@@ -35,11 +35,11 @@ from .timing_config import Context
 __all__ = ["run_psa_fc", "run_psa_mem", "layer_inputs", "VARIANT_FNS"]
 
 VARIANT_FNS = {
-    "eager": psa_kernel.flip_backward,
-    "fused": psa_kernel.flip_backward_fused,
-    "ratio": psa_kernel_cuda.flip_backward_ratio,
-    "cuda": psa_kernel_cuda.flip_backward_cuda,
-    "reference": psa_kernel.flip_backward_reference,
+    "eager": psa_fc.flip_backward,
+    "fused": psa_fc.flip_backward_fused,
+    "ratio": psa_fc_cuda.flip_backward_ratio,
+    "cuda": psa_fc_cuda.flip_backward_cuda,
+    "reference": psa_fc.flip_backward_reference,
 }
 
 
@@ -69,9 +69,9 @@ def _variants(ctx: Context, w: int) -> list[str]:
 def _auto_name(ctx: Context, d: dict[str, torch.Tensor]) -> str:
     """The variant the automatic choice runs on this layer (on CPU it depends on the layer's size)."""
     noise = get_noise("logistic")
-    chosen = psa_kernel_cuda.select_flip_backward(ctx.device, noise, ctx.dtype)
-    if chosen is psa_kernel.flip_backward_auto:
-        chosen = psa_kernel.auto_choice(d["x"], d["a"], d["W"], noise, 2.0)
+    chosen = psa_fc_cuda.select_flip_backward(ctx.device, noise, ctx.dtype)
+    if chosen is psa_fc.flip_backward_auto:
+        chosen = psa_fc.auto_choice(d["x"], d["a"], d["W"], noise, 2.0)
     return next((k for k, f in VARIANT_FNS.items() if f is chosen), "")
 
 

@@ -1,9 +1,16 @@
 """Stochastic binary networks and their gradient estimators.
 
-The model (:mod:`estimators.model`) is the one definition of an SBN used by every package; each
-estimator family lives in a module of its own and registers itself with
-:func:`estimators.registry.register`.  This package imports none of ``reference``, ``bench`` or
-``reports``.
+Three layers, each in its own place:
+
+- :mod:`estimators.model` — the SBN model and the :class:`Problem` container, the one definition of
+  an SBN used by every package (it knows no estimator);
+- :mod:`estimators.kernels` — PSA's flip-difference backward kernels (they know the model's noise
+  laws only);
+- :mod:`estimators.families` — one module per estimator family; each registers its estimators with
+  :func:`estimators.registry.register`, and discovery imports every module there.
+
+:mod:`estimators.base` states the contract and :mod:`estimators.registry` builds estimators from
+``name:key=value`` specs.  This package imports none of ``reference``, ``bench`` or ``reports``.
 """
 
 from .base import Cost, Estimator

@@ -15,10 +15,10 @@ import pytest
 import torch
 from scipy import integrate, special
 
-from estimators.arm import Arm
-from estimators.losses import Loss
+from estimators.families.arm import Arm
+from estimators.model.losses import Loss
 from estimators.model import Path, layer_grad
-from estimators.muprop import mean_field
+from estimators.families.muprop import mean_field
 from reference.exact import all_states
 from reference.presets import toy_psa1
 

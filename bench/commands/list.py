@@ -45,11 +45,11 @@ def run(args: argparse.Namespace) -> int:
 
         lines = [f"{name:<14} {doc}" for name, (_, doc) in PRESETS.items()] + ["FILE.npz       a problem file (see README)"]
     elif args.kind == "noises":
-        from estimators.noise import NOISES
+        from estimators.model.noise import NOISES
 
         lines = list(NOISES)
     else:
-        from estimators.losses import LOSSES
+        from estimators.model.losses import LOSSES
 
         lines = list(LOSSES)
     print("\n".join(lines))

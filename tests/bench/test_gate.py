@@ -16,17 +16,17 @@ import pytest
 import torch
 from scipy.stats import norm
 
-import estimators.psa as psa_module
+import estimators.families.psa as psa_module
 from bench import gate
 from bench.cli import main
 from bench.gate import DESIGN, GroupStats, Measurement
 from bench.gate_baseline import DEFAULT_BASELINE, load_baseline, write_baseline
 from bench.gate_measure import load_targets, measure, plan_tasks, run_suite, supported, task_seed
 from estimators import registry
-from estimators.arm import antithetic_losses, dphi_da
+from estimators.families.arm import antithetic_losses, dphi_da
 from estimators.errors import InputError
 from estimators.model import head_grad, layer_grad, sample_path
-from estimators.reinforce import score_grads
+from estimators.families.reinforce import score_grads
 
 P1, P2, P3 = range(3)  # indices into DESIGN.problems
 

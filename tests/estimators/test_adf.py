@@ -14,9 +14,9 @@ import torch
 from scipy import integrate, stats
 
 from estimators import registry
-from estimators.adf import ADF, adf_objective, expected_cdf, propagate
+from estimators.families.adf import ADF, adf_objective, expected_cdf, propagate
 from estimators.errors import InputError
-from estimators.noise import get_noise
+from estimators.model.noise import get_noise
 from helpers import pull_back_01, to_01
 from reference.exact import all_states, exact
 from reference.presets import random_problem

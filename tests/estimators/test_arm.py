@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from estimators import registry
-from estimators.arm import Arm, continue_losses, dphi_da
+from estimators.families.arm import Arm, continue_losses, dphi_da
 from estimators.model import sample_path
 from helpers import cell_grid
 from reference.exact import exact

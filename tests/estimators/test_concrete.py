@@ -14,7 +14,7 @@ import torch
 from scipy import stats
 
 from estimators import registry
-from estimators.concrete import Concrete, noise_quantile, relaxed_grads
+from estimators.families.concrete import Concrete, noise_quantile, relaxed_grads
 from estimators.errors import InputError
 from helpers import logistic_pdf, noise_of_uniform, pull_back_01, quad_moments, to_01, toy_z_test
 from reference.presets import random_problem
@@ -130,7 +130,7 @@ def test_temperature_validation():
 @pytest.mark.parametrize("noise", ["logistic", "gaussian", "uniform"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_noise_quantile_inverts_cdf_and_stays_finite(noise, dtype):
-    from estimators.noise import get_noise
+    from estimators.model.noise import get_noise
 
     u = torch.tensor([0.0, 1e-30, 0.01, 0.3, 0.5, 0.9, 1.0 - 1e-9, 1.0], dtype=dtype)
     z = noise_quantile(noise, u)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from estimators import registry
-from estimators.arm import Arm, dphi_da
-from estimators.disarm import DisArm
+from estimators.families.arm import Arm, dphi_da
+from estimators.families.arm import DisArm
 from estimators.model import Path, sample_path
 from helpers import cell_grid
 from reference.exact import exact

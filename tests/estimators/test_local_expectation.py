@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from estimators import local_expectation, registry
+from estimators import registry
+from estimators.families import local_expectation
 from estimators.errors import InputError
-from estimators.local_expectation import LocalExpectation
+from estimators.families.local_expectation import LocalExpectation
 from estimators.model import layer_grad, sample_path
 from helpers import enumerate_paths
 from reference.exact import exact

@@ -14,9 +14,9 @@ import torch
 from scipy import stats
 
 from estimators import registry
-from estimators.adf import ADF, propagate
+from estimators.families.adf import ADF, propagate
 from estimators.errors import InputError
-from estimators.local_reparam import LocalReparam
+from estimators.families.local_reparam import LocalReparam
 from helpers import pull_back_01, to_01
 from reference.presets import random_problem
 

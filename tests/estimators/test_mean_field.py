@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from estimators import losses, registry
-from estimators.mean_field import TanhMeanField
+from estimators import registry
+from estimators.model import losses
+from estimators.families.mean_field import TanhMeanField
 from helpers import LinearLoss
 from reference.exact import exact
 from reference.presets import random_problem

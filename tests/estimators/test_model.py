@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from estimators.errors import InputError
-from estimators.losses import LOSSES
+from estimators.model.losses import LOSSES
 from estimators.model import Problem, backprop, sample_path
-from estimators.noise import NOISES
+from estimators.model.noise import NOISES
 from reference.presets import random_problem
 
 

@@ -7,8 +7,8 @@ import torch
 
 from estimators import registry
 from estimators.errors import InputError
-from estimators.muprop import MuProp, mean_field
-from estimators.reinforce import Reinforce
+from estimators.families.muprop import MuProp, mean_field
+from estimators.families.reinforce import Reinforce
 from helpers import drop_analytic_term, exact_moments
 from reference.exact import exact
 from reference.presets import build_problem

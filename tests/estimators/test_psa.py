@@ -10,11 +10,12 @@ import math
 import pytest
 import torch
 
-from estimators import psa_kernel, registry
+from estimators import registry
+from estimators.kernels import psa_fc
 from estimators.errors import InputError
 from estimators.model import sample_path
-from estimators.noise import get_noise
-from estimators.psa_kernel import flip_backward, flip_backward_fused, flip_backward_reference
+from estimators.model.noise import get_noise
+from estimators.kernels.psa_fc import flip_backward, flip_backward_fused, flip_backward_reference
 from reference.exact import exact
 from reference.moments import path_moments
 from reference.presets import random_problem
@@ -91,7 +92,7 @@ def test_fused_kernel_equals_reference(flip_scale, dtype, make_gen, monkeypatch)
     range, and h of any scale."""
     law = get_noise("logistic")
     tol = 1e-13 if dtype == torch.float64 else 2e-6
-    wmax = psa_kernel._RANGES[dtype][1] / flip_scale
+    wmax = psa_fc._RANGES[dtype][1] / flip_scale
     cases = [  # (n_out, a_scale, weight scale, h scale, table elems, row elems, outputs per pass, pad unit)
         (17, 3.0, 1.0, 1.0, 2**18, 2**17, 1024, 2), (16, 3.0, 1.0, 1e6, 40, 40, 6, 2),
         (17, 30.0, 1.0, 1e-20, 64, 100, 7, 2), (17, 60.0, wmax, 1.0, 2**18, 2**17, 4, 2),
@@ -99,20 +100,20 @@ def test_fused_kernel_equals_reference(flip_scale, dtype, make_gen, monkeypatch)
         (21, 3.0, wmax, 1.0, 50, 40, 12, 8),
     ]
     for n_out, a_scale, wscale, hscale, table, rows, jblock, lanes in cases:
-        monkeypatch.setattr(psa_kernel, "_TABLE", table)
-        monkeypatch.setattr(psa_kernel, "_ROWS", rows)
-        monkeypatch.setattr(psa_kernel, "_JBLOCK", jblock)
-        monkeypatch.setattr(psa_kernel, "_LANES", lanes)
-        monkeypatch.setattr(psa_kernel, "_PAD_MIN", 1)
+        monkeypatch.setattr(psa_fc, "_TABLE", table)
+        monkeypatch.setattr(psa_fc, "_ROWS", rows)
+        monkeypatch.setattr(psa_fc, "_JBLOCK", jblock)
+        monkeypatch.setattr(psa_fc, "_LANES", lanes)
+        monkeypatch.setattr(psa_fc, "_PAD_MIN", 1)
         x, a, W, h = _kernel_inputs(dtype, make_gen(7), D=2, B=9, n_in=33, n_out=n_out, a_scale=a_scale)
         W = W / W.abs().max() * wscale  # the largest |W| exactly at the scale
         h = h * hscale
-        assert psa_kernel.fused_supported(W, law, flip_scale, dtype)
+        assert psa_fc.fused_supported(W, law, flip_scale, dtype)
         got = flip_backward_fused(x, a, W, h, law, flip_scale)
         ref = flip_backward_reference(*(t.double() for t in (x, a, W, h)), law, flip_scale)
         assert got.shape == x.shape and got.dtype == dtype
         assert float((got.double() - ref).abs().max()) <= tol * float(h.abs().sum(-1).max()), (n_out, a_scale, wscale)
-    if psa_kernel._compiled.get("broken"):
+    if psa_fc._compiled.get("broken"):
         pytest.skip("torch.compile is unavailable here; the fused kernel fell back to the eager one")
 
 
@@ -136,36 +137,36 @@ def test_fused_kernel_beyond_the_recompile_limit_runs_eager(monkeypatch):
     law = get_noise("logistic")
     g = torch.Generator().manual_seed(13)
     x, a, W, h = torch.ones(1, 1, 1), torch.randn(1, 1, 2, generator=g), torch.full((2, 1), 0.3), torch.randn(1, 1, 2, generator=g)
-    monkeypatch.setattr(psa_kernel, "_RECOMPILE_LIMIT", 0)
+    monkeypatch.setattr(psa_fc, "_RECOMPILE_LIMIT", 0)
     assert torch.equal(flip_backward_fused(x, a, W, h, law, 2.0), flip_backward(x, a, W, h, law, 2.0))
-    assert not psa_kernel._compiled.get("broken")
+    assert not psa_fc._compiled.get("broken")
 
 
 def test_fused_kernel_falls_back_outside_its_range(dtype, make_gen):
     """Weights beyond the exact range, another noise or dtype: the eager kernel's result, bit for bit."""
     x, a, W, h = _kernel_inputs(dtype, make_gen(8))
     law = get_noise("logistic")
-    big = W / W.abs().max() * (psa_kernel._RANGES[dtype][1] / 2.0 * 1.01)
-    assert not psa_kernel.fused_supported(big, law, 2.0, dtype)
+    big = W / W.abs().max() * (psa_fc._RANGES[dtype][1] / 2.0 * 1.01)
+    assert not psa_fc.fused_supported(big, law, 2.0, dtype)
     assert torch.equal(flip_backward_fused(x, a, big, h, law, 2.0), flip_backward(x, a, big, h, law, 2.0))
     gauss = get_noise("gaussian")
-    assert not psa_kernel.fused_supported(W, gauss, 2.0, dtype)
+    assert not psa_fc.fused_supported(W, gauss, 2.0, dtype)
     assert torch.equal(flip_backward_fused(x, a, W, h, gauss, 2.0), flip_backward(x, a, W, h, gauss, 2.0))
-    assert not psa_kernel.fused_supported(W.half(), law, 2.0, torch.float16)
+    assert not psa_fc.fused_supported(W.half(), law, 2.0, torch.float16)
 
 
 def test_automatic_cpu_choice_by_size_noise_and_range(make_gen):
     """Small layers stay eager (no compile); large ones in range get the compiled kernel."""
     law, gauss = get_noise("logistic"), get_noise("gaussian")
     x, a, W, h = _kernel_inputs(torch.float32, make_gen(9))
-    big = psa_kernel.AUTO_MIN_TERMS
-    wide = psa_kernel.AUTO_MIN_OUT
-    assert psa_kernel.cpu_choice(big - 1, wide, W, law, 2.0, torch.float32) is flip_backward
-    assert psa_kernel.cpu_choice(big, wide - 1, W, law, 2.0, torch.float32) is flip_backward
-    assert psa_kernel.cpu_choice(big, wide, W, law, 2.0, torch.float32) is flip_backward_fused
-    assert psa_kernel.cpu_choice(big, wide, W, gauss, 2.0, torch.float32) is flip_backward
-    assert psa_kernel.cpu_choice(big, wide, W * 100, law, 2.0, torch.float32) is flip_backward
-    assert torch.equal(psa_kernel.flip_backward_auto(x, a, W, h, law, 2.0), flip_backward(x, a, W, h, law, 2.0))
+    big = psa_fc.AUTO_MIN_TERMS
+    wide = psa_fc.AUTO_MIN_OUT
+    assert psa_fc.cpu_choice(big - 1, wide, W, law, 2.0, torch.float32) is flip_backward
+    assert psa_fc.cpu_choice(big, wide - 1, W, law, 2.0, torch.float32) is flip_backward
+    assert psa_fc.cpu_choice(big, wide, W, law, 2.0, torch.float32) is flip_backward_fused
+    assert psa_fc.cpu_choice(big, wide, W, gauss, 2.0, torch.float32) is flip_backward
+    assert psa_fc.cpu_choice(big, wide, W * 100, law, 2.0, torch.float32) is flip_backward
+    assert torch.equal(psa_fc.flip_backward_auto(x, a, W, h, law, 2.0), flip_backward(x, a, W, h, law, 2.0))
 
 
 # ---- exact unbiasedness (spec §3.3; claims 3, 4) ---------------------------------------------------

@@ -14,14 +14,15 @@ import itertools
 import pytest
 import torch
 
-from estimators import psa_kernel, registry
+from estimators import registry
+from estimators.kernels import psa_fc
 from estimators.errors import InputError
 from estimators.model import ConvGeom
-from estimators.noise import get_noise
-from estimators.psa_conv import conv_flip_backward, conv_flip_backward_reference
-from estimators.psa_conv_fused import (CONV_VARIANTS, conv_flip_backward_cuda, conv_flip_backward_fused,
+from estimators.model.noise import get_noise
+from estimators.kernels.psa_conv import conv_flip_backward, conv_flip_backward_reference
+from estimators.kernels.psa_conv_fused import (CONV_VARIANTS, conv_flip_backward_cuda, conv_flip_backward_fused,
                                        select_conv_flip_backward, conv_flip_backward_auto)
-from estimators.psa_kernel import flip_backward_reference
+from estimators.kernels.psa_fc import flip_backward_reference
 from reference.exact import exact
 from reference.moments import path_moments
 from reference.presets import build_problem
@@ -167,8 +168,8 @@ def test_auto_picks_by_layer_size(make_gen, monkeypatch):
     x, a, W, h = _inputs(geom, 4, torch.float32, make_gen(10))
     law = get_noise("logistic")
     assert torch.equal(conv_flip_backward_auto(x, a, W, h, geom, law, 2.0), conv_flip_backward(x, a, W, h, geom, law, 2.0))
-    monkeypatch.setattr(psa_kernel, "AUTO_MIN_TERMS", 1)
-    monkeypatch.setattr(psa_kernel, "AUTO_MIN_OUT", 1)
+    monkeypatch.setattr(psa_fc, "AUTO_MIN_TERMS", 1)
+    monkeypatch.setattr(psa_fc, "AUTO_MIN_OUT", 1)
     assert torch.equal(conv_flip_backward_auto(x, a, W, h, geom, law, 2.0),
                        conv_flip_backward_fused(x, a, W, h, geom, law, 2.0))
 

@@ -16,9 +16,9 @@ import sys
 import pytest
 import torch
 
-from estimators import psa_kernel
-from estimators.noise import get_noise
-from estimators.psa_kernel_cuda import flip_backward_cuda, flip_backward_ratio, select_flip_backward, triton_available
+from estimators.kernels import psa_fc
+from estimators.model.noise import get_noise
+from estimators.kernels.psa_fc_cuda import flip_backward_cuda, flip_backward_ratio, select_flip_backward, triton_available
 
 
 def _inputs(R, n_in, n_out, dtype, device, seed=0, scale=1.0, saturate=False):
@@ -33,7 +33,7 @@ def _inputs(R, n_in, n_out, dtype, device, seed=0, scale=1.0, saturate=False):
 
 
 def _reference(x, a, W, h, noise, s):
-    return psa_kernel.flip_backward_reference(x.double(), a.double(), W.double(), h.double(), noise, s)
+    return psa_fc.flip_backward_reference(x.double(), a.double(), W.double(), h.double(), noise, s)
 
 
 @pytest.mark.parametrize("noise_name", ["logistic", "gaussian"])
@@ -53,7 +53,7 @@ def test_cuda_entry_point_falls_back_on_cpu():
     x, a, W, h = _inputs(5, 6, 9, torch.float32, "cpu")
     torch.testing.assert_close(flip_backward_cuda(x, a, W, h, noise, 2.0).double(), _reference(x, a, W, h, noise, 2.0),
                                rtol=1e-5, atol=1e-5)
-    assert select_flip_backward("cpu", noise) is psa_kernel.flip_backward_auto
+    assert select_flip_backward("cpu", noise) is psa_fc.flip_backward_auto
     with pytest.raises(ValueError):
         flip_backward_cuda(x, a[..., :-1], W, h, noise, 2.0)
 
@@ -64,8 +64,8 @@ def test_triton_kernel_equals_reference_on_cuda(shape):
     noise = get_noise("logistic")
     x, a, W, h = _inputs(*shape, torch.float32, "cuda", seed=sum(shape), saturate=True)
     W[-1, -1] = 8.5  # the largest weight at the edge of the exact range (s max|W| = 17): the kernel runs
-    assert psa_kernel.in_exact_range(W, 2.0, torch.float32)
-    assert select_flip_backward("cuda", noise) is (flip_backward_cuda if triton_available() else psa_kernel.flip_backward_fused)
+    assert psa_fc.in_exact_range(W, 2.0, torch.float32)
+    assert select_flip_backward("cuda", noise) is (flip_backward_cuda if triton_available() else psa_fc.flip_backward_fused)
     got = flip_backward_cuda(x, a, W, h, noise, 2.0)
     want = _reference(x.cpu(), a.cpu(), W.cpu(), h.cpu(), noise, 2.0)
     assert got.is_cuda and torch.isfinite(got).all()
@@ -81,9 +81,9 @@ def test_cuda_entry_point_falls_back_beyond_the_exact_range():
     noise = get_noise("logistic")
     x, a, W, h = _inputs(4, 3, 5, torch.float32, "cuda")
     x[0, 0, 0], W[0, 0], a[0, 0, 0] = 1.0, 45.0, 100.0
-    assert not psa_kernel.in_exact_range(W, 2.0, torch.float32)
+    assert not psa_fc.in_exact_range(W, 2.0, torch.float32)
     got = flip_backward_cuda(x, a, W, h, noise, 2.0)
-    torch.testing.assert_close(got, psa_kernel.flip_backward(x, a, W, h, noise, 2.0))
+    torch.testing.assert_close(got, psa_fc.flip_backward(x, a, W, h, noise, 2.0))
     want = _reference(x.cpu(), a.cpu(), W.cpu(), h.cpu(), noise, 2.0)
     torch.testing.assert_close(got.double().cpu(), want, rtol=1e-4, atol=1e-4)
 
@@ -101,9 +101,9 @@ def test_cuda_float64_and_other_noises_use_the_torch_paths():
 
 _INTERPRET = """
 import torch
-from estimators import psa_kernel_cuda as K
-from estimators.psa_kernel import flip_backward_reference
-from estimators.noise import get_noise
+from estimators.kernels import psa_fc_cuda as K
+from estimators.kernels.psa_fc import flip_backward_reference
+from estimators.model.noise import get_noise
 built = K._build_kernel()
 assert built is not None
 g = torch.Generator().manual_seed(0)

@@ -14,7 +14,7 @@ from scipy import stats
 
 from estimators import registry
 from estimators.errors import InputError
-from estimators.rebar import Rebar, conditional_logit, relaxed_continuation
+from estimators.families.rebar import Rebar, conditional_logit, relaxed_continuation
 from helpers import pull_back_01, to_01
 from reference.exact import exact
 from reference.presets import random_problem, toy_psa1

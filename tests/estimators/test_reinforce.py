@@ -9,7 +9,7 @@ from scipy.stats import norm
 from estimators import registry
 from estimators.errors import InputError
 from estimators.model import Path, sample_path
-from estimators.reinforce import Reinforce, ReinforceLOO, ema_baseline, score_grads
+from estimators.families.reinforce import Reinforce, ReinforceLOO, ema_baseline, score_grads
 from helpers import enumerate_paths, exact_moments
 from reference.exact import exact
 from reference.presets import build_problem

@@ -15,7 +15,7 @@ from scipy import special, stats
 from estimators import registry
 from estimators.errors import InputError
 from estimators.model import sample_path
-from estimators.st_gumbel import STGumbel, st_gumbel_grads
+from estimators.families.st_gumbel import STGumbel, st_gumbel_grads
 from helpers import noise_of_uniform, pull_back_01, quad_moments, to_01, toy_z_test
 from reference.presets import random_problem
 

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
-from estimators import losses, registry
+from estimators import registry
+from estimators.model import losses
 from estimators.model import sample_path
-from estimators.straight_through import DeepST
+from estimators.families.straight_through import DeepST
 from helpers import LinearLoss, pull_back_01, to_01
 from reference.exact import exact
 from reference.moments import path_moments

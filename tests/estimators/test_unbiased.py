@@ -40,11 +40,11 @@ import torch
 from scipy.stats import norm
 
 from estimators import registry
-from estimators.arm import antithetic_losses, dphi_da
-from estimators.disarm import DisArm
+from estimators.families.arm import antithetic_losses, dphi_da
+from estimators.families.arm import DisArm
 from estimators.model import Problem, head_grad, layer_grad, sample_path
-from estimators.muprop import MuProp
-from estimators.reinforce import Reinforce, score_grads
+from estimators.families.muprop import MuProp
+from estimators.families.reinforce import Reinforce, score_grads
 from helpers import FlippedArm, draw_moments, drop_analytic_term
 from reference.exact import exact
 from reference.presets import build_problem

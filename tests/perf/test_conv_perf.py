@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from estimators import registry
-from estimators.noise import get_noise
-from estimators.psa_conv import conv_flip_backward
-from estimators.psa_conv_fused import conv_flip_backward_cuda, conv_flip_backward_fused
+from estimators.model.noise import get_noise
+from estimators.kernels.psa_conv import conv_flip_backward
+from estimators.kernels.psa_conv_fused import conv_flip_backward_cuda, conv_flip_backward_fused
 from reference.presets import build_problem
 
 pytestmark = pytest.mark.perf

@@ -14,9 +14,10 @@ import time
 import pytest
 import torch
 
-from estimators import psa_kernel, psa_kernel_cuda, registry
+from estimators import registry
+from estimators.kernels import psa_fc, psa_fc_cuda
 from estimators.model import sample_path
-from estimators.noise import get_noise
+from estimators.model.noise import get_noise
 from reference.exact import exact
 from reference.presets import random_problem
 
@@ -82,8 +83,8 @@ def _layer(device: str, w: int):
     return [t.to(device) for t in (x, a, W, h)]
 
 
-KERNELS = {"eager": psa_kernel.flip_backward, "fused": psa_kernel.flip_backward_fused,
-           "cuda": psa_kernel_cuda.flip_backward_cuda}
+KERNELS = {"eager": psa_fc.flip_backward, "fused": psa_fc.flip_backward_fused,
+           "cuda": psa_fc_cuda.flip_backward_cuda}
 
 
 @pytest.mark.benchmark(group="psa-fc", **BENCH)

@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as nnf
 
-from .model import Problem
+from .problem import Problem
 
 __all__ = ["replicate", "unpack", "linear", "affine", "layer_affine", "layer_linear", "per_replica_grads", "safe_sqrt"]
 

@@ -1,6 +1,6 @@
 r"""PSA's convolutional flip-difference backward through fused kernels, and the automatic choice.
 
-The same quantity as :func:`estimators.psa_conv.conv_flip_backward` (spec §3.8).  Every output
+The same quantity as :func:`estimators.kernels.psa_conv.conv_flip_backward` (spec §3.8).  Every output
 position $(b,o)$ becomes one row of a fully connected layer pair: the row's inputs are the patch
 that position reads, gathered channels-last from the zero-padded input (``K*K*C_in`` states in
 (offset, channel) order; padded entries are 0), its outputs the ``C_out`` channels at $o$, its
@@ -11,15 +11,15 @@ insertion), whose border is cropped (padded inputs are constants, never flipped)
 processed in chunks whose gathered rows hold at most ``max_rows_elems`` elements.
 
 - :func:`conv_flip_backward_fused` — the rows through the compiled pair kernel
-  :func:`estimators.psa_kernel.flip_backward_fused` (C++/OpenMP on CPU, Triton through inductor on
+  :func:`estimators.kernels.psa_fc.flip_backward_fused` (C++/OpenMP on CPU, Triton through inductor on
   CUDA; one division per two terms).  Inputs it does not evaluate itself (other noises or dtypes,
   weights beyond its exact range, no compiler) go to the eager
-  :func:`~estimators.psa_conv.conv_flip_backward`.  The first call compiles (seconds).
+  :func:`~estimators.kernels.psa_conv.conv_flip_backward`.  The first call compiles (seconds).
 - :func:`conv_flip_backward_cuda` — the rows through the hand-written Triton FC kernel
-  :func:`estimators.psa_kernel_cuda.flip_backward_cuda` (CUDA, float32, logistic; elsewhere its
+  :func:`estimators.kernels.psa_fc_cuda.flip_backward_cuda` (CUDA, float32, logistic; elsewhere its
   own fallbacks).
 - :func:`conv_flip_backward_auto` — the CPU choice (:func:`conv_auto_choice`): fused for large layers,
-  eager for small ones (:func:`estimators.psa_kernel.cpu_choice`).
+  eager for small ones (:func:`estimators.kernels.psa_fc.cpu_choice`).
 - :func:`select_conv_flip_backward` — the automatic choice: Triton on CUDA where it applies, the
   compiled kernel for logistic noise on CUDA otherwise, :func:`conv_flip_backward_auto` on CPU.
 
@@ -35,9 +35,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as nnf
 
-from . import psa_kernel, psa_kernel_cuda
-from .model import ConvGeom
-from .noise import Logistic, Noise
+from . import psa_fc, psa_fc_cuda
+from ..model import ConvGeom
+from ..model.noise import Logistic, Noise
 from .psa_conv import check_conv, conv_flip_backward
 
 __all__ = ["conv_flip_backward_fused", "conv_flip_backward_cuda", "conv_flip_backward_auto", "conv_auto_choice",
@@ -72,16 +72,16 @@ def _patch_sums(x_in: torch.Tensor, geom: ConvGeom, dtype: torch.dtype, max_rows
 def conv_flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, geom: ConvGeom,
                              noise: Noise, flip_scale: float, max_chunk_elems: int = 2**22,
                              max_rows_elems: int = 2**24) -> torch.Tensor:
-    """The rows through the compiled FC pair kernel :func:`estimators.psa_kernel.flip_backward_fused`
+    """The rows through the compiled FC pair kernel :func:`estimators.kernels.psa_fc.flip_backward_fused`
     (easy minus hard per row, summed into the input grid); returns ``[D, B, C_in H W]``.
 
     Inputs that kernel does not evaluate itself (other noises or dtypes, weights beyond its exact
     range, no compiler) go to the eager ratio convolution instead of an eager row kernel (faster).
     """
     check_conv(x_in, a, W, h, geom)
-    if not psa_kernel.fused_supported(W, noise, flip_scale, a.dtype):
+    if not psa_fc.fused_supported(W, noise, flip_scale, a.dtype):
         return conv_flip_backward(x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems)
-    return _via_rows(psa_kernel._fused_in_range, x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems,
+    return _via_rows(psa_fc._fused_in_range, x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems,
                      max_rows_elems)
 
 
@@ -108,11 +108,11 @@ def conv_flip_backward_cuda(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor
                             max_rows_elems: int = 2**24) -> torch.Tensor:
     """The rows through the Triton FC kernel (easy minus hard per row; CUDA, float32, logistic, else its fallbacks)."""
     check_conv(x_in, a, W, h, geom)
-    return _via_rows(psa_kernel_cuda.flip_backward_cuda, x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems,
+    return _via_rows(psa_fc_cuda.flip_backward_cuda, x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems,
                      max_rows_elems)
 
 
-#: Variant name -> function (all with the signature of :func:`estimators.psa_conv.conv_flip_backward`).
+#: Variant name -> function (all with the signature of :func:`estimators.kernels.psa_conv.conv_flip_backward`).
 CONV_VARIANTS: dict[str, Callable] = {
     "eager": conv_flip_backward,
     "fused": conv_flip_backward_fused,
@@ -123,12 +123,12 @@ CONV_VARIANTS: dict[str, Callable] = {
 def conv_auto_choice(x_in: torch.Tensor, W: torch.Tensor, geom: ConvGeom, noise: Noise, flip_scale: float,
                      dtype: torch.dtype) -> Callable:
     """The kernel :func:`conv_flip_backward_auto` runs for this layer: :func:`conv_flip_backward_fused` for
-    layers of at least :data:`~estimators.psa_kernel.AUTO_MIN_TERMS` flip terms (and ``AUTO_MIN_OUT``
-    output channels) it evaluates itself, else the eager :func:`~estimators.psa_conv.conv_flip_backward`."""
+    layers of at least :data:`~estimators.kernels.psa_fc.AUTO_MIN_TERMS` flip terms (and ``AUTO_MIN_OUT``
+    output channels) it evaluates itself, else the eager :func:`~estimators.kernels.psa_conv.conv_flip_backward`."""
     ho, wo = geom.out_hw()
     terms = x_in.shape[0] * x_in.shape[1] * ho * wo * W.numel()
-    fc = psa_kernel.cpu_choice(terms, W.shape[0], W, noise, flip_scale, dtype)
-    return conv_flip_backward_fused if fc is psa_kernel.flip_backward_fused else conv_flip_backward
+    fc = psa_fc.cpu_choice(terms, W.shape[0], W, noise, flip_scale, dtype)
+    return conv_flip_backward_fused if fc is psa_fc.flip_backward_fused else conv_flip_backward
 
 
 def conv_flip_backward_auto(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, geom: ConvGeom,
@@ -137,7 +137,7 @@ def conv_flip_backward_auto(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor
     """CPU: the kernel :func:`conv_auto_choice` picks for this layer."""
     check_conv(x_in, a, W, h, geom)
     if conv_auto_choice(x_in, W, geom, noise, flip_scale, a.dtype) is conv_flip_backward_fused:  # range checked
-        return _via_rows(psa_kernel._fused_in_range, x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems,
+        return _via_rows(psa_fc._fused_in_range, x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems,
                          max_rows_elems)
     return conv_flip_backward(x_in, a, W, h, geom, noise, flip_scale, max_chunk_elems)
 
@@ -146,7 +146,7 @@ def select_conv_flip_backward(device: str | torch.device, noise: Noise, dtype: t
     """The fastest available conv kernel for ``device``, ``noise`` and ``dtype``."""
     logistic = isinstance(noise, Logistic)
     if torch.device(device).type == "cuda" and torch.cuda.is_available():
-        if logistic and dtype == torch.float32 and psa_kernel_cuda.triton_available():
+        if logistic and dtype == torch.float32 and psa_fc_cuda.triton_available():
             return conv_flip_backward_cuda
         return conv_flip_backward_fused if logistic else conv_flip_backward
     return conv_flip_backward_auto

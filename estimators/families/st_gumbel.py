@@ -19,10 +19,10 @@ from typing import ClassVar
 
 import torch
 
-from .base import Cost, Estimator
+from ..base import Cost, Estimator
 from .concrete import check_tau, noise_quantile, relaxed_unit
-from .model import Path, Problem, backprop, sample_path
-from .registry import register
+from ..model import Path, Problem, backprop, sample_path
+from ..registry import register
 
 __all__ = ["STGumbel", "st_gumbel_grads"]
 

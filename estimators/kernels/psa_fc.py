@@ -36,8 +36,8 @@ from typing import Callable
 
 import torch
 
-from .errors import InputError
-from .noise import Gaussian, Logistic, Noise, Uniform
+from ..errors import InputError
+from ..model.noise import Gaussian, Logistic, Noise, Uniform
 
 __all__ = ["flip_backward", "flip_backward_fused", "flip_backward_reference", "flip_backward_auto", "cpu_choice",
            "auto_choice", "fused_supported", "in_exact_range"]

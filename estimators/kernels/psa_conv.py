@@ -27,7 +27,7 @@ $$D_{r,i}=\underbrace{\sum_c\sum_{(o,u):\,so+u-p=i}h_{c,o}F(a_{c,o})}_{\text{eas
   one multiply-add and one reciprocal per term, no exponential.  Other noises evaluate $F$ directly.
 
 The compiled (CPU/CUDA) and Triton variants, and the automatic choice, are in
-:mod:`estimators.psa_conv_fused`.  All variants are the same deterministic function of the path, so
+:mod:`estimators.kernels.psa_conv_fused`.  All variants are the same deterministic function of the path, so
 unbiasedness is not affected.  Cost: $N\,C_{in}K^2C_{out}H_oW_o$ CDF evaluations ($N$ = draws x
 batch; logistic: one reciprocal each) — the multiply-adds of the layer's convolution; extra memory
 a few activation-sized tensors plus one tile of at most ``max_chunk_elems`` elements.
@@ -38,10 +38,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as nnf
 
-from .errors import InputError
-from .model import ConvGeom
-from .noise import Logistic, Noise
-from .psa_kernel import _cdf_
+from ..errors import InputError
+from ..model import ConvGeom
+from ..model.noise import Logistic, Noise
+from .psa_fc import _cdf_
 
 __all__ = ["conv_flip_backward", "conv_flip_backward_reference", "check_conv", "clamp_limit"]
 

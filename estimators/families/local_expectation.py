@@ -20,10 +20,10 @@ from typing import ClassVar
 import torch
 
 from .arm import continue_losses
-from .base import Cost, Estimator
-from .errors import InputError
-from .model import Path, Problem, head_grad, sample_path
-from .registry import register
+from ..base import Cost, Estimator
+from ..errors import InputError
+from ..model import Path, Problem, head_grad, sample_path
+from ..registry import register
 
 __all__ = ["LocalExpectation"]
 

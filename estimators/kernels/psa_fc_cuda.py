@@ -1,6 +1,6 @@
 r"""PSA's FC flip-difference backward, fused for CUDA (Triton), with a blocked torch path of the same math.
 
-Same quantity as :func:`estimators.psa_kernel.flip_backward` (spec §3.7): for rows $r$ (draws x
+Same quantity as :func:`estimators.kernels.psa_fc.flip_backward` (spec §3.7): for rows $r$ (draws x
 batch), inputs $i$ and outputs $j$,
 $$D_{ri}=\sum_jh_{rj}F(a_{rj})-\sum_jh_{rj}\,F\big(a_{rj}-s\,W_{ji}x_{ri}\big).$$
 For logistic noise the hard part uses the ratio form of spec §3.8 with both flip signs precomputed,
@@ -10,7 +10,7 @@ Exponents are clamped to $\pm40$ in float32 ($\pm300$ in float64), so $1+AE\le e
 overflows.  Beyond the clamp the argument becomes ${\rm clamp}(a)-{\rm clamp}(sW)x$: exact to
 working precision where $\sigma$ saturates either way, not in general (both huge and cancelling).
 The entry point :func:`flip_backward_cuda` therefore runs the kernel only inside the exact range of
-:func:`estimators.psa_kernel.in_exact_range` ($s\max|W|\le17$ in float32: $sW$ is never clamped and
+:func:`estimators.kernels.psa_fc.in_exact_range` ($s\max|W|\le17$ in float32: $sW$ is never clamped and
 a clamped $|a|>40$ stays beyond $\pm23$, where $\sigma$ is saturated), and the eager kernel elsewhere.
 
 - :func:`flip_backward_cuda` — the Triton kernel (CUDA, float32, logistic): one program per
@@ -18,14 +18,14 @@ a clamped $|a|>40$ stays beyond $\pm23$, where $\sigma$ is saturated), and the e
   (column vectors of $A^\top$, $h^\top$, $E^\pm$ are contiguous loads), nothing is materialised;
   $j$ is split across programs when the tile grid alone would leave SMs idle (partial sums are
   added in a fixed order, so results are deterministic).  Inputs it does not cover (CPU, other
-  noises or dtypes, weights beyond the exact range, no Triton) go to :func:`estimators.psa_kernel.flip_backward` (eager; on CPU it
+  noises or dtypes, weights beyond the exact range, no Triton) go to :func:`estimators.kernels.psa_fc.flip_backward` (eager; on CPU it
   is twice as fast as the blocked ratio form below).
 - :func:`flip_backward_ratio` — the same ratio-form algorithm in blocked torch (any device): the
   CPU-testable mirror of the kernel's math (clamps, precomputed $E^\pm$, block bounds), checked
   against the naive reference on CPU.
 - :func:`select_flip_backward` — the automatic choice for a device: Triton on CUDA when it is
   importable (float32, logistic), else ``torch.compile`` (``flip_backward_fused``); on CPU
-  :func:`~estimators.psa_kernel.flip_backward_auto` (compiled for large layers, eager for small).
+  :func:`~estimators.kernels.psa_fc.flip_backward_auto` (compiled for large layers, eager for small).
 
 Unbiasedness is not affected (it is the same deterministic function of the path).  Cost:
 $R\,n_{in}n_{out}$ divisions and multiply-adds, $2\,n_{out}n_{in}+R\,n_{out}$ exponentials in all;
@@ -39,8 +39,8 @@ from typing import Callable
 
 import torch
 
-from . import psa_kernel
-from .noise import Logistic, Noise
+from . import psa_fc
+from ..model.noise import Logistic, Noise
 
 __all__ = ["flip_backward_cuda", "flip_backward_ratio", "select_flip_backward", "triton_available"]
 
@@ -59,9 +59,9 @@ def _blocks(n_in: int, n_out: int, max_chunk_elems: int) -> int:
 def flip_backward_ratio(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, noise: Noise,
                         flip_scale: float, max_chunk_elems: int = 2**22) -> torch.Tensor:
     """Ratio-form kernel in blocked torch (logistic noise; other noises go to the eager kernel)."""
-    psa_kernel._check(x_in, a, W, h)
+    psa_fc._check(x_in, a, W, h)
     if not isinstance(noise, Logistic):
-        return psa_kernel.flip_backward(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
+        return psa_fc.flip_backward(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
     Dn, B, n_in = x_in.shape
     n_out, R = a.shape[-1], Dn * B
     lim = _lim(a.dtype)
@@ -144,11 +144,11 @@ def _launch_plan(R: int, ci: int, n_out: int, sms: int, block_r: int = 64, block
 
 def flip_backward_cuda(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, noise: Noise,
                        flip_scale: float, max_chunk_elems: int = 2**22) -> torch.Tensor:
-    """:func:`~estimators.psa_kernel.flip_backward` through the Triton kernel where it applies (see module doc)."""
-    psa_kernel._check(x_in, a, W, h)
+    """:func:`~estimators.kernels.psa_fc.flip_backward` through the Triton kernel where it applies (see module doc)."""
+    psa_fc._check(x_in, a, W, h)
     if not (a.is_cuda and a.dtype == torch.float32 and isinstance(noise, Logistic) and triton_available()
-            and psa_kernel.in_exact_range(W, flip_scale, a.dtype)):
-        return psa_kernel.flip_backward(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
+            and psa_fc.in_exact_range(W, flip_scale, a.dtype)):
+        return psa_fc.flip_backward(x_in, a, W, h, noise, flip_scale, max_chunk_elems)
     Dn, B, n_in = x_in.shape
     n_out, R = a.shape[-1], Dn * B
     x2, a2, h2 = x_in.reshape(R, n_in), a.reshape(R, n_out), h.reshape(R, n_out)
@@ -191,5 +191,5 @@ def select_flip_backward(device: str | torch.device, noise: Noise, dtype: torch.
     if torch.device(device).type == "cuda" and torch.cuda.is_available():
         if isinstance(noise, Logistic) and dtype == torch.float32 and triton_available():
             return flip_backward_cuda
-        return psa_kernel.flip_backward_fused
-    return psa_kernel.flip_backward_auto
+        return psa_fc.flip_backward_fused
+    return psa_fc.flip_backward_auto

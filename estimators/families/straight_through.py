@@ -28,9 +28,9 @@ from typing import ClassVar
 
 import torch
 
-from .base import Cost, Estimator
-from .model import Path, Problem, backprop, sample_path
-from .registry import register
+from ..base import Cost, Estimator
+from ..model import Path, Problem, backprop, sample_path
+from ..registry import register
 
 __all__ = ["StraightThrough", "DeepST", "IdentityST", "TanhST", "HardTanhST"]
 

@@ -18,10 +18,10 @@ from typing import ClassVar
 
 import torch
 
-from .base import Cost, Estimator
-from .errors import InputError
-from .model import Path, Problem, head_grad, sample_path
-from .registry import register
+from ..base import Cost, Estimator
+from ..errors import InputError
+from ..model import Path, Problem, head_grad, sample_path
+from ..registry import register
 
 __all__ = ["Reinforce", "ReinforceLOO", "score_grads", "ema_baseline"]
 

@@ -27,11 +27,11 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from ._per_draw import affine, layer_affine, layer_linear, linear, per_replica_grads, replicate, safe_sqrt, unpack
-from .base import Cost, Estimator
-from .errors import InputError
-from .model import Problem
-from .registry import register
+from ..model.per_draw import affine, layer_affine, layer_linear, linear, per_replica_grads, replicate, safe_sqrt, unpack
+from ..base import Cost, Estimator
+from ..errors import InputError
+from ..model import Problem
+from ..registry import register
 
 __all__ = ["ADF", "HEADS", "expected_cdf", "unit_moments", "propagate", "adf_objective", "check_head"]
 
@@ -83,7 +83,7 @@ def propagate(problem: Problem, params: Sequence[tuple[torch.Tensor, torch.Tenso
     r"""Per-point loss ``[R, B]`` of the moment-propagated network.
 
     ``params``: per group ``(W [R, *shape], b [R, n])`` (size-1 leading dims broadcast; convolutional
-    layers are evaluated as grouped convolutions, :func:`~estimators._per_draw.layer_affine`).  With
+    layers are evaluated as grouped convolutions, :func:`~estimators.model.per_draw.layer_affine`).  With
     ``layer_eps=None`` every layer takes the ADF step; otherwise layer ``k`` samples
     $a=\mu+s\,\varepsilon_k$ and uses $P=F(a)$ (local reparameterisation; the first layer has $s=0$
     and ignores ``layer_eps[0]``).  ``head_eps`` (``[R, B, C]``) feeds $\eta=\bar\eta+\mathrm{sd}(\eta)\,

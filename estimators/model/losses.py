@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["Loss", "LOSSES", "get_loss"]
 

@@ -18,9 +18,9 @@ from typing import ClassVar
 
 import torch
 
-from .base import Cost, Estimator
-from .model import Problem, backprop
-from .registry import register
+from ..base import Cost, Estimator
+from ..model import Problem, backprop
+from ..registry import register
 
 __all__ = ["TanhMeanField"]
 

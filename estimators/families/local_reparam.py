@@ -1,6 +1,6 @@
 r"""Local reparameterisation: moment propagation with a sampled Gaussian pre-activation (spec §5.13).
 
-As ADF (:mod:`estimators.adf`), every unit is passed on by its mean and variance, but instead of the
+As ADF (:mod:`estimators.families.adf`), every unit is passed on by its mean and variance, but instead of the
 Gaussian expectation each layer samples its pre-activation,
 $$\mu=Wm+b,\quad s^2=(W\odot W)\,v,\quad a=\mu+s\,\varepsilon,\ \varepsilon\sim\mathcal N(0,1),\quad P=F(a),$$
 and passes on mean $2P-1$, variance $4P(1-P)$ (0/1: $P$, $P(1-P)$).  The first layer reads the real
@@ -18,11 +18,11 @@ from typing import ClassVar
 
 import torch
 
-from ._per_draw import per_replica_grads, replicate, unpack
+from ..model.per_draw import per_replica_grads, replicate, unpack
 from .adf import check_head, head_noise, propagate
-from .base import Cost, Estimator
-from .model import Problem
-from .registry import register
+from ..base import Cost, Estimator
+from ..model import Problem
+from ..registry import register
 
 __all__ = ["LocalReparam", "layer_noise"]
 

@@ -7,8 +7,8 @@ D^k_i=\sum_jx^{k+1}_j\big[F(a^{k+1}_j)-F(a^{k+1}_j-s\,W^{k+1}_{ji}x^k_i)\big]D^{
 $$\hat g(\theta^k)=\frac1B\sum_b\sum_ix^k_iF'(a^k_i)\,D^k_i\,\nabla_{\theta^k}a^k_i,\qquad
 \hat g(\theta^{L+1})=\nabla_{\theta^{L+1}}f(x^L),$$
 with flip scale $s=2$ (``pm1``) or $1$ (``01``).  The hidden recursion is
-:func:`estimators.psa_kernel.flip_backward` for fully connected layers and
-:func:`estimators.psa_conv.conv_flip_backward` (the "ratio convolution", spec §3.8) for
+:func:`estimators.kernels.psa_fc.flip_backward` for fully connected layers and
+:func:`estimators.kernels.psa_conv.conv_flip_backward` (the "ratio convolution", spec §3.8) for
 convolutional ones; layer gradients go through :meth:`~estimators.model.Problem.param_grad`.
 
 References: Shekhovtsov, Yanush & Flach, NeurIPS 2020, arXiv:2006.03143.
@@ -21,19 +21,19 @@ from typing import ClassVar
 
 import torch
 
-from .base import Cost, Estimator
-from .errors import InputError
-from .model import Path, Problem, head_grad, layer_grad, sample_path
-from .psa_conv_fused import CONV_VARIANTS, select_conv_flip_backward
-from .psa_kernel import flip_backward, flip_backward_fused
-from .psa_kernel_cuda import select_flip_backward
-from .registry import register
+from ..base import Cost, Estimator
+from ..errors import InputError
+from ..model import Path, Problem, head_grad, layer_grad, sample_path
+from ..kernels.psa_conv_fused import CONV_VARIANTS, select_conv_flip_backward
+from ..kernels.psa_fc import flip_backward, flip_backward_fused
+from ..kernels.psa_fc_cuda import select_flip_backward
+from ..registry import register
 
 __all__ = ["PSA", "last_layer_flips"]
 
 HEADS = ("plain", "flip-mixed")
-#: ``auto`` picks per problem (device, noise, dtype): :func:`~estimators.psa_kernel_cuda.select_flip_backward`
-#: for fully connected layers and :func:`~estimators.psa_conv_fused.select_conv_flip_backward` for conv layers.
+#: ``auto`` picks per problem (device, noise, dtype): :func:`~estimators.kernels.psa_fc_cuda.select_flip_backward`
+#: for fully connected layers and :func:`~estimators.kernels.psa_conv_fused.select_conv_flip_backward` for conv layers.
 KERNELS = {"eager": flip_backward, "fused": flip_backward_fused, "auto": None}
 
 
@@ -71,10 +71,10 @@ class PSA(Estimator):
             held constant — unbiased, usually lower variance; hidden gradients are unchanged.
         kernel: ``auto`` (default: the fastest for the problem's device, noise and dtype — Triton on
             CUDA; on CPU the compiled pair kernel for layers of at least
-            :data:`~estimators.psa_kernel.AUTO_MIN_TERMS` flip terms, eager below, so small networks
+            :data:`~estimators.kernels.psa_fc.AUTO_MIN_TERMS` flip terms, eager below, so small networks
             never wait for a compile), ``eager`` or ``fused`` (compiled; logistic noise).
-            Convolutional layers use the matching conv kernel of :mod:`estimators.psa_conv` (eager
-            ratio convolution) or :mod:`estimators.psa_conv_fused` (compiled / Triton / auto).
+            Convolutional layers use the matching conv kernel of :mod:`estimators.kernels.psa_conv` (eager
+            ratio convolution) or :mod:`estimators.kernels.psa_conv_fused` (compiled / Triton / auto).
 
     Cost per draw: one sampled pass ($L$ layer evaluations), $1+n_L$ head evaluations and one
     backward pass whose hidden layers cost a CDF per multiply-add ($B\,n_{k}n_{k+1}$ terms).

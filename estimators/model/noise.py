@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["Noise", "Logistic", "Gaussian", "Uniform", "NOISES", "get_noise", "LOG_ZERO"]
 

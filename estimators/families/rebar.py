@@ -13,7 +13,7 @@ differentiable $c$.
 **Per layer in a deep SBN.**  For layer $k$ the upstream states are the sampled ones and
 $c_k(\zeta)$ is the Concrete network run from layer $k$'s relaxed state $\zeta$ onward, with the
 downstream layers relaxed at the main path's own noise $Z^{j>k}$ (temperature $\tau$ in the suite's
-sigmoid convention, :mod:`estimators.concrete`).  $f$ is the sampled path's loss.  Given the
+sigmoid convention, :mod:`estimators.families.concrete`).  $f$ is the sampled path's loss.  Given the
 upstream states and the downstream noise (independent of $u^k,v^k$), $f$ and $c_k$ are fixed
 functions of layer $k$'s state, so the REBAR identity applies layer by layer: unbiased.
 The head gradient is the pathwise $\nabla_{\theta^{L+1}}f(x^L)$.
@@ -30,10 +30,10 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as nnf
 
-from .base import Cost, Estimator
+from ..base import Cost, Estimator
 from .concrete import check_tau, noise_quantile, relaxed_unit
-from .model import Problem, head_grad, sample_path
-from .registry import register
+from ..model import Problem, head_grad, sample_path
+from ..registry import register
 
 __all__ = ["Rebar", "conditional_logit", "relaxed_continuation"]
 

@@ -19,10 +19,10 @@ from typing import ClassVar
 
 import torch
 
-from .base import Cost, Estimator
-from .errors import InputError
-from .model import Problem, backprop
-from .registry import register
+from ..base import Cost, Estimator
+from ..errors import InputError
+from ..model import Problem, backprop
+from ..registry import register
 
 __all__ = ["Concrete", "noise_quantile", "draw_uniforms", "relaxed_unit", "relaxed_grads", "check_tau"]
 

@@ -39,10 +39,10 @@ from typing import ClassVar
 
 import torch
 
-from .base import Cost, Estimator
-from .errors import InputError
-from .model import Path, Problem, head_grad, sample_path
-from .registry import register
+from ..base import Cost, Estimator
+from ..errors import InputError
+from ..model import Path, Problem, head_grad, sample_path
+from ..registry import register
 
 __all__ = ["MuProp", "mean_field"]
 
