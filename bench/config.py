@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from estimators.errors import InputError
 
-__all__ = ["ConfigMixin", "SweepConfig", "load_toml", "PRESETS", "PRESET_EXECUTORS"]
+__all__ = ["ConfigMixin", "SweepConfig", "load_toml", "SWEEP_PRESETS", "SWEEP_PRESET_EXECUTORS"]
 
 
 class ConfigMixin:
@@ -110,7 +110,7 @@ def load_toml(path: str) -> dict:
 _PSA2020_METHODS = ("reinforce", "arm", "concrete:tau=0.1", "concrete:tau=1.0", "tanh", "st", "psa")
 
 #: Named sweeps.  ``estimators = ("*",)`` means every registered estimator (default options).
-PRESETS: dict[str, dict] = {
+SWEEP_PRESETS: dict[str, dict] = {
     "quick": dict(
         name="quick",
         problems=("psa-2-5-5-5", "random:widths=3-4-4-4,scale=1.0,points=50,encoding=pm1"),
@@ -135,4 +135,4 @@ PRESETS: dict[str, dict] = {
 
 #: Executor used by a preset when ``--executor`` is not given: ``(kind, workers)``.  ``psa2020``
 #: spreads its 60 tasks over two worker processes, one per core.
-PRESET_EXECUTORS: dict[str, tuple[str, int | None]] = {"psa2020": ("process", 2), "scaling": ("process", 2)}
+SWEEP_PRESET_EXECUTORS: dict[str, tuple[str, int | None]] = {"psa2020": ("process", 2), "scaling": ("process", 2)}

@@ -260,8 +260,8 @@ class Store:
         )
 
     def load_run(self, ref: str):
-        """Everything a report needs, as :class:`reports.data.RunResults`."""
-        from reports.data import RunResults
+        """Everything a report needs, as :class:`reports.results.RunResults`."""
+        from reports.results import RunResults
 
         run_id = self.resolve(ref)
         return RunResults(manifest=self.manifest(run_id), tasks=self.tasks(run_id), scores=self.scores(run_id),

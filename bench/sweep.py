@@ -57,7 +57,7 @@ def expand_estimators(specs) -> list[str]:
 def _problems(cfg: SweepConfig) -> dict:
     from reference.checkpoints import split_spec
     from reference.exact import check_feasible
-    from reference.presets import build_problem
+    from reference.problems import build_problem
 
     problems = {}
     for spec in cfg.problems:
@@ -115,7 +115,7 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
         todo = [t for t in tasks if t["key"] not in done]
         cache = checkpoint_dir(db)
         if todo and any("@" in p for p in cfg.problems):
-            from reference.presets import build_problem
+            from reference.problems import build_problem
 
             for spec in cfg.problems:
                 if "@" in spec:

@@ -61,7 +61,7 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
     one-line error, so a sweep always records what happened.
     """
     from reference import exact
-    from reference.presets import build_problem
+    from reference.problems import build_problem
 
     from .scoring import score
 

@@ -1,7 +1,10 @@
-"""Problem builders (presets, data generators, checkpoints, file loaders) and the exact reference."""
+"""Problem builders (named problems, data sets, checkpoints, problem files) and the exact reference.
+
+Imports the estimators package only (never bench or reports).
+"""
 
 from .exact import Exact, exact, exact_loss
 from .files import load_problem, save_problem
-from .presets import build_problem, preset_names
+from .problems import build_problem, problem_names
 
-__all__ = ["Exact", "build_problem", "exact", "exact_loss", "load_problem", "preset_names", "save_problem"]
+__all__ = ["Exact", "build_problem", "exact", "exact_loss", "load_problem", "problem_names", "save_problem"]

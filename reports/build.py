@@ -13,11 +13,12 @@ from pathlib import Path
 import matplotlib
 import matplotlib.style
 
-from .data import ReportError, RunResults, run_id, validate
+from .results import ReportError, RunResults, run_id, validate
 from .export import write_table
 from .html import generator, render_html
 from .pdf import write_pdf
-from .sections import Table, close_figures, run_sections
+from .document import Table, close_figures
+from .sections import run_sections
 
 __all__ = ["build_report", "FORMATS"]
 

@@ -15,9 +15,9 @@ from importlib import metadata
 import matplotlib
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from .data import slug
+from .results import slug
 from .export import html_table
-from .sections import Plot, Section, Table, Text
+from .document import Plot, Section, Table, Text
 
 __all__ = ["render_html", "svg_text", "generator"]
 

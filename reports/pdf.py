@@ -18,7 +18,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from .pdf_table import MARGIN, PAGE, draw_rows, typeset
-from .sections import Plot, Section, Table, Text
+from .document import Plot, Section, Table, Text
 
 __all__ = ["write_pdf"]
 

@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from . import psa2020
-from .data import RunResults, group_order
+from .results import RunResults, group_order
 from .paper_values import METHOD_SPECS
 from .tables import task_labels
 

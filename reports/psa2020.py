@@ -17,7 +17,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from .data import RunResults
+from .results import RunResults
 from .paper_values import CHECKPOINTS, GROUPS, METHOD_SPECS, PROBLEM_PREFIX, paper_table
 
 __all__ = ["is_psa2020", "canonical_spec", "comparison", "comparison_wide"]

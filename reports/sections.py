@@ -1,64 +1,24 @@
-"""What a report holds, independent of the output format: sections of text, tables and figures.
+"""What a report holds, section by section (the blocks are those of :mod:`reports.document`).
 
 One function per section (``manifest_section``, ``problem_section``, ``bias_variance_section``,
 ``pareto_section``, ``psa2020_section``, ``training_section``, ``timing_section``), each
 ``(run, ctx) -> list[Section]`` and empty when the run has nothing for it; ``RUN_SECTIONS`` lists
 them in page order, so a new kind of result is one more function there. The
-HTML and PDF writers only walk these blocks. Figures are built once, on first use, and shared by
-both writers; :func:`close_figures` drops them.
+HTML and PDF writers only walk these blocks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import pandas as pd
-from matplotlib.figure import Figure
 
 from . import plots, psa2020, tables, tradeoffs
-from .data import RunResults, run_id, slug
+from .document import Plot, Section, Table, Text
+from .results import RunResults, run_id, slug
 from .paper_values import CHECKPOINTS, CITATION
 from .throughput import throughput_figure
+from .training_curves import training_sections
 
-__all__ = ["Text", "Table", "Plot", "Section", "RUN_SECTIONS", "run_sections", "close_figures"]
-
-
-@dataclass
-class Text:
-    text: str
-    kind: str = "p"  # "p" or "warn"
-
-
-@dataclass
-class Table:
-    name: str  # unique file stem, also the HTML table id
-    caption: str
-    frame: pd.DataFrame
-    show: bool = True  # False: exported as CSV/Markdown/LaTeX only, not printed on the page
-    sep: str | None = None  # a column whose changes start a new row group (a rule on the page)
-
-
-@dataclass
-class Plot:
-    name: str
-    caption: str
-    make: Callable[[], Figure | None]
-    _fig: list = field(default_factory=list, repr=False)
-
-    @property
-    def figure(self) -> Figure | None:
-        if not self._fig:
-            self._fig.append(self.make())
-        return self._fig[0]
-
-
-@dataclass
-class Section:
-    title: str
-    anchor: str
-    blocks: list
-    level: int = 2
+__all__ = ["RUN_SECTIONS", "run_sections"]
 
 
 def manifest_section(run: RunResults, ctx: dict) -> list[Section]:
@@ -148,11 +108,9 @@ def psa2020_section(run: RunResults, ctx: dict) -> list[Section]:
 
 
 def training_section(run: RunResults, ctx: dict) -> list[Section]:
-    """Training runs (``run.curves``): the tables and figures of :mod:`reports.training`."""
+    """Training runs (``run.curves``): the tables and figures of :mod:`reports.training_curves`."""
     if run.curves is None or run.curves.empty:
         return []
-    from .training import training_sections
-
     return training_sections(run.curves, run.tasks, ctx["rid"])
 
 
@@ -185,10 +143,3 @@ def run_sections(runs: list[RunResults]) -> list[Section]:
         for fn in RUN_SECTIONS:
             out.extend(fn(run, ctx))
     return out
-
-
-def close_figures(sections: list[Section]) -> None:
-    for sec in sections:
-        for b in sec.blocks:
-            if isinstance(b, Plot):
-                b._fig.clear()

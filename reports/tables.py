@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from .data import RunResults, group_order
+from .results import RunResults, group_order
 
 __all__ = ["task_labels", "value_table", "manifest_table", "tasks_table", "ranking_table", "failed_table",
            "timing_table", "problems", "MANIFEST_KEYS"]

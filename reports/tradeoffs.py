@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .data import RunResults
+from .results import RunResults
 from .plots import empty_panel, freeze_layout, legend, plain_log, series, short_title, task_split
 
 __all__ = ["bias_variance_figure", "pareto_figure"]

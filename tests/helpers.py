@@ -20,7 +20,7 @@ from estimators.model.losses import Loss
 from estimators.model import Path, layer_grad
 from estimators.families.muprop import mean_field
 from reference.exact import all_states
-from reference.presets import toy_psa1
+from reference.problems import toy_psa1
 
 # ---- pm1 <-> 0/1 parametrisation -------------------------------------------------------------------------------
 

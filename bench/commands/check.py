@@ -1,4 +1,4 @@
-"""``sbn-bench check``: the CI regression gate (design: :mod:`bench.gate`).
+"""``sbn-bench check``: the CI regression gate (design: :mod:`bench.gate.design`).
 
 Runs every registered estimator (or ``--estimators``) on the gate's seeded problems, checks the
 unbiased ones against the exact gradient ($z$-tests with asserted power) and every one against the
@@ -61,9 +61,9 @@ def _estimators(specs):
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.gate import DESIGN, evaluate, failures
-    from bench.gate_baseline import DEFAULT_BASELINE, load_baseline, write_baseline
-    from bench.gate_measure import run_suite
+    from bench.gate.design import DESIGN, evaluate, failures
+    from bench.gate.baseline import DEFAULT_BASELINE, load_baseline, write_baseline
+    from bench.gate.measure import run_suite
     from bench.manifest import build_manifest
 
     design = DESIGN

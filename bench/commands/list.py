@@ -17,7 +17,7 @@ def _estimators() -> list[str]:
     from estimators import registry
 
     from estimators.model import Problem  # noqa: F401  (the cost model needs a problem shape)
-    from reference.presets import build_problem
+    from reference.problems import build_problem
 
     probe = build_problem("psa-2-5-5-5")
     lines = []
@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "estimators":
         lines = _estimators()
     elif args.kind == "problems":
-        from reference.presets import PRESETS
+        from reference.problems import NAMED_PROBLEMS
 
-        lines = [f"{name:<14} {doc}" for name, (_, doc) in PRESETS.items()] + ["FILE.npz       a problem file (see README)"]
+        lines = [f"{name:<14} {doc}" for name, (_, doc) in NAMED_PROBLEMS.items()] + ["FILE.npz       a problem file (see README)"]
     elif args.kind == "noises":
         from estimators.model.noise import NOISES
 

@@ -9,13 +9,13 @@ from estimators.errors import InputError
 
 
 def add_parser(sub) -> None:
-    from bench.config import PRESETS
+    from bench.config import SWEEP_PRESETS
     from bench.executors import EXECUTORS
     from bench.store import DEFAULT_DB
 
     p = sub.add_parser("run", help="score estimators against exact gradients (default: the quick preset), then report")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--preset", choices=sorted(PRESETS), help="a named sweep (default: quick)")
+    src.add_argument("--preset", choices=sorted(SWEEP_PRESETS), help="a named sweep (default: quick)")
     src.add_argument("--config", metavar="FILE.toml", help="a sweep described in TOML (keys as SweepConfig)")
     p.add_argument("--problem", action="append", metavar="SPEC", help="problem spec (repeatable); replaces the preset's")
     p.add_argument("--problem-file", action="append", metavar="FILE.npz", help="a problem file (repeatable)")
@@ -60,7 +60,7 @@ def split_estimators(text: str) -> list[str]:
 def build_config(args: argparse.Namespace):
     import os
 
-    from bench.config import PRESETS, SweepConfig, load_toml
+    from bench.config import SWEEP_PRESETS, SweepConfig, load_toml
 
     if args.config:
         base = load_toml(args.config)
@@ -68,7 +68,7 @@ def build_config(args: argparse.Namespace):
         base.setdefault("problems", [])
         base.setdefault("estimators", ["*"])
     else:
-        base = dict(PRESETS[args.preset or "quick"])
+        base = dict(SWEEP_PRESETS[args.preset or "quick"])
     problems = list(args.problem or []) + list(args.problem_file or [])
     for f in args.problem_file or []:
         if not f.endswith(".npz"):
@@ -96,12 +96,12 @@ def build_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from bench.sweep import run_sweep
 
-    from bench.config import PRESET_EXECUTORS
+    from bench.config import SWEEP_PRESET_EXECUTORS
 
     cfg = build_config(args)
     executor, workers = args.executor, args.workers
     if executor is None:
-        executor, hinted = PRESET_EXECUTORS.get(args.preset or "", ("inprocess", None))
+        executor, hinted = SWEEP_PRESET_EXECUTORS.get(args.preset or "", ("inprocess", None))
         workers = workers or hinted
     out = run_sweep(cfg, args.db, executor=executor, workers=workers, scheduler=args.scheduler,
                     label=args.label, fresh=args.fresh)

@@ -14,13 +14,18 @@ import json
 import os
 import sys
 
+import torch
+
+from bench.commands.run import split_estimators
+from bench.store import DEFAULT_DB, Store
+from bench.timing.config import KERNELS, PSA_VARIANTS, TimeConfig
+from bench.timing.gpu_suite import require_cuda, run_gpu_suite, suite_overrides
+from bench.timing.harness import TimingRun, time_and_store
+from bench.timing.targets import format_table, format_targets
 from estimators.errors import InputError
 
 
 def add_parser(sub) -> None:
-    from bench.store import DEFAULT_DB
-    from bench.timing_config import KERNELS, PSA_VARIANTS
-
     p = sub.add_parser("time", help="time kernels (sampling, estimator draws, PSA's FC backward, exact reference)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default: cpu)")
     p.add_argument("--kernels", metavar="LIST",
@@ -67,10 +72,11 @@ def _words(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-def build_config(args: argparse.Namespace, **override):
-    from bench.commands.run import split_estimators
-    from bench.timing_config import TimeConfig
+_TIMING_FLAGS = ("kernels", "widths", "batch", "dtype", "net", "draws", "estimators", "mem_widths", "psa_variants",
+                 "exact_problem", "min_time", "rounds", "max_single", "clock", "seed")
 
+
+def build_config(args: argparse.Namespace, **override) -> TimeConfig:
     flags = dict(device=args.device, kernels=_words(args.kernels), widths=_ints(args.widths, "--widths"),
                  batch=args.batch, dtype=args.dtype, net=args.net, draws=args.draws,
                  estimators=tuple(split_estimators(args.estimators)) if args.estimators else None,
@@ -82,75 +88,13 @@ def build_config(args: argparse.Namespace, **override):
     return TimeConfig(**{k: v for k, v in flags.items() if v is not None})
 
 
-def measure_all(cfg, progress=True) -> tuple[list[dict], list[str], object]:
-    from tqdm import tqdm
-
-    from bench import timing_kernels as tk
-    from bench import timing_psa as tp
-    from bench.timing_config import Context
-
-    from bench import timing_conv as tc
-
-    suites = {"peaks": tk.run_peaks, "sampling": tk.run_sampling, "draw": tk.run_draws, "psa-fc": tp.run_psa_fc,
-              "psa-fc-mem": tp.run_psa_mem, "exact": tk.run_exact, "psa-conv": tc.run_psa_conv,
-              "draw-conv": tc.run_draw_conv}
-    ctx = Context.create(cfg)
-    rows: list[dict] = []
-    for kernel in tqdm(cfg.kernels, desc="timing", file=sys.stderr, disable=None if progress else True):
-        rows.extend(suites[kernel](ctx))
-    return ctx.peak_rows + rows, ctx.notes, ctx
-
-
-def _manifest(cfg, label: str, ctx, targets, notes, meta_start, threads: int) -> dict:
-    import torch
-
-    from bench.manifest import build_manifest
-    from bench.peaks import cuda_metadata
-
-    m = build_manifest(config=cfg.as_dict(), config_hash=cfg.hash(), root_seed=cfg.seed, device=cfg.device,
-                       preset="time", label=label)
-    m.update(kind="timing", threads=threads, peaks=ctx.peaks.as_dict(), targets=targets, notes=notes,
-             interop_threads=torch.get_num_interop_threads(), loadavg=list(os.getloadavg()),
-             tf32_matmul=torch.backends.cuda.matmul.allow_tf32, cudnn_tf32=torch.backends.cudnn.allow_tf32)
-    if meta_start is not None:
-        m.update(cuda=meta_start, cuda_end=cuda_metadata(cfg.device), driver=meta_start.get("driver"))
-    return m
-
-
-def time_and_store(cfg, args) -> tuple[str | None, list[dict], list[dict], list[str]]:
-    import datetime
-    import secrets
-
-    import torch
-
-    from bench.peaks import cuda_metadata
-    from bench.store import Store
-    from bench.timing_report import evaluate_targets
-
-    meta_start = cuda_metadata(cfg.device) if cfg.device.startswith("cuda") else None
-    old_threads = torch.get_num_threads()
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads must be positive, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    if cfg.clock == "cpu" and torch.get_num_threads() != 1:
-        torch.set_num_threads(old_threads)
-        raise InputError("--clock cpu measures process CPU time, which equals wall time only with --threads 1")
-    threads = torch.get_num_threads()
-    try:
-        rows, notes, ctx = measure_all(cfg)
-    finally:
-        torch.set_num_threads(old_threads)
-    targets = evaluate_targets(rows, cfg)
-    run_id = None
-    if not args.no_store:
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
-        run_id = f"time-{stamp}-{secrets.token_hex(3)}"
-        with Store(args.db, create=True) as store:
-            store.create_run(run_id, _manifest(cfg, args.label, ctx, targets, notes, meta_start, threads), cfg.hash(),
-                             args.label, "time")
-            store.add_timings(run_id, rows)
-    return run_id, rows, targets, notes
+def _defaults_of(args: argparse.Namespace) -> argparse.Namespace:
+    """A copy of ``args`` with every timing flag at its default (to see which flags the user gave)."""
+    blank = argparse.Namespace(**vars(args))
+    for key in _TIMING_FLAGS:
+        setattr(blank, key, None)
+    blank.device = "cpu"
+    return blank
 
 
 def _no_nan(obj):
@@ -164,33 +108,41 @@ def _no_nan(obj):
     return obj
 
 
-def _print(args, run_id, rows, targets, notes) -> None:
-    from bench.timing_report import format_table, format_targets
-
-    for note in notes:
+def _print(args, result: TimingRun) -> None:
+    for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
-        out = {"run_id": run_id, "rows": rows, "targets": targets, "notes": notes}
+        out = {"run_id": result.run_id, "rows": result.rows, "targets": result.targets, "notes": result.notes}
         print(json.dumps(_no_nan(out), default=str, allow_nan=False))
         return
-    print(format_table(rows, markdown=args.markdown))
-    if targets:
+    print(format_table(result.rows, markdown=args.markdown))
+    if result.targets:
         print()
-        print(format_targets(targets))
-    if run_id:
-        print(f"\nrun {run_id}: {len(rows)} timing rows -> {args.db}")
+        print(format_targets(result.targets))
+    if result.run_id:
+        print(f"\nrun {result.run_id}: {len(result.rows)} timing rows -> {args.db}")
+
+
+def _gpu_suite(args: argparse.Namespace) -> int:
+    require_cuda()
+    given, defaults = vars(build_config(args)), vars(build_config(_defaults_of(args)))
+    cfg = build_config(args, **suite_overrides(given, defaults))
+    res = run_gpu_suite(cfg, args.db, args.label, args.threads, store=not args.no_store)
+    state = "skipped" if res.tests_rc is None else ("FAILED (exit %d)" % res.tests_rc if res.failed else "passed")
+    print(f"== CUDA tests ({res.tests_s:.0f} s): {state}")
+    print(res.tests_tail)
+    args.markdown = True
+    print(f"\n== CUDA timing table ({res.timing_s:.0f} s, {torch.cuda.get_device_name(cfg.device)})\n")
+    _print(args, res.timing)
+    print(f"\n== gpu suite total {res.tests_s + res.timing_s:.0f} s")
+    return 1 if res.failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
     if args.gpu_suite:
-        from bench.gpu_suite import run_gpu_suite
-
-        return run_gpu_suite(args)
+        return _gpu_suite(args)
     cfg = build_config(args)  # bad input raises before anything is measured or written
     if args.db and not args.no_store and os.path.exists(args.db):
-        from bench.store import Store
-
         Store(args.db).close()  # refuse a corrupt / foreign database before measuring
-    run_id, rows, targets, notes = time_and_store(cfg, args)
-    _print(args, run_id, rows, targets, notes)
+    _print(args, time_and_store(cfg, args.db, args.label, args.threads, store=not args.no_store))
     return 0

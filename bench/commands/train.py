@@ -1,6 +1,6 @@
 """``sbn-bench train``: train SBNs with gradient estimators and store per-epoch curves (resumable).
 
-Order of work: build the configuration (defaults < preset < flags), resolve the estimators, build
+Order of work: build the configuration (defaults < recipe < flags), resolve the estimators, build
 the data set and initial network and check every estimator against it — bad input stops here with
 one line and nothing written — then open the store, find or create the run (its id derives from
 the configuration's hash, so the same command resumes the same run), train each task not yet
@@ -18,15 +18,15 @@ from estimators.errors import InputError
 
 def add_parser(sub) -> None:
     from bench.store import DEFAULT_DB
-    from bench.train_presets import TRAIN_PRESETS
-    from bench.training import OPTIMIZERS
+    from bench.training.recipes import RECIPES
+    from bench.training.loop import OPTIMIZERS
 
     p = sub.add_parser("train", help="train SBNs with estimators; per-epoch loss/accuracy curves into the store")
-    p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="small",
-                   help="training protocol (default: small)")
+    p.add_argument("--recipe", "--preset", dest="recipe", choices=sorted(RECIPES), default="small",
+                   help="training recipe: data, network, estimators, schedule (default: small; --preset is the old spelling)")
     p.add_argument("--problem", metavar="SPEC", help="data set + network, e.g. shapes:widths=64-64, psa2d, cifar10-fc")
     p.add_argument("--estimator", action="append", metavar="SPEC",
-                   help="estimator to train (repeatable or a comma list; * = all); replaces the preset's")
+                   help="estimator to train (repeatable or a comma list; * = all); replaces the recipe's")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float, help="learning rate (skips the search)")
     p.add_argument("--lr-search-trials", type=int, metavar="N", help="at most N trial runs in the learning-rate search")
@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", help="cpu or cuda[:i]")
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--cifar-dir", metavar="PATH", help="CIFAR-10 python version: directory or cifar-10-python.tar.gz")
-    p.add_argument("--name", help="run name (default: the preset's)")
+    p.add_argument("--name", help="run name (default: the recipe's)")
     p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default: ./{DEFAULT_DB})")
     p.add_argument("--label", default="", help="free-text label stored with the run")
     p.add_argument("--no-report", action="store_true", help="skip the report")
@@ -69,9 +69,9 @@ def _bar(total: int, desc: str):
 def build_config(args: argparse.Namespace):
     from bench.commands.run import split_estimators
     from bench.sweep import expand_estimators
-    from bench.train_presets import TRAIN_PRESETS, TrainConfig
+    from bench.training.recipes import RECIPES, TrainConfig
 
-    base = dict(TRAIN_PRESETS[args.preset])
+    base = dict(RECIPES[args.recipe])
     if args.estimator:
         base["estimators"] = [e for text in args.estimator for e in split_estimators(text)]
     flags = dict(problem=args.problem, epochs=args.epochs, lr=args.lr, lr_search_trials=args.lr_search_trials,
@@ -81,7 +81,7 @@ def build_config(args: argparse.Namespace):
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.checkpoint_epochs is not None:
         base["checkpoint_epochs"] = _ints(args.checkpoint_epochs, "--checkpoint-epochs")
-    elif args.epochs is not None:  # a preset's checkpoints past a shortened run are dropped, not an error
+    elif args.epochs is not None:  # a recipe's checkpoints past a shortened run are dropped, not an error
         base["checkpoint_epochs"] = tuple(e for e in base.get("checkpoint_epochs", ()) if e <= args.epochs)
     base["estimators"] = expand_estimators(base["estimators"])
     return TrainConfig(**base)
@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     from bench.manifest import build_manifest
     from bench.store import Store
-    from bench.train_problems import build_train_problem
-    from bench.train_tasks import checkpoint_file, plan_train_tasks, run_train_task
+    from bench.training.setups import build_train_problem
+    from bench.training.plan import checkpoint_file, plan_train_tasks, run_train_task
     from estimators import registry
 
     cfg = build_config(args)
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.augment and tp.dataset.image_shape is None:
         if args.augment:
             raise InputError(f"problem {cfg.problem!r} holds no images; --augment (flip and crop) needs images")
-        cfg = cfg.replace(augment=False)  # the preset's augmentation applies to image data only
+        cfg = cfg.replace(augment=False)  # the recipe's augmentation applies to image data only
     for espec in cfg.estimators:
         registry.get(espec).check(tp.problem)
     tasks = plan_train_tasks(cfg, list(cfg.estimators))
@@ -112,10 +112,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_id = f"{cfg.name}-{cfg.hash[:10]}"
         if not store.has_run(run_id):
-            manifest = build_manifest(cfg.as_dict(), cfg.hash, cfg.seed, cfg.device, preset=args.preset,
+            manifest = build_manifest(cfg.as_dict(), cfg.hash, cfg.seed, cfg.device, preset=args.recipe,
                                       label=args.label)
             manifest.update(run_id=run_id, kind="train")
-            store.create_run(run_id, manifest, cfg.hash, label=args.label, preset=args.preset)
+            store.create_run(run_id, manifest, cfg.hash, label=args.label, preset=args.recipe)
         done = store.done_keys(run_id)
         todo = [t for t in tasks if t["key"] not in done]
         failed = 0

@@ -1,4 +1,4 @@
-"""The CI gate (bench.gate*, ``sbn-bench check``): its design, its checks, and that it catches
+"""The CI gate (bench.gate.design*, ``sbn-bench check``): its design, its checks, and that it catches
 injected regressions while the real estimators pass against the committed baseline.
 
 Injected regressions run the gate's own functions on one problem with the real thresholds (the
@@ -17,11 +17,11 @@ import torch
 from scipy.stats import norm
 
 import estimators.families.psa as psa_module
-from bench import gate
+from bench.gate import design as gate
 from bench.cli import main
-from bench.gate import DESIGN, GroupStats, Measurement
-from bench.gate_baseline import DEFAULT_BASELINE, load_baseline, write_baseline
-from bench.gate_measure import load_targets, measure, plan_tasks, run_suite, supported, task_seed
+from bench.gate.design import DESIGN, GroupStats, Measurement
+from bench.gate.baseline import DEFAULT_BASELINE, load_baseline, write_baseline
+from bench.gate.measure import load_targets, measure, plan_tasks, run_suite, supported, task_seed
 from estimators import registry
 from estimators.families.arm import antithetic_losses, dphi_da
 from estimators.errors import InputError

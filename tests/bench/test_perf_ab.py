@@ -1,4 +1,4 @@
-"""bench.perf_ab: the base-against-candidate timing gate (paired medians, alternating rounds)."""
+"""bench.timing.perf_ab: the base-against-candidate timing gate (paired medians, alternating rounds)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from bench.perf_ab import compare, format_report, main, medians
+from bench.timing.perf_ab import compare, format_report, main, medians
 
 
 def test_compare_judges_the_median_paired_ratio():

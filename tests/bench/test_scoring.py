@@ -14,7 +14,7 @@ import torch
 from bench.accumulate import Moments
 from bench.scoring import psa_grid, score
 from estimators.base import Estimator
-from reference.presets import random_problem
+from reference.problems import random_problem
 
 PROBLEM = random_problem(widths="2-2-2", points=3, seed=0)  # groups of sizes 6, 6, 3
 

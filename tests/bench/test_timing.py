@@ -12,8 +12,8 @@ import torch
 
 from bench.cli import main
 from bench.store import Store
-from bench.timing import measure, measure_interleaved, peak_extra_bytes
-from bench.timing_report import evaluate_targets, format_table, format_targets
+from bench.timing.measure import measure, measure_interleaved, peak_extra_bytes
+from bench.timing.targets import evaluate_targets, format_table, format_targets
 
 TINY = ["time", "--widths", "16,24", "--batch", "8", "--net", "6-8-8", "--mem-widths", "24",
         "--estimators", "st,psa,reinforce", "--exact-problem", "random:widths=2-3-3,points=4",
@@ -196,8 +196,8 @@ def test_targets_met_and_missed():
 
 
 def test_det_forward_backward_is_the_gradient_of_the_deterministic_network():
-    from bench.timing_kernels import det_forward_backward
-    from reference.presets import random_problem
+    from bench.timing.kernels import det_forward_backward
+    from reference.problems import random_problem
 
     for encoding in ("pm1", "01"):
         p = random_problem(widths="3-4-5", points=6, encoding=encoding, seed=2)
@@ -216,7 +216,7 @@ def test_det_forward_backward_is_the_gradient_of_the_deterministic_network():
 
 def test_cuda_peaks_from_properties(monkeypatch):
     """An H100 SXM5 (132 SMs, 1980 MHz, HBM3 2619 MHz x 5120 bit) reproduces its datasheet peaks."""
-    from bench import peaks
+    from bench.timing import peaks
 
     props = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", major=9, minor=0, multi_processor_count=132,
                                   clock_rate=1980000, memory_clock_rate=2619000, memory_bus_width=5120, uuid="x")

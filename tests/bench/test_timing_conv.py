@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.timing_config import DEFAULT_KERNELS, KERNELS, TimeConfig
-from bench.timing_conv import conv_targets
+from bench.timing.config import DEFAULT_KERNELS, KERNELS, TimeConfig
+from bench.timing.targets import conv_targets
 from estimators.errors import InputError
 
 NET = "conv:input=2x9x9,channels=3-4-2,kernels=3-3-1,strides=1-2-1,paddings=0-1-0"

@@ -9,19 +9,19 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.augment import flip_crop
+from bench.training.augment import flip_crop
 from bench.cli import main
-from bench.lr_search import PENALTY, search_lr
+from bench.training.lr_search import PENALTY, search_lr
 from bench.store import Store
-from bench.train_metrics import batch_sums, ensemble_accuracy, evaluate, with_data
-from bench.train_problems import build_train_problem
-from bench.training import TrainSettings, train
+from bench.training.metrics import batch_sums, ensemble_accuracy, evaluate, with_data
+from bench.training.setups import build_train_problem
+from bench.training.loop import TrainSettings, train
 from estimators import registry
 from estimators.errors import InputError
 from estimators.model import sample_path
 from reference.exact import exact
 from reference.files import load_problem
-from reference.presets import build_problem
+from reference.problems import build_problem
 
 
 # ---- augmentation ------------------------------------------------------------------------------
@@ -174,8 +174,8 @@ def test_initial_network_is_shared_and_equals_the_psa_preset():
 
 
 def test_batch_rescale_standardises_each_conv_channel_and_fc_unit(make_gen):
-    from bench.train_problems import batch_rescale
-    from reference.presets import build_problem as preset
+    from bench.training.setups import batch_rescale
+    from reference.problems import build_problem as preset
 
     for spec in ("conv:input=2x6x6,channels=3-4,kernels=3-2,strides=1-2,paddings=1-0,points=40,scale=3",
                  "random:widths=5-7-6,points=40,scale=3"):
@@ -222,7 +222,7 @@ def test_conv_networks_train_through_the_generic_loop():
 
 
 # ---- CLI and store -----------------------------------------------------------------------------
-TINY = ["train", "--preset", "small", "--problem", "shapes:size=8,train=64,val=16,test=16,widths=8",
+TINY = ["train", "--recipe", "small", "--problem", "shapes:size=8,train=64,val=16,test=16,widths=8",
         "--estimator", "psa,st", "--epochs", "2", "--lr-search-trials", "2", "--lr-search-epochs", "1",
         "--batch", "32", "--samples", "3", "--no-report"]
 
@@ -255,7 +255,7 @@ def test_small_preset_cli_writes_curves_and_resumes(tmp_path, capsys):
 
 
 def test_interrupted_training_resumes_where_it_stopped(tmp_path, capsys, monkeypatch):
-    import bench.train_tasks as tt
+    import bench.training.plan as tt
 
     db = str(tmp_path / "r.sqlite")
     real, calls = tt.run_train_task, []
@@ -363,8 +363,8 @@ class _Stub:
 
 @pytest.mark.parametrize("mode", ["diverge", "raise"])
 def test_task_outcomes_keep_the_curves_recorded_before_the_end(monkeypatch, mode):
-    import bench.train_tasks as tt
-    from bench.train_presets import TrainConfig
+    import bench.training.plan as tt
+    from bench.training.recipes import TrainConfig
 
     tp = build_train_problem("psa2d:val=10,test=10")
     cfg = TrainConfig(problem="psa2d:val=10,test=10", estimators=("st",), epochs=3, lr=0.1, batch=100, samples=2,

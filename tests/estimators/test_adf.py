@@ -19,7 +19,7 @@ from estimators.errors import InputError
 from estimators.model.noise import get_noise
 from helpers import pull_back_01, to_01
 from reference.exact import all_states, exact
-from reference.presets import random_problem
+from reference.problems import random_problem
 
 NOISES = ["logistic", "gaussian", "uniform"]
 

@@ -10,7 +10,7 @@ from estimators.families.arm import Arm, continue_losses, dphi_da
 from estimators.model import sample_path
 from helpers import cell_grid
 from reference.exact import exact
-from reference.presets import build_problem
+from reference.problems import build_problem
 
 def grid_moments(est, problem):
     path, w, _ = cell_grid(problem)

@@ -17,7 +17,7 @@ from estimators import registry
 from estimators.families.concrete import Concrete, noise_quantile, relaxed_grads
 from estimators.errors import InputError
 from helpers import logistic_pdf, noise_of_uniform, pull_back_01, quad_moments, to_01, toy_z_test
-from reference.presets import random_problem
+from reference.problems import random_problem
 
 # Spec §8 table: tau -> (GS bias, GS std) as printed (4 decimals).
 SPEC_GS = {1: (0.1733, 0.2723), 0.5: (0.1372, 0.4638), 0.25: (0.0845, 0.7120),

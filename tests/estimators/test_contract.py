@@ -20,7 +20,7 @@ from estimators import registry
 from estimators.base import Cost
 from estimators.errors import InputError
 from estimators.model import sample_path
-from reference.presets import random_problem
+from reference.problems import random_problem
 
 NAMES = registry.names()
 ENCODINGS = ("pm1", "01")
@@ -158,7 +158,7 @@ CONV_SPECS = ["conv:input=2x5x5,channels=2-3,kernels=3-1,strides=2-1,paddings=1-
 
 
 def _conv_problem(name, spec, encoding, dtype=torch.float64, scale=None, device="cpu"):
-    from reference.presets import build_problem
+    from reference.problems import build_problem
 
     cls = _cls(name)
     nz = "logistic" if "logistic" in cls.noises else cls.noises[0]

@@ -34,7 +34,7 @@ from estimators import registry
 from estimators.model import Problem
 from helpers import FlippedArm, draw_moments
 from reference.exact import exact
-from reference.presets import build_problem
+from reference.problems import build_problem
 
 NAMES = registry.names()
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one intra-op thread (see conftest.py)

@@ -7,7 +7,7 @@ import torch
 
 from reference.exact import exact
 from reference.files import load_problem, save_problem
-from reference.presets import build_problem
+from reference.problems import build_problem
 
 GEOMS = [
     "conv:input=2x5x5,channels=3-2,kernels=3-1,strides=1-1,paddings=0-0",

@@ -11,7 +11,7 @@ from estimators.families.arm import DisArm
 from estimators.model import Path, sample_path
 from helpers import cell_grid
 from reference.exact import exact
-from reference.presets import build_problem
+from reference.problems import build_problem
 
 def grid_moments(est, problem):
     path, w, _ = cell_grid(problem)

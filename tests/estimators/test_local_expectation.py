@@ -12,7 +12,7 @@ from estimators.families.local_expectation import LocalExpectation
 from estimators.model import layer_grad, sample_path
 from helpers import enumerate_paths
 from reference.exact import exact
-from reference.presets import build_problem
+from reference.problems import build_problem
 
 
 ONE_HIDDEN = [

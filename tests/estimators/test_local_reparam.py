@@ -18,7 +18,7 @@ from estimators.families.adf import ADF, propagate
 from estimators.errors import InputError
 from estimators.families.local_reparam import LocalReparam
 from helpers import pull_back_01, to_01
-from reference.presets import random_problem
+from reference.problems import random_problem
 
 
 @pytest.mark.parametrize("head", ["mean", "sample"])

@@ -11,7 +11,7 @@ from estimators.model import losses
 from estimators.families.mean_field import TanhMeanField
 from helpers import LinearLoss
 from reference.exact import exact
-from reference.presets import random_problem
+from reference.problems import random_problem
 
 
 def _autograd_mean_network(p):

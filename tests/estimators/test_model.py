@@ -9,7 +9,7 @@ from estimators.errors import InputError
 from estimators.model.losses import LOSSES
 from estimators.model import Problem, backprop, sample_path
 from estimators.model.noise import NOISES
-from reference.presets import random_problem
+from reference.problems import random_problem
 
 
 @pytest.mark.parametrize("noise", list(NOISES))

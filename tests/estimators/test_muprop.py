@@ -11,7 +11,7 @@ from estimators.families.muprop import MuProp, mean_field
 from estimators.families.reinforce import Reinforce
 from helpers import drop_analytic_term, exact_moments
 from reference.exact import exact
-from reference.presets import build_problem
+from reference.problems import build_problem
 
 
 SMALL = [

@@ -18,7 +18,7 @@ from estimators.model.noise import get_noise
 from estimators.kernels.psa_fc import flip_backward, flip_backward_fused, flip_backward_reference
 from reference.exact import exact
 from reference.moments import path_moments
-from reference.presets import random_problem
+from reference.problems import random_problem
 
 NOISES = ("logistic", "gaussian", "uniform")
 

@@ -25,7 +25,7 @@ from estimators.kernels.psa_conv_fused import (CONV_VARIANTS, conv_flip_backward
 from estimators.kernels.psa_fc import flip_backward_reference
 from reference.exact import exact
 from reference.moments import path_moments
-from reference.presets import build_problem
+from reference.problems import build_problem
 
 NOISES = ("logistic", "gaussian", "uniform")
 #: (kernel, stride, padding) on a 7x6 map: odd and even extents, so a stride-2 window can miss the last row.

@@ -17,7 +17,7 @@ from estimators.errors import InputError
 from estimators.families.rebar import Rebar, conditional_logit, relaxed_continuation
 from helpers import pull_back_01, to_01
 from reference.exact import exact
-from reference.presets import random_problem, toy_psa1
+from reference.problems import random_problem, toy_psa1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -12,7 +12,7 @@ from estimators.model import Path, sample_path
 from estimators.families.reinforce import Reinforce, ReinforceLOO, ema_baseline, score_grads
 from helpers import enumerate_paths, exact_moments
 from reference.exact import exact
-from reference.presets import build_problem
+from reference.problems import build_problem
 
 
 SMALL = [

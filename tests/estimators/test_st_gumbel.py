@@ -17,7 +17,7 @@ from estimators.errors import InputError
 from estimators.model import sample_path
 from estimators.families.st_gumbel import STGumbel, st_gumbel_grads
 from helpers import noise_of_uniform, pull_back_01, quad_moments, to_01, toy_z_test
-from reference.presets import random_problem
+from reference.problems import random_problem
 
 # Spec §8 table: tau -> (ST-GS bias, ST-GS std) as printed (4 decimals).
 SPEC_STGS = {1: (0.2674, 0.6498), 0.5: (0.1991, 0.9974), 0.25: (0.1185, 1.4599),

@@ -15,7 +15,7 @@ from estimators.families.straight_through import DeepST
 from helpers import LinearLoss, pull_back_01, to_01
 from reference.exact import exact
 from reference.moments import path_moments
-from reference.presets import random_problem, toy_psa1
+from reference.problems import random_problem, toy_psa1
 
 VARIANTS = ("st", "st-identity", "st-tanh", "st-hardtanh")
 

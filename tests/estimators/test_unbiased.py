@@ -47,7 +47,7 @@ from estimators.families.muprop import MuProp
 from estimators.families.reinforce import Reinforce, score_grads
 from helpers import FlippedArm, draw_moments, drop_analytic_term
 from reference.exact import exact
-from reference.presets import build_problem
+from reference.problems import build_problem
 
 ALPHA, BETA = 4.8e-4, 1e-3  # + 2e-5 in test_reinforce.py's variance gate = this suite's 5e-4
 PILOT, MIN_N, CHUNK = 4096, 20_000, 2**15

@@ -22,7 +22,7 @@ from estimators import registry
 from estimators.model.noise import get_noise
 from estimators.kernels.psa_conv import conv_flip_backward
 from estimators.kernels.psa_conv_fused import conv_flip_backward_cuda, conv_flip_backward_fused
-from reference.presets import build_problem
+from reference.problems import build_problem
 
 pytestmark = pytest.mark.perf
 

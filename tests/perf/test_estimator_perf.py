@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from estimators import registry
-from reference.presets import build_problem, random_problem
+from reference.problems import build_problem, random_problem
 
 TOTAL_DRAWS, CHUNK = 10_000, 1_000
 TARGET_MS = {"st": 0.1, "reinforce": 0.1, "psa": 0.3, "arm": 0.5}

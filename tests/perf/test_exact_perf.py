@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reference.exact import exact
-from reference.presets import build_problem
+from reference.problems import build_problem
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

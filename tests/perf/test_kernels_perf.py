@@ -19,7 +19,7 @@ from estimators.kernels import psa_fc, psa_fc_cuda
 from estimators.model import sample_path
 from estimators.model.noise import get_noise
 from reference.exact import exact
-from reference.presets import random_problem
+from reference.problems import random_problem
 
 pytestmark = pytest.mark.perf
 

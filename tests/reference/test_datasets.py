@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from estimators.errors import InputError
-from reference.cifar import TEST_FILE, TRAIN_FILES, load_cifar10
-from reference.data import psa_2d
-from reference.datasets import SHAPE_CLASSES, _glyph_masks, psa2d, shapes
+from reference.datasets.cifar10 import TEST_FILE, TRAIN_FILES, load_cifar10
+from reference.datasets import psa_2d
+from reference.datasets import SHAPE_CLASSES, psa2d, shapes
+from reference.datasets.shapes import _glyph_masks
 
 
 # ---- PSA 2-D -----------------------------------------------------------------------------------

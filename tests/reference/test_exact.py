@@ -9,7 +9,7 @@ import torch
 
 from estimators.errors import InputError
 from reference.exact import exact, exact_loss, memory_estimate
-from reference.presets import build_problem, random_problem
+from reference.problems import build_problem, random_problem
 
 CASES = [
     dict(widths="3-2-3", encoding=e, noise=n, loss=lo)

@@ -23,7 +23,7 @@ from estimators.errors import InputError
 from estimators.model import head_grad, layer_grad
 from reference.exact import all_states, exact
 from reference.moments import enumerate_paths, path_moments
-from reference.presets import random_problem
+from reference.problems import random_problem
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from estimators.errors import InputError
-from reference.data import psa_2d
+from reference.datasets import psa_2d
 from reference.files import load_problem, save_problem
-from reference.presets import build_problem, moment_rescale
+from reference.problems import build_problem, moment_rescale
 
 
 def test_psa_data_generator():

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.data import RunResults
+from reports.results import RunResults
 from reports.paper_values import GROUPS, M_GRID, METHOD_SPECS, VALUES
 
 PSA_GRID = [m * 10**k for k in range(4) for m in range(1, 10)]  # 1..9, 10..90, 100..900, 1000..9000

@@ -33,7 +33,7 @@ def test_tables_only(tmp_path, synthetic_run):
 
 def test_two_runs_one_report(tmp_path, synthetic_run):
     from reports.build import _titles
-    from reports.data import validate
+    from reports.results import validate
     from reports.sections import run_sections
 
     small = dict(problems=("toy-a",), estimators=("psa", "st"), failed=(), timings=False)
@@ -77,7 +77,7 @@ def test_all_tasks_failed(tmp_path, synthetic_run):
 
 def test_training_run_gets_training_sections_only(tmp_path, synthetic_run):
     """A run with curves and no score rows: the training section, no empty accuracy sections."""
-    pytest.importorskip("reports.training")
+    pytest.importorskip("reports.training_curves")
     run = synthetic_run(problems=("shapes",), estimators=("psa",), failed=(), timings=False)
     curves = pd.DataFrame([dict(task_key=run.tasks["task_key"][0], problem="shapes", estimator="psa", epoch=e,
                                 metric=m, value=v)

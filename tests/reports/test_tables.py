@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from reports import psa2020, tables
-from reports.data import ReportError, RunResults, group_order, validate
+from reports.results import ReportError, RunResults, group_order, validate
 from reports.export import NA, fmt_value, latex_table, markdown_table, write_table
 from reports.paper_values import M_GRID, METHOD_SPECS, VALUES, paper_table
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from reports.build import build_report
-from reports.data import TASK_COLUMNS, SCORE_COLUMNS, ReportError, RunResults
+from reports.results import TASK_COLUMNS, SCORE_COLUMNS, ReportError, RunResults
 
 
 def _run(timings: pd.DataFrame) -> RunResults:

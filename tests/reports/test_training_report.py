@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports.training import curve_figure, final_table, samples_figure, search_figure, training_sections
+from reports.training_curves import curve_figure, final_table, samples_figure, search_figure, training_sections
 
 VAL_K = [0.10, 0.50, 0.70, 0.60]
 TEST_K = [0.12, 0.40, 0.65, 0.62]

@@ -11,8 +11,8 @@ r"""Training problems: a data set plus an initialised network, named by a spec `
                    ``strides``, ``paddings`` as dash lists; default 8-8 channels, 3x3 kernels,
                    strides 1-2): a CPU-sized stand-in for CIFAR_S1.
 ``cifar10-fc``     CIFAR-10 (``--cifar-dir``), fully connected ``widths`` (default ``512-512``).
-``cifar10-s1``     CIFAR-10 with the all-convolutional CIFAR_S1 of spec §7
-                   (:data:`reference.presets.CIFAR_S1`: 8 binary conv layers, no padding/pooling).
+``cifar10-s1``     CIFAR-10 with the all-convolutional CIFAR_S1 of the PSA paper (``docs/protocols.md#cifar-s1``)
+                   (:data:`reference.problems.CIFAR_S1`: 8 binary conv layers, no padding/pooling).
 =================  ==========================================================================
 
 Image networks use the spec §7 initialisation: the framework default (Kaiming-uniform)
@@ -27,7 +27,6 @@ estimator starts from the same network.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +34,9 @@ import torch
 
 from estimators.errors import InputError
 from estimators.model import ConvGeom, Problem
-from estimators.registry import parse_spec
 from reference.datasets import Dataset, load_cifar10, psa2d, shapes
-from reference.presets import CIFAR_S1, moment_rescale
+from reference.problems import CIFAR_S1, moment_rescale
+from reference.specs import build_from_spec, dash_ints
 
 __all__ = ["TrainProblem", "build_train_problem", "TRAIN_PROBLEMS", "batch_rescale", "TEMPLATE_POINTS"]
 
@@ -131,17 +130,6 @@ def _conv_network(ds: Dataset, layers, encoding: str, seed: int, name: str, init
     return _rescaled(ds, p, seed, init_points)
 
 
-def _dash(text, what: str, n: int | None = None) -> tuple[int, ...]:
-    try:
-        out = tuple(int(v) for v in str(text).split("-"))
-    except ValueError:
-        raise InputError(f"bad {what} {text!r}; write integers joined by '-', e.g. 3-3") from None
-    out = out * n if n is not None and len(out) == 1 else out
-    if n is not None and len(out) != n:
-        raise InputError(f"{what} {text!r} needs {n} values, one per layer")
-    return out
-
-
 def _psa2d(widths: str = "5-5-5", seed: int = 0, train: int = 200, val: int = 1000, test: int = 1000,
            encoding: str = "01", cifar_dir: str | None = None) -> tuple[Dataset, Problem]:
     ds = psa2d(seed, train, val, test)
@@ -161,8 +149,8 @@ def _shapes(widths: str = "64-64", size: int = 12, train: int = 2000, val: int =
 def _shapes_conv(channels: str = "8-8", kernels: str = "3", strides: str = "1-2", paddings: str = "0",
                  size: int = 12, train: int = 2000, val: int = 500, test: int = 1000, noise: float = 0.15,
                  seed: int = 0, encoding: str = "pm1", init_points: int = 256, cifar_dir: str | None = None):
-    chans = _dash(channels, "channels")
-    layers = zip(chans, *(_dash(v, w, len(chans)) for v, w in ((kernels, "kernels"), (strides, "strides"),
+    chans = dash_ints(channels, "channels")
+    layers = zip(chans, *(dash_ints(v, w, len(chans)) for v, w in ((kernels, "kernels"), (strides, "strides"),
                                                                (paddings, "paddings"))))
     ds = shapes(size, train, val, test, noise, seed)
     return ds, _conv_network(ds, list(layers), encoding, seed, "shapes-conv", init_points)
@@ -191,26 +179,12 @@ TRAIN_PROBLEMS = {
     "shapes": (_shapes, "generated 10-class glyph images size x size, FC widths=64-64, +-1, softmax"),
     "shapes-conv": (_shapes_conv, "the glyph images through binary conv layers channels=8-8, kernels=3, strides=1-2"),
     "cifar10-fc": (_cifar10_fc, "CIFAR-10 (--cifar-dir), fully connected widths=512-512, +-1, softmax"),
-    "cifar10-s1": (_cifar10_s1, "CIFAR-10 (--cifar-dir) with the all-convolutional CIFAR_S1 of spec §7"),
+    "cifar10-s1": (_cifar10_s1, "CIFAR-10 (--cifar-dir) with the all-convolutional CIFAR_S1 of the PSA paper (``docs/protocols.md#cifar-s1``)"),
 }
 
 
 def build_train_problem(spec: str, cifar_dir: str | None = None) -> TrainProblem:
     """Build the data set and initialised network named by ``spec`` (one :class:`InputError` on bad input)."""
-    name, kwargs = parse_spec(spec)
-    if name not in TRAIN_PROBLEMS:
-        raise InputError(f"unknown training problem {name!r}; choose one of {', '.join(TRAIN_PROBLEMS)}")
-    fn = TRAIN_PROBLEMS[name][0]
-    params = inspect.signature(fn).parameters
-    for key, value in kwargs.items():
-        if key not in params or key == "cifar_dir":
-            options = ", ".join(k for k in params if k != "cifar_dir") or "none"
-            raise InputError(f"training problem {name!r} has no option {key!r} (options: {options})")
-        default = params[key].default
-        if isinstance(default, str):
-            kwargs[key] = str(value)
-        elif (isinstance(value, bool) or not isinstance(value, (int, float))
-              or (isinstance(default, int) and isinstance(value, float))):
-            raise InputError(f"option {key}={value!r} of training problem {name!r} must be a {type(default).__name__}")
-    ds, problem = fn(**kwargs, cifar_dir=cifar_dir)
+    ds, problem = build_from_spec(spec, TRAIN_PROBLEMS, "training problem", "", hidden=("cifar_dir",),
+                                  cifar_dir=cifar_dir)
     return TrainProblem(spec, ds, problem.replace(name=spec))

@@ -8,7 +8,7 @@ never from absolute seconds:
 - a full PSA draw at most 5x a full ST draw (4-layer width-512 FC network);
 - PSA's FC backward needs at most 2x ST's extra peak memory (width 2048, batch 256);
 - CUDA: PSA's FC backward reaches at least 40% of the reciprocal limit.
-- (bench.timing_conv) CPU: PSA's conv backward at most 15x the conv backward per CIFAR_S1 layer at batch 16;
+- (bench.timing.conv) CPU: PSA's conv backward at most 15x the conv backward per CIFAR_S1 layer at batch 16;
   CUDA: at least 40% of the reciprocal limit.
 
 A target is reported for whatever sizes were measured; ``applies`` says whether they are the
@@ -118,9 +118,31 @@ def evaluate_targets(rows: list[dict], cfg) -> list[dict]:
             w = int(r["shape"].split()[-1].split("x")[0])
             out.append(_target("PSA backward extra peak memory / ST's", r["shape"], r["variant"], r["ratio"], 2.0, "<=",
                                w == 2048 and cfg.batch * cfg.draws == 256))
-    from .timing_conv import conv_targets  # psa-conv rows (CIFAR_S1 layers): <= 15x (CPU), >= 40% (GPU)
+    out.extend(conv_targets(rows, cfg))  # psa-conv rows (CIFAR_S1 layers): <= 15x (CPU), >= 40% (GPU)
+    return out
 
-    out.extend(conv_targets(rows, cfg))
+
+def conv_targets(rows: list[dict], cfg) -> list[dict]:
+    """Issue targets: CPU, PSA conv backward <= 15x the conv backward per CIFAR_S1 layer at batch 16 (best
+    non-reference variant, and the all-layer total); GPU: >= 40% of the reciprocal limit."""
+    out = []
+    if not any(r["kernel"] in ("psa-conv", "psa-conv-total") for r in rows):
+        return out
+    cuda = cfg.device.startswith("cuda")
+    applies = cfg.conv_net.split(":")[0] == "cifar-s1" and cfg.conv_batch == 16 and cfg.dtype == "float32"
+    for kernel in ("psa-conv", "psa-conv-total"):
+        psa = [r for r in rows if r["kernel"] == kernel and r["ratio_to"] == "conv-bwd" and r["variant"] != "reference"]
+        for shape in dict.fromkeys(r["shape"] for r in psa):
+            cands = [r for r in psa if r["shape"] == shape]
+            if not cuda:
+                best = min(cands, key=lambda r: r["ratio"])
+                out.append(_target("PSA conv backward / conv backward (CPU)", shape, best["variant"], best["ratio"],
+                                   15.0, "<=", applies))
+            else:
+                top = max((r for r in cands if r["pct_peak"] is not None), key=lambda r: r["pct_peak"], default=None)
+                if top is not None:
+                    out.append(_target("PSA conv backward, % of reciprocal limit (GPU)", shape, top["variant"],
+                                       top["pct_peak"], 40.0, ">=", applies))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Training configurations: a frozen :class:`TrainConfig` built from defaults < preset < flags, and the presets.
+"""Training configurations: a frozen :class:`TrainConfig` built from defaults < recipe < flags, and the recipes.
 
 =====================  ===========================================================================
 ``cifar-psa2020``      the PSA paper's CIFAR-10 protocol (spec §7): CIFAR_S1 (``cifar10-s1``),
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 from estimators.errors import InputError
 
-from .config import ConfigMixin
-from .training import OPTIMIZERS
+from bench.config import ConfigMixin
+from bench.training.loop import OPTIMIZERS
 
-__all__ = ["TrainConfig", "TRAIN_PRESETS", "PAPER_METHODS"]
+__all__ = ["TrainConfig", "RECIPES", "PAPER_METHODS"]
 
 #: the eight methods of the PSA paper's CIFAR-10 experiment (spec §7), in its order.
 PAPER_METHODS = ("psa", "st", "concrete:tau=0.5", "tanh", "reinforce", "adf", "local-reparam", "st-hardtanh")
@@ -89,7 +89,8 @@ class TrainConfig(ConfigMixin):
 
 
 
-TRAIN_PRESETS: dict[str, dict] = {
+#: training recipes by name (``sbn-bench train --recipe NAME``): TrainConfig fields
+RECIPES: dict[str, dict] = {
     # PSA with the fastest kernel available on the device (Triton / compiled on CUDA): the eager conv kernel is
     # far too slow for CIFAR_S1.
     "cifar-psa2020": dict(problem="cifar10-s1", estimators=tuple("psa:kernel=auto" if m == "psa" else m

@@ -25,6 +25,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .document import Plot, Section, Table
+from .results import slug
+
 __all__ = ["final_table", "curve_figure", "samples_figure", "search_figure", "training_sections", "has_training"]
 
 _COLORS = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
@@ -166,11 +169,8 @@ def search_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str) -> Fi
     return fig
 
 
-def training_sections(curves: pd.DataFrame, tasks: pd.DataFrame, rid: str) -> list:
+def training_sections(curves: pd.DataFrame, tasks: pd.DataFrame, rid: str) -> list[Section]:
     """Report sections for a training run (empty when there are no curves)."""
-    from .data import slug
-    from .sections import Plot, Section, Table
-
     if not has_training(curves):
         return []
     blocks = [Table(f"{rid}_training", "Training: final results per estimator (accuracy of the true binary SBN; "

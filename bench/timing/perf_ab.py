@@ -13,7 +13,7 @@ is more than ``--max-slowdown`` percent slower (default 10%)**; improvements nev
 Benchmarks present on one side only are listed, not judged.  Exit codes: 0 no regression, 1 a
 regression, 2 bad input (unknown ref, no candidate benchmarks, a failing perf run).
 
-Usage: ``python -m bench.perf_ab [--base-ref REF] [--rounds 3] [--max-slowdown 10] [-- PYTEST ARGS]``.
+Usage: ``python -m bench.timing.perf_ab [--base-ref REF] [--rounds 3] [--max-slowdown 10] [-- PYTEST ARGS]``.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def run_suite(tree: Path, pytest_args: Sequence[str], json_path: Path) -> dict[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.perf_ab", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.timing.perf_ab", description=__doc__.splitlines()[0])
     p.add_argument("--base-ref", default=os.environ.get("BASE_REF") or None)
     p.add_argument("--repo", default=".", help="candidate tree, a git checkout (default: .)")
     p.add_argument("--rounds", type=int, default=3)

@@ -4,7 +4,7 @@
    with a time limit, so the Triton / compiled kernels are checked against the reference first;
 2. the CUDA timing table: peaks, sampling, estimator draws, PSA's FC backward against a dense
    GEMM at widths 1024 and 4096 (with % of the reciprocal limit), its extra memory, the exact
-   reference, PSA's conv backward per CIFAR_S1 layer and CIFAR_S1 draws (:mod:`bench.timing_conv`) —
+   reference, PSA's conv backward per CIFAR_S1 layer and CIFAR_S1 draws (:mod:`bench.timing.conv`) —
    stored in the results database like any ``sbn-bench time`` run;
 3. the table as Markdown (for the README) and the targets.
 
@@ -17,10 +17,15 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
+import torch
+
+from bench.timing.config import TimeConfig
+from bench.timing.harness import TimingRun, time_and_store
 from estimators.errors import InputError
 
-__all__ = ["run_gpu_suite", "GPU_SUITE"]
+__all__ = ["GPU_SUITE", "GpuSuiteResult", "require_cuda", "run_gpu_suite", "suite_overrides"]
 
 #: the timing part's settings (flags given on the command line override them).
 GPU_SUITE = dict(device="cuda", widths=(1024, 4096), batch=256, net="256-1024-1024-1024-1024",
@@ -31,7 +36,7 @@ TEST_LIMIT_S = 150
 
 
 def _tests_dir() -> str | None:
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.path.join(here, "tests")
     return path if os.path.isdir(path) else None
 
@@ -49,38 +54,38 @@ def _run_tests() -> tuple[int | None, str]:
     return proc.returncode, tail
 
 
-def run_gpu_suite(args) -> int:
-    import torch
+@dataclass
+class GpuSuiteResult:
+    """The CUDA tests' exit code (``None``: no tests folder) and output tail, and the timing run."""
 
-    from bench.commands.time import _print, build_config, time_and_store
+    tests_rc: int | None
+    tests_tail: str
+    tests_s: float
+    timing: TimingRun
+    timing_s: float
 
+    @property
+    def failed(self) -> bool:
+        return self.tests_rc not in (None, 0, 5)
+
+
+def require_cuda() -> None:
+    """One :class:`InputError` line where no CUDA device is visible."""
     if not torch.cuda.is_available():
         raise InputError("--gpu-suite needs a CUDA device (torch.cuda.is_available() is false)")
+
+
+def suite_overrides(given: dict, defaults: dict) -> dict:
+    """The :data:`GPU_SUITE` settings for every field the user left at its default (flags win)."""
+    return {k: v for k, v in GPU_SUITE.items() if given.get(k) == defaults.get(k)}
+
+
+def run_gpu_suite(cfg: TimeConfig, db: str | None, label: str = "", threads: int | None = None,
+                  store: bool = True) -> GpuSuiteResult:
+    """The CUDA tests, then the timing run of ``cfg`` (built with :func:`suite_overrides`) on CUDA."""
+    require_cuda()
     t0 = time.perf_counter()
     rc, tail = _run_tests()
-    print(f"== CUDA tests ({time.perf_counter() - t0:.0f} s): "
-          f"{'skipped' if rc is None else ('passed' if rc in (0, 5) else f'FAILED (exit {rc})')}")
-    print(tail)
-    given = {k: v for k, v in vars(build_config(args)).items()}
-    defaults = vars(build_config(argparse_defaults(args)))
-    override = {k: v for k, v in GPU_SUITE.items() if given.get(k) == defaults.get(k)}
-    cfg = build_config(args, **override)
     t1 = time.perf_counter()
-    run_id, rows, targets, notes = time_and_store(cfg, args)
-    args.markdown = True
-    print(f"\n== CUDA timing table ({time.perf_counter() - t1:.0f} s, {torch.cuda.get_device_name(cfg.device)})\n")
-    _print(args, run_id, rows, targets, notes)
-    print(f"\n== gpu suite total {time.perf_counter() - t0:.0f} s")
-    return 1 if rc not in (None, 0, 5) else 0
-
-
-def argparse_defaults(args):
-    """A copy of ``args`` with every timing flag at its default (to see which flags the user gave)."""
-    import argparse
-
-    blank = argparse.Namespace(**vars(args))
-    for key in ("kernels", "widths", "batch", "dtype", "net", "draws", "estimators", "mem_widths", "psa_variants",
-                "exact_problem", "min_time", "rounds", "max_single", "clock", "seed"):
-        setattr(blank, key, None)
-    blank.device = "cpu"
-    return blank
+    timing = time_and_store(cfg, db, label, threads, store)
+    return GpuSuiteResult(rc, tail, t1 - t0, timing, time.perf_counter() - t1)

@@ -30,11 +30,11 @@ from estimators.kernels.psa_conv import conv_flip_backward, conv_flip_backward_r
 from estimators.kernels.psa_conv_fused import (conv_auto_choice, conv_flip_backward_auto, conv_flip_backward_cuda,
                                         conv_flip_backward_fused, select_conv_flip_backward)
 
-from .timing import row
-from .timing_config import Context
-from .timing_kernels import det_forward_backward
+from bench.timing.measure import row
+from bench.timing.config import Context
+from bench.timing.kernels import det_forward_backward
 
-__all__ = ["run_psa_conv", "run_draw_conv", "conv_network", "CONV_KERNELS", "conv_targets"]
+__all__ = ["run_psa_conv", "run_draw_conv", "conv_network", "CONV_KERNELS"]
 
 CONV_KERNELS = ("psa-conv", "draw-conv")
 VARIANT_FNS = {
@@ -48,7 +48,7 @@ DRAW_ESTIMATORS = ("psa:kernel=auto", "st")
 
 def conv_network(ctx: Context, points: int):
     """The configured conv network (``conv_net``, a preset spec) with ``points`` random data points."""
-    from reference.presets import build_problem
+    from reference.problems import build_problem
 
     spec = ctx.cfg.conv_net
     p = build_problem(spec + ("," if ":" in spec else ":") + f"points={points},seed={ctx.cfg.seed}")
@@ -164,7 +164,7 @@ def _auto_name(auto_fn, x: torch.Tensor, W: torch.Tensor, geom, noise, flip_scal
 
 
 def _total_rows(ctx: Context, p, totals: dict, auto: str, div_rate: float | None) -> list[dict]:
-    from .timing import Timing
+    from bench.timing.measure import Timing
 
     base, terms = totals["conv-bwd"]
     shape = f"all hidden layers B={p.batch_size} {p.name}"
@@ -199,29 +199,3 @@ def run_draw_conv(ctx: Context) -> list[dict]:
         rows.append(row("draw-conv", spec, ctx.device, ctx.cfg.dtype, shape, "draws/s", 1, t[spec],
                         ratio=t[spec].median / base, ratio_to="det-fwd-bwd", ratio_to_st=t[spec].median / st))
     return rows
-
-
-def conv_targets(rows: list[dict], cfg) -> list[dict]:
-    """Issue targets: CPU, PSA conv backward <= 15x the conv backward per CIFAR_S1 layer at batch 16 (best
-    non-reference variant, and the all-layer total); GPU: >= 40% of the reciprocal limit."""
-    from .timing_report import _target
-
-    out = []
-    if not any(r["kernel"] in ("psa-conv", "psa-conv-total") for r in rows):
-        return out
-    cuda = cfg.device.startswith("cuda")
-    applies = cfg.conv_net.split(":")[0] == "cifar-s1" and cfg.conv_batch == 16 and cfg.dtype == "float32"
-    for kernel in ("psa-conv", "psa-conv-total"):
-        psa = [r for r in rows if r["kernel"] == kernel and r["ratio_to"] == "conv-bwd" and r["variant"] != "reference"]
-        for shape in dict.fromkeys(r["shape"] for r in psa):
-            cands = [r for r in psa if r["shape"] == shape]
-            if not cuda:
-                best = min(cands, key=lambda r: r["ratio"])
-                out.append(_target("PSA conv backward / conv backward (CPU)", shape, best["variant"], best["ratio"],
-                                   15.0, "<=", applies))
-            else:
-                top = max((r for r in cands if r["pct_peak"] is not None), key=lambda r: r["pct_peak"], default=None)
-                if top is not None:
-                    out.append(_target("PSA conv backward, % of reciprocal limit (GPU)", shape, top["variant"],
-                                       top["pct_peak"], 40.0, ">=", applies))
-    return out

@@ -1,6 +1,6 @@
 """Configuration and shared context of ``sbn-bench time`` (a frozen dataclass, validated once).
 
-The context carries the device, dtype, peaks (:mod:`bench.peaks`) and the *measured* peaks that
+The context carries the device, dtype, peaks (:mod:`bench.timing.peaks`) and the *measured* peaks that
 CPU rows are compared with (copy bandwidth, large-GEMM FLOP/s, ``reciprocal_`` rate), each
 measured once, lazily, and emitted as a row of its own so a percentage never refers to a number
 that is not in the table.
@@ -17,13 +17,13 @@ import torch
 
 from estimators.errors import InputError
 
-from .peaks import Peaks, device_peaks
-from .timing import CLOCKS, measure_interleaved, row
+from bench.timing.peaks import Peaks, device_peaks
+from bench.timing.measure import CLOCKS, measure_interleaved, row
 
 __all__ = ["TimeConfig", "Context", "KERNELS", "DEFAULT_KERNELS", "PSA_VARIANTS"]
 
 DEFAULT_KERNELS = ("peaks", "sampling", "draw", "psa-fc", "psa-fc-mem", "exact")
-#: convolutional kernels (bench.timing_conv): opt-in, CIFAR_S1-sized by default
+#: convolutional kernels (bench.timing.conv): opt-in, CIFAR_S1-sized by default
 KERNELS = DEFAULT_KERNELS + ("psa-conv", "draw-conv")
 PSA_VARIANTS = ("eager", "fused", "ratio", "cuda", "reference")
 
@@ -84,9 +84,10 @@ class TimeConfig:
         if not self.min_run_time > 0 or not self.max_single_s > 0:
             raise InputError("--min-time and --max-single must be positive")
         from estimators import registry
-        from reference.presets import _parse_widths, build_problem
+        from reference.specs import parse_widths
+        from reference.problems import build_problem
 
-        _parse_widths(self.net)
+        parse_widths(self.net)
         for spec in self.estimators:
             if spec != "*":
                 registry.get(spec)  # unknown names and bad options fail before anything is measured
@@ -135,7 +136,7 @@ class Context:
 
     def measure(self, fns: dict, rounds: int | None = None, warmup: int = 2, max_single_s: float | None = None,
                 min_run_time: float | None = None) -> dict:
-        """:func:`bench.timing.measure_interleaved` with this run's settings (clock, rounds, limits)."""
+        """:func:`bench.timing.measure.measure_interleaved` with this run's settings (clock, rounds, limits)."""
         if self.cfg.clock == "cpu" and torch.get_num_threads() != 1:
             raise InputError("--clock cpu measures process CPU time, which equals wall time only with --threads 1")
         return measure_interleaved(fns, self.device, min_run_time or self.cfg.min_run_time,

@@ -1,4 +1,4 @@
-r"""Named problem presets, built from a spec string ``name`` or ``name:key=value,...``.
+r"""Named problems, built from a spec string ``name`` or ``name:key=value,...``.
 
 - Bernoulli toys of the literature (peer-landscape.md §4), as one stochastic layer read by an
   identity head with the ``squared`` loss, so $f=\sum_i(b_i-t_i)^2$; the input is a single zero
@@ -18,7 +18,6 @@ r"""Named problem presets, built from a spec string ``name`` or ``name:key=value
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable
 
 import numpy as np
@@ -26,11 +25,13 @@ import torch
 
 from estimators.errors import InputError
 from estimators.model import ConvGeom, Problem
-from estimators.registry import parse_spec
 
-from .data import psa_2d
+from .checkpoints import ensure_checkpoints, load_checkpoint, split_spec
+from .datasets import psa_2d
+from .files import load_problem
+from .specs import build_from_spec, dash_ints, parse_widths
 
-__all__ = ["build_problem", "preset_names", "PRESETS", "moment_rescale"]
+__all__ = ["build_problem", "problem_names", "NAMED_PROBLEMS", "moment_rescale"]
 
 
 def _t(a) -> torch.Tensor:
@@ -108,19 +109,9 @@ def psa_2_5_5_5(seed: int = 0, points: int = 200) -> Problem:
     return moment_rescale(p)
 
 
-def _parse_widths(widths: str | int) -> tuple[int, ...]:
-    try:
-        out = tuple(int(w) for w in str(widths).split("-"))
-    except ValueError:
-        raise InputError(f"bad widths {widths!r}; write them as n0-n1-...-nL, e.g. 2-5-5-5") from None
-    if len(out) < 2 or min(out) < 1:
-        raise InputError(f"bad widths {widths!r}; need an input width and at least one layer, all positive")
-    return out
-
-
 def random_problem(widths: str = "2-5-5-5", scale: float = 1.0, seed: int = 0, points: int = 20,
                    encoding: str = "pm1", noise: str = "logistic", loss: str = "logistic", classes: int = 3) -> Problem:
-    w = _parse_widths(widths)
+    w = parse_widths(widths)
     rng = np.random.default_rng(seed)
     C = {"logistic": 1, "softmax": classes}.get(loss, classes)
     N = lambda *shape, s=scale: _t(rng.normal(0.0, s, shape))  # noqa: E731
@@ -141,18 +132,6 @@ def random_problem(widths: str = "2-5-5-5", scale: float = 1.0, seed: int = 0, p
     )
 
 
-def _dash_ints(text, name: str, n: int | None = None) -> tuple[int, ...]:
-    try:
-        out = tuple(int(v) for v in str(text).split("-"))
-    except ValueError:
-        raise InputError(f"bad {name} {text!r}; write integers joined by '-', e.g. 3-3") from None
-    if n is not None and len(out) == 1:
-        out = out * n
-    if n is not None and len(out) != n:
-        raise InputError(f"{name} {text!r} needs {n} values, one per layer")
-    return out
-
-
 def conv_problem(input: str = "1x4x4", channels: str = "2-2", kernels: str = "3-2", strides: str = "2-1",
                  paddings: str = "1-0", scale: float = 1.0, seed: int = 0, points: int = 10, encoding: str = "pm1",
                  noise: str = "logistic", loss: str = "softmax", classes: int = 3) -> Problem:
@@ -162,9 +141,9 @@ def conv_problem(input: str = "1x4x4", channels: str = "2-2", kernels: str = "3-
         C, H, W = (int(v) for v in str(input).lower().split("x"))
     except ValueError:
         raise InputError(f"bad input {input!r}; write CxHxW, e.g. 1x4x4") from None
-    chans = _dash_ints(channels, "channels")
+    chans = dash_ints(channels, "channels")
     L = len(chans)
-    ks, ss, ps = (_dash_ints(v, n, L) for v, n in ((kernels, "kernels"), (strides, "strides"), (paddings, "paddings")))
+    ks, ss, ps = (dash_ints(v, n, L) for v, n in ((kernels, "kernels"), (strides, "strides"), (paddings, "paddings")))
     rng = np.random.default_rng(seed)
     geoms, weights, biases = [], [], []
     for c_out, k, st, pd in zip(chans, ks, ss, ps):
@@ -222,7 +201,8 @@ def cifar_s1(points: int = 16, seed: int = 0, encoding: str = "pm1") -> Problem:
     )
 
 
-PRESETS: dict[str, tuple[Callable[..., Problem], str]] = {
+#: the named problems: builder and a one-line description (``sbn-bench list problems``)
+NAMED_PROBLEMS: dict[str, tuple[Callable[..., Problem], str]] = {
     "toy-liu3": (toy_liu3, "Liu/Kool three-bit toy, f = sum (b - p0)^2, p0 = (0.6, 0.51, 0.48)"),
     "toy-arm4": (toy_arm4, "ARM four-logit toy, p = (0.49, 0.499, 0.501, 0.51)"),
     "toy-relax1": (toy_relax1, "RELAX one-bit toy, f = (b - 0.499)^2"),
@@ -235,15 +215,13 @@ PRESETS: dict[str, tuple[Callable[..., Problem], str]] = {
 }
 
 
-def preset_names() -> list[str]:
-    return list(PRESETS)
+def problem_names() -> list[str]:
+    return list(NAMED_PROBLEMS)
 
 
 def build_problem(spec: str, cache_dir: str | None = None) -> Problem:
     """Build a problem from a preset spec (``psa-2-5-5-5:seed=3``), a checkpoint of one
     (``psa-2-5-5-5@chk-100``, trained once and cached under ``cache_dir``) or an ``.npz`` path."""
-    from .checkpoints import ensure_checkpoints, load_checkpoint, split_spec
-
     base, epoch = split_spec(spec.strip())
     if epoch is not None:
         if cache_dir is None:
@@ -251,20 +229,5 @@ def build_problem(spec: str, cache_dir: str | None = None) -> Problem:
         ensure_checkpoints(cache_dir, build_problem(base), base)
         return load_checkpoint(cache_dir, base, epoch)
     if spec.strip().endswith(".npz"):
-        from .files import load_problem
-
         return load_problem(spec.strip())
-    name, kwargs = parse_spec(spec)
-    if name not in PRESETS:
-        raise InputError(f"unknown problem {name!r}; choose one of {', '.join(PRESETS)} or an .npz file")
-    fn = PRESETS[name][0]
-    params = inspect.signature(fn).parameters
-    for key, value in kwargs.items():
-        if key not in params:
-            raise InputError(f"problem {name!r} has no option {key!r} (options: {', '.join(params) or 'none'})")
-        default = params[key].default
-        if isinstance(default, (int, float)) and not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise InputError(f"option {key}={value!r} of problem {name!r} must be a number")
-        if isinstance(default, str):
-            kwargs[key] = str(value)
-    return fn(**kwargs)
+    return build_from_spec(spec, NAMED_PROBLEMS, "problem", " or an .npz file")

@@ -1,8 +1,8 @@
 r"""The CI regression gate's statistical design and its checks (pure functions, no sampling).
 
 ``sbn-bench check`` runs every registered estimator on the small problems of :data:`DESIGN` with
-fixed seeds (:mod:`bench.gate_measure`) and judges the result with the functions below against the
-exact gradient and a committed baseline (:mod:`bench.gate_baseline`).
+fixed seeds (:mod:`bench.gate.measure`) and judges the result with the functions below against the
+exact gradient and a committed baseline (:mod:`bench.gate.baseline`).
 
 **Family and false-fail rate.**  Every random event that can fail an unchanged tree is counted in
 one Bonferroni family of size $m=m_1+m_2+m_3$ (:func:`plan_for`), so the family-wise false-fail

@@ -7,7 +7,7 @@ blue values, each a row-major 32x32 plane) and ``b"labels"`` (N integers in 0..9
 
 Pickles can run code, so they are read with a restricted unpickler that only resolves the few
 numpy names an array needs.  The 50,000 training images are split by a seeded permutation into
-``1 - val_fraction`` train and ``val_fraction`` validation (45k / 5k, spec §7).  Pixels stay
+``1 - val_fraction`` train and ``val_fraction`` validation (45k / 5k, ``docs/protocols.md#cifar``).  Pixels stay
 ``uint8`` (``scale = 1/255`` gives [0, 1]); no mean/std normalisation.  Any missing file or wrong
 format is one :class:`InputError`.
 """
@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from estimators.errors import InputError
+
+from .dataset import Dataset
 
 __all__ = ["load_cifar10", "read_batch", "TRAIN_FILES", "TEST_FILE"]
 
@@ -101,10 +103,8 @@ def _read_files(path: str) -> tuple[dict[str, bytes], str]:
     return out, base
 
 
-def load_cifar10(path, val_fraction: float = 0.1, seed: int = 0):
+def load_cifar10(path, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
     """The CIFAR-10 :class:`~reference.datasets.Dataset`: seeded train/val split of the five training batches."""
-    from .datasets import Dataset
-
     if not 0.0 < val_fraction < 1.0:
         raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
     files, where = _read_files(os.fspath(path))

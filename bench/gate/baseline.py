@@ -18,7 +18,7 @@ from pathlib import Path
 
 from estimators.errors import InputError
 
-from .gate import DESIGN, Design, Measurement, Plan, detectable_bias, detectable_group_bias
+from bench.gate.design import DESIGN, Design, Measurement, Plan, detectable_bias, detectable_group_bias
 
 __all__ = ["DEFAULT_BASELINE", "FORMAT", "load_baseline", "write_baseline", "entry_of"]
 

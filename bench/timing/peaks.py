@@ -13,7 +13,7 @@ CUDA (engineering guide §7):
   clock per SM on compute capabilities 5.x–10.x (**verify per architecture**; about
   $4\times10^{12}$/s on an H100 SXM).
 
-CPU: no datasheet is reliable inside a VM, so CPU peaks are *measured* by :mod:`bench.timing`
+CPU: no datasheet is reliable inside a VM, so CPU peaks are *measured* by :mod:`bench.timing.measure`
 (copy bandwidth, a large GEMM, an L2-resident ``reciprocal_``) and :class:`Peaks` only carries the
 CPU model name.
 """
@@ -158,7 +158,7 @@ def device_peaks(device: str = "cpu") -> Peaks:
     import torch
 
     if not device.startswith("cuda"):
-        from .manifest import _cpu_model
+        from bench.manifest import _cpu_model
 
         return Peaks(device="cpu", name=_cpu_model(), sources={"all": "measured by sbn-bench time (no datasheet on CPU)"})
     idx = torch.device(device).index or 0

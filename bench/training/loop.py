@@ -1,9 +1,9 @@
 r"""Training an SBN with one gradient estimator: the loop, its optimiser and its per-epoch records.
 
 Each step takes a batch (a seeded permutation per epoch; the last batch may be short), applies
-flip-and-crop augmentation to image data when asked (:mod:`bench.augment`), records the running
+flip-and-crop augmentation to image data when asked (:mod:`bench.training.augment`), records the running
 metrics of the true binary SBN on that batch *before* the update (``k`` sample paths per point,
-:func:`bench.train_metrics.batch_sums`), draws **one** gradient estimate of the batch-mean expected
+:func:`bench.training.metrics.batch_sums`), draws **one** gradient estimate of the batch-mean expected
 loss, ``estimator.estimate(batch, 1, gen)``, clips it elementwise to ``[-clip, clip]`` and takes an
 optimiser step: SGD with Nesterov momentum (``sgd``, the spec §7 protocol), heavy-ball momentum
 (``momentum``, the spec §6.4 checkpoint protocol) or Adam.  The loop only uses the generic Problem
@@ -35,8 +35,8 @@ from estimators.errors import InputError
 from estimators.model import Problem
 from reference.datasets import Dataset
 
-from .augment import flip_crop
-from .train_metrics import METRICS, batch_sums, chunk_size, ensemble_accuracy, evaluate, with_data
+from bench.training.augment import flip_crop
+from bench.training.metrics import METRICS, batch_sums, chunk_size, ensemble_accuracy, evaluate, with_data
 
 __all__ = ["TrainSettings", "TrainResult", "train", "make_optimizer", "OPTIMIZERS"]
 

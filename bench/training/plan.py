@@ -7,7 +7,7 @@ and augmentation stream derives from (root seed, problem, device) and is shared 
 estimator, as is the initial network (fixed by the problem spec); the estimator's sampling and the
 evaluation streams derive from the task key.
 
-The learning-rate search (:mod:`bench.lr_search`) runs inside the task; its trials are stored as
+The learning-rate search (:mod:`bench.training.lr_search`) runs inside the task; its trials are stored as
 curve rows ``search_log10_lr`` / ``search_loss`` whose ``epoch`` is the trial number (1, 2, ...), and
 the rate used as ``lr`` at epoch 0.  A training run that diverges is a result, not a failure: the
 task is ``done`` with ``error = "diverged in epoch E ..."`` and a ``diverged_epoch`` row; any
@@ -26,12 +26,12 @@ import torch
 
 from estimators import registry
 
-from .lr_search import search_lr
-from .tasks import task_key, task_seed
-from .train_metrics import with_data
-from .train_presets import TrainConfig
-from .train_problems import TrainProblem
-from .training import TrainResult, TrainSettings, train
+from bench.training.lr_search import search_lr
+from bench.tasks import task_key, task_seed
+from bench.training.metrics import with_data
+from bench.training.recipes import TrainConfig
+from bench.training.setups import TrainProblem
+from bench.training.loop import TrainResult, TrainSettings, train
 
 __all__ = ["plan_train_tasks", "run_train_task", "checkpoint_file"]
 

@@ -29,8 +29,8 @@ from estimators.base import Estimator
 from estimators.errors import InputError
 from estimators.model import Problem
 
-from .accumulate import Moments
-from .gate import DESIGN, Design, GroupStats, Measurement, Plan, plan_for
+from bench.accumulate import Moments
+from bench.gate.design import DESIGN, Design, GroupStats, Measurement, Plan, plan_for
 
 __all__ = ["Target", "load_targets", "supported", "task_seed", "plan_tasks", "measure", "run_suite"]
 

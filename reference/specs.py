@@ -1,0 +1,73 @@
+"""Spec options: one check from ``name:key=value,...`` options to a builder's keyword arguments.
+
+Named problems (:mod:`reference.problems`) and training setups (``bench.training.setups``) are
+both plain functions whose keyword defaults declare the options; :func:`build_from_spec` parses a
+spec, refuses unknown names and options and values of the wrong kind (one :class:`InputError`
+naming the option), and calls the builder.  :func:`dash_ints` and :func:`parse_widths` read the
+``3-3`` and ``n0-n1-...-nL`` lists those options use.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Mapping
+
+from estimators.errors import InputError
+from estimators.registry import parse_spec
+
+__all__ = ["build_from_spec", "checked_options", "dash_ints", "parse_widths"]
+
+
+def checked_options(fn: Callable, options: dict[str, object], what: str, hidden: tuple[str, ...] = ()) -> dict:
+    """``options`` checked against ``fn``'s keyword defaults: known names only, strings for string
+    options, numbers (not booleans) for numeric ones, integers where the default is an integer."""
+    params = {k: v for k, v in inspect.signature(fn).parameters.items() if k not in hidden}
+    out = dict(options)
+    for key, value in options.items():
+        if key not in params:
+            raise InputError(f"{what} has no option {key!r} (options: {', '.join(params) or 'none'})")
+        default = params[key].default
+        if isinstance(default, str):
+            out[key] = str(value)
+        elif isinstance(default, (int, float)) and (
+            isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float))
+        ):
+            kind = "an integer" if isinstance(default, int) else "a number"
+            raise InputError(f"option {key}={value!r} of {what} must be {kind}")
+    return out
+
+
+def build_from_spec(spec: str, builders: Mapping[str, tuple[Callable, str]], kind: str, hint: str,
+                    hidden: tuple[str, ...] = (), **extra):
+    """Parse ``spec`` and call ``builders[name][0]`` with its checked options (plus ``extra``)."""
+    name, options = parse_spec(spec)
+    if name not in builders:
+        raise InputError(f"unknown {kind} {name!r}; choose one of {', '.join(builders)}{hint}")
+    fn = builders[name][0]
+    return fn(**checked_options(fn, options, f"{kind} {name!r}", hidden), **extra)
+
+
+def dash_ints(text, what: str, n: int | None = None) -> tuple[int, ...]:
+    """Integers joined by ``-`` (``"3-3"``); with ``n``, one value is repeated ``n`` times and any
+    other count than ``n`` is refused."""
+    try:
+        out = tuple(int(v) for v in str(text).split("-"))
+    except ValueError:
+        raise InputError(f"bad {what} {text!r}; write integers joined by '-', e.g. 3-3") from None
+    if n is not None and len(out) == 1:
+        out = out * n
+    if n is not None and len(out) != n:
+        raise InputError(f"{what} {text!r} needs {n} values, one per layer")
+    return out
+
+
+def parse_widths(widths: str | int) -> tuple[int, ...]:
+    """Layer widths ``n0-n1-...-nL`` (input width first), at least one layer, all positive."""
+    try:
+        out = tuple(int(w) for w in str(widths).split("-"))
+    except ValueError:
+        raise InputError(f"bad widths {widths!r}; write them as n0-n1-...-nL, e.g. 2-5-5-5") from None
+    if len(out) < 2 or min(out) < 1:
+        raise InputError(f"bad widths {widths!r}; need an input width and at least one layer, all positive")
+    return out
