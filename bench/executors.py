@@ -15,6 +15,8 @@ import concurrent.futures as cf
 import contextlib
 import multiprocessing
 
+import torch
+
 from estimators.errors import InputError
 
 __all__ = ["EXECUTORS", "make_executor"]
@@ -37,8 +39,6 @@ class InlineExecutor(cf.Executor):
 
 
 def _init_worker() -> None:
-    import torch
-
     torch.set_num_threads(1)
 
 

@@ -8,6 +8,13 @@ import platform
 import subprocess
 import sys
 
+import numpy
+import pandas
+import scipy
+import torch
+
+from . import __version__
+
 __all__ = ["build_manifest"]
 
 
@@ -33,13 +40,6 @@ def _cpu_model() -> str:
 
 def build_manifest(config: dict | None = None, config_hash: str = "", root_seed: int | None = None,
                    device: str = "cpu", preset: str = "", label: str = "") -> dict:
-    import numpy
-    import pandas
-    import scipy
-    import torch
-
-    from . import __version__
-
     commit = _git("rev-parse", "HEAD")
     dirty = None if commit is None else bool(_git("status", "--porcelain", "--untracked-files=no"))
     dev_name, capability, memory = _cpu_model(), None, None

@@ -15,6 +15,7 @@ Integrity rules:
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sqlite3
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from estimators.errors import InputError
+from reports.results import RunResults
 
 __all__ = ["Store", "SCHEMA_VERSION", "DEFAULT_DB"]
 
@@ -77,8 +79,6 @@ _TABLES = {"runs", "tasks", "scores", "moments", "timings", "curves"}
 
 
 def _utc() -> str:
-    import datetime
-
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -261,8 +261,6 @@ class Store:
 
     def load_run(self, ref: str):
         """Everything a report needs, as :class:`reports.results.RunResults`."""
-        from reports.results import RunResults
-
         run_id = self.resolve(ref)
         return RunResults(manifest=self.manifest(run_id), tasks=self.tasks(run_id), scores=self.scores(run_id),
                           timings=self.timings(run_id), curves=self.curves(run_id))

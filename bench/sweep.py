@@ -11,12 +11,19 @@ as it arrives.  Ctrl-C or ``kill -9`` loses no completed task.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import datetime
 import os
 import sys
 from dataclasses import dataclass
 
+import torch
+from tqdm import tqdm
+
 from estimators import registry
 from estimators.errors import InputError
+from reference.checkpoints import split_spec
+from reference.exact import check_feasible
+from reference.problems import build_problem
 
 from .config import SweepConfig
 from .executors import make_executor
@@ -55,10 +62,6 @@ def expand_estimators(specs) -> list[str]:
 
 
 def _problems(cfg: SweepConfig) -> dict:
-    from reference.checkpoints import split_spec
-    from reference.exact import check_feasible
-    from reference.problems import build_problem
-
     problems = {}
     for spec in cfg.problems:
         base, _ = split_spec(spec)
@@ -70,10 +73,6 @@ def _problems(cfg: SweepConfig) -> dict:
 
 def _progress(total: int, desc: str, unit: str = "task"):
     """A tqdm bar on stderr, silent when stderr is not a terminal (CI logs)."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False)
 
 
@@ -95,16 +94,12 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
     problems = _problems(cfg)
     tasks, skipped = plan_tasks(cfg, problems, estimators)
     if cfg.device.startswith("cuda"):
-        import torch
-
         if not torch.cuda.is_available():
             raise InputError("--device cuda was asked for, but CUDA is not available here")
     store = Store(db, create=True)
     try:
         run_id = f"{cfg.name}-{cfg.hash[:10]}"
         if fresh:
-            import datetime
-
             run_id += datetime.datetime.now(datetime.timezone.utc).strftime("-%Y%m%dT%H%M%S")
         if not store.has_run(run_id):
             manifest = build_manifest(cfg.as_dict(), cfg.hash, cfg.seed, cfg.device, preset=cfg.name, label=label)
@@ -115,8 +110,6 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
         todo = [t for t in tasks if t["key"] not in done]
         cache = checkpoint_dir(db)
         if todo and any("@" in p for p in cfg.problems):
-            from reference.problems import build_problem
-
             for spec in cfg.problems:
                 if "@" in spec:
                     build_problem(spec, cache_dir=cache)  # trains and caches once, here

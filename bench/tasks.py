@@ -18,8 +18,11 @@ import torch
 
 from estimators import registry
 from estimators.errors import InputError
+from reference import exact
+from reference.problems import build_problem
 
 from .config import SweepConfig
+from .scoring import score
 
 __all__ = ["plan_tasks", "task_key", "task_seed", "run_task"]
 
@@ -60,11 +63,6 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
     Never raises for a failing estimator: the task comes back with ``status = 'failed'`` and a
     one-line error, so a sweep always records what happened.
     """
-    from reference import exact
-    from reference.problems import build_problem
-
-    from .scoring import score
-
     est = registry.get(task["estimator"])
     row = dict(task_key=task["key"], problem=task["problem"], estimator=task["estimator"], estimator_name=est.name,
                unbiased=est.unbiased, device=task["device"], dtype=task["dtype"], draws=task["draws"],

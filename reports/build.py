@@ -13,11 +13,11 @@ from pathlib import Path
 import matplotlib
 import matplotlib.style
 
-from .results import ReportError, RunResults, run_id, validate
+from .document import Table, close_figures
 from .export import write_table
 from .html import generator, render_html
 from .pdf import write_pdf
-from .document import Table, close_figures
+from .results import ReportError, RunResults, run_id, validate
 from .sections import run_sections
 
 __all__ = ["build_report", "FORMATS"]

@@ -15,9 +15,9 @@ from importlib import metadata
 import matplotlib
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from .results import slug
-from .export import html_table
 from .document import Plot, Section, Table, Text
+from .export import html_table
+from .results import slug
 
 __all__ = ["render_html", "svg_text", "generator"]
 

@@ -17,8 +17,8 @@ import matplotlib
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from .pdf_table import MARGIN, PAGE, draw_rows, typeset
 from .document import Plot, Section, Table, Text
+from .pdf_table import MARGIN, PAGE, draw_rows, typeset
 
 __all__ = ["write_pdf"]
 

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from .export import failed_rows, numeric_columns, fmt_value, group_starts
+from .export import failed_rows, fmt_value, group_starts, numeric_columns
 
 __all__ = ["Typeset", "typeset", "draw_rows", "PAGE", "MARGIN", "MONO"]
 

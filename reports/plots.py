@@ -15,13 +15,14 @@ for the whole run (:func:`styles`); failed estimators appear in each legend mark
 from __future__ import annotations
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from . import psa2020
-from .results import RunResults, group_order
 from .paper_values import METHOD_SPECS
+from .results import RunResults, group_order
 from .tables import task_labels
 
 __all__ = ["styles", "layer_chunks", "estimator_groups", "layer_figure", "plain_log", "freeze_layout", "legend", "empty_panel",
@@ -84,8 +85,6 @@ def freeze_layout(fig: Figure) -> Figure:
 def styles(run: RunResults) -> dict[str, tuple]:
     """A fixed (colour, marker) per estimator label of the run, in task order, shared by all figures."""
     labels = list(dict.fromkeys(task_labels(run.tasks).values()))
-    from matplotlib import colormaps
-
     cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
     return {lab: (cmap(i % cmap.N), _MARKERS[i % len(_MARKERS)]) for i, lab in enumerate(labels)}
 

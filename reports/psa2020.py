@@ -17,8 +17,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from .results import RunResults
 from .paper_values import CHECKPOINTS, GROUPS, METHOD_SPECS, PROBLEM_PREFIX, paper_table
+from .results import RunResults
 
 __all__ = ["is_psa2020", "canonical_spec", "comparison", "comparison_wide"]
 

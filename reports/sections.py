@@ -13,8 +13,8 @@ import pandas as pd
 
 from . import plots, psa2020, tables, tradeoffs
 from .document import Plot, Section, Table, Text
-from .results import RunResults, run_id, slug
 from .paper_values import CHECKPOINTS, CITATION
+from .results import RunResults, run_id, slug
 from .throughput import throughput_figure
 from .training_curves import training_sections
 

@@ -17,8 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .results import RunResults
 from .plots import empty_panel, freeze_layout, legend, plain_log, series, short_title, task_split
+from .results import RunResults
 
 __all__ = ["bias_variance_figure", "pareto_figure"]
 

@@ -15,6 +15,12 @@ import math
 import time
 from dataclasses import asdict
 
+from bench.gate.baseline import DEFAULT_BASELINE, load_baseline, write_baseline
+from bench.gate.design import DESIGN, evaluate, failures
+from bench.gate.measure import run_suite
+from bench.manifest import build_manifest
+from estimators import registry
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("check", help="CI regression gate: seeded run vs exact gradients and the committed baseline")
@@ -55,17 +61,10 @@ def format_table(checks, problems: list[str], failures_only: bool = False) -> st
 
 
 def _estimators(specs):
-    from estimators import registry
-
     return [registry.get(s) for s in dict.fromkeys(specs or registry.names())]
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.gate.design import DESIGN, evaluate, failures
-    from bench.gate.baseline import DEFAULT_BASELINE, load_baseline, write_baseline
-    from bench.gate.measure import run_suite
-    from bench.manifest import build_manifest
-
     design = DESIGN
     path = args.baseline or DEFAULT_BASELINE
     estimators = _estimators(args.estimators)  # unknown names: InputError before any work

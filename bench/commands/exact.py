@@ -6,6 +6,8 @@ import argparse
 import json
 import time
 
+from reference import build_problem, exact
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("exact", help="exact expected loss and gradient (transfer matrix or brute force)")
@@ -17,8 +19,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reference import build_problem, exact
-
     problem = build_problem(args.problem)
     t0 = time.perf_counter()
     ex = exact(problem, args.method, budget=int(args.memory_budget * 2**30))

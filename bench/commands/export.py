@@ -6,12 +6,11 @@ import argparse
 import json
 import os
 
+from bench.store import DEFAULT_DB, Store
 from estimators.errors import InputError
 
 
 def add_parser(sub) -> None:
-    from bench.store import DEFAULT_DB
-
     p = sub.add_parser("export", help="write a run's tidy tables (tasks, scores, timings, manifest)")
     p.add_argument("run_ref", metavar="RUN", help="run id, unique prefix, or 'latest'")
     p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
@@ -21,8 +20,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.store import Store
-
     if args.format == "parquet":
         try:
             import pyarrow  # noqa: F401

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from estimators import registry
+from estimators.model.losses import LOSSES
+from estimators.model.noise import NOISES
+from reference.problems import NAMED_PROBLEMS, build_problem
+
 KINDS = ("estimators", "problems", "noises", "losses")
 
 
@@ -14,11 +19,6 @@ def add_parser(sub) -> None:
 
 
 def _estimators() -> list[str]:
-    from estimators import registry
-
-    from estimators.model import Problem  # noqa: F401  (the cost model needs a problem shape)
-    from reference.problems import build_problem
-
     probe = build_problem("psa-2-5-5-5")
     lines = []
     for name, cls in registry.classes().items():
@@ -41,16 +41,10 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "estimators":
         lines = _estimators()
     elif args.kind == "problems":
-        from reference.problems import NAMED_PROBLEMS
-
         lines = [f"{name:<14} {doc}" for name, (_, doc) in NAMED_PROBLEMS.items()] + ["FILE.npz       a problem file (see README)"]
     elif args.kind == "noises":
-        from estimators.model.noise import NOISES
-
         lines = list(NOISES)
     else:
-        from estimators.model.losses import LOSSES
-
         lines = list(LOSSES)
     print("\n".join(lines))
     return 0

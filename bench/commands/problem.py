@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from reference import build_problem, load_problem, save_problem
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("problem", help="describe a problem; --save writes it in the .npz problem format")
@@ -16,8 +18,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reference import build_problem, load_problem, save_problem
-
     overrides = {"encoding": args.encoding, "noise": args.noise, "loss": args.loss}
     if args.spec.endswith(".npz"):
         problem = load_problem(args.spec, **overrides)

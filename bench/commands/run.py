@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from bench.config import SWEEP_PRESET_EXECUTORS, SWEEP_PRESETS, SweepConfig, load_toml, split_estimators
+from bench.executors import EXECUTORS
+from bench.rendering import render
+from bench.store import DEFAULT_DB
+from bench.sweep import run_sweep
 from estimators.errors import InputError
 
 
 def add_parser(sub) -> None:
-    from bench.config import SWEEP_PRESETS
-    from bench.executors import EXECUTORS
-    from bench.store import DEFAULT_DB
-
     p = sub.add_parser("run", help="score estimators against exact gradients (default: the quick preset), then report")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", choices=sorted(SWEEP_PRESETS), help="a named sweep (default: quick)")
@@ -42,26 +44,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def split_estimators(text: str) -> list[str]:
-    """``"psa,reinforce:baseline=ema,decay=0.5,st"`` -> ``["psa", "reinforce:baseline=ema,decay=0.5", "st"]``."""
-    out: list[str] = []
-    for token in (t.strip() for t in text.split(",")):
-        if not token:
-            continue
-        if "=" in token and ":" not in token.split("=", 1)[0] and out and ":" in out[-1]:
-            out[-1] += "," + token
-        else:
-            out.append(token)
-    if not out:
-        raise InputError("--estimators is empty")
-    return out
-
-
 def build_config(args: argparse.Namespace):
-    import os
-
-    from bench.config import SWEEP_PRESETS, SweepConfig, load_toml
-
     if args.config:
         base = load_toml(args.config)
         base.setdefault("name", os.path.splitext(os.path.basename(args.config))[0])
@@ -94,10 +77,6 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.sweep import run_sweep
-
-    from bench.config import SWEEP_PRESET_EXECUTORS
-
     cfg = build_config(args)
     executor, workers = args.executor, args.workers
     if executor is None:
@@ -110,13 +89,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"run {out.run_id}: {out.total} tasks, {out.already_done} already stored, {out.ran} computed"
           f"{f', {out.failed} failed' if out.failed else ''} -> {args.db}")
     if not args.no_report:
-        try:
-            from bench.commands.report import render
-        except ImportError:
-            print("note: the report builder is not installed; skipped the report", file=sys.stderr)
-        else:
-            out_dir = args.report_dir or f"sbn-report/{out.run_id}"
-            paths = render(args.db, [out.run_id], out_dir, args.format)
-            for fmt, path in paths.items():
-                print(f"report ({fmt}): {path}")
+        out_dir = args.report_dir or f"sbn-report/{out.run_id}"
+        for fmt, path in render(args.db, [out.run_id], out_dir, args.format).items():
+            print(f"report ({fmt}): {path}")
     return 0

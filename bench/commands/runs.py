@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from bench.store import DEFAULT_DB, Store
+
 
 def add_parser(sub) -> None:
-    from bench.store import DEFAULT_DB
-
     p = sub.add_parser("runs", help="list the runs in the results store")
     p.add_argument("--db", default=DEFAULT_DB, help="results database")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.store import Store
-
     with Store(args.db) as store:
         df = store.runs()
     if df.empty:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+import pandas as pd
+
+from bench.store import DEFAULT_DB, Store
 from estimators.errors import InputError
 
 
 def add_parser(sub) -> None:
-    from bench.store import DEFAULT_DB
-
     p = sub.add_parser("show", help="print a score table of a run")
     p.add_argument("run_ref", metavar="RUN", help="run id, unique prefix, or 'latest'")
     p.add_argument("--metric", default="rel_rmse_emp", help="metric to show (default: rel_rmse_emp)")
@@ -19,10 +20,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from bench.store import Store
-
     with Store(args.db) as store:
         run_id = store.resolve(args.run_ref)
         scores, tasks = store.scores(run_id), store.tasks(run_id)

@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from bench.commands.run import split_estimators
+from bench.config import split_estimators
 from bench.store import DEFAULT_DB, Store
 from bench.timing.config import KERNELS, PSA_VARIANTS, TimeConfig
 from bench.timing.gpu_suite import require_cuda, run_gpu_suite, suite_overrides

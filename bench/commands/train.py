@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
+from bench.config import split_estimators
+from bench.rendering import render
+from bench.store import DEFAULT_DB
+from bench.sweep import expand_estimators
+from bench.training.loop import OPTIMIZERS
+from bench.training.plan import checkpoint_file, prepare, run_training
+from bench.training.recipes import RECIPES, TrainConfig
+from bench.training.setups import build_train_problem
 from estimators.errors import InputError
 
 
 def add_parser(sub) -> None:
-    from bench.store import DEFAULT_DB
-    from bench.training.recipes import RECIPES
-    from bench.training.loop import OPTIMIZERS
-
     p = sub.add_parser("train", help="train SBNs with estimators; per-epoch loss/accuracy curves into the store")
     p.add_argument("--recipe", "--preset", dest="recipe", choices=sorted(RECIPES), default="small",
                    help="training recipe: data, network, estimators, schedule (default: small; --preset is the old spelling)")
@@ -60,17 +63,7 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
         raise InputError(f"{flag} {text!r} must be a comma list of integers") from None
 
 
-def _bar(total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, disable=None, leave=False)
-
-
 def build_config(args: argparse.Namespace):
-    from bench.commands.run import split_estimators
-    from bench.sweep import expand_estimators
-    from bench.training.recipes import RECIPES, TrainConfig
-
     base = dict(RECIPES[args.recipe])
     if args.estimator:
         base["estimators"] = [e for text in args.estimator for e in split_estimators(text)]
@@ -88,59 +81,17 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from bench.manifest import build_manifest
-    from bench.store import Store
-    from bench.training.setups import build_train_problem
-    from bench.training.plan import checkpoint_file, plan_train_tasks, run_train_task
-    from estimators import registry
-
     cfg = build_config(args)
     tp = build_train_problem(cfg.problem, cifar_dir=args.cifar_dir)
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for, but CUDA is not available here (pass --device cpu)")
-    if cfg.augment and tp.dataset.image_shape is None:
-        if args.augment:
-            raise InputError(f"problem {cfg.problem!r} holds no images; --augment (flip and crop) needs images")
-        cfg = cfg.replace(augment=False)  # the recipe's augmentation applies to image data only
-    for espec in cfg.estimators:
-        registry.get(espec).check(tp.problem)
-    tasks = plan_train_tasks(cfg, list(cfg.estimators))
+    cfg = prepare(cfg, tp, augment_asked=bool(args.augment))
     ckdir = args.checkpoint_dir or os.path.join(os.path.dirname(os.path.abspath(args.db)), "sbn_checkpoints", "train")
-    store = Store(args.db, create=True)
-    try:
-        run_id = f"{cfg.name}-{cfg.hash[:10]}"
-        if not store.has_run(run_id):
-            manifest = build_manifest(cfg.as_dict(), cfg.hash, cfg.seed, cfg.device, preset=args.recipe,
-                                      label=args.label)
-            manifest.update(run_id=run_id, kind="train")
-            store.create_run(run_id, manifest, cfg.hash, label=args.label, preset=args.recipe)
-        done = store.done_keys(run_id)
-        todo = [t for t in tasks if t["key"] not in done]
-        failed = 0
-        for i, task in enumerate(todo, start=1):
-            print(f"[{i}/{len(todo)}] training {task['estimator']} on {task['problem']}", file=sys.stderr)
-            bar = _bar(cfg.epochs, task["estimator"])
-            try:
-                res = run_train_task(task, tp, ckdir, progress=lambda e, b=bar: b is not None and e > 0 and b.update(1))
-            finally:
-                if bar is not None:
-                    bar.close()
-            store.write_task(run_id, res["task"], curves=res["curves"])
-            failed += res["task"]["status"] != "done"
-            if res["task"]["error"]:
-                print(f"  {res['task']['status']}: {res['task']['error']}", file=sys.stderr)
-    finally:
-        store.close()
-    print(f"run {run_id}: {len(tasks)} tasks, {len(tasks) - len(todo)} already stored, {len(todo)} trained"
-          f"{f', {failed} failed' if failed else ''} -> {args.db}")
+    out = run_training(cfg, tp, args.db, args.recipe, args.label, ckdir)
+    print(f"run {out.run_id}: {len(out.tasks)} tasks, {out.already_done} already stored, {out.trained} trained"
+          f"{f', {out.failed} failed' if out.failed else ''} -> {args.db}")
     if cfg.checkpoint_epochs:
-        print(f"checkpoints: {os.path.dirname(os.path.dirname(checkpoint_file(ckdir, tasks[0], 0)))}/"
+        print(f"checkpoints: {os.path.dirname(os.path.dirname(checkpoint_file(ckdir, out.tasks[0], 0)))}/"
               f"<problem>__<estimator>__<key>/chk-<epoch>.npz (score with: sbn-bench run --problem-file FILE)")
     if not args.no_report:
-        from bench.commands.report import render
-
-        for fmt, path in render(args.db, [run_id], args.report_dir or f"sbn-report/{run_id}", args.format).items():
+        for fmt, path in render(args.db, [out.run_id], args.report_dir or f"sbn-report/{out.run_id}", args.format).items():
             print(f"report ({fmt}): {path}")
     return 0

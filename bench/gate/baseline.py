@@ -16,9 +16,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from estimators.errors import InputError
-
 from bench.gate.design import DESIGN, Design, Measurement, Plan, detectable_bias, detectable_group_bias
+from estimators.errors import InputError
 
 __all__ = ["DEFAULT_BASELINE", "FORMAT", "load_baseline", "write_baseline", "entry_of"]
 

@@ -24,13 +24,14 @@ from typing import Callable
 
 import numpy as np
 import torch
-
-from estimators.base import Estimator
-from estimators.errors import InputError
-from estimators.model import Problem
+from tqdm import tqdm
 
 from bench.accumulate import Moments
 from bench.gate.design import DESIGN, Design, GroupStats, Measurement, Plan, plan_for
+from estimators.base import Estimator
+from estimators.errors import InputError
+from estimators.model import Problem
+from reference import build_problem, exact
 
 __all__ = ["Target", "load_targets", "supported", "task_seed", "plan_tasks", "measure", "run_suite"]
 
@@ -50,8 +51,6 @@ class Target:
 
 def load_targets(design: Design = DESIGN) -> list[Target]:
     """Build the design's problems (float64, CPU) and their exact gradients."""
-    from reference import build_problem, exact
-
     out = []
     for spec in design.problems:
         problem = build_problem(spec).to(dtype=torch.float64, device="cpu")
@@ -143,8 +142,6 @@ def run_suite(estimators: list[Estimator], design: Design = DESIGN, progress_bar
     intra-op threads mostly spin (measured on a loaded 2-core machine: the whole gate took 40 s of CPU
     with 1 thread and 280 s with 2).
     """
-    from tqdm import tqdm
-
     targets = load_targets(design)
     tasks, plan = plan_tasks(estimators, targets, design)
     out = []

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from estimators.errors import InputError
-
-from bench.timing.peaks import Peaks, device_peaks
 from bench.timing.measure import CLOCKS, measure_interleaved, row
+from bench.timing.peaks import Peaks, device_peaks
+from estimators import registry
+from estimators.errors import InputError
+from reference.problems import build_problem
+from reference.specs import parse_widths
 
 __all__ = ["TimeConfig", "Context", "KERNELS", "DEFAULT_KERNELS", "PSA_VARIANTS"]
 
@@ -83,10 +85,6 @@ class TimeConfig:
             raise InputError("--clock cpu (process CPU time) can only time CPU work; use --device cpu")
         if not self.min_run_time > 0 or not self.max_single_s > 0:
             raise InputError("--min-time and --max-single must be positive")
-        from estimators import registry
-        from reference.specs import parse_widths
-        from reference.problems import build_problem
-
         parse_widths(self.net)
         for spec in self.estimators:
             if spec != "*":

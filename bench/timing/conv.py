@@ -22,17 +22,24 @@ r"""Convolutional kernels of ``sbn-bench time``: PSA's conv backward per layer, 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
-from estimators import registry
-from estimators.model.noise import get_noise
-from estimators.kernels.psa_conv import conv_flip_backward, conv_flip_backward_reference
-from estimators.kernels.psa_conv_fused import (conv_auto_choice, conv_flip_backward_auto, conv_flip_backward_cuda,
-                                        conv_flip_backward_fused, select_conv_flip_backward)
-
-from bench.timing.measure import row
 from bench.timing.config import Context
 from bench.timing.kernels import det_forward_backward
+from bench.timing.measure import Timing, row
+from estimators import registry
+from estimators.kernels.psa_conv import conv_flip_backward, conv_flip_backward_reference
+from estimators.kernels.psa_conv_fused import (
+    conv_auto_choice,
+    conv_flip_backward_auto,
+    conv_flip_backward_cuda,
+    conv_flip_backward_fused,
+    select_conv_flip_backward,
+)
+from estimators.model.noise import get_noise
+from reference.problems import build_problem
 
 __all__ = ["run_psa_conv", "run_draw_conv", "conv_network", "CONV_KERNELS"]
 
@@ -48,8 +55,6 @@ DRAW_ESTIMATORS = ("psa:kernel=auto", "st")
 
 def conv_network(ctx: Context, points: int):
     """The configured conv network (``conv_net``, a preset spec) with ``points`` random data points."""
-    from reference.problems import build_problem
-
     spec = ctx.cfg.conv_net
     p = build_problem(spec + ("," if ":" in spec else ":") + f"points={points},seed={ctx.cfg.seed}")
     return p.to(dtype=ctx.dtype, device=ctx.device)
@@ -82,8 +87,6 @@ def _div_limit(ctx: Context) -> tuple[float | None, list[dict]]:
     """
     if ctx.cuda or "fused" not in ctx.cfg.psa_variants:
         return None, []
-    import warnings
-
     g = ctx.generator(99)
     num = torch.rand(256, 1, 192, generator=g, dtype=ctx.dtype) + 0.5
     den = torch.rand(1, 256, 192, generator=g, dtype=ctx.dtype) + 0.5
@@ -164,8 +167,6 @@ def _auto_name(auto_fn, x: torch.Tensor, W: torch.Tensor, geom, noise, flip_scal
 
 
 def _total_rows(ctx: Context, p, totals: dict, auto: str, div_rate: float | None) -> list[dict]:
-    from bench.timing.measure import Timing
-
     base, terms = totals["conv-bwd"]
     shape = f"all hidden layers B={p.batch_size} {p.name}"
     out = []

@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import torch
 
+from bench.timing.config import Context
+from bench.timing.measure import row
 from estimators import registry
 from estimators.errors import InputError
 from estimators.model import backprop, sample_path
-
-from bench.timing.measure import row
-from bench.timing.config import Context
+from reference.exact import check_feasible, exact
+from reference.problems import build_problem, random_problem
 
 __all__ = ["run_peaks", "run_sampling", "run_draws", "run_exact", "det_forward_backward", "network"]
 
 
 def network(ctx: Context):
-    from reference.problems import random_problem
-
     p = random_problem(widths=ctx.cfg.net, points=ctx.cfg.batch, seed=ctx.cfg.seed)
     return p.to(dtype=ctx.dtype, device=ctx.device)
 
@@ -127,9 +126,6 @@ def _transfer_macs(p) -> float:
 
 
 def run_exact(ctx: Context) -> list[dict]:
-    from reference.exact import check_feasible, exact
-    from reference.problems import build_problem
-
     p = build_problem(ctx.cfg.exact_problem).to(dtype=torch.float64, device=ctx.device)
     fns = {}
     for method in ("transfer", "brute"):

@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 __all__ = ["Timing", "sync", "measure", "measure_interleaved", "peak_extra_bytes", "row", "CLOCKS"]
 
@@ -168,8 +169,6 @@ def peak_extra_bytes(fn: Callable[[], object], device: str = "cpu") -> int | Non
         del out
         return int(peak)
     try:
-        from torch.profiler import ProfilerActivity, profile
-
         with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             out = fn()
             del out

@@ -23,6 +23,10 @@ from __future__ import annotations
 import subprocess
 from dataclasses import asdict, dataclass, field
 
+import torch
+
+from bench.manifest import _cpu_model
+
 __all__ = ["Peaks", "device_peaks", "cuda_metadata", "DATASHEET", "FP32_LANES", "FP64_LANES", "RECIP_PER_CLOCK"]
 
 #: FP32 lanes (CUDA cores) per SM by compute capability major.minor.
@@ -135,8 +139,6 @@ def _driver_from_smi() -> str | None:
 
 def cuda_metadata(device: str = "cuda") -> dict:
     """Name, capability, SMs, memory, driver, CUDA/cuDNN versions, clocks and temperature of a CUDA device."""
-    import torch
-
     idx = torch.device(device).index or 0
     props = torch.cuda.get_device_properties(idx)
     nv = _nvml(idx, getattr(props, "uuid", None) and str(props.uuid))
@@ -155,11 +157,7 @@ def cuda_metadata(device: str = "cuda") -> dict:
 
 def device_peaks(device: str = "cpu") -> Peaks:
     """:class:`Peaks` of ``device`` (CUDA: derived from properties/NVML/datasheet; CPU: name only)."""
-    import torch
-
     if not device.startswith("cuda"):
-        from bench.manifest import _cpu_model
-
         return Peaks(device="cpu", name=_cpu_model(), sources={"all": "measured by sbn-bench time (no datasheet on CPU)"})
     idx = torch.device(device).index or 0
     props = torch.cuda.get_device_properties(idx)

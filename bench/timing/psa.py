@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import torch
 
+from bench.timing.config import Context
+from bench.timing.measure import peak_extra_bytes, row
 from estimators.kernels import psa_fc, psa_fc_cuda
 from estimators.model import layer_grad
 from estimators.model.noise import get_noise
-
-from bench.timing.measure import peak_extra_bytes, row
-from bench.timing.config import Context
 
 __all__ = ["run_psa_fc", "run_psa_mem", "layer_inputs", "VARIANT_FNS"]
 

@@ -30,13 +30,12 @@ from typing import Callable
 
 import torch
 
+from bench.training.augment import flip_crop
+from bench.training.metrics import METRICS, batch_sums, chunk_size, ensemble_accuracy, evaluate, with_data
 from estimators.base import Estimator
 from estimators.errors import InputError
 from estimators.model import Problem
 from reference.datasets import Dataset
-
-from bench.training.augment import flip_crop
-from bench.training.metrics import METRICS, batch_sums, chunk_size, ensemble_accuracy, evaluate, with_data
 
 __all__ = ["TrainSettings", "TrainResult", "train", "make_optimizer", "OPTIMIZERS"]
 

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from scipy.optimize import minimize_scalar
+
 from estimators.errors import InputError
 
 __all__ = ["search_lr", "LRSearch", "PENALTY"]
@@ -40,8 +42,6 @@ class _Done(Exception):
 def search_lr(objective: Callable[[float], float], trials: int = 10, bounds: tuple[float, float] = (-6.0, 0.0),
               xatol: float = 0.05) -> LRSearch:
     """Minimise ``objective(lr)`` over ``log10 lr`` in ``bounds`` with at most ``trials`` evaluations."""
-    from scipy.optimize import minimize_scalar
-
     lo, hi = map(float, bounds)
     if not lo < hi:
         raise InputError(f"learning-rate search bounds must satisfy lo < hi, got {bounds}")

@@ -18,22 +18,27 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 import traceback
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from estimators import registry
-
-from bench.training.lr_search import search_lr
+from bench.manifest import build_manifest
+from bench.store import Store
 from bench.tasks import task_key, task_seed
+from bench.training.loop import TrainResult, TrainSettings, train
+from bench.training.lr_search import search_lr
 from bench.training.metrics import with_data
 from bench.training.recipes import TrainConfig
 from bench.training.setups import TrainProblem
-from bench.training.loop import TrainResult, TrainSettings, train
+from estimators import registry
+from estimators.errors import InputError
+from reference.files import save_problem
 
-__all__ = ["plan_train_tasks", "run_train_task", "checkpoint_file"]
+__all__ = ["TrainingRun", "checkpoint_file", "plan_train_tasks", "prepare", "run_train_task", "run_training"]
 
 
 def plan_train_tasks(cfg: TrainConfig, estimators: list[str]) -> list[dict]:
@@ -59,8 +64,6 @@ def checkpoint_file(directory: str, task: dict, epoch: int) -> str:
 
 
 def _saver(task: dict, tp: TrainProblem, directory: str | None):
-    from reference.files import save_problem
-
     epochs = set(task["checkpoint_epochs"])
     if not epochs or directory is None:
         return None
@@ -141,3 +144,62 @@ def run_train_task(task: dict, tp: TrainProblem, checkpoint_dir: str | None = No
 
 def _tag(curves: list[dict], task: dict) -> list[dict]:
     return [dict(c, problem=task["problem"], estimator=task["estimator"]) for c in curves]
+
+
+def prepare(cfg: TrainConfig, tp: TrainProblem, augment_asked: bool) -> TrainConfig:
+    """Check ``cfg`` against the built problem before anything is written: the device, augmentation
+    (dropped for non-image data unless asked for explicitly), every estimator's support."""
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but CUDA is not available here (pass --device cpu)")
+    if cfg.augment and tp.dataset.image_shape is None:
+        if augment_asked:
+            raise InputError(f"problem {cfg.problem!r} holds no images; --augment (flip and crop) needs images")
+        cfg = cfg.replace(augment=False)  # the recipe's augmentation applies to image data only
+    for espec in cfg.estimators:
+        registry.get(espec).check(tp.problem)
+    return cfg
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """What :func:`run_training` did: the run id, its tasks, how many were already stored, trained, failed."""
+
+    run_id: str
+    tasks: list[dict]
+    already_done: int
+    trained: int
+    failed: int
+
+
+def _bar(total: int, desc: str):
+    return tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, disable=None, leave=False)
+
+
+def run_training(cfg: TrainConfig, tp: TrainProblem, db: str, recipe: str, label: str = "",
+                 checkpoint_dir: str | None = None) -> TrainingRun:
+    """Train every estimator of ``cfg`` not yet stored in ``db`` (resumable), one transaction per task."""
+    tasks = plan_train_tasks(cfg, list(cfg.estimators))
+    store = Store(db, create=True)
+    try:
+        run_id = f"{cfg.name}-{cfg.hash[:10]}"
+        if not store.has_run(run_id):
+            manifest = build_manifest(cfg.as_dict(), cfg.hash, cfg.seed, cfg.device, preset=recipe, label=label)
+            manifest.update(run_id=run_id, kind="train")
+            store.create_run(run_id, manifest, cfg.hash, label=label, preset=recipe)
+        done = store.done_keys(run_id)
+        todo = [t for t in tasks if t["key"] not in done]
+        failed = 0
+        for i, task in enumerate(todo, start=1):
+            print(f"[{i}/{len(todo)}] training {task['estimator']} on {task['problem']}", file=sys.stderr)
+            bar = _bar(cfg.epochs, task["estimator"])
+            try:
+                res = run_train_task(task, tp, checkpoint_dir, progress=lambda e, b=bar: e > 0 and b.update(1))
+            finally:
+                bar.close()
+            store.write_task(run_id, res["task"], curves=res["curves"])
+            failed += res["task"]["status"] != "done"
+            if res["task"]["error"]:
+                print(f"  {res['task']['status']}: {res['task']['error']}", file=sys.stderr)
+    finally:
+        store.close()
+    return TrainingRun(run_id, tasks, len(tasks) - len(todo), len(todo), failed)

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from estimators.errors import InputError
-
 from bench.config import ConfigMixin
 from bench.training.loop import OPTIMIZERS
+from estimators.errors import InputError
 
 __all__ = ["TrainConfig", "RECIPES", "PAPER_METHODS"]
 

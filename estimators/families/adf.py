@@ -27,10 +27,10 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from ..model.per_draw import affine, layer_affine, layer_linear, linear, per_replica_grads, replicate, safe_sqrt, unpack
 from ..base import Cost, Estimator
 from ..errors import InputError
 from ..model import Problem
+from ..model.per_draw import affine, layer_affine, layer_linear, linear, per_replica_grads, replicate, safe_sqrt, unpack
 from ..registry import register
 
 __all__ = ["ADF", "HEADS", "expected_cdf", "unit_moments", "propagate", "adf_objective", "check_head"]

@@ -19,11 +19,11 @@ from typing import ClassVar
 
 import torch
 
-from .arm import continue_losses
 from ..base import Cost, Estimator
 from ..errors import InputError
 from ..model import Path, Problem, head_grad, sample_path
 from ..registry import register
+from .arm import continue_losses
 
 __all__ = ["LocalExpectation"]
 

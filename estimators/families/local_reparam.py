@@ -18,11 +18,11 @@ from typing import ClassVar
 
 import torch
 
-from ..model.per_draw import per_replica_grads, replicate, unpack
-from .adf import check_head, head_noise, propagate
 from ..base import Cost, Estimator
 from ..model import Problem
+from ..model.per_draw import per_replica_grads, replicate, unpack
 from ..registry import register
+from .adf import check_head, head_noise, propagate
 
 __all__ = ["LocalReparam", "layer_noise"]
 

@@ -23,10 +23,10 @@ import torch
 
 from ..base import Cost, Estimator
 from ..errors import InputError
-from ..model import Path, Problem, head_grad, layer_grad, sample_path
 from ..kernels.psa_conv_fused import CONV_VARIANTS, select_conv_flip_backward
 from ..kernels.psa_fc import flip_backward, flip_backward_fused
 from ..kernels.psa_fc_cuda import select_flip_backward
+from ..model import Path, Problem, head_grad, layer_grad, sample_path
 from ..registry import register
 
 __all__ = ["PSA", "last_layer_flips"]

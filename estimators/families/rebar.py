@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as nnf
 
 from ..base import Cost, Estimator
-from .concrete import check_tau, noise_quantile, relaxed_unit
 from ..model import Problem, head_grad, sample_path
 from ..registry import register
+from .concrete import check_tau, noise_quantile, relaxed_unit
 
 __all__ = ["Rebar", "conditional_logit", "relaxed_continuation"]
 

@@ -20,9 +20,9 @@ from typing import ClassVar
 import torch
 
 from ..base import Cost, Estimator
-from .concrete import check_tau, noise_quantile, relaxed_unit
 from ..model import Path, Problem, backprop, sample_path
 from ..registry import register
+from .concrete import check_tau, noise_quantile, relaxed_unit
 
 __all__ = ["STGumbel", "st_gumbel_grads"]
 

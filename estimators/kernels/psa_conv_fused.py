@@ -35,9 +35,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as nnf
 
-from . import psa_fc, psa_fc_cuda
 from ..model import ConvGeom
 from ..model.noise import Logistic, Noise
+from . import psa_fc, psa_fc_cuda
 from .psa_conv import check_conv, conv_flip_backward
 
 __all__ = ["conv_flip_backward_fused", "conv_flip_backward_cuda", "conv_flip_backward_auto", "conv_auto_choice",

@@ -39,8 +39,8 @@ from typing import Callable
 
 import torch
 
-from . import psa_fc
 from ..model.noise import Logistic, Noise
+from . import psa_fc
 
 __all__ = ["flip_backward_cuda", "flip_backward_ratio", "select_flip_backward", "triton_available"]
 

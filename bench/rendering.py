@@ -1,0 +1,39 @@
+"""Rendering stored runs: runs loaded from the results store, one report built with :mod:`reports`.
+
+``sbn-bench report`` renders any stored runs; ``sbn-bench run`` and ``sbn-bench train`` render the
+run they made.  Rendering reads results only (no recomputation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.store import Store
+from estimators.errors import InputError
+from reports import FORMATS, ReportError, build_report
+
+__all__ = ["parse_formats", "render"]
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``"html,pdf"`` -> ``("html", "pdf")``; unknown or empty -> InputError."""
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in str(text).split(",") if f.strip()))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise InputError(f"unknown report format {(bad or [text])[0]!r} (choose from {', '.join(FORMATS)})")
+    return formats
+
+
+def render(db: str, refs: list[str], out_dir: str | None, formats: str = "html,pdf") -> dict[str, Path]:
+    """Load ``refs`` from the store at ``db`` and build one report in ``out_dir``; returns the written paths.
+
+    Report errors (an empty or malformed run) become :class:`InputError`, which the CLI prints as one line.
+    """
+    fmts = parse_formats(formats)
+    with Store(db) as store:
+        runs = [store.load_run(ref) for ref in refs]
+    out = out_dir or f"sbn-report/{runs[0].manifest.get('run_id', 'run')}"
+    try:
+        return build_report(runs, out, fmts)
+    except ReportError as exc:
+        raise InputError(str(exc)) from None
