@@ -72,7 +72,7 @@ class _Thinned:
 
 
 @dataclass
-class _PerM:
+class _GroupsOfM:
     """Running state of the non-overlapping M-groups for one M."""
 
     M: int
@@ -117,11 +117,11 @@ def score(estimator: Estimator, problem: Problem, exact_grads: dict[str, torch.T
     P = g.size
     mom = {n: Moments(s.stop - s.start) for n, s in sl.items()}
     resid = {n: Moments(1) for n in sl}  # ||g_d - g||^2 per draw
-    perm = [_PerM(M, np.zeros(P)) for M in grid]
-    for st in perm:
+    by_m = [_GroupsOfM(M, np.zeros(P)) for M in grid]
+    for gm in by_m:
         for n in sl:
-            st.err_sum[n] = st.err_sq[n] = st.cos_sum[n] = 0.0
-            st.cos[n] = _Thinned(QUANTILE_CAP)
+            gm.err_sum[n] = gm.err_sq[n] = gm.cos_sum[n] = 0.0
+            gm.cos[n] = _Thinned(QUANTILE_CAP)
     seconds, done = 0.0, 0
     while done < draws:
         c = min(chunk, draws - done)
@@ -134,45 +134,45 @@ def score(estimator: Estimator, problem: Problem, exact_grads: dict[str, torch.T
         for n, s in sl.items():
             mom[n].update(X[:, s])
             resid[n].update(((X[:, s] - g[s]) ** 2).sum(1))
-        _fold_groups(perm, X, g, sl)
+        _fold_groups(by_m, X, g, sl)
         done += c
         if progress is not None:
             progress(c)
-    rows = _rows(problem, estimator, mom, resid, perm, g, sl, draws, seconds)
+    rows = _rows(problem, estimator, mom, resid, by_m, g, sl, draws, seconds)
     return Scores(rows=rows, moments=mom, seconds=seconds, seconds_per_draw=seconds / draws)
 
 
-def _fold_groups(perm: list[_PerM], X: np.ndarray, g: np.ndarray, sl: dict[str, slice]) -> None:
+def _fold_groups(by_m: list[_GroupsOfM], X: np.ndarray, g: np.ndarray, sl: dict[str, slice]) -> None:
     """Complete the M-groups that end inside chunk ``X`` using one prefix sum shared by every M."""
     C = np.cumsum(X, axis=0)
     c = X.shape[0]
-    for st in perm:
-        first = st.M - st.carry_n - 1  # row index (in this chunk) that completes the open group
+    for gm in by_m:
+        first = gm.M - gm.carry_n - 1  # row index (in this chunk) that completes the open group
         if first >= c:
-            st.carry_sum += C[-1]
-            st.carry_n += c
+            gm.carry_sum += C[-1]
+            gm.carry_n += c
             continue
-        ends = np.arange(first, c, st.M)
+        ends = np.arange(first, c, gm.M)
         sums = C[ends].copy()
         sums[1:] -= C[ends[:-1]]
-        sums[0] += st.carry_sum
-        st.carry_sum = C[-1] - C[ends[-1]]
-        st.carry_n = c - 1 - ends[-1]
-        means = sums / st.M
-        st.groups += len(ends)
+        sums[0] += gm.carry_sum
+        gm.carry_sum = C[-1] - C[ends[-1]]
+        gm.carry_n = c - 1 - ends[-1]
+        means = sums / gm.M
+        gm.groups += len(ends)
         for n, s in sl.items():
             err = ((means[:, s] - g[s]) ** 2).sum(1)
-            st.err_sum[n] += err.sum()
-            st.err_sq[n] += (err**2).sum()
+            gm.err_sum[n] += err.sum()
+            gm.err_sq[n] += (err**2).sum()
             gn = np.linalg.norm(g[s])
             mn = np.linalg.norm(means[:, s], axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 cos = (means[:, s] @ g[s]) / (mn * gn)
-            st.cos_sum[n] += cos.sum()
-            st.cos[n].add(cos)
+            gm.cos_sum[n] += cos.sum()
+            gm.cos[n].add(cos)
 
 
-def _rows(problem, estimator, mom, resid, perm, g, sl, N, seconds) -> list[dict]:
+def _rows(problem, estimator, mom, resid, by_m, g, sl, N, seconds) -> list[dict]:
     cost = estimator.cost(problem)
     spd = seconds / N
     rows: list[dict] = []
@@ -202,21 +202,21 @@ def _rows(problem, estimator, mom, resid, perm, g, sl, N, seconds) -> list[dict]
         add(n, "snr", float(np.linalg.norm(m.mean)) / math.sqrt(tr) if tr > 0 else math.nan)
         add(n, "var_x_seconds", tr * spd)
         add(n, "var_x_loss_evals", tr * cost.head_evals)
-        for st in perm:
-            M = st.M
+        for gm in by_m:
+            M = gm.M
             mse = b2 + tr / M
             se = math.sqrt((se_tr / M) ** 2 + se_b2**2)
             add(n, "rel_rmse", rel(math.sqrt(mse)), M, rel(math.sqrt(max(mse - _Z * se, 0.0))), rel(math.sqrt(mse + _Z * se)))
-            G = st.groups
+            G = gm.groups
             if G == 0:
                 continue
-            emp = st.err_sum[n] / G
-            sd = math.sqrt(max(st.err_sq[n] / G - emp**2, 0.0) * G / (G - 1)) if G > 1 else math.nan
+            emp = gm.err_sum[n] / G
+            sd = math.sqrt(max(gm.err_sq[n] / G - emp**2, 0.0) * G / (G - 1)) if G > 1 else math.nan
             half = _Z * sd / math.sqrt(G) if G > 1 else math.nan
             add(n, "rel_rmse_emp", rel(math.sqrt(emp)), M, rel(math.sqrt(max(emp - half, 0.0))), rel(math.sqrt(emp + half)))
-            cos = st.cos[n].values()
+            cos = gm.cos[n].values()
             finite = cos[np.isfinite(cos)]
-            add(n, "cos_mean", st.cos_sum[n] / G, M)
+            add(n, "cos_mean", gm.cos_sum[n] / G, M)
             if finite.size:
                 add(n, "cos_q15", float(np.quantile(finite, 0.15)), M)
                 add(n, "cos_q85", float(np.quantile(finite, 0.85)), M)

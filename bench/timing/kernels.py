@@ -21,7 +21,8 @@ from bench.timing.config import Context
 from bench.timing.measure import row
 from estimators import registry
 from estimators.errors import InputError
-from estimators.model import backprop, sample_path
+from estimators.families.mean_field import mean_field_grads, mean_field_pass
+from estimators.model import sample_path
 from reference.exact import check_feasible, exact
 from reference.problems import build_problem, random_problem
 
@@ -34,23 +35,13 @@ def network(ctx: Context):
 
 
 def det_forward_backward(p, draws: int) -> list[torch.Tensor]:
-    """Deterministic forward + backward of the same network: per-draw gradients, no sampling."""
-    law = p.noise_law
-    inp = p.X.expand(draws, *p.X.shape)
-    inputs, slopes = [], []
-    for k in range(p.depth):
-        a = p.preact(k, inp)
-        inputs.append(inp)
-        slopes.append(p.mean_slope * law.pdf(a))
-        inp = p.enc(2 * law.cdf(a) - 1)
-    return backprop(p, inputs, slopes, inp)
+    """Deterministic forward + backward of the same network, per draw (the tanh estimator's pass
+    computed for every draw, not once): the baseline a sampled draw is compared with."""
+    return mean_field_grads(p, p.X.expand(draws, *p.X.shape))
 
 
 def _det_forward(p, draws: int) -> torch.Tensor:
-    inp = p.X.expand(draws, *p.X.shape)
-    for k in range(p.depth):
-        inp = p.enc(2 * p.noise_law.cdf(p.preact(k, inp)) - 1)
-    return inp
+    return mean_field_pass(p, p.X.expand(draws, *p.X.shape), slopes=False)[2]
 
 
 def run_peaks(ctx: Context) -> list[dict]:

@@ -1,4 +1,4 @@
-r"""tanh mean-field: the deterministic network of unit means, differentiated (spec §5.11).
+r"""tanh mean-field: the deterministic network of unit means, differentiated (``docs/estimators/relaxations.md#tanh``).
 
 $$m^0=x^0,\qquad m^k=\mathbb E[\mathrm{enc}(x^k)\mid a^k(m^{k-1})]=\begin{cases}2F(a^k)-1&\text{pm1 (logistic: }\tanh(a/2))\\
 F(a^k)&\text{01}\end{cases},\qquad \hat g=\nabla_\theta f(m^L).$$
@@ -22,7 +22,30 @@ from ..base import Cost, Estimator
 from ..model import Problem, backprop
 from ..registry import register
 
-__all__ = ["TanhMeanField"]
+__all__ = ["TanhMeanField", "mean_field_grads", "mean_field_pass"]
+
+
+def mean_field_pass(problem: Problem, inp: torch.Tensor, slopes: bool = True):
+    r"""The deterministic pass of unit means from real inputs ``inp`` (``[D, B, n0]``).
+
+    Returns what each layer read (``inputs[k]``, encoded), the backprop slopes $c\,F'(a^k)$ (``None``
+    when ``slopes`` is false) and the encoded means $\mathrm{enc}(m^L)$ that the head reads.
+    """
+    law = problem.noise_law
+    inputs, slope = [], []
+    for k in range(problem.depth):
+        a = problem.preact(k, inp)
+        inputs.append(inp)
+        if slopes:
+            slope.append(problem.mean_slope * law.pdf(a))
+        inp = problem.enc(2 * law.cdf(a) - 1)
+    return inputs, (slope if slopes else None), inp
+
+
+def mean_field_grads(problem: Problem, inp: torch.Tensor) -> list[torch.Tensor]:
+    """Per-row group gradients ``[D, size]`` of the mean network at inputs ``inp`` (``[D, B, n0]``)."""
+    inputs, slopes, out = mean_field_pass(problem, inp)
+    return backprop(problem, inputs, slopes, out)
 
 
 @register
@@ -44,13 +67,5 @@ class TanhMeanField(Estimator):
         return Cost(layer_evals=problem.depth, head_evals=1, backward_passes=1)
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
-        law = problem.noise_law
-        inp = problem.X.unsqueeze(0)  # one "draw": [1, B, n0]
-        inputs, slopes = [], []
-        for k in range(problem.depth):
-            a = problem.preact(k, inp)
-            inputs.append(inp)
-            slopes.append(problem.mean_slope * law.pdf(a))
-            inp = problem.enc(2 * law.cdf(a) - 1)
-        grads = backprop(problem, inputs, slopes, inp)
+        grads = mean_field_grads(problem, problem.X.unsqueeze(0))  # one "draw": [1, B, n0]
         return [g.expand(draws, -1).clone() for g in grads]

@@ -6,8 +6,9 @@
 - ``draw-conv``: one whole-network gradient draw on CIFAR_S1 at batch 64, PSA (``kernel=auto``) and
   deep ST; ``extra_info`` holds draws/s.
 
-Reported numbers and the issue's ratio targets come from ``sbn-bench time --kernels psa-conv,draw-conv``
-(side by side, interleaved); these suites track regressions (guide §5.4).  The compiled kernel compiles
+Reported numbers and the verdicts on the ratio targets come from ``sbn-bench time --kernels
+psa-conv,draw-conv`` (side by side, interleaved); these suites track regressions
+(``docs/timing.md#perf-ab``).  The compiled kernel compiles
 during warm-up.
 """
 

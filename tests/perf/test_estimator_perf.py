@@ -4,9 +4,10 @@ Skipped in the default run (``--benchmark-skip``); run with
 ``pytest tests/perf --benchmark-only -k estimator``.  Everything runs on one CPU thread.
 
 - ``test_per_draw_cost``: 10,000 draws on ``psa-2-5-5-5`` (200 points), processed in chunks of
-  1,000 draws; ``extra_info`` holds ms per draw and draws/s.  Issue targets (1 thread): ST and
-  REINFORCE <= 0.1 ms per draw, PSA <= 0.3 ms, ARM <= 0.5 ms.  Targets are recorded, not asserted
-  (absolute times are machine-dependent; engineering guide §5.4).
+  1,000 draws; ``extra_info`` holds ms per draw and draws/s.  A benchmark, not a check: absolute
+  times depend on the machine, so nothing is asserted here; comparisons are made side by side
+  (``tox -e perf-ab``, ``docs/timing.md#perf-ab``) and the verdicts on performance targets come
+  from ``sbn-bench time`` (``docs/timing.md#throughput``).
 - ``test_psa_over_st_ratio``: one draw on a ``w-w-w`` network (batch 256), PSA (eager and fused
   kernels) against deep ST measured side by side in alternating rounds (CPU time); ``extra_info``
   holds the median ratio.
@@ -24,7 +25,7 @@ from estimators import registry
 from reference.problems import build_problem, random_problem
 
 TOTAL_DRAWS, CHUNK = 10_000, 1_000
-TARGET_MS = {"st": 0.1, "reinforce": 0.1, "psa": 0.3, "arm": 0.5}
+ESTIMATORS = ("st", "reinforce", "psa", "arm")
 
 
 def _need(spec: str):
@@ -35,7 +36,7 @@ def _need(spec: str):
 
 
 @pytest.mark.perf
-@pytest.mark.parametrize("name", list(TARGET_MS))
+@pytest.mark.parametrize("name", ESTIMATORS)
 def test_per_draw_cost(name, benchmark, one_thread):
     est = _need(name)
     p = build_problem("psa-2-5-5-5")
@@ -47,8 +48,7 @@ def test_per_draw_cost(name, benchmark, one_thread):
 
     benchmark.group = "estimator per-draw cost, psa-2-5-5-5"
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
-    benchmark.extra_info.update(problem="psa-2-5-5-5", draws=TOTAL_DRAWS, chunk=CHUNK, threads=1,
-                                target_ms_per_draw=TARGET_MS[name])
+    benchmark.extra_info.update(problem="psa-2-5-5-5", draws=TOTAL_DRAWS, chunk=CHUNK, threads=1)
     if benchmark.stats is not None:
         med = benchmark.stats.stats.median
         benchmark.extra_info.update(ms_per_draw=med / TOTAL_DRAWS * 1e3, draws_per_s=TOTAL_DRAWS / med)

@@ -11,6 +11,7 @@ import textwrap
 import pandas as pd
 import pytest
 
+from bench.store import Store
 from reports import ReportError, RunResults, build_report
 
 
@@ -77,7 +78,6 @@ def test_all_tasks_failed(tmp_path, synthetic_run):
 
 def test_training_run_gets_training_sections_only(tmp_path, synthetic_run):
     """A run with curves and no score rows: the training section, no empty accuracy sections."""
-    pytest.importorskip("reports.training_curves")
     run = synthetic_run(problems=("shapes",), estimators=("psa",), failed=(), timings=False)
     curves = pd.DataFrame([dict(task_key=run.tasks["task_key"][0], problem="shapes", estimator="psa", epoch=e,
                                 metric=m, value=v)
@@ -124,10 +124,9 @@ def test_typical_run_renders_in_seconds(psa_report):
 
 @pytest.fixture
 def store_db(tmp_path, synthetic_run):
-    store_mod = pytest.importorskip("bench.store")
     run = synthetic_run(estimators=("psa", "reinforce"), timings=False)
     path = tmp_path / "results.sqlite"
-    with store_mod.Store(path, create=True) as store:
+    with Store(path, create=True) as store:
         store.create_run("r20240101-abc", run.manifest, "cafe", preset="smoke")
         for task in run.tasks.to_dict("records"):
             rows = run.scores[run.scores["task_key"] == task["task_key"]].to_dict("records")
