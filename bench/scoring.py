@@ -1,7 +1,7 @@
 r"""The scoring engine: stream an estimator's draws and score them against the exact gradient.
 
 For one (problem, estimator, $N$ draws, grid of $M$) and every parameter group plus ``all``
-(spec §6.8, engineering guide §11.3):
+(``docs/scores.md#metrics``):
 
 - ``bias_norm``: $\lVert b\rVert$ with $\lVert b\rVert^2$ estimated without the noise floor,
   $\lVert\bar g-g\rVert^2-\operatorname{tr}\widehat{\mathrm{Var}}/N$ (clipped at 0); its CI is a

@@ -46,7 +46,7 @@ class Estimator:
     unbiased: ClassVar[bool] = False
     #: paths sampled jointly by one draw (K for leave-one-out, 2 for antithetic pairs).
     paths_per_draw: ClassVar[int] = 1
-    #: the estimate is a function of the sampled path alone (enables exact moments, spec §2.3).
+    #: the estimate is a function of the sampled path alone (enables exact moments, ``docs/exact.md#exact-moments``).
     path_deterministic: ClassVar[bool] = False
     encodings: ClassVar[tuple[str, ...]] = ("pm1", "01")
     noises: ClassVar[tuple[str, ...]] = ("logistic", "gaussian", "uniform")

@@ -1,4 +1,5 @@
-r"""Training checkpoints of the PSA paper's gradient-accuracy protocol (spec §6.4), cached on disk.
+r"""Training checkpoints of the PSA paper's gradient-accuracy protocol (``docs/protocols.md#checkpoints``),
+cached on disk.
 
 The network is trained with **REINFORCE without a baseline** on its expected loss: one sample per
 data point per step, SGD with learning rate 0.03 and momentum 0.9 (no Nesterov), shuffled batches of

@@ -1,6 +1,6 @@
 r"""Exact expected loss and gradient of small SBNs, in float64 (the suite's ground truth).
 
-Two independent algorithms (spec §2):
+Two independent algorithms (``docs/exact.md``):
 
 - ``transfer`` — the layer-by-layer transfer-matrix forward algorithm.  The marginal of each layer's
   joint state is propagated, $P^{k+1}=P^kT^{k+1}$, with data-independent transition matrices

@@ -1,4 +1,5 @@
-r"""Exact mean and single-draw variance of path-deterministic estimators by path enumeration (spec §2.3).
+r"""Exact mean and single-draw variance of path-deterministic estimators by path enumeration
+(``docs/exact.md#exact-moments``).
 
 A path-deterministic estimator is a function $\hat g_b(\text{path})$ of the sampled path of every data
 point.  Enumerating all $2^{\sum_kn_k}$ joint paths of each point with their probabilities

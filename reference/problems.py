@@ -1,12 +1,12 @@
 r"""Named problems, built from a spec string ``name`` or ``name:key=value,...``.
 
-- Bernoulli toys of the literature (peer-landscape.md §4), as one stochastic layer read by an
+- Bernoulli toys of the literature (Liu et al. 2019; Yin & Zhou 2019; Grathwohl et al. 2018), as one stochastic layer read by an
   identity head with the ``squared`` loss, so $f=\sum_i(b_i-t_i)^2$; the input is a single zero
   feature, so each unit's logit is its bias:
   ``toy-liu3`` ($t=(0.6,0.51,0.48)$, logits 0, 0/1 states; the shared-logit gradient is the sum of
   the three bias gradients), ``toy-arm4`` ($t=(0.49,0.499,0.501,0.51)$), ``toy-relax1``
-  ($t=0.499$), and ``toy-psa1`` (spec §8: $\pm1$ state, $a=1$, $f=(x-0.3)^2$).
-- ``psa-2-5-5-5``: the PSA paper's gradient-accuracy network (spec §6.1–6.3): its 2-D data, three
+  ($t=0.499$), and ``toy-psa1`` (``docs/protocols.md#toy``: $\pm1$ state, $a=1$, $f=(x-0.3)^2$).
+- ``psa-2-5-5-5``: the PSA paper's gradient-accuracy network (``docs/protocols.md#psa2020``): its 2-D data, three
   layers of 5 logistic units in 0/1 encoding, a scalar head with the logistic loss, initialised
   $U(-1,1)$ and rescaled layer by layer by analytic moment propagation.
 - ``random``: a random network, ``widths=n0-n1-...-nL``, all weights and biases
@@ -70,7 +70,8 @@ def toy_psa1() -> Problem:
 
 
 def moment_rescale(problem: Problem) -> Problem:
-    r"""Data-dependent rescaling of every stochastic layer by analytic moment propagation (spec §6.3).
+    r"""Data-dependent rescaling of every stochastic layer by analytic moment propagation
+    (``docs/protocols.md#psa2020-init``).
 
     Layer 1 uses the data's per-feature mean and variance; later layers the moments of a unit that
     is on with probability ½ ($(\tfrac12,\tfrac14)$ in 0/1, $(0,1)$ in $\pm1$).  Each unit is set to
@@ -174,12 +175,14 @@ def conv_tiny(seed: int = 0, points: int = 8, encoding: str = "pm1") -> Problem:
                         points=points, encoding=encoding).replace(name=f"conv-tiny-seed{seed}")
 
 
-#: The PSA paper's CIFAR-10 architecture (spec §7): eight binary conv layers, no padding, no pooling.
+#: The PSA paper's CIFAR-10 architecture (``docs/protocols.md#cifar-s1``): eight binary conv layers, no
+#: padding, no pooling.
 CIFAR_S1 = ((96, 3, 1), (96, 3, 1), (96, 3, 2), (192, 3, 1), (192, 3, 1), (192, 3, 2), (192, 3, 1), (192, 1, 1))
 
 
 def cifar_s1(points: int = 16, seed: int = 0, encoding: str = "pm1") -> Problem:
-    """CIFAR_S1 (spec §7) on random 3x32x32 inputs in [0, 1] with a 10-class softmax head; the framework's
+    """CIFAR_S1 (``docs/protocols.md#cifar-s1``) on random 3x32x32 inputs in [0, 1] with a 10-class softmax
+    head; the framework's
     default (Kaiming-uniform) initialisation.  Too large for the exact reference; used for timing and training."""
     rng = np.random.default_rng(seed)
     C, H, W = 3, 32, 32
@@ -220,7 +223,7 @@ def problem_names() -> list[str]:
 
 
 def build_problem(spec: str, cache_dir: str | None = None) -> Problem:
-    """Build a problem from a preset spec (``psa-2-5-5-5:seed=3``), a checkpoint of one
+    """Build a problem from a named-problem spec (``psa-2-5-5-5:seed=3``), a checkpoint of one
     (``psa-2-5-5-5@chk-100``, trained once and cached under ``cache_dir``) or an ``.npz`` path."""
     base, epoch = split_spec(spec.strip())
     if epoch is not None:

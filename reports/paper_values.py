@@ -1,12 +1,12 @@
-"""Published values of the PSA paper's gradient-accuracy figures, as data (estimators-spec.md §6.9).
+"""Published values of the PSA paper's gradient-accuracy figures, as data (``docs/protocols.md#published-values``).
 
 Source: A. Shekhovtsov, V. Yanush, B. Flach, *Path Sample-Analytic Gradient Estimators for
 Stochastic Binary Networks*, NeurIPS 2020, arXiv:2006.03143 — the per-layer figures of relative
 RMSE and mean cosine similarity against the number of averaged draws M, for the 2-5-5-5 network at
 checkpoints chk-100 and chk-2000. The numbers were **read off the published figures** (reading
-accuracy about 1%; the M = 9000 column rests on 2 trials and is noisy), transcribed here from the
-project's specification, §6.9. A re-trained network differs from the published one, so a run is
-expected to agree qualitatively, not to the digit.
+accuracy about 1%; the M = 9000 column rests on 2 trials and is noisy); ``docs/protocols.md``
+lists them under *published values*.  A re-trained network differs from the published one, so a
+run is expected to agree qualitatively, not to the digit.
 
 Layout: ``VALUES[(checkpoint, metric)][method]`` is a 4-tuple over the groups ``GROUPS`` (layer 0
 = first hidden, layer 1, layer 2 = last hidden, head = "layer 3" in the paper), each a tuple over
@@ -25,7 +25,7 @@ PROBLEM_PREFIX = "psa-2-5-5-5@"
 CHECKPOINTS = ("chk-100", "chk-2000")
 GROUPS = ("layer0", "layer1", "layer2", "head")
 M_GRID = {"rel_rmse": (1, 10, 100, 1000, 9000), "cos_mean": (1, 10, 100, 9000)}
-# The figures' legend order (§6.6), with ARM appended last as in the paper.
+# The figures' legend order (``docs/protocols.md#psa2020``), with ARM appended last as in the paper.
 METHOD_SPECS = {
     "REINFORCE": "reinforce",
     "Concrete-t=0.1": "concrete:tau=0.1",

@@ -153,7 +153,7 @@ def estimator_groups(run: RunResults, problem: str) -> list[tuple[str, list[str]
     """The problem's estimator labels split into figures: ``(title, labels)`` each.
 
     In a ``psa2020`` run the first figure holds the PSA paper's methods in its legend order
-    (estimators-spec.md §6.6), the others follow; any run with more than ``ESTIMATORS_PER_FIGURE``
+    (``docs/protocols.md#psa2020``), the others follow; any run with more than ``ESTIMATORS_PER_FIGURE``
     estimators is split into figures of at most that many, in run order.  Failed tasks stay with
     their estimator's figure (as legend entries marked failed).
     """

@@ -1,4 +1,5 @@
-"""This run against the PSA paper's published figure values (``psa2020`` runs; estimators-spec.md §6.9).
+"""This run against the PSA paper's published figure values (``psa2020`` runs;
+``docs/protocols.md#published-values``).
 
 For each checkpoint (chk-100, chk-2000), method, layer group and M of the published grid, the
 comparison holds this run's value, the paper's value, their difference (run - paper) and ratio

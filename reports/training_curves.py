@@ -14,7 +14,7 @@ each ``*_loss, *_acc_1, *_acc_k, *_entropy``; ``seconds``, ``wall_seconds``; ``l
   expected loss (training running estimate solid, validation dashed), validation accuracy
   (k-sample ensemble solid, 1 sample dotted), test accuracy (same styles), mean unit entropy.
 - :func:`samples_figure` — per problem, the final test accuracy of the m-path ensemble against m
-  (``test_acc_m{m}`` rows; spec §7's "test accuracy against the number of samples").
+  (``test_acc_m{m}`` rows; ``docs/protocols.md#cifar``'s "test accuracy against the number of samples").
 - :func:`search_figure` — per problem, the learning-rate trials: objective against log10 lr.
 - :func:`training_sections` — the above as report sections (see the module's hook-up note).
 """

@@ -28,7 +28,8 @@ from reference.problems import toy_psa1
 def to_01(problem):
     """The 0/1-parametrised problem computing the same network: W01 = 2W, b01 = b - W 1 past the first layer.
 
-    A layer reading pm1 states with (W, b) equals a layer reading 0/1 states with (2W, b - W 1) (spec §1.4);
+    A layer reading pm1 states with (W, b) equals a layer reading 0/1 states with (2W, b - W 1)
+    (``docs/model.md#encodings``);
     the first layer reads the real input and is unchanged.
     """
     ws, bs = list(problem.weights), list(problem.biases)
@@ -145,7 +146,8 @@ def exact_moments(fn, problem, check_total: bool = False):
     """Exact mean and single-draw variance per group of a path-deterministic ``fn(problem, path)``.
 
     The batch estimate averages independent per-point estimates: mean = average of the per-point
-    means, variance = sum of per-point variances / B^2 (spec §2.3).  With ``check_total``, also asserts
+    means, variance = sum of per-point variances / B^2 (``docs/exact.md#exact-moments``).  With
+    ``check_total``, also asserts
     that each point's path probabilities sum to one.
     """
     B = problem.batch_size

@@ -11,7 +11,7 @@ from reference import build_problem, exact
 
 def add_parser(sub) -> None:
     p = sub.add_parser("exact", help="exact expected loss and gradient (transfer matrix or brute force)")
-    p.add_argument("--problem", required=True, help="preset spec (e.g. psa-2-5-5-5, random:widths=2-8-8) or FILE.npz")
+    p.add_argument("--problem", required=True, help="problem spec (e.g. psa-2-5-5-5, random:widths=2-8-8) or FILE.npz")
     p.add_argument("--method", choices=("transfer", "brute"), default="transfer")
     p.add_argument("--memory-budget", type=float, default=4.0, metavar="GIB", help="refuse problems above this (GiB)")
     p.add_argument("--json", action="store_true", help="print the full gradient as JSON")

@@ -9,7 +9,7 @@ from reference import build_problem, load_problem, save_problem
 
 def add_parser(sub) -> None:
     p = sub.add_parser("problem", help="describe a problem; --save writes it in the .npz problem format")
-    p.add_argument("spec", help="preset spec (e.g. psa-2-5-5-5:seed=1) or FILE.npz")
+    p.add_argument("spec", help="problem spec (e.g. psa-2-5-5-5:seed=1) or FILE.npz")
     p.add_argument("--save", metavar="FILE.npz", help="write the problem to this file")
     p.add_argument("--encoding", choices=("pm1", "01"), help="override the encoding of a problem file")
     p.add_argument("--noise", choices=("logistic", "gaussian", "uniform"), help="override the noise of a problem file")

@@ -1,6 +1,6 @@
 r"""Convolutional kernels of ``sbn-bench time``: PSA's conv backward per layer, and whole-network draws.
 
-- ``psa-conv`` — for every hidden layer pair of the conv network (default CIFAR_S1, spec §7, at
+- ``psa-conv`` — for every hidden layer pair of the conv network (default CIFAR_S1, ``docs/protocols.md#cifar``, at
   ``conv_batch`` = 16 points, one draw): PSA's flip-difference backward through that layer
   (:mod:`estimators.kernels.psa_conv`, :mod:`estimators.kernels.psa_conv_fused`) against the framework's conv
   backward of the same shape, i.e. ST's input gradient ``conv_transpose2d`` ($\delta\mapsto
@@ -54,7 +54,7 @@ DRAW_ESTIMATORS = ("psa:kernel=auto", "st")
 
 
 def conv_network(ctx: Context, points: int):
-    """The configured conv network (``conv_net``, a preset spec) with ``points`` random data points."""
+    """The configured conv network (``conv_net``, a problem spec) with ``points`` random data points."""
     spec = ctx.cfg.conv_net
     p = build_problem(spec + ("," if ":" in spec else ":") + f"points={points},seed={ctx.cfg.seed}")
     return p.to(dtype=ctx.dtype, device=ctx.device)

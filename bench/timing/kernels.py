@@ -1,6 +1,6 @@
 r"""Kernel suites of ``sbn-bench time``: device peaks, sampling forward, estimator draws, exact reference.
 
-Items per call (engineering guide §7):
+Items per call (``docs/timing.md#throughput``):
 
 - ``sampling`` — binary states, $D\,B\sum_{k\ge1}n_k$ per sampled forward pass; on CUDA the % is of
   memory bandwidth for the minimal bytes (read the input and weights, write the states); ratio to a

@@ -1,6 +1,6 @@
 r"""Measuring primitives of ``sbn-bench time``: warm-up, interleaved ``blocked_autorange``, peak memory.
 
-Rules (engineering guide §6–§7):
+Rules (``docs/timing.md``):
 
 - every reported time comes from ``torch.utils.benchmark.Timer(...).blocked_autorange`` with
   ``num_threads = torch.get_num_threads()`` (the Timer's default of 1 would understate CPU

@@ -1,6 +1,6 @@
 r"""Device peaks for "% of peak": derived from the detected device, never a constant.
 
-CUDA (engineering guide §7):
+CUDA (``docs/timing.md#throughput``):
 
 - SM count from ``torch.cuda.get_device_properties``; SM clock from NVML (``nvidia-ml-py``, the
   maximum SM clock) when importable, else the device properties' ``clock_rate``, else a datasheet

@@ -1,6 +1,6 @@
 """Timing A/B gate: the pytest-benchmark suite of a base commit against the candidate, in one job.
 
-Absolute timings stored from another job are noise on shared runners (engineering guide §5.4), so
+Absolute timings stored from another job are noise on shared runners (``docs/timing.md#perf-ab``), so
 this never reads stored timings.  It exports ``BASE_REF`` (default ``origin/main``, else
 ``HEAD~1``) with ``git archive`` into a temporary directory, then runs the perf suite
 ``rounds`` times per tree, **alternating** base and candidate (base first in even rounds,

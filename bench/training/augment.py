@@ -2,7 +2,8 @@ r"""Training-time image augmentation, vectorised over the batch: random horizont
 
 For a batch of images ``[B, C*H*W]`` (flat) or ``[B, C, H, W]`` with geometry ``(C, H, W)``: each image is mirrored
 left-right with probability ½, zero-padded by ``pad`` pixels on every side and cropped back to
-``H x W`` at an offset drawn uniformly from ``{0..2*pad}^2`` (spec §7: flip, then a 32x32 crop after
+``H x W`` at an offset drawn uniformly from ``{0..2*pad}^2`` (``docs/protocols.md#cifar``: flip, then a 32x32
+crop after
 4-pixel zero padding).  All randomness comes from the explicit ``generator``; one gather does the
 crops of the whole batch.  Cost: O(B·C·H·W) memory traffic, no Python loop over images.
 """

@@ -5,8 +5,9 @@ flip-and-crop augmentation to image data when asked (:mod:`bench.training.augmen
 metrics of the true binary SBN on that batch *before* the update (``k`` sample paths per point,
 :func:`bench.training.metrics.batch_sums`), draws **one** gradient estimate of the batch-mean expected
 loss, ``estimator.estimate(batch, 1, gen)``, clips it elementwise to ``[-clip, clip]`` and takes an
-optimiser step: SGD with Nesterov momentum (``sgd``, the spec §7 protocol), heavy-ball momentum
-(``momentum``, the spec §6.4 checkpoint protocol) or Adam.  The loop only uses the generic Problem
+optimiser step: SGD with Nesterov momentum (``sgd``, the ``docs/protocols.md#cifar`` protocol), heavy-ball momentum
+(``momentum``, the ``docs/protocols.md#checkpoints`` checkpoint protocol) or Adam.  The loop only uses the
+generic Problem
 API (``group_params`` / ``with_group_params``, ``sample_path``, ``head``), so any layer kind the
 model supports trains unchanged.
 
@@ -17,7 +18,7 @@ gradient estimation and optimiser steps, device-synchronised) and ``wall_seconds
 everything included).  Three independent generators drive data order and augmentation, the
 estimator's sampling, and evaluation, so the training trajectory does not depend on ``k``.
 After the last epoch, ``test_acc_m{m}`` is the test accuracy of the ensemble of ``m`` sample paths
-for each ``m`` of ``ensemble_sizes`` (spec §7: test accuracy against the number of samples).
+for each ``m`` of ``ensemble_sizes`` (``docs/protocols.md#cifar``: test accuracy against the number of samples).
 Training stops at the first non-finite parameter ("diverged"), keeping the records so far.
 """
 

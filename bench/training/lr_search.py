@@ -1,4 +1,5 @@
-r"""Learning-rate search as in the PSA paper (spec §7): bounded Brent minimisation over $\log_{10}\mathrm{lr}$.
+r"""Learning-rate search as in the PSA paper (``docs/protocols.md#cifar``): bounded Brent minimisation over
+$\log_{10}\mathrm{lr}$.
 
 ``scipy.optimize.minimize_scalar(method="bounded")`` (golden section with parabolic steps) minimises
 $h(t)=\text{objective}(10^t)$ over $t\in[\text{lo},\text{hi}]$ (default $[-6,0]$).  Each evaluation

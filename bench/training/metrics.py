@@ -4,7 +4,8 @@ For data points $b$ and $k$ independent sample paths $s$ (``sample_path(net, k, 
 over ``[k, B, n]``), with head outputs $\eta_{s,b}$:
 
 - expected loss $\hat{\mathcal L}=\frac1{Bk}\sum_{b,s}f(\eta_{s,b},y_b)$ — an unbiased estimate of
-  the expected loss (plain average; the flip-mixed head of spec §3.6 would lower its variance);
+  the expected loss (plain average; the flip-mixed head of ``docs/estimators/psa.md#flip-mixed-head`` would
+  lower its variance);
 - 1-sample accuracy: the prediction of path $s=1$ alone (argmax of $\eta$; sign of $\eta$ for the
   logistic loss);
 - k-sample ensemble accuracy: the argmax of the mean softmax $\frac1k\sum_s\mathrm{softmax}(\eta_{s,b})$;

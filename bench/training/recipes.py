@@ -1,7 +1,7 @@
 """Training configurations: a frozen :class:`TrainConfig` built from defaults < recipe < flags, and the recipes.
 
 =====================  ===========================================================================
-``cifar-psa2020``      the PSA paper's CIFAR-10 protocol (spec §7): CIFAR_S1 (``cifar10-s1``),
+``cifar-psa2020``      the PSA paper's CIFAR-10 protocol (``docs/protocols.md#cifar``): CIFAR_S1 (``cifar10-s1``),
                        flip-and-crop augmentation (4-pixel padding), batch 64, SGD with Nesterov
                        momentum 0.9, gradients clipped to ±1e3, a 10-trial learning-rate search of
                        5-epoch runs over log10 lr in [-6, 0], 10 samples for the ensemble and loss
@@ -9,7 +9,8 @@
 ``small``              the same methods and protocol on CPU in minutes: the generated 12x12 glyph
                        images (``shapes``), a 144-64-64-10 network, 1-pixel crop padding, 30 epochs,
                        a 5-trial search of 2-epoch runs.
-``psa2020-checkpoints``  spec §6.4: the 2-5-5-5 network on the PSA 2-D data, REINFORCE, heavy-ball
+``psa2020-checkpoints``  ``docs/protocols.md#checkpoints``: the 2-5-5-5 network on the PSA 2-D data, REINFORCE,
+heavy-ball
                        momentum 0.9, lr 0.03, batch 10, 2000 epochs, float64, checkpoints after epochs
                        1, 100, 200, 500, 1000, 1500, 2000 (score them with ``sbn-bench run
                        --problem-file``).
@@ -26,7 +27,7 @@ from estimators.errors import InputError
 
 __all__ = ["TrainConfig", "RECIPES", "PAPER_METHODS"]
 
-#: the eight methods of the PSA paper's CIFAR-10 experiment (spec §7), in its order.
+#: the eight methods of the PSA paper's CIFAR-10 experiment (``docs/protocols.md#cifar``), in its order.
 PAPER_METHODS = ("psa", "st", "concrete:tau=0.5", "tanh", "reinforce", "adf", "local-reparam", "st-hardtanh")
 
 

@@ -3,8 +3,9 @@ r"""Training problems: a data set plus an initialised network, named by a spec `
 =================  ==========================================================================
 ``psa2d``          the PSA paper's 2-D data (:func:`reference.datasets.psa2d`), layers ``widths``
                    (default ``5-5-5``), 0/1 states, scalar head, logistic loss; initialised as in
-                   spec §6.3: $U(-1,1)$, then analytic moment rescaling.  With the defaults the
-                   network equals the ``psa-2-5-5-5`` preset exactly.
+                   ``docs/protocols.md#psa2020-init``: $U(-1,1)$, then analytic moment rescaling.  With the
+                   defaults the
+                   network equals the named problem ``psa-2-5-5-5`` exactly.
 ``shapes``         the generated glyph images (:func:`reference.datasets.shapes`), fully connected
                    ``widths`` (default ``64-64``), ±1 states, softmax head over 10 classes.
 ``shapes-conv``    the glyph images read by binary convolutional layers (``channels``, ``kernels``,
@@ -15,7 +16,7 @@ r"""Training problems: a data set plus an initialised network, named by a spec `
                    (:data:`reference.problems.CIFAR_S1`: 8 binary conv layers, no padding/pooling).
 =================  ==========================================================================
 
-Image networks use the spec §7 initialisation: the framework default (Kaiming-uniform)
+Image networks use the ``docs/protocols.md#cifar`` initialisation: the framework default (Kaiming-uniform)
 $U(\pm1/\sqrt{\text{fan-in}})$ for weights and biases, then one forward pass of ``init_points``
 training images through the mean-field network ($\mathbb E[\mathrm{enc}(x)\mid a]$, i.e. $\tanh(a/2)$
 for logistic noise in ±1) rescaling each layer so that its pre-activations have zero mean and unit
@@ -135,7 +136,8 @@ def _psa2d(widths: str = "5-5-5", seed: int = 0, train: int = 200, val: int = 10
     ds = psa2d(seed, train, val, test)
     U = _uniform(seed)
     p = _network(ds, _widths(2, widths), lambda shape, _fan: U(shape, 1.0), 1.0, encoding, "psa2d")
-    full = p.replace(X=ds.X_train, y=ds.y_train)  # moments of the whole training set, as spec §6.3
+    full = p.replace(X=ds.X_train, y=ds.y_train)  # moments of the whole training set, as
+    # ``docs/protocols.md#psa2020-init``
     return ds, moment_rescale(full).subset(slice(0, TEMPLATE_POINTS))
 
 
@@ -169,7 +171,7 @@ def _cifar10_fc(widths: str = "512-512", seed: int = 0, encoding: str = "pm1", i
 
 
 def _cifar10_s1(seed: int = 0, encoding: str = "pm1", init_points: int = 64, cifar_dir: str | None = None):
-    """CIFAR_S1; the rescaling batch is one training batch of 64 images, as spec §7 says."""
+    """CIFAR_S1; the rescaling batch is one training batch of 64 images, as ``docs/protocols.md#cifar`` says."""
     ds = _cifar_data(cifar_dir, seed)
     return ds, _conv_network(ds, [(c, k, s, 0) for c, k, s in CIFAR_S1], encoding, seed, "cifar10-s1", init_points)
 
@@ -179,7 +181,7 @@ TRAIN_PROBLEMS = {
     "shapes": (_shapes, "generated 10-class glyph images size x size, FC widths=64-64, +-1, softmax"),
     "shapes-conv": (_shapes_conv, "the glyph images through binary conv layers channels=8-8, kernels=3, strides=1-2"),
     "cifar10-fc": (_cifar10_fc, "CIFAR-10 (--cifar-dir), fully connected widths=512-512, +-1, softmax"),
-    "cifar10-s1": (_cifar10_s1, "CIFAR-10 (--cifar-dir) with the all-convolutional CIFAR_S1 of the PSA paper (``docs/protocols.md#cifar-s1``)"),
+    "cifar10-s1": (_cifar10_s1, "CIFAR-10 (--cifar-dir) through the PSA paper's all-convolutional CIFAR_S1"),
 }
 
 

@@ -1,4 +1,4 @@
-r"""ADF: analytic (assumed-density) moment propagation through the SBN (spec §5.12).
+r"""ADF: analytic (assumed-density) moment propagation through the SBN (``docs/estimators/relaxations.md#adf``).
 
 Every unit is summarised by its mean $m$ and variance $v$, assuming independence; the real input
 has $v=0$.  Per layer

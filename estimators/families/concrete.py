@@ -1,4 +1,4 @@
-r"""Concrete / Gumbel-Softmax relaxation of the whole SBN (spec §5.9).
+r"""Concrete / Gumbel-Softmax relaxation of the whole SBN (``docs/estimators/relaxations.md#concrete``).
 
 Each unit $x=\operatorname{sign}(a-Z)$ is replaced by a smooth function of **the same** noise,
 $Z=F^{-1}(u)$ with $u\sim U(0,1)$, in the suite's temperature convention ($\tau$ in sigmoid form):

@@ -1,6 +1,7 @@
-r"""Local expectation gradients for deep SBNs (spec §5.8).
+r"""Local expectation gradients for deep SBNs (``docs/estimators/score-function.md#local-expectation``).
 
-Every unit $(k,i)$ is summed over its two states exactly (spec §3.2, Step A), with the other units
+Every unit $(k,i)$ is summed over its two states exactly (``docs/estimators/psa.md#derivation``, Step A), with
+the other units
 and layers sampled:
 $$\hat g(\theta^k)=\sum_i\nabla_{\theta^k}p(x^k_i\mid x^{k-1})\,\big(\tilde f(x^k)-\tilde f(x^k_{\downarrow i})\big),
 \qquad\nabla_{\theta^k}p(x^k_i\mid x^{k-1})=x^k_iF'(a^k_i)\,\nabla_{\theta^k}a^k_i,$$

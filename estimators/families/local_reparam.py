@@ -1,4 +1,5 @@
-r"""Local reparameterisation: moment propagation with a sampled Gaussian pre-activation (spec §5.13).
+r"""Local reparameterisation: moment propagation with a sampled Gaussian pre-activation
+(``docs/estimators/relaxations.md#local-reparameterisation``).
 
 As ADF (:mod:`estimators.families.adf`), every unit is passed on by its mean and variance, but instead of the
 Gaussian expectation each layer samples its pre-activation,

@@ -1,4 +1,5 @@
-r"""MuProp — REINFORCE with a first-order Taylor control variate of a mean-field network (spec §5.6).
+r"""MuProp — REINFORCE with a first-order Taylor control variate of a mean-field network
+(``docs/estimators/score-function.md#muprop``).
 
 For layer $k$ let $\bar x^k$ be an expansion point and $\bar f_k(\cdot)$ the **mean-field
 continuation**: the deterministic network that maps a (relaxed, $\pm1$-scale) state $m^k$ of layer
@@ -16,7 +17,8 @@ $x^k$ are independent with $\mathbb E[x^k_i\mid x^{k-1}]=2F(a^k_i)-1$, so
 $\mathbb E[h_k(x^k)\nabla_{\theta^k}\log p(x^k\mid x^{k-1})\mid x^{<k}]
 =\nabla_{\theta^k}\mathbb E[h_k(x^k)\mid x^{k-1}]=\sum_iJ_{k,i}\,2F'(a^k_i)\nabla_{\theta^k}a^k_i$
 exactly, because $h_k$ is affine in $x^k$.  The analytic term therefore cancels the control
-variate's mean, and what remains is plain REINFORCE, which is unbiased (spec §5.1).  No
+variate's mean, and what remains is plain REINFORCE, which is unbiased
+(``docs/estimators/score-function.md#reinforce``).  No
 approximation is involved; the Taylor expansion only affects the variance.
 
 Expansion points (``point=``):

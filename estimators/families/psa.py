@@ -1,4 +1,5 @@
-r"""PSA — the path sample-analytic estimator (spec §3.2–3.7, §3.10).
+r"""PSA — the path sample-analytic estimator (``docs/estimators/psa.md``,
+``docs/estimators/psa.md#encodings-and-noises``).
 
 From one sampled path per data point, with $D^k_i$ the (approximate) effect on the loss of
 flipping unit $i$ of layer $k$:
@@ -8,7 +9,8 @@ $$\hat g(\theta^k)=\frac1B\sum_b\sum_ix^k_iF'(a^k_i)\,D^k_i\,\nabla_{\theta^k}a^
 \hat g(\theta^{L+1})=\nabla_{\theta^{L+1}}f(x^L),$$
 with flip scale $s=2$ (``pm1``) or $1$ (``01``).  The hidden recursion is
 :func:`estimators.kernels.psa_fc.flip_backward` for fully connected layers and
-:func:`estimators.kernels.psa_conv.conv_flip_backward` (the "ratio convolution", spec §3.8) for
+:func:`estimators.kernels.psa_conv.conv_flip_backward` (the "ratio convolution",
+``docs/estimators/psa.md#convolutional``) for
 convolutional ones; layer gradients go through :meth:`~estimators.model.Problem.param_grad`.
 
 References: Shekhovtsov, Yanush & Flach, NeurIPS 2020, arXiv:2006.03143.
@@ -62,11 +64,12 @@ class PSA(Estimator):
     ($n_L$ extra head evaluations) and $D^k_i=\sum_jx^{k+1}_j[F(a^{k+1}_j)-F(a^{k+1}_j-sW_{ji}x^k_i)]D^{k+1}_j$.
 
     Bias: only from the first-order truncation of the difference of two product distributions
-    (spec §3.2 step C).  Unbiased for the head, for the last hidden layer and for every network
+    (``docs/estimators/psa.md#derivation`` step C).  Unbiased for the head, for the last hidden layer and for
+    every network
     with one hidden layer; the bias grows with the weight scale and the distance from the head.
 
     Hyperparameters:
-        head: ``plain`` (default) or ``flip-mixed`` (spec §3.6): the head gradient of
+        head: ``plain`` (default) or ``flip-mixed`` (``docs/estimators/psa.md#flip-mixed-head``): the head gradient of
             $E=f(x)(1-\sum_i\pi_i)+\sum_if(x_{\downarrow i})\pi_i$, $\pi_i=(1-p(x^L_i\mid x^{L-1}))/n_L$
             held constant — unbiased, usually lower variance; hidden gradients are unchanged.
         kernel: ``auto`` (default: the fastest for the problem's device, noise and dtype — Triton on

@@ -1,4 +1,5 @@
-r"""REBAR: REINFORCE with a Concrete control variate, per layer (spec §5.7), logistic noise.
+r"""REBAR: REINFORCE with a Concrete control variate, per layer (``docs/estimators/score-function.md#rebar``),
+logistic noise.
 
 For a unit with logit $a$ and logistic noise, $z=a-Z$ ($Z=\operatorname{logit}u$) gives the hard state
 $b=\operatorname{sign}z$.  With a fresh $v\sim U(0,1)$, $\rho=\operatorname{logit}(1-v)$, the

@@ -1,10 +1,12 @@
-r"""REINFORCE (score-function) estimators: plain or with a baseline, and leave-one-out (spec §5.1–5.3).
+r"""REINFORCE (score-function) estimators: plain or with a baseline, and leave-one-out
+(``docs/estimators/score-function.md#reinforce``).
 
 For hidden layer $k$ the score term of one data point is
 $$\hat g(\theta^k)=(f(x^L)-c)\,\nabla_{\theta^k}\log p(x^k\mid x^{k-1}),\qquad
 \partial_{a^k_i}\log p(x^k_i\mid\cdot)=\frac{x^k_iF'(a^k_i)}{F(x^k_ia^k_i)},$$
 and the head gradient is pathwise, $\nabla_{\theta^{L+1}}f(x^L)$.  The estimate is unbiased whenever
-$c$ is independent of the draw's own $x^k$ and of everything sampled after it (spec §5.2), since
+$c$ is independent of the draw's own $x^k$ and of everything sampled after it
+(``docs/estimators/score-function.md#baselines``), since
 $\mathbb E[\nabla\log p(x^k\mid x^{k-1})\mid x^{<k}]=0$.
 
 References: Williams, Machine Learning 1992; Mnih & Gregor, ICML 2014 (baselines);
@@ -129,7 +131,8 @@ class Reinforce(Estimator):
 @register
 @dataclass(frozen=True)
 class ReinforceLOO(Estimator):
-    r"""Leave-one-out REINFORCE over $K$ jointly used paths per draw (spec §5.3).
+    r"""Leave-one-out REINFORCE over $K$ jointly used paths per draw
+    (``docs/estimators/score-function.md#leave-one-out``).
 
     $$\hat g=\frac1K\sum_{m=1}^K\Big(f_m-\frac1{K-1}\sum_{l\ne m}f_l\Big)\nabla\log p(x_{(m)})
     \;+\;\frac1K\sum_m\nabla_{\theta^{L+1}}f_m .$$

@@ -1,4 +1,5 @@
-r"""Straight-through Gumbel-Softmax (ST-GS): hard forward, relaxed backward at the same noise (spec §5.10).
+r"""Straight-through Gumbel-Softmax (ST-GS): hard forward, relaxed backward at the same noise
+(``docs/estimators/relaxations.md#st-gumbel``).
 
 Forward: the true binary SBN, $x^k=\operatorname{sign}(a^k-Z^k)$ with $Z^k=F^{-1}(u^k)$ (sampled as
 $u^k<F(a^k)$ by :func:`~estimators.model.sample_path`); every layer and the head read the hard

@@ -1,4 +1,4 @@
-r"""Deep straight-through (ST) and its ad-hoc relatives (spec §4).
+r"""Deep straight-through (ST) and its ad-hoc relatives (``docs/estimators/straight-through.md``).
 
 Forward: the sampled binary network.  Backward: ordinary backpropagation in which every sign unit is
 given a slope $\partial\,\mathrm{enc}(x)/\partial a$:
@@ -14,7 +14,8 @@ $$g^L=\frac{\partial f}{\partial\,\mathrm{enc}(x^L)},\qquad
 | ``st-hardtanh`` | $\mathbb 1[\lvert a\rvert\le1]$ |
 
 The ad-hoc slopes apply to whatever the next layer reads (the encoded state), as in common use;
-so only deep ST is the same estimator in both encodings (spec §1.4, §4.1).  All are biased (deep
+so only deep ST is the same estimator in both encodings (``docs/model.md#encodings``,
+``docs/estimators/straight-through.md#deep-st``).  All are biased (deep
 ST is unbiased for the head and exact for one layer under a loss linear in the states) and all are
 path-deterministic.  Cost per draw: one sampled pass and one backward pass.
 
@@ -62,7 +63,8 @@ class DeepST(StraightThrough):
     r"""Deep straight-through: backprop through each sampled unit with $\frac{d}{da}\mathbb E[\mathrm{enc}(x)\mid a]$.
 
     Slope $2F'(a)$ in ``pm1`` and $F'(a)$ in ``01`` (the sigmoid-adjusted ST) — the same estimator.
-    It is PSA with both finite differences linearised (spec §4.1).  Biased already for the last
+    It is PSA with both finite differences linearised (``docs/estimators/straight-through.md#deep-st``). 
+    Biased already for the last
     hidden layer; unbiased for the head; exact for one layer when $f$ is linear in the states.
     Cost per draw: one sampled pass and one backward pass.
     """
@@ -81,7 +83,8 @@ class IdentityST(StraightThrough):
     r"""Identity straight-through: sampled forward, slope $\partial\,\mathrm{enc}(x)/\partial a=1$.
 
     Biased: 2x deep ST's slope at $a=0$ in ``pm1`` (4x in ``01``) and unboundedly wrong for large
-    $|a|$; the errors compound over depth (spec §4.2).  Cost: one sampled pass and one backward.
+    $|a|$; the errors compound over depth (``docs/estimators/straight-through.md#variants``).  Cost: one
+    sampled pass and one backward.
     """
 
     name: ClassVar[str] = "st-identity"
@@ -98,7 +101,7 @@ class TanhST(StraightThrough):
     r"""tanh straight-through: sampled forward, slope $1-\tanh^2(a)$.
 
     Biased: the derivative of $\mathbb E[x]$ for logistic noise of scale ½, 2x deep ST's slope at
-    $a=0$ and too narrow (spec §4.2).  Cost: one sampled pass and one backward.
+    $a=0$ and too narrow (``docs/estimators/straight-through.md#variants``).  Cost: one sampled pass and one backward.
     """
 
     name: ClassVar[str] = "st-tanh"

@@ -1,4 +1,5 @@
-r"""PSA's flip-difference backward for a convolutional layer pair (spec §3.8, §3.10).
+r"""PSA's flip-difference backward for a convolutional layer pair (``docs/estimators/psa.md#convolutional``,
+``docs/estimators/psa.md#encodings-and-noises``).
 
 Input states $x$ ``[C_in, H, W]`` ($\pm1$), next-layer pre-activations $a$ ``[C_out, H_o, W_o]``,
 weights $W$ ``[C_out, C_in, K, K]``, stride $s$, zero padding $p$, $h_{c,o}=x^{\rm out}_{c,o}D^{\rm out}_{c,o}$

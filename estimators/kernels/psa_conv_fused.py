@@ -1,6 +1,7 @@
 r"""PSA's convolutional flip-difference backward through fused kernels, and the automatic choice.
 
-The same quantity as :func:`estimators.kernels.psa_conv.conv_flip_backward` (spec §3.8).  Every output
+The same quantity as :func:`estimators.kernels.psa_conv.conv_flip_backward`
+(``docs/estimators/psa.md#convolutional``).  Every output
 position $(b,o)$ becomes one row of a fully connected layer pair: the row's inputs are the patch
 that position reads, gathered channels-last from the zero-padded input (``K*K*C_in`` states in
 (offset, channel) order; padded entries are 0), its outputs the ``C_out`` channels at $o$, its

@@ -1,4 +1,5 @@
-r"""PSA's fully connected flip-difference backward kernel (spec §3.4, §3.7, §3.10).
+r"""PSA's fully connected flip-difference backward kernel (``docs/estimators/psa.md#algorithm``,
+``docs/estimators/psa.md#fully-connected``, ``docs/estimators/psa.md#encodings-and-noises``).
 
 For one layer pair, with $x$ the $\pm1$ states of the layer being flipped, $a$ the next layer's
 pre-activations, $W$ its weights and $h_j=x^{\rm out}_jD^{\rm out}_j$:
@@ -209,7 +210,8 @@ def fused_supported(W: torch.Tensor, noise: Noise, flip_scale: float, dtype: tor
 
 def flip_backward_fused(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: torch.Tensor, noise: Noise,
                         flip_scale: float, max_chunk_elems: int = 2**22) -> torch.Tensor:
-    r""":func:`flip_backward` through compiled, non-materialising loops (logistic noise; spec §3.8).
+    r""":func:`flip_backward` through compiled, non-materialising loops (logistic noise;
+    ``docs/estimators/psa.md#convolutional``).
 
     Same arguments and result.  With $A=e^{-a}$, $A'=e^{a}$ and $E=e^{sW^\top}$ (no exponential in
     the inner loop):

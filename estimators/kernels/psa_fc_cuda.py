@@ -1,9 +1,11 @@
 r"""PSA's FC flip-difference backward, fused for CUDA (Triton), with a blocked torch path of the same math.
 
-Same quantity as :func:`estimators.kernels.psa_fc.flip_backward` (spec §3.7): for rows $r$ (draws x
+Same quantity as :func:`estimators.kernels.psa_fc.flip_backward` (``docs/estimators/psa.md#fully-connected``):
+for rows $r$ (draws x
 batch), inputs $i$ and outputs $j$,
 $$D_{ri}=\sum_jh_{rj}F(a_{rj})-\sum_jh_{rj}\,F\big(a_{rj}-s\,W_{ji}x_{ri}\big).$$
-For logistic noise the hard part uses the ratio form of spec §3.8 with both flip signs precomputed,
+For logistic noise the hard part uses the ratio form of ``docs/estimators/psa.md#convolutional`` with both flip
+signs precomputed,
 $$\sigma(a-sWx)=\frac1{1+A\,E^{x}},\qquad A_{rj}=e^{-a_{rj}},\quad E^{\pm}_{ji}=e^{\pm sW_{ji}},$$
 so the inner loop is one select, one multiply-add and one division per term (no exponential).
 Exponents are clamped to $\pm40$ in float32 ($\pm300$ in float64), so $1+AE\le e^{80}$ never

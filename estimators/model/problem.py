@@ -5,12 +5,13 @@ $$a^k=W^k\,\mathrm{enc}(x^{k-1})+b^k,\qquad x^k=\operatorname{sign}(a^k-Z^k),\qq
 \eta=W^{L+1}\mathrm{enc}(x^L)+b^{L+1},$$
 where $Z^k$ is i.i.d. noise (:mod:`estimators.model.noise`) and $\mathrm{enc}$ is the encoding the next
 layer sees: ``pm1`` ($x\in\{-1,+1\}$, the default) or ``01`` ($(x+1)/2$, the sigmoid-belief-network
-convention; spec §1.4).  The real input $x^0$ is never encoded.  States are always *carried* as
+convention; ``docs/model.md#encodings``).  The real input $x^0$ is never encoded.  States are always *carried* as
 $\pm1$ tensors; :meth:`Problem.enc` converts them where a layer reads them.
 
 Layers are fully connected (``W^k [n_k, n_{k-1}]``) or convolutional (``W^k [C_out, C_in, K, K]``
 with a per-channel bias and a :class:`ConvGeom` giving the input map, kernel, stride and zero
-padding; spec §3.8).  Every layer's states are carried flattened (channel-major ``C*H*W``), so all
+padding; ``docs/estimators/psa.md#convolutional``).  Every layer's states are carried flattened (channel-major
+``C*H*W``), so all
 code that samples, enumerates or scores a network is the same for both kinds; only
 :meth:`Problem.preact`, :meth:`Problem.input_grad`, :meth:`Problem.param_grad` and
 :meth:`Problem.moment_preact` look at the kind.
@@ -211,7 +212,7 @@ class Problem:
 
     @property
     def mean_slope(self) -> float:
-        r"""$\frac{d}{da}\mathbb E[\mathrm{enc}(x)\mid a]/F'(a)$: 2 in pm1, 1 in 01 (spec §1.4)."""
+        r"""$\frac{d}{da}\mathbb E[\mathrm{enc}(x)\mid a]/F'(a)$: 2 in pm1, 1 in 01 (``docs/model.md#encodings``)."""
         return self.flip_scale
 
     # ---- parameters as groups ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The estimator contract (engineering guide §13.2), parametrised over the whole registry.
+"""The estimator contract (``docs/estimators/index.md#contract``), parametrised over the whole registry.
 
 Every registered estimator, with default hyperparameters, on small problems:
 - returns ``{group: [D, size]}`` with the problem's group names, dtype and device, finite values;
@@ -151,7 +151,8 @@ def test_bad_draws_and_declarations(name):
         _estimate(name, _problem(name), 0, draws=0)
 
 
-# ---- convolutional networks: the same contract through the conv code paths (spec §3.8) ----------------------
+# ---- convolutional networks: the same contract through the conv code paths
+# (``docs/estimators/psa.md#convolutional``) ----------------------
 #: stride 2 with padding then a 1x1 layer; and a 5x5 kernel with padding 1 then a 3x3 stride-1 layer
 CONV_SPECS = ["conv:input=2x5x5,channels=2-3,kernels=3-1,strides=2-1,paddings=1-0,points=4,seed=1",
               "conv:input=1x6x5,channels=2-2,kernels=5-3,strides=1-1,paddings=1-0,points=3,seed=2"]

@@ -99,7 +99,7 @@ ALPHA, BETA = 1e-4, 1e-3
 PILOT, MIN_N, CHUNK = 4096, 20_000, 2**15
 DEFAULT = ["arm:shared=True", "disarm", "local-expectation", "rebar"]
 REST = ["reinforce", "reinforce:baseline=ema", "reinforce-loo", "muprop", "arm"]
-#: name -> (preset, relative bias size r, cap on N, slow, estimators)
+#: name -> (problem spec, relative bias size r, cap on N, slow, estimators)
 PROBLEMS = {
     "conv-tiny-pm1": ("conv-tiny:seed=3", 0.3, 1_000_000, False, DEFAULT),
     "conv-tiny-pm1-rest": ("conv-tiny:seed=3", 0.2, 4_000_000, True, REST),

@@ -1,4 +1,4 @@
-r"""Seeded statistical unbiasedness tests with a designed false-fail rate and power (guide §11.1, Tier 1).
+r"""Seeded statistical unbiasedness tests with a designed false-fail rate and power (``docs/gate.md#tiers``, Tier 1).
 
 Design (stated once, enforced by assertions):
 
@@ -65,7 +65,7 @@ PSA_ESTIMATORS = ["reinforce:baseline=pilot", "reinforce-loo", "arm:shared=True"
                   "disarm:shared=True", "muprop:point=input", "local-expectation:shared=True"]
 
 _SOFTMAX_GAUSS = "random:widths=2-3-3,points=8,encoding=01,loss=softmax,scale=2,noise=gaussian,seed=17"
-#: name -> (preset spec, data subset, relative bias size r, cap on N, slow, estimators)
+#: name -> (problem spec, data subset, relative bias size r, cap on N, slow, estimators)
 PROBLEMS = {
     "pm1-logistic": ("random:widths=2-3-3,points=8,seed=20", None, 0.1, 2_000_000, False, ESTIMATORS),
     "01-softmax-gauss": (_SOFTMAX_GAUSS, None, 0.2, 2_000_000, False, FAMILY),

@@ -1,4 +1,4 @@
-"""pytest-benchmark machine info for tests/perf: torch, CUDA, device and thread counts (guide §5.2).
+"""pytest-benchmark machine info for tests/perf: torch, CUDA, device and thread counts (``docs/timing.md#perf-ab``).
 
 Comparisons between saved runs then show when the device or the threads changed.
 """

@@ -1,6 +1,7 @@
 """pytest-benchmark suites for convolutional SBNs (``tox -e perf``; skipped by the default ``--benchmark-skip``).
 
-- ``psa-conv``: PSA's conv flip-difference backward for each hidden layer pair of CIFAR_S1 (spec §7)
+- ``psa-conv``: PSA's conv flip-difference backward for each hidden layer pair of CIFAR_S1
+(``docs/protocols.md#cifar``)
   at batch 16, against the framework's conv backward of the same shape (``conv_transpose2d``, ST's
   input gradient).  ``extra_info`` holds terms/s ($N\\,C_{in}K^2C_{out}H_oW_o$ per call).
 - ``draw-conv``: one whole-network gradient draw on CIFAR_S1 at batch 64, PSA (``kernel=auto``) and

@@ -3,7 +3,7 @@
 Throughput goes into ``extra_info`` (items/s = items / median): sampled states, gradient draws, PSA
 terms (one (row, i, j) triple each) against GEMM FLOPs of the same shape, exact joint states.  The
 timer synchronises CUDA before reading the clock; warm-up is on (first calls allocate and compile).
-Reported numbers come from ``sbn-bench time``; these suites track regressions (guide §5.4: compare
+Reported numbers come from ``sbn-bench time``; these suites track regressions (``docs/timing.md#perf-ab``: compare
 base and candidate in the same job, on the median).
 """
 

@@ -1,4 +1,4 @@
-"""Exact estimator moments by path enumeration (spec §2.3).
+"""Exact estimator moments by path enumeration (``docs/exact.md#exact-moments``).
 
 - Tier 0: path probabilities and uniforms are consistent; a test-only score-function estimator
   (unbiased by construction, defined here so that no other module is needed) has an exact mean equal

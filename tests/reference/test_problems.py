@@ -1,4 +1,4 @@
-"""Problem presets, the PSA data and initialisation, and the .npz problem format."""
+"""Named problems, the PSA data and initialisation, and the .npz problem format."""
 
 from __future__ import annotations
 

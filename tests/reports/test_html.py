@@ -136,7 +136,8 @@ def test_psa2020_comparison_section(psa_report):
     n_cols = len([h for h in heads if h not in ("M=1", "M=10", "M=100", "M=1000", "M=9000")]) - 1
     rows = [tab["body"][i:i + n_cols] for i in range(0, len(tab["body"]), n_cols)]
     psa = [r for r in rows if r[0]["text"] == "layer0" and r[1]["text"] == "PSA"][0]
-    assert [c["text"] for c in psa[3:6]] == ["0.174", "0.158", "1.1"]  # run, paper (spec §6.9), ratio
+    assert [c["text"] for c in psa[3:6]] == ["0.174", "0.158", "1.1"]  # run, paper
+    # (``docs/protocols.md#published-values``), ratio
     cos = _table(page, "chk-2000: mean cosine")
     assert any("failed" in c["cls"] and c["text"] == "ARM" for c in cos["body"])
 

@@ -70,7 +70,7 @@ def test_manifest_table_order_and_config(synthetic_run):
 
 
 def test_paper_values_transcription_spot_checks():
-    # cells copied by hand from estimators-spec.md §6.9
+    # cells copied by hand from ``docs/protocols.md#published-values``
     assert VALUES[("chk-2000", "rel_rmse")]["Concrete-t=0.1"][0] == (113.0, 35.9, 11.3, 3.55, 1.4)
     assert VALUES[("chk-100", "rel_rmse")]["PSA"][2] == (0.436, 0.139, 0.0417, 0.0118, 0.00241)
     assert VALUES[("chk-2000", "cos_mean")]["tanh"][0] == (-0.389,) * 4

@@ -162,7 +162,7 @@ def test_divergence_stops_training_and_keeps_the_records():
     assert {r["epoch"] for r in res.rows} == {0} and math.isnan(res.running_loss)
 
 
-def test_initial_network_is_shared_and_equals_the_psa_preset():
+def test_initial_network_is_shared_and_equals_the_named_psa_problem():
     tp = build_train_problem("psa2d")
     ref = build_problem("psa-2-5-5-5")
     for a, b in zip(tp.problem.group_params(), ref.group_params()):
@@ -175,11 +175,11 @@ def test_initial_network_is_shared_and_equals_the_psa_preset():
 
 def test_batch_rescale_standardises_each_conv_channel_and_fc_unit(make_gen):
     from bench.training.setups import batch_rescale
-    from reference.problems import build_problem as preset
+    from reference.problems import build_problem as named_problem
 
     for spec in ("conv:input=2x6x6,channels=3-4,kernels=3-2,strides=1-2,paddings=1-0,points=40,scale=3",
                  "random:widths=5-7-6,points=40,scale=3"):
-        p = preset(spec)
+        p = named_problem(spec)
         q = batch_rescale(p, p.X)
         inp = p.X
         for k in range(q.depth):  # the mean-field forward of the rescaled network, recomputed here
@@ -207,7 +207,8 @@ def test_cifar_s1_problem_has_the_papers_architecture(tmp_path):
     tp = build_train_problem("cifar10-s1:init_points=4", cifar_dir=str(tmp_path))  # a small rescaling batch
     p = tp.problem
     assert p.is_conv and p.depth == 8 and p.n_out == 10 and p.loss == "softmax"
-    assert sum(p.group_sizes) == 1_375_498 and sum(p.widths[1:]) == 221_280  # spec §7's derived counts
+    assert sum(p.group_sizes) == 1_375_498 and sum(p.widths[1:]) == 221_280  # the counts of
+    # ``docs/protocols.md#cifar-s1``
     assert [g.out_hw() for g in p.conv] == [(30, 30), (28, 28), (13, 13), (11, 11), (9, 9), (4, 4), (2, 2), (2, 2)]
 
 

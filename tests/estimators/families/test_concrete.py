@@ -1,4 +1,4 @@
-"""Concrete / Gumbel-Softmax relaxation (spec §5.9, §8).
+"""Concrete / Gumbel-Softmax relaxation (``docs/estimators/relaxations.md#concrete``, ``docs/protocols.md#toy``).
 
 Statistical budget: this module spends 0.75e-4 of the family-wise false-fail rate of the relaxation
 tests (2.5e-4 in all: concrete 0.75e-4, st-gumbel 0.75e-4, adf 0.25e-4, local-reparam 0.25e-4,
@@ -19,7 +19,7 @@ from estimators.errors import InputError
 from helpers import logistic_pdf, noise_of_uniform, pull_back_01, quad_moments, to_01, toy_z_test
 from reference.problems import random_problem
 
-# Spec §8 table: tau -> (GS bias, GS std) as printed (4 decimals).
+# ``docs/protocols.md#toy`` table: tau -> (GS bias, GS std) as printed (4 decimals).
 SPEC_GS = {1: (0.1733, 0.2723), 0.5: (0.1372, 0.4638), 0.25: (0.0845, 0.7120),
            0.125: (0.0450, 1.0505), 0.1: (0.0363, 1.1853), 0.05: (0.0182, 1.7086)}
 A, C = 1.0, 0.3  # toy: x = sign(A - Z), f = (x - C)^2

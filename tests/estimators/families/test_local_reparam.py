@@ -1,4 +1,4 @@
-"""Local reparameterisation (spec §5.13).
+"""Local reparameterisation (``docs/estimators/relaxations.md#local-reparameterisation``).
 
 Statistical budget: 0.25e-4 of the relaxation tests' family-wise false-fail rate of 2.5e-4 (see
 test_concrete.py), split by Bonferroni over every coordinate of this module's z-tests.

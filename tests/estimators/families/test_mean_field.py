@@ -1,4 +1,5 @@
-"""tanh mean-field (spec §5.11): deterministic, equal to autograd of the mean network, encoding
+"""tanh mean-field (``docs/estimators/relaxations.md#tanh``): deterministic, equal to autograd of the mean
+network, encoding
 independent, exact only in the one-layer linear case, biased otherwise.  No randomness."""
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def test_equals_autograd_and_ignores_generator(encoding, noise, make_gen):
 
 
 def test_encoding_independent():
-    """The mean network is the same function after the pm1 -> 0/1 reparametrisation (spec §1.4)."""
+    """The mean network is the same function after the pm1 -> 0/1 reparametrisation (``docs/model.md#encodings``)."""
     p = random_problem("3-3-2", scale=1.0, seed=4, points=4, loss="softmax")
     q = p.replace(weights=(p.weights[0], 2 * p.weights[1]), biases=(p.biases[0], p.biases[1] - p.weights[1].sum(1)),
                   head_weight=2 * p.head_weight, head_bias=p.head_bias - p.head_weight.sum(1), encoding="01")

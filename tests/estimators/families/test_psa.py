@@ -1,5 +1,6 @@
 """PSA: the flip kernel, exact unbiasedness where the spec says so, bias where it does not, the
-backward recursion against a per-pair evaluation, and the flip-mixed head (spec §3, claims 3-5, 9, 10).
+backward recursion against a per-pair evaluation, and the flip-mixed head (``docs/estimators/psa.md``; claims
+3-5, 9, 10 of ``docs/protocols.md#claims``).
 
 Everything here is Tier 0 (exact path enumeration, no randomness in the assertions)."""
 
@@ -169,7 +170,8 @@ def test_automatic_cpu_choice_by_size_noise_and_range(make_gen):
     assert torch.equal(psa_fc.flip_backward_auto(x, a, W, h, law, 2.0), flip_backward(x, a, W, h, law, 2.0))
 
 
-# ---- exact unbiasedness (spec §3.3; claims 3, 4) ---------------------------------------------------
+# ---- exact unbiasedness (``docs/estimators/psa.md#bias``; claims 3, 4)
+# ---------------------------------------------------
 
 @pytest.mark.parametrize("loss", ["logistic", "softmax", "squared"])
 @pytest.mark.parametrize("noise", NOISES)
@@ -195,7 +197,8 @@ def test_deep_unbiased_last_hidden_and_head_biased_first(widths, encoding, noise
 
 
 def test_bias_grows_with_weight_scale():
-    """Spec §3.3 / claim 9: first-layer exact relative bias of PSA and deep ST grows with the hidden scale.
+    """``docs/estimators/psa.md#bias`` / claim 9: first-layer exact relative bias of PSA and deep ST grows with
+    the hidden scale.
 
     Random 2-3-3-3 networks (hidden weights and biases N(0, s^2), head N(0, 1)); for each seed the
     networks at different s are scaled copies.  The geometric mean over 5 seeds must increase with s,
@@ -220,7 +223,7 @@ def test_bias_grows_with_weight_scale():
 # ---- the recursion against an independent per-pair evaluation (claim 5) ---------------------------
 
 def _direct_psa_layers(p, path):
-    """Spec §3.4 evaluated pair by pair with Python scalars: layer gradients [D, size]."""
+    """``docs/estimators/psa.md#algorithm`` evaluated pair by pair with Python scalars: layer gradients [D, size]."""
     F, dF = p.noise_law.cdf, p.noise_law.pdf
     s, L = p.flip_scale, p.depth
     Dn, B = path.x[0].shape[:2]
@@ -262,7 +265,8 @@ def test_backward_equals_per_pair_recursion(encoding, noise, make_gen):
         assert float((got[k] - want[k]).abs().max()) <= 1e-13 * (1 + float(want[k].abs().max()))
 
 
-# ---- flip-mixed head (spec §3.6; claim 10) ---------------------------------------------------------
+# ---- flip-mixed head (``docs/estimators/psa.md#flip-mixed-head``; claim 10)
+# ---------------------------------------------------------
 
 @pytest.mark.parametrize("widths,loss", [("2-3-3", "softmax"), ("3-4", "logistic"), ("2-2-3", "squared")])
 def test_flip_mixed_head_unbiased_lower_variance(widths, loss):

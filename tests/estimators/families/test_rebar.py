@@ -1,4 +1,4 @@
-"""REBAR per layer (spec §5.7), logistic noise.
+"""REBAR per layer (``docs/estimators/score-function.md#rebar``), logistic noise.
 
 Statistical budget: 0.5e-4 of the relaxation tests' family-wise false-fail rate of 2.5e-4 (see
 test_concrete.py), split by Bonferroni over every coordinate of this module's z-tests.

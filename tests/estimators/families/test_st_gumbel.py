@@ -1,4 +1,4 @@
-"""Straight-through Gumbel-Softmax (spec §5.10, §8).
+"""Straight-through Gumbel-Softmax (``docs/estimators/relaxations.md#st-gumbel``, ``docs/protocols.md#toy``).
 
 Statistical budget: 0.75e-4 of the relaxation tests' family-wise false-fail rate of 2.5e-4 (see
 test_concrete.py), split by Bonferroni over this module's ``M_TESTS`` z-tests.
@@ -19,7 +19,7 @@ from estimators.families.st_gumbel import STGumbel, st_gumbel_grads
 from helpers import noise_of_uniform, pull_back_01, quad_moments, to_01, toy_z_test
 from reference.problems import random_problem
 
-# Spec §8 table: tau -> (ST-GS bias, ST-GS std) as printed (4 decimals).
+# ``docs/protocols.md#toy`` table: tau -> (ST-GS bias, ST-GS std) as printed (4 decimals).
 SPEC_STGS = {1: (0.2674, 0.6498), 0.5: (0.1991, 0.9974), 0.25: (0.1185, 1.4599),
              0.125: (0.0624, 2.0990), 0.1: (0.0502, 2.3549), 0.05: (0.0253, 3.3546)}
 A, C = 1.0, 0.3  # toy: x = sign(A - Z), f = (x - C)^2 in +-1

@@ -1,4 +1,5 @@
-"""Deep ST and the ad-hoc ST variants (spec §4; claims 6, 10, 12).  Tier 0: exact enumeration and
+"""Deep ST and the ad-hoc ST variants (``docs/estimators/straight-through.md``; claims 6, 10, 12 of
+``docs/protocols.md#claims``).  Tier 0: exact enumeration and
 per-path identities, no randomness in the assertions."""
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def test_deep_st_unbiased_head_biased_last_hidden():
 @pytest.mark.parametrize("encoding", ["pm1", "01"])
 @pytest.mark.parametrize("noise", ["logistic", "gaussian"])
 def test_deep_st_exact_for_one_layer_linear_loss(encoding, noise, monkeypatch):
-    """Spec §4.1: exact for one layer when f is linear in the states (a test-only linear loss)."""
+    """``docs/estimators/straight-through.md#deep-st``: exact for one layer when f is linear in the states (a
+    test-only linear loss)."""
     monkeypatch.setitem(losses.LOSSES, "linear", LinearLoss())
     monkeypatch.setattr(DeepST, "losses", DeepST.losses + ("linear",))
     p = random_problem("3-4", scale=1.5, seed=1, points=3, encoding=encoding, noise=noise, loss="squared", classes=2)
@@ -105,7 +107,8 @@ def test_deep_st_exact_for_one_layer_linear_loss(encoding, noise, monkeypatch):
 
 
 def test_toy_psa1_moments():
-    """Spec §8 / claim 12: ST on x = sign(1 - Z), f = (x - 0.3)^2: mean +0.1275, bias +0.3634, std 0.6974."""
+    """``docs/protocols.md#toy`` / claim 12: ST on x = sign(1 - Z), f = (x - 0.3)^2: mean +0.1275, bias
+    +0.3634, std 0.6974."""
     p = toy_psa1()
     mean, var = path_moments(registry.get("st"), p)["layer0"]
     truth = float(exact(p).grads["layer0"][1])

@@ -1,4 +1,5 @@
-"""PSA for convolutional layers (spec §3.8): the ratio-convolution kernels against the unfold reference,
+"""PSA for convolutional layers (``docs/estimators/psa.md#convolutional``): the ratio-convolution kernels
+against the unfold reference,
 the reference against the dense (fully connected) form of the same layer, and exact moments of PSA on
 the enumerable ``conv-tiny`` network (unbiased for the last hidden layer and the head).
 

@@ -80,7 +80,7 @@ def test_sampling_is_reproducible_and_uses_the_given_generator():
 
 
 def test_01_encoding_matches_equivalent_pm1_network():
-    """W x01 + b = (W/2) x_pm + (b + W 1/2) for binary inputs (spec §1.4)."""
+    """W x01 + b = (W/2) x_pm + (b + W 1/2) for binary inputs (``docs/model.md#encodings``)."""
     p = random_problem(widths="2-3-3", points=4, encoding="01", seed=2)
     q = p.replace(
         encoding="pm1",
