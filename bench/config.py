@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from estimators.errors import InputError
 
-__all__ = ["ConfigMixin", "SweepConfig", "load_toml", "split_estimators", "SWEEP_PRESETS", "SWEEP_PRESET_EXECUTORS"]
+__all__ = ["ConfigMixin", "SweepConfig", "load_toml", "SWEEP_PRESETS", "SWEEP_PRESET_EXECUTORS"]
 
 
 class ConfigMixin:
@@ -136,18 +136,3 @@ SWEEP_PRESETS: dict[str, dict] = {
 #: Executor used by a preset when ``--executor`` is not given: ``(kind, workers)``.  ``psa2020``
 #: spreads its 60 tasks over two worker processes, one per core.
 SWEEP_PRESET_EXECUTORS: dict[str, tuple[str, int | None]] = {"psa2020": ("process", 2), "scaling": ("process", 2)}
-
-
-def split_estimators(text: str) -> list[str]:
-    """``"psa,reinforce:baseline=ema,decay=0.5,st"`` -> ``["psa", "reinforce:baseline=ema,decay=0.5", "st"]``."""
-    out: list[str] = []
-    for token in (t.strip() for t in text.split(",")):
-        if not token:
-            continue
-        if "=" in token and ":" not in token.split("=", 1)[0] and out and ":" in out[-1]:
-            out[-1] += "," + token
-        else:
-            out.append(token)
-    if not out:
-        raise InputError("--estimators is empty")
-    return out

@@ -24,7 +24,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from estimators import registry
 from estimators.errors import InputError
+from estimators.spec import options_json, parse
 from reports.results import RunResults
 
 __all__ = ["Store", "SCHEMA_VERSION", "DEFAULT_DB"]
@@ -233,11 +235,19 @@ class Store:
 
     # ---- reading -------------------------------------------------------------------------------
     def tasks(self, run_id: str) -> pd.DataFrame:
+        """One row per task; ``estimator_options`` (canonical JSON of every option) and
+        ``estimator_origin`` come from the stored task spec (rows written before they were recorded:
+        options rebuilt from the stored spec by the registry, origin empty)."""
         df = pd.read_sql_query(
-            f"SELECT {', '.join(TASK_COLUMNS)} FROM tasks WHERE run_id = ? ORDER BY rowid", self.con, params=(run_id,)
+            f"SELECT {', '.join(TASK_COLUMNS)}, spec FROM tasks WHERE run_id = ? ORDER BY rowid", self.con,
+            params=(run_id,)
         )
         df["unbiased"] = df["unbiased"].astype(bool)
         df["error"] = df["error"].fillna("")
+        specs = [json.loads(x) if x else {} for x in df.pop("spec")]
+        df["estimator_options"] = [options_json(sp["estimator_options"]) if "estimator_options" in sp
+                                   else _legacy_options(est) for sp, est in zip(specs, df["estimator"])]
+        df["estimator_origin"] = [sp.get("estimator_origin", "") for sp in specs]
         return df
 
     def scores(self, run_id: str) -> pd.DataFrame:
@@ -264,6 +274,14 @@ class Store:
         run_id = self.resolve(ref)
         return RunResults(manifest=self.manifest(run_id), tasks=self.tasks(run_id), scores=self.scores(run_id),
                           timings=self.timings(run_id), curves=self.curves(run_id))
+
+
+def _legacy_options(spec: str) -> str:
+    """Every option of a task stored before options were recorded (parsed once, here, at load)."""
+    try:
+        return options_json(registry.get(spec).options())
+    except InputError:  # an estimator this version no longer has: the options as written
+        return options_json(parse(spec).options)
 
 
 def _num(v) -> float | None:

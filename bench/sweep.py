@@ -50,12 +50,17 @@ def checkpoint_dir(db_path: str) -> str:
 
 
 def expand_estimators(specs) -> list[str]:
-    """Canonical estimator specs, ``*`` expanded to every registered estimator, duplicates removed."""
+    """Canonical estimator specs, ``*`` expanded to every registered estimator, duplicates removed.
+
+    A plugin loaded from a module or file keeps its ``module:Class`` / ``file.py:Class`` form (with
+    canonical options), so worker processes can load it too."""
     out: list[str] = []
     for spec in specs:
         names = registry.names() if spec.strip() == "*" else [spec]
         for s in names:
-            canonical = registry.get(s).spec
+            parsed = registry.resolve(s)
+            est = registry.get(parsed)
+            canonical = est.spec if not parsed.source else parsed.source + est.spec[len(est.name):]
             if canonical not in out:
                 out.append(canonical)
     return out

@@ -10,9 +10,21 @@ problem's own parametrisation and dtype/device.  It is vectorised over draws (on
 own independent sample path in every draw.  Estimators that use several paths jointly declare
 ``paths_per_draw``.
 
-Subclasses are frozen dataclasses whose fields are the hyperparameters (with defaults), declare the
-class attributes below, implement :meth:`Estimator._estimate` and register with
-:func:`estimators.registry.register`.
+Subclasses are frozen dataclasses whose fields are the hyperparameters (options, with defaults and
+declared domains: :func:`estimators.options.option`), declare the class attributes below, and
+implement either
+
+- :meth:`Estimator.from_path` (and set ``has_from_path = True``): the estimates of ``D`` draws from
+  a sampled :class:`~estimators.model.Path` of ``paths_per_draw * D`` rows (path ``m`` of draw
+  ``d`` is row ``m*D + d``) and the call's generator (for any further randomness); the default
+  :meth:`Estimator._estimate` samples the paths and calls it; or
+- :meth:`Estimator._estimate` itself, for estimators whose randomness is not one sampled path.
+
+They register with :func:`estimators.registry.register`.  Declarations that options change
+(``unbiased``, ``paths_per_draw``, ``path_deterministic``, ``has_from_path``) may be overridden by
+properties: every reader asks the instance (:meth:`Estimator.declarations`), never the class.  The
+whole contract, with what :func:`estimators.validate.check_estimator` verifies, is in
+``docs/estimators/index.md#contract``.
 """
 
 from __future__ import annotations
@@ -24,7 +36,8 @@ from typing import ClassVar
 import torch
 
 from .errors import InputError
-from .model import Problem
+from .model import Path, Problem, sample_path
+from .options import check_field
 
 __all__ = ["Estimator", "Cost"]
 
@@ -48,10 +61,18 @@ class Estimator:
     paths_per_draw: ClassVar[int] = 1
     #: the estimate is a function of the sampled path alone (enables exact moments, ``docs/exact.md#exact-moments``).
     path_deterministic: ClassVar[bool] = False
+    #: :meth:`from_path` is implemented (the estimate of a given sampled path).
+    has_from_path: ClassVar[bool] = False
     encodings: ClassVar[tuple[str, ...]] = ("pm1", "01")
     noises: ClassVar[tuple[str, ...]] = ("logistic", "gaussian", "uniform")
     losses: ClassVar[tuple[str, ...]] = ("logistic", "softmax", "squared")
     summary: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        """Check every option against its declared type and domain (one :class:`InputError`)."""
+        for f in dataclasses.fields(self):
+            value = check_field(self.name or type(self).__name__, f, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
 
     # ---- the contract ------------------------------------------------------------------------
     def estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -63,7 +84,18 @@ class Estimator:
         return {name: g.detach() for name, g in zip(problem.group_names, grads)}
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """Per-draw group gradients ``[draws, size]`` (groups in ``problem.group_names`` order).
+
+        The default samples ``paths_per_draw * draws`` paths and calls :meth:`from_path`."""
+        if not self.has_from_path:
+            raise NotImplementedError(f"estimator {self.spec} implements neither _estimate nor from_path")
+        return self.from_path(problem, sample_path(problem, self.paths_per_draw * draws, generator), generator)
+
+    def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Per-draw group gradients of the draws whose sampled paths are ``path`` (``paths_per_draw``
+        rows per draw); ``generator`` feeds any randomness beyond the path (``None`` is accepted by
+        path-deterministic estimators only)."""
+        raise NotImplementedError(f"estimator {self.spec} does not estimate from a given path")
 
     def check(self, problem: Problem) -> None:
         """Raise :class:`InputError` for an encoding, noise or loss this estimator does not support."""
@@ -85,6 +117,16 @@ class Estimator:
     @classmethod
     def hyperparameters(cls) -> dict[str, object]:
         return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    def options(self) -> dict[str, object]:
+        """Every option of this instance (defaults included), by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def declarations(self) -> dict[str, object]:
+        """What this instance declares (options may change it): read this, never the class."""
+        return dict(name=self.name, unbiased=bool(self.unbiased), paths_per_draw=int(self.paths_per_draw),
+                    path_deterministic=bool(self.path_deterministic), has_from_path=bool(self.has_from_path),
+                    encodings=tuple(self.encodings), noises=tuple(self.noises), losses=tuple(self.losses))
 
     @property
     def spec(self) -> str:

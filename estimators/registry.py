@@ -1,61 +1,148 @@
-"""Estimator registry: a class decorator, discovery of every estimator module, and spec parsing.
+"""Estimator registry: a class decorator, discovery (built-in families, entry points, plugin refs), specs.
 
-``@register`` validates an estimator's declarations and files it under its ``name``.  Discovery
-imports every module of :mod:`estimators.families` once, so adding an estimator is one new module
-there (plus its test); the model and the kernels live in packages of their own and need no
-exception list.  ``get("concrete:tau=0.1")`` builds a configured instance; values
-are parsed with :func:`ast.literal_eval` and checked against the field's type.
+``@register`` validates an estimator's declarations and files it under its ``name`` with its
+:class:`~estimators.plugins.Origin`.  Discovery imports every module of :mod:`estimators.families`
+once, then loads the entry points of the group ``sbn_bench.estimators`` (installed plugins); a
+``package.module:Class`` or ``path/file.py:Class`` spec loads that plugin on demand.  Adding a
+built-in estimator is one new module in ``estimators/families`` (plus its test); the model and the
+kernels live in packages of their own and need no exception list.
+
+``get("concrete:tau=0.1")`` builds a configured instance: the spec is parsed once
+(:mod:`estimators.spec`) and every option is checked against its declared type and domain by the
+estimator itself (:mod:`estimators.options`).  Contract violations, name collisions and plugin
+failures are one :class:`ContractError` line.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import importlib
+import inspect
 import pkgutil
 from typing import TypeVar
 
+from . import plugins
 from .base import Estimator
 from .errors import InputError
+from .spec import EstimatorSpec, parse
 
-__all__ = ["register", "get", "names", "classes", "parse_spec"]
+__all__ = ["ContractError", "register", "get", "names", "classes", "origin", "load_plugin", "parse_spec", "resolve"]
 
-_REGISTRY: dict[str, type[Estimator]] = {}
 #: the package whose every module is an estimator family (discovered, never listed by hand)
 FAMILIES = "estimators.families"
+_REGISTRY: dict[str, type[Estimator]] = {}
+_ORIGINS: dict[str, plugins.Origin] = {}
+_loading: list[plugins.Origin] = []  # the origin of the plugin being imported (a stack)
 _discovered = False
 
 E = TypeVar("E", bound=type[Estimator])
 
 
+class ContractError(InputError, TypeError):
+    """An estimator class that breaks the contract, or a name registered twice."""
+
+
+def _check_class(cls: type) -> Estimator:
+    """Validate ``cls`` and return its default instance (declarations are read from instances)."""
+    where = getattr(cls, "__qualname__", repr(cls))
+    if not (isinstance(cls, type) and issubclass(cls, Estimator)):
+        raise ContractError(f"{where} is not an Estimator subclass")
+    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
+        raise ContractError(f"estimator {where} must be a frozen dataclass")
+    name = cls.name
+    if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum() \
+            or name.lower() != name:
+        raise ContractError(f"estimator {where} needs a lower-case alphanumeric name, got {name!r}")
+    if not cls.__doc__ or len(cls.__doc__.strip()) < 40:
+        raise ContractError(f"estimator {name!r} needs a docstring stating its formula, bias and cost")
+    if not isinstance(cls.summary, str) or not cls.summary:
+        raise ContractError(f"estimator {name!r} must declare a one-line summary")
+    try:
+        inst = cls()
+    except InputError as exc:
+        raise ContractError(f"estimator {name!r}: its default options are invalid: {exc}") from None
+    except TypeError as exc:
+        raise ContractError(f"estimator {name!r} must be buildable with default options: {exc}") from None
+    d = inst.declarations()
+    if not isinstance(inst.unbiased, bool) or not isinstance(inst.path_deterministic, bool) \
+            or not isinstance(inst.has_from_path, bool):
+        raise ContractError(f"estimator {name!r}: unbiased, path_deterministic and has_from_path must be booleans")
+    if not isinstance(inst.paths_per_draw, int) or d["paths_per_draw"] < 1:
+        raise ContractError(f"estimator {name!r}: paths_per_draw must be an integer >= 1")
+    overrides_estimate = type(inst)._estimate is not Estimator._estimate
+    overrides_from_path = type(inst).from_path is not Estimator.from_path
+    if not overrides_estimate and not (d["has_from_path"] and overrides_from_path):
+        raise ContractError(f"estimator {name!r} must implement _estimate, or from_path with has_from_path = True")
+    if d["has_from_path"] and not overrides_from_path:
+        raise ContractError(f"estimator {name!r} declares has_from_path but does not implement from_path")
+    for f in dataclasses.fields(cls):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ContractError(f"estimator {name!r}: option {f.name!r} needs a default")
+    return inst
+
+
+def _origin_for(cls: type) -> plugins.Origin:
+    if _loading:
+        return _loading[-1]
+    module = inspect.getmodule(cls)
+    if module is not None and module.__name__.startswith(FAMILIES + "."):
+        return plugins.builtin_origin()
+    return plugins._module_origin(module) if module is not None else plugins.Origin("module", "?", "unknown")
+
+
 def register(cls: E) -> E:
     """Class decorator: validate the declarations and register ``cls`` under ``cls.name``."""
-    if not (isinstance(cls, type) and issubclass(cls, Estimator)):
-        raise TypeError(f"{cls!r} is not an Estimator subclass")
-    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
-        raise TypeError(f"estimator {cls.__name__} must be a frozen dataclass")
+    _check_class(cls)
     name = cls.name
-    if not name or not name.replace("-", "").replace("_", "").isalnum() or name.lower() != name:
-        raise TypeError(f"estimator {cls.__name__} needs a lower-case alphanumeric name, got {name!r}")
     if name in _REGISTRY and _REGISTRY[name] is not cls:
-        raise TypeError(f"estimator name {name!r} is registered twice")
-    if not isinstance(cls.unbiased, bool) or cls.paths_per_draw < 1 or not cls.summary:
-        raise TypeError(f"estimator {name!r} must declare unbiased (bool), paths_per_draw >= 1 and a summary")
-    if not cls.__doc__ or len(cls.__doc__.strip()) < 40:
-        raise TypeError(f"estimator {name!r} needs a docstring stating its formula, bias and cost")
+        old = _ORIGINS[name].describe()
+        raise ContractError(f"estimator name {name!r} is registered twice ({old}, and {cls.__module__}.{cls.__qualname__})")
     _REGISTRY[name] = cls
+    _ORIGINS[name] = _origin_for(cls)
     return cls
 
 
+def _register_loaded(obj, origin: plugins.Origin, what: str) -> list[str]:
+    """Register a loaded plugin class (or collect what a loaded module registered)."""
+    if isinstance(obj, type):
+        if obj.name in _REGISTRY and _REGISTRY[obj.name] is obj:
+            _ORIGINS[obj.name] = origin
+            return [obj.name]
+        _loading.append(origin)
+        try:
+            register(obj)
+        finally:
+            _loading.pop()
+        return [obj.name]
+    found = [n for n, c in _REGISTRY.items() if c.__module__ == getattr(obj, "__name__", None)]
+    if not found:
+        raise ContractError(f"{what} registers no estimator")
+    for n in found:
+        _ORIGINS[n] = origin
+    return found
+
+
 def _discover() -> None:
-    """Import every module of :mod:`estimators.families` once (each registers its estimators)."""
+    """Import every built-in family module once, then load the installed entry points."""
     global _discovered
     if _discovered:
         return
+    _discovered = True
     families = importlib.import_module(FAMILIES)
     for info in pkgutil.iter_modules(families.__path__):
         importlib.import_module(f"{FAMILIES}.{info.name}")
-    _discovered = True
+    for ep in plugins.entry_points():
+        obj, origin = plugins.load_entry_point(ep)
+        _register_loaded(obj, origin, f"estimator plugin {ep.name!r} ({ep.value})")
+
+
+def load_plugin(ref: str) -> str:
+    """Load ``package.module:Class`` or ``path/file.py:Class`` and return the estimator's name."""
+    _discover()
+    cls, origin = plugins.load_class(ref)
+    if not (isinstance(cls, type) and issubclass(cls, Estimator)):
+        raise ContractError(f"plugin {ref!r} is not an Estimator subclass")
+    return _register_loaded(cls, origin, f"plugin {ref!r}")[0]
 
 
 def classes() -> dict[str, type[Estimator]]:
@@ -64,54 +151,48 @@ def classes() -> dict[str, type[Estimator]]:
     return dict(sorted(_REGISTRY.items()))
 
 
+def origin(name: str) -> plugins.Origin:
+    """Where the estimator ``name`` comes from."""
+    _discover()
+    if name not in _ORIGINS:
+        raise InputError(f"unknown estimator {name!r}; run 'sbn-bench list estimators' to see them")
+    return _ORIGINS[name]
+
+
 def names(unbiased: bool | None = None) -> list[str]:
-    """Registered names, optionally only the (un)biased ones."""
-    return [n for n, c in classes().items() if unbiased is None or c.unbiased == unbiased]
+    """Registered names, optionally only those whose default instance is (un)biased."""
+    return [n for n, c in classes().items() if unbiased is None or c().unbiased == unbiased]
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
-    """Split ``name:key=value,...`` into the name and literal-evaluated keyword values."""
-    name, _, rest = spec.strip().partition(":")
-    kwargs: dict[str, object] = {}
-    if rest.strip():
-        for item in rest.split(","):
-            key, eq, raw = item.partition("=")
-            if not eq or not key.strip():
-                raise InputError(f"bad option {item!r} in {spec!r}; expected key=value")
-            raw = raw.strip()
-            try:
-                value = ast.literal_eval(raw)
-            except (ValueError, SyntaxError):
-                value = raw  # bare words are strings: baseline=constant
-            kwargs[key.strip()] = value
-    return name.strip(), kwargs
+    """``name:key=value,...`` -> ``(name, options)`` (the grammar of :mod:`estimators.spec`)."""
+    s = parse(spec)
+    return s.name or (s.source or ""), dict(s.options)
 
 
-def _coerce(cls: type, field: dataclasses.Field, value: object, spec: str) -> object:
-    kind = field.type if isinstance(field.type, type) else {"float": float, "int": int, "bool": bool, "str": str}.get(
-        str(field.type)
-    )
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is not None and not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InputError(f"option {field.name}={value!r} of {spec!r} must be of type {getattr(kind, '__name__', kind)}")
-    return value
+def resolve(spec: str | EstimatorSpec) -> EstimatorSpec:
+    """The spec with its plugin loaded and its registered name filled in."""
+    s = parse(spec) if isinstance(spec, str) else spec
+    if s.source and (not s.name or s.name not in classes()):
+        s = EstimatorSpec(load_plugin(s.source), dict(s.options), s.source)
+    return s
 
 
-def get(spec: str) -> Estimator:
-    """Build the estimator named by ``spec`` (``name`` or ``name:key=value,...``)."""
-    name, kwargs = parse_spec(spec)
+def get(spec: str | EstimatorSpec) -> Estimator:
+    """Build the estimator named by ``spec`` (``name[:key=value,...]`` or a plugin ref, or a parsed
+    :class:`~estimators.spec.EstimatorSpec`)."""
+    s = resolve(spec)
     table = classes()
-    if name not in table:
-        raise InputError(f"unknown estimator {name!r}; run 'sbn-bench list estimators' to see them")
-    cls = table[name]
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key, value in list(kwargs.items()):
+    if s.name not in table:
+        raise InputError(f"unknown estimator {s.name!r}; run 'sbn-bench list estimators' to see them")
+    cls = table[s.name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in s.options:
         if key not in fields:
-            allowed = ", ".join(fields) or "none"
-            raise InputError(f"estimator {name!r} has no option {key!r} (options: {allowed})")
-        kwargs[key] = _coerce(cls, fields[key], value, spec)
+            raise InputError(f"estimator {s.name!r} has no option {key!r} (options: {', '.join(fields) or 'none'})")
     try:
-        return cls(**kwargs)
+        return cls(**s.options)
+    except InputError:
+        raise
     except (ValueError, TypeError) as exc:
-        raise InputError(f"bad options for {spec!r}: {exc}") from None
+        raise InputError(f"bad options for {s.text()!r}: {exc}") from None

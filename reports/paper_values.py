@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["VALUES", "M_GRID", "GROUPS", "METHOD_SPECS", "CHECKPOINTS", "PROBLEM_PREFIX", "CITATION", "paper_table"]
+__all__ = ["VALUES", "M_GRID", "GROUPS", "METHODS", "METHOD_SPECS", "CHECKPOINTS", "PROBLEM_PREFIX", "CITATION", "paper_table"]
 
 CITATION = ("Shekhovtsov, Yanush, Flach. Path Sample-Analytic Gradient Estimators for Stochastic Binary "
             "Networks. NeurIPS 2020, arXiv:2006.03143 (values read off the figures, about 1% accuracy)")
@@ -26,6 +26,18 @@ CHECKPOINTS = ("chk-100", "chk-2000")
 GROUPS = ("layer0", "layer1", "layer2", "head")
 M_GRID = {"rel_rmse": (1, 10, 100, 1000, 9000), "cos_mean": (1, 10, 100, 9000)}
 # The figures' legend order (``docs/protocols.md#psa2020``), with ARM appended last as in the paper.
+#: each method as the registered estimator and the options that define it: a task is the method
+#: when its estimator name matches and its stored options include these (options stored in full)
+METHODS: dict[str, tuple[str, dict]] = {
+    "REINFORCE": ("reinforce", {"baseline": "none"}),
+    "Concrete-t=0.1": ("concrete", {"tau": 0.1}),
+    "Concrete-t=1": ("concrete", {"tau": 1.0}),
+    "tanh": ("tanh", {}),
+    "ST": ("st", {}),
+    "PSA": ("psa", {"head": "plain"}),
+    "ARM": ("arm", {"shared": False}),
+}
+#: the spec each method is run with (the psa2020 sweep; the paper table's "estimator" column)
 METHOD_SPECS = {
     "REINFORCE": "reinforce",
     "Concrete-t=0.1": "concrete:tau=0.1",

@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from . import psa2020
-from .paper_values import METHOD_SPECS
+from .paper_values import METHODS
 from .results import RunResults, group_order
 from .tables import task_labels
 
@@ -162,10 +162,9 @@ def estimator_groups(run: RunResults, problem: str) -> list[tuple[str, list[str]
     order = list(dict.fromkeys(labels[k] for k in t["task_key"]))
     featured: list[str] = []
     if psa2020.is_psa2020(run):
-        spec_of = {labels[k]: e for k, e in zip(t["task_key"], t["estimator"])}
-        for want in METHOD_SPECS.values():
-            key = psa2020.canonical_spec(want)
-            featured += [lab for lab in order if psa2020.canonical_spec(spec_of[lab]) == key and lab not in featured]
+        method_at = {labels[k]: m for k, m in zip(t["task_key"], psa2020.task_methods(t))}
+        for want in METHODS:
+            featured += [lab for lab in order if method_at[lab] == want and lab not in featured]
     rest = [lab for lab in order if lab not in featured]
     if len(order) <= ESTIMATORS_PER_FIGURE:
         return [("", order)]

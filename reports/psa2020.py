@@ -12,19 +12,15 @@ keeps its row with the run value empty and the task's status.
 
 from __future__ import annotations
 
-import ast
-import re
+import json
 
 import numpy as np
 import pandas as pd
 
-from .paper_values import CHECKPOINTS, GROUPS, METHOD_SPECS, PROBLEM_PREFIX, paper_table
+from .paper_values import CHECKPOINTS, GROUPS, METHODS, PROBLEM_PREFIX, paper_table
 from .results import RunResults
 
-__all__ = ["is_psa2020", "canonical_spec", "comparison", "comparison_wide"]
-
-_DEFAULTS = {"concrete": {"tau": 1.0}}  # the paper's "Concrete-t=1" is concrete at its default temperature
-
+__all__ = ["is_psa2020", "method_of", "comparison", "comparison_wide"]
 
 def is_psa2020(run: RunResults) -> bool:
     """A run made with the ``psa2020`` preset (or one holding the paper's checkpoint problems)."""
@@ -33,19 +29,20 @@ def is_psa2020(run: RunResults) -> bool:
     return any(str(p).startswith(PROBLEM_PREFIX) for p in run.tasks["problem"])
 
 
-def canonical_spec(spec: str) -> tuple:
-    """``"concrete:tau=1.0"`` and ``"concrete"`` -> the same key: name plus non-default options, sorted."""
-    name, _, opts = str(spec).replace(" ", "").partition(":")
-    params = {}
-    for part in re.split(r",(?=[A-Za-z_]\w*=)", opts) if opts else []:
-        key, _, raw = part.partition("=")
-        try:
-            params[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            params[key] = raw
-    defaults = _DEFAULTS.get(name, {})
-    return (name, tuple(sorted((k, repr(v)) for k, v in params.items() if defaults.get(k, object()) != v)))
+def method_of(name: str, options: str | dict | None) -> str | None:
+    """The paper's method a task is (:data:`~reports.paper_values.METHODS`), from its stored estimator
+    name and options (canonical JSON or a mapping), or ``None``."""
+    opts = json.loads(options) if isinstance(options, str) else (options or {})
+    for method, (want, required) in METHODS.items():
+        if name == want and all(opts.get(k) == v for k, v in required.items()):
+            return method
+    return None
 
+
+def task_methods(tasks: pd.DataFrame) -> list[str | None]:
+    """:func:`method_of` for every task row."""
+    opts = tasks["estimator_options"] if "estimator_options" in tasks else [None] * len(tasks)
+    return [method_of(n, o) for n, o in zip(tasks["estimator_name"], opts)]
 
 def _run_values(run: RunResults, problem: str, metric: str) -> tuple[pd.DataFrame, str]:
     s = run.scores[run.scores["problem"] == problem]
@@ -66,9 +63,11 @@ def comparison(run: RunResults) -> pd.DataFrame:
         here = tasks[tasks["problem"] == problem]
         if here.empty:
             continue
-        by_spec = {}
-        for _, row in here.sort_values("status", kind="stable").iterrows():  # "done" before "failed"
-            by_spec.setdefault(canonical_spec(row["estimator"]), row)
+        by_method = {}
+        ordered = here.sort_values("status", kind="stable")  # "done" before "failed"
+        for (_, row), method in zip(ordered.iterrows(), task_methods(ordered)):
+            if method is not None:
+                by_method.setdefault(method, row)
         for metric in ("rel_rmse", "cos_mean"):
             values, used = _run_values(run, problem, metric)
             lookup = {(k, g, int(m)): v for k, g, m, v in
@@ -76,7 +75,7 @@ def comparison(run: RunResults) -> pd.DataFrame:
             part = paper[(paper["checkpoint"] == chk) & (paper["metric"] == metric)].copy()
             runs, status = [], []
             for method, group, m in part[["method", "group", "M"]].itertuples(index=False):
-                row = by_spec.get(canonical_spec(METHOD_SPECS[method]))
+                row = by_method.get(method)
                 if row is None:
                     runs.append(np.nan)
                     status.append("not run")
@@ -120,6 +119,6 @@ def comparison_wide(comp: pd.DataFrame, checkpoint: str, metric: str) -> pd.Data
                 data[(f"M={m}", what)].append(float(by_m["difference" if what == "diff" else what].get(m, np.nan)))
     df = pd.DataFrame(data, columns=pd.MultiIndex.from_tuples(cols))
     order = {g: i for i, g in enumerate(GROUPS)}
-    meth = {m: i for i, m in enumerate(METHOD_SPECS)}
+    meth = {m: i for i, m in enumerate(METHODS)}
     key = [(order.get(g, 99), meth.get(m, 99)) for m, g in zip(df[("", "method")], df[("", "layer")])]
     return df.iloc[sorted(range(len(df)), key=key.__getitem__)].reset_index(drop=True)

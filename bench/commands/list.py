@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from estimators import registry
+from estimators.options import describe
 from estimators.model.losses import LOSSES
 from estimators.model.noise import NOISES
 from reference.problems import NAMED_PROBLEMS, build_problem
@@ -19,20 +21,25 @@ def add_parser(sub) -> None:
 
 
 def _estimators() -> list[str]:
+    """Each estimator's declarations (read from its default instance), options with their domains,
+    cost on the 2-5-5-5 network and origin (built-in, distribution and version, or file and hash)."""
     probe = build_problem("psa-2-5-5-5")
     lines = []
     for name, cls in registry.classes().items():
         est = cls()
+        d = est.declarations()
         cost = est.cost(probe)
-        hyper = ", ".join(f"{k}={v!r}" for k, v in cls.hyperparameters().items()) or "-"
+        opts = "; ".join(describe(f) for f in dataclasses.fields(cls)) or "-"
         lines.append(
-            f"{name:<18} {'unbiased' if cls.unbiased else 'biased':<9} paths/draw={cls.paths_per_draw:<3} "
-            f"path-deterministic={'yes' if cls.path_deterministic else 'no':<4} "
-            f"encodings={'/'.join(cls.encodings)} noises={'/'.join(cls.noises)}\n"
+            f"{name:<18} {'unbiased' if d['unbiased'] else 'biased':<9} paths/draw={d['paths_per_draw']:<3} "
+            f"path-deterministic={'yes' if d['path_deterministic'] else 'no':<4} "
+            f"from-path={'yes' if d['has_from_path'] else 'no':<4} "
+            f"encodings={'/'.join(d['encodings'])} noises={'/'.join(d['noises'])}\n"
             f"{'':<18} {cls.summary}\n"
-            f"{'':<18} options: {hyper}\n"
+            f"{'':<18} options: {opts}\n"
             f"{'':<18} cost per draw on 2-5-5-5: {cost.layer_evals:g} layer evals, "
-            f"{cost.head_evals:g} head evals, {cost.backward_passes:g} backward passes"
+            f"{cost.head_evals:g} head evals, {cost.backward_passes:g} backward passes\n"
+            f"{'':<18} from: {registry.origin(name).describe()}"
         )
     return lines
 

@@ -6,12 +6,13 @@ import argparse
 import os
 import sys
 
-from bench.config import SWEEP_PRESET_EXECUTORS, SWEEP_PRESETS, SweepConfig, load_toml, split_estimators
+from bench.config import SWEEP_PRESET_EXECUTORS, SWEEP_PRESETS, SweepConfig, load_toml
 from bench.executors import EXECUTORS
 from bench.rendering import render
 from bench.store import DEFAULT_DB
 from bench.sweep import run_sweep
 from estimators.errors import InputError
+from estimators.spec import split_list as split_estimators
 
 
 def add_parser(sub) -> None:

@@ -16,13 +16,13 @@ import sys
 
 import torch
 
-from bench.config import split_estimators
 from bench.store import DEFAULT_DB, Store
 from bench.timing.config import KERNELS, PSA_VARIANTS, TimeConfig
 from bench.timing.gpu_suite import require_cuda, run_gpu_suite, suite_overrides
 from bench.timing.harness import TimingRun, time_and_store
 from bench.timing.targets import format_table, format_targets
 from estimators.errors import InputError
+from estimators.spec import split_list as split_estimators
 
 
 def add_parser(sub) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench.config import split_estimators
 from bench.rendering import render
 from bench.store import DEFAULT_DB
 from bench.sweep import expand_estimators
@@ -21,6 +20,7 @@ from bench.training.plan import checkpoint_file, prepare, run_training
 from bench.training.recipes import RECIPES, TrainConfig
 from bench.training.setups import build_train_problem
 from estimators.errors import InputError
+from estimators.spec import split_list as split_estimators
 
 
 def add_parser(sub) -> None:

@@ -31,9 +31,10 @@ from ..base import Cost, Estimator
 from ..errors import InputError
 from ..model import Problem
 from ..model.per_draw import affine, layer_affine, layer_linear, linear, per_replica_grads, replicate, safe_sqrt, unpack
+from ..options import option
 from ..registry import register
 
-__all__ = ["ADF", "HEADS", "expected_cdf", "unit_moments", "propagate", "adf_objective", "check_head"]
+__all__ = ["ADF", "HEADS", "expected_cdf", "unit_moments", "propagate", "adf_objective"]
 
 HEADS = ("mean", "sample")
 _LOGISTIC_VAR = math.pi**2 / 3.0
@@ -118,11 +119,6 @@ def adf_objective(problem: Problem, head_eps: torch.Tensor | None = None) -> tor
     return propagate(problem, params, None, head_eps).mean(-1).squeeze(0)
 
 
-def check_head(head: str) -> None:
-    if head not in HEADS:
-        raise InputError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
-
-
 def head_noise(problem: Problem, draws: int, generator: torch.Generator) -> torch.Tensor:
     """Standard normal ``[D, B, C]`` for the reparameterised head sample."""
     shape = (draws, problem.batch_size, problem.n_out)
@@ -150,10 +146,7 @@ class ADF(Estimator):
     unbiased: ClassVar[bool] = False
     summary: ClassVar[str] = "ADF: analytic mean/variance propagation; head on mean logits or one Gaussian sample"
 
-    head: str = "mean"
-
-    def __post_init__(self) -> None:
-        check_head(self.head)
+    head: str = option("mean", choices=HEADS, help="mean: the head at the propagated mean; sample: one Gaussian sample")
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         copies = 1 if self.head == "mean" else draws

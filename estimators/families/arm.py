@@ -27,10 +27,18 @@ from typing import ClassVar, Sequence
 import torch
 
 from ..base import Cost, Estimator
-from ..model import Path, Problem, head_grad, sample_path
+from ..errors import InputError
+from ..model import Path, Problem, head_grad
+from ..options import option
 from ..registry import register
 
 __all__ = ["Arm", "DisArm", "continue_losses", "antithetic_losses", "dphi_da"]
+
+
+def require_generator(estimator: Estimator, problem: Problem, generator: torch.Generator | None) -> None:
+    """Downstream resampling draws from the call's generator: refuse ``None`` (no global stream)."""
+    if generator is None and problem.depth > 1:
+        raise InputError(f"estimator {estimator.spec} resamples downstream layers: from_path needs the generator")
 
 
 def continue_losses(problem: Problem, start: int, x_start: torch.Tensor, generator: torch.Generator,
@@ -89,16 +97,18 @@ class _Antithetic(Estimator):
     unbiased: ClassVar[bool] = True
     paths_per_draw: ClassVar[int] = 1
     path_deterministic: ClassVar[bool] = False
+    has_from_path: ClassVar[bool] = True
 
-    shared: bool = False
+    shared: bool = option(False, help="both branches share the downstream uniforms")
 
     def _unit_grad(self, problem: Problem, path: Path, k: int, b1: torch.Tensor, f1: torch.Tensor,
                    f2: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def from_path(self, problem: Problem, path: Path, generator: torch.Generator) -> list[torch.Tensor]:
+    def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients given the main path (its ``u`` drive the estimator); ``generator``
-        feeds the downstream continuations (unused for a single-layer network)."""
+        feeds the downstream continuations (required unless the network has one layer)."""
+        require_generator(self, problem, generator)
         grads = []
         for k in range(problem.depth):
             b1, f1, f2 = antithetic_losses(problem, path, k, generator, self.shared)
@@ -106,9 +116,6 @@ class _Antithetic(Estimator):
             grads.append(problem.param_grad(k, g_a, path.inputs[k]))
         grads.append(head_grad(problem, problem.enc(path.x[-1])))
         return grads
-
-    def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
-        return self.from_path(problem, sample_path(problem, draws, generator), generator)
 
     def cost(self, problem: Problem) -> Cost:
         L = problem.depth

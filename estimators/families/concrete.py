@@ -13,7 +13,6 @@ References: Maddison, Mnih & Teh, ICLR 2017; Jang, Gu & Poole, ICLR 2017.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -22,9 +21,10 @@ import torch
 from ..base import Cost, Estimator
 from ..errors import InputError
 from ..model import Problem, backprop
+from ..options import option
 from ..registry import register
 
-__all__ = ["Concrete", "noise_quantile", "draw_uniforms", "relaxed_unit", "relaxed_grads", "check_tau"]
+__all__ = ["Concrete", "noise_quantile", "draw_uniforms", "relaxed_unit", "relaxed_grads"]
 
 
 def draw_uniforms(problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -77,11 +77,6 @@ def relaxed_grads(problem: Problem, uniforms: list[torch.Tensor], tau: float) ->
     return backprop(problem, inputs, slopes, inp)
 
 
-def check_tau(tau: float) -> None:
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau <= 0:
-        raise InputError(f"temperature tau must be a finite number > 0, got {tau!r}")
-
-
 @register
 @dataclass(frozen=True)
 class Concrete(Estimator):
@@ -103,10 +98,7 @@ class Concrete(Estimator):
     unbiased: ClassVar[bool] = False
     summary: ClassVar[str] = "Concrete/Gumbel-Softmax relaxation (tau in sigmoid form), end-to-end backprop"
 
-    tau: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_tau(self.tau)
+    tau: float = option(1.0, gt=0.0, help="temperature of the relaxation")
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         return relaxed_grads(problem, draw_uniforms(problem, draws, generator), self.tau)

@@ -23,8 +23,9 @@ import torch
 from ..base import Cost, Estimator
 from ..errors import InputError
 from ..model import Path, Problem, head_grad, sample_path
+from ..options import option
 from ..registry import register
-from .arm import continue_losses
+from .arm import continue_losses, require_generator
 
 __all__ = ["LocalExpectation"]
 
@@ -61,12 +62,15 @@ class LocalExpectation(Estimator):
     unbiased: ClassVar[bool] = True
     paths_per_draw: ClassVar[int] = 1
     path_deterministic: ClassVar[bool] = False
+    has_from_path: ClassVar[bool] = True
     summary: ClassVar[str] = "local expectation: exact sum over each unit, downstream resampled per flip; unbiased"
 
-    shared: bool = False
+    shared: bool = option(False, help="the flipped branches reuse the main path's downstream uniforms")
 
-    def from_path(self, problem: Problem, path: Path, generator: torch.Generator) -> list[torch.Tensor]:
+    def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients given the main path; ``generator`` feeds fresh downstream passes."""
+        if not self.shared:  # shared: the flipped branches reuse the path's own downstream uniforms
+            require_generator(self, problem, generator)
         law = problem.noise_law
         f = problem.loss_of(path.x[-1])  # [D, B]
         grads = []

@@ -22,8 +22,9 @@ import torch
 from ..base import Cost, Estimator
 from ..model import Problem
 from ..model.per_draw import per_replica_grads, replicate, unpack
+from ..options import option
 from ..registry import register
-from .adf import check_head, head_noise, propagate
+from .adf import HEADS, head_noise, propagate
 
 __all__ = ["LocalReparam", "layer_noise"]
 
@@ -59,10 +60,7 @@ class LocalReparam(Estimator):
     unbiased: ClassVar[bool] = False
     summary: ClassVar[str] = "local reparameterisation: sampled Gaussian pre-activations, moments passed on"
 
-    head: str = "mean"
-
-    def __post_init__(self) -> None:
-        check_head(self.head)
+    head: str = option("mean", choices=HEADS, help="mean: the head at the propagated mean; sample: one Gaussian sample")
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         eps = layer_noise(problem, draws, generator)

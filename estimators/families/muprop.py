@@ -42,8 +42,8 @@ from typing import ClassVar
 import torch
 
 from ..base import Cost, Estimator
-from ..errors import InputError
-from ..model import Path, Problem, head_grad, sample_path
+from ..model import Path, Problem, head_grad
+from ..options import option
 from ..registry import register
 
 __all__ = ["MuProp", "mean_field"]
@@ -97,15 +97,12 @@ class MuProp(Estimator):
     unbiased: ClassVar[bool] = True
     paths_per_draw: ClassVar[int] = 1
     path_deterministic: ClassVar[bool] = True
+    has_from_path: ClassVar[bool] = True
     summary: ClassVar[str] = "REINFORCE with a mean-field first-order Taylor control variate (MuProp); unbiased"
 
-    point: str = "conditional"
+    point: str = option("conditional", choices=POINTS, help="where the mean-field control variate is expanded")
 
-    def __post_init__(self) -> None:
-        if self.point not in POINTS:
-            raise InputError(f"muprop point must be one of {', '.join(POINTS)}, got {self.point!r}")
-
-    def from_path(self, problem: Problem, path: Path) -> list[torch.Tensor]:
+    def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` from a given path (deterministic in the path)."""
         law = problem.noise_law
         f = problem.loss_of(path.x[-1])
@@ -125,9 +122,6 @@ class MuProp(Estimator):
             grads.append(problem.param_grad(k, delta, path.inputs[k]))
         grads.append(head_grad(problem, problem.enc(path.x[-1])))
         return grads
-
-    def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
-        return self.from_path(problem, sample_path(problem, draws, generator))
 
     def cost(self, problem: Problem) -> Cost:
         L = problem.depth

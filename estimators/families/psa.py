@@ -24,11 +24,11 @@ from typing import ClassVar
 import torch
 
 from ..base import Cost, Estimator
-from ..errors import InputError
 from ..kernels.psa_conv_fused import CONV_VARIANTS, select_conv_flip_backward
 from ..kernels.psa_fc import flip_backward, flip_backward_fused
 from ..kernels.psa_fc_cuda import select_flip_backward
-from ..model import Path, Problem, head_grad, layer_grad, sample_path
+from ..model import Path, Problem, head_grad, layer_grad
+from ..options import option
 from ..registry import register
 
 __all__ = ["PSA", "last_layer_flips"]
@@ -88,24 +88,16 @@ class PSA(Estimator):
     unbiased: ClassVar[bool] = False
     paths_per_draw: ClassVar[int] = 1
     path_deterministic: ClassVar[bool] = True
+    has_from_path: ClassVar[bool] = True
     summary: ClassVar[str] = "path sample-analytic: exact last-layer flips, linearised flip recursion"
 
-    head: str = "plain"
-    kernel: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.head not in HEADS:
-            raise InputError(f"psa: unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
-        if self.kernel not in KERNELS:
-            raise InputError(f"psa: unknown kernel {self.kernel!r}; choose one of {', '.join(KERNELS)}")
+    head: str = option("plain", choices=HEADS, help="plain, or flip-mixed (unbiased, lower variance)")
+    kernel: str = option("auto", choices=tuple(KERNELS), help="hidden-layer backward kernel")
 
     def cost(self, problem: Problem) -> Cost:
         return Cost(layer_evals=problem.depth, head_evals=1 + problem.widths[-1], backward_passes=1)
 
-    def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
-        return self.from_path(problem, sample_path(problem, draws, generator))
-
-    def from_path(self, problem: Problem, path: Path) -> list[torch.Tensor]:
+    def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` (layers, then head) of the given sampled path."""
         law, s = problem.noise_law, problem.flip_scale
         if self.kernel == "auto":

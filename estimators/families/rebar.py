@@ -33,8 +33,9 @@ import torch.nn.functional as nnf
 
 from ..base import Cost, Estimator
 from ..model import Problem, head_grad, sample_path
+from ..options import option
 from ..registry import register
-from .concrete import check_tau, noise_quantile, relaxed_unit
+from .concrete import noise_quantile, relaxed_unit
 
 __all__ = ["Rebar", "conditional_logit", "relaxed_continuation"]
 
@@ -84,10 +85,7 @@ class Rebar(Estimator):
     noises: ClassVar[tuple[str, ...]] = ("logistic",)
     summary: ClassVar[str] = "REBAR: REINFORCE with a conditional Concrete control variate per layer (eta=1)"
 
-    tau: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_tau(self.tau)
+    tau: float = option(0.5, gt=0.0, help="temperature of the Concrete control variate")
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         path = sample_path(problem, draws, generator)

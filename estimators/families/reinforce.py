@@ -23,6 +23,7 @@ import torch
 from ..base import Cost, Estimator
 from ..errors import InputError
 from ..model import Path, Problem, head_grad, sample_path
+from ..options import option
 from ..registry import register
 
 __all__ = ["Reinforce", "ReinforceLOO", "score_grads", "ema_baseline"]
@@ -86,24 +87,23 @@ class Reinforce(Estimator):
     name: ClassVar[str] = "reinforce"
     unbiased: ClassVar[bool] = True
     paths_per_draw: ClassVar[int] = 1
-    path_deterministic: ClassVar[bool] = True
     summary: ClassVar[str] = "score function (REINFORCE) with none/constant/pilot/EMA baseline; unbiased"
 
-    baseline: str = "none"
-    value: float = 0.0
-    pilot_draws: int = 64
-    decay: float = 0.9
+    baseline: str = option("none", choices=BASELINES, help="control variate subtracted from the loss")
+    value: float = option(0.0, help="the constant baseline (and the EMA's starting value)")
+    pilot_draws: int = option(64, ge=1, help="paths of the pilot baseline, once per call")
+    decay: float = option(0.9, ge=0.0, le=1.0, help="EMA decay")
 
-    def __post_init__(self) -> None:
-        if self.baseline not in BASELINES:
-            raise InputError(f"reinforce baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
-        if self.pilot_draws < 1:
-            raise InputError(f"reinforce pilot_draws must be positive, got {self.pilot_draws}")
-        if not 0.0 <= self.decay <= 1.0:
-            raise InputError(f"reinforce decay must lie in [0, 1], got {self.decay}")
-        object.__setattr__(self, "path_deterministic", self.baseline in ("none", "constant"))
+    @property
+    def path_deterministic(self) -> bool:  # type: ignore[override]
+        """Only the ``none`` and ``constant`` baselines make the estimate a function of the path alone."""
+        return self.baseline in ("none", "constant")
 
-    def from_path(self, problem: Problem, path: Path) -> list[torch.Tensor]:
+    @property
+    def has_from_path(self) -> bool:  # type: ignore[override]
+        return self.path_deterministic
+
+    def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` from a given path (``none``/``constant`` baselines only)."""
         if not self.path_deterministic:
             raise InputError(f"estimator {self.spec} is not a function of the sampled path alone")
@@ -112,7 +112,7 @@ class Reinforce(Estimator):
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         if self.path_deterministic:
-            return self.from_path(problem, sample_path(problem, draws, generator))
+            return super()._estimate(problem, draws, generator)
         if self.baseline == "pilot":
             pilot = sample_path(problem, self.pilot_draws, generator)
             c = problem.loss_of(pilot.x[-1]).mean(0)  # [B]
@@ -138,8 +138,9 @@ class ReinforceLOO(Estimator):
     \;+\;\frac1K\sum_m\nabla_{\theta^{L+1}}f_m .$$
 
     Unbiased: path $m$'s baseline uses only the other, independent paths.  **One draw consumes
-    ``K`` paths** per data point; ``paths_per_draw`` is a class attribute and states the default
-    ``K = 2``.  Because the paths are used jointly, the variance does not follow $1/K$.
+    ``K`` paths** per data point (``paths_per_draw == K``).  Because the paths are used jointly, the
+    variance does not follow $1/K$.  Not path-deterministic in the single-path sense (one draw's
+    estimate depends on its ``K`` paths jointly); :meth:`from_path` takes the ``K*D`` paths.
 
     Cost per draw: $K$ sampled passes ($KL$ layer evaluations, $K$ head evaluations) and $K$ sets of
     weight-gradient outer products (counted as $K$ backward passes).
@@ -147,17 +148,17 @@ class ReinforceLOO(Estimator):
 
     name: ClassVar[str] = "reinforce-loo"
     unbiased: ClassVar[bool] = True
-    paths_per_draw: ClassVar[int] = 2
     path_deterministic: ClassVar[bool] = False
+    has_from_path: ClassVar[bool] = True
     summary: ClassVar[str] = "leave-one-out REINFORCE over K paths per draw; unbiased"
 
-    K: int = 2
+    K: int = option(2, ge=2, help="paths per draw, each baselined by the other K-1")
 
-    def __post_init__(self) -> None:
-        if self.K < 2:
-            raise InputError(f"reinforce-loo needs K >= 2 paths per draw, got K={self.K}")
+    @property
+    def paths_per_draw(self) -> int:  # type: ignore[override]
+        return self.K
 
-    def from_paths(self, problem: Problem, path: Path) -> list[torch.Tensor]:
+    def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` from ``K*D`` given paths (path ``m`` of draw ``d`` is row ``m*D+d``)."""
         K = self.K
         draws = path.x[0].shape[0] // K
@@ -165,9 +166,6 @@ class ReinforceLOO(Estimator):
         c = (f.sum(0, keepdim=True) - f) / (K - 1)
         grads = score_grads(problem, path, (f - c).reshape(K * draws, -1))
         return [g.view(K, draws, -1).mean(0) for g in grads]
-
-    def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
-        return self.from_paths(problem, sample_path(problem, self.K * draws, generator))
 
     def cost(self, problem: Problem) -> Cost:
         return Cost(layer_evals=self.K * problem.depth, head_evals=self.K, backward_passes=self.K)

@@ -22,8 +22,9 @@ import torch
 
 from ..base import Cost, Estimator
 from ..model import Path, Problem, backprop, sample_path
+from ..options import option
 from ..registry import register
-from .concrete import check_tau, noise_quantile, relaxed_unit
+from .concrete import noise_quantile, relaxed_unit
 
 __all__ = ["STGumbel", "st_gumbel_grads"]
 
@@ -57,10 +58,7 @@ class STGumbel(Estimator):
     unbiased: ClassVar[bool] = False
     summary: ClassVar[str] = "straight-through Gumbel-Softmax: hard sample forward, relaxed derivative backward"
 
-    tau: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_tau(self.tau)
+    tau: float = option(1.0, gt=0.0, help="temperature of the relaxed backward")
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         return st_gumbel_grads(problem, sample_path(problem, draws, generator), self.tau)

@@ -30,7 +30,7 @@ from typing import ClassVar
 import torch
 
 from ..base import Cost, Estimator
-from ..model import Path, Problem, backprop, sample_path
+from ..model import Path, Problem, backprop
 from ..registry import register
 
 __all__ = ["StraightThrough", "DeepST", "IdentityST", "TanhST", "HardTanhST"]
@@ -41,6 +41,7 @@ class StraightThrough(Estimator):
     """Shared machinery: sampled forward pass, backprop with :meth:`slope` (not registered itself)."""
 
     path_deterministic: ClassVar[bool] = True
+    has_from_path: ClassVar[bool] = True
 
     def slope(self, problem: Problem, a: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -48,10 +49,7 @@ class StraightThrough(Estimator):
     def cost(self, problem: Problem) -> Cost:
         return Cost(layer_evals=problem.depth, head_evals=1, backward_passes=1)
 
-    def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
-        return self.from_path(problem, sample_path(problem, draws, generator))
-
-    def from_path(self, problem: Problem, path: Path) -> list[torch.Tensor]:
+    def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` (layers, then head) of the given sampled path."""
         slopes = [self.slope(problem, a) for a in path.a]
         return backprop(problem, path.inputs, slopes, problem.enc(path.x[-1]))

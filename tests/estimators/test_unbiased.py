@@ -196,7 +196,7 @@ class SignedPhiDisArm(DisArm):
 class UncorrectedMuProp(MuProp):
     """MuProp without the analytic term: the control variate's mean is never added back."""
 
-    def from_path(self, problem, path):
+    def from_path(self, problem, path, generator=None):
         # subtract the analytic term J * 2F'(a) again, recomputed the same way as in MuProp
         return drop_analytic_term(problem, path, super().from_path(problem, path))
 

@@ -8,12 +8,14 @@ paper's published values scaled by known factors, so the comparison's ratios are
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from reports.results import RunResults
-from reports.paper_values import GROUPS, M_GRID, METHOD_SPECS, VALUES
+from reports.paper_values import GROUPS, M_GRID, METHOD_SPECS, METHODS, VALUES
 
 PSA_GRID = [m * 10**k for k in range(4) for m in range(1, 10)]  # 1..9, 10..90, 100..900, 1000..9000
 RMSE_FACTOR, COS_SHIFT = 1.1, -0.01
@@ -39,7 +41,12 @@ def _task(problem, est, i, status="done", error="", draws=2000):
             "estimator_name": est.split(":")[0], "unbiased": unbiased, "device": "cpu", "dtype": "float32",
             "draws": draws, "seed": 1000 + i, "status": status, "error": error, "seconds": spd * draws,
             "seconds_per_draw": spd, "layer_evals": 3.0, "head_evals": 1.0, "backward_passes": 1.0,
-            "loss_evals_per_draw": evals}
+            "loss_evals_per_draw": evals, "estimator_options": _OPTIONS.get(est, "{}"), "estimator_origin": ""}
+
+
+#: the stored options of the paper's methods as a store records them (every option; here the defining ones)
+_OPTIONS = {METHOD_SPECS[m]: json.dumps(opts, sort_keys=True) for m, (_, opts) in METHODS.items()}
+_OPTIONS["concrete:tau=1.0"] = _OPTIONS["concrete"]  # a store records every option: both spellings carry tau=1.0
 
 
 def _rows(task, group, metric, ms, values, lo=None, hi=None):

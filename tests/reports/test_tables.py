@@ -81,15 +81,20 @@ def test_paper_values_transcription_spot_checks():
     assert sorted(t.loc[t["metric"] == "rel_rmse", "M"].unique()) == list(M_GRID["rel_rmse"])
 
 
-@pytest.mark.parametrize("a, b, same", [
-    ("concrete", "concrete:tau=1.0", True),
-    ("concrete", "concrete:tau=1", True),
-    ("concrete:tau=0.1", "concrete", False),
-    ("reinforce:baseline='ema',decay=0.5", "reinforce:decay=0.5,baseline='ema'", True),
-    ("reinforce", "reinforce:baseline='ema'", False),
+@pytest.mark.parametrize("name, options, method", [
+    ("concrete", {"tau": 1.0}, "Concrete-t=1"),
+    ("concrete", '{"tau": 1.0}', "Concrete-t=1"),  # as a store holds them: canonical JSON
+    ("concrete", {"tau": 0.1}, "Concrete-t=0.1"),
+    ("concrete", {"tau": 0.5}, None),
+    ("reinforce", {"baseline": "none", "decay": 0.9}, "REINFORCE"),
+    ("reinforce", {"baseline": "ema", "decay": 0.5}, None),
+    ("psa", {"head": "plain", "kernel": "eager"}, "PSA"),
+    ("psa", {"head": "flip-mixed", "kernel": "auto"}, None),
+    ("st-tanh", {}, None),
 ])
-def test_canonical_spec(a, b, same):
-    assert (psa2020.canonical_spec(a) == psa2020.canonical_spec(b)) is same
+def test_method_of_reads_the_stored_options(name, options, method):
+    """Tasks are matched to the paper's methods by name and stored options, never by parsing spec strings."""
+    assert psa2020.method_of(name, options) == method
 
 
 def test_psa2020_comparison_pairs_run_and_paper(psa2020_run):

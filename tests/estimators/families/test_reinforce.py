@@ -176,7 +176,7 @@ def test_loo_exact_mean_over_all_path_pairs(spec):
     i, j = i.flatten(), j.flatten()
     pair = Path([torch.cat([x[i], x[j]]) for x in path.x], [torch.cat([a[i], a[j]]) for a in path.a],
                 [torch.cat([u[i], u[j]]) for u in path.u], [torch.cat([v[i], v[j]]) for v in path.inputs])
-    grads = ReinforceLOO(K=2).from_paths(p, pair)
+    grads = ReinforceLOO(K=2).from_path(p, pair)
     w = (prob[i] * prob[j])[:, None]
     ex = exact(p).grads
     for name, g in zip(p.group_names, grads):
@@ -215,4 +215,5 @@ def test_costs():
     assert (c.layer_evals, c.head_evals, c.backward_passes) == (3, 1, 1)
     c = registry.get("reinforce-loo:K=4").cost(p)
     assert (c.layer_evals, c.head_evals, c.backward_passes) == (12, 4, 4)
-    assert ReinforceLOO.paths_per_draw == 2 and Reinforce.paths_per_draw == 1
+    assert ReinforceLOO().paths_per_draw == 2 and ReinforceLOO(K=5).paths_per_draw == 5
+    assert Reinforce().paths_per_draw == 1

@@ -1,0 +1,97 @@
+"""Estimator options declared once: a type (the field's annotation) and a domain (choices, a range).
+
+An estimator's options are the fields of its frozen dataclass.  Declaring a field with
+:func:`option` attaches its domain::
+
+    tau: float = option(1.0, gt=0, help="temperature of the relaxation")
+    head: str = option("plain", choices=("plain", "flip-mixed"))
+
+and :meth:`estimators.base.Estimator.__post_init__` checks every field against its type and domain
+when the estimator is built (from a spec string, from Python, or by a plugin), raising one
+:class:`~estimators.errors.InputError` line that names the option and what it accepts.  Nothing else
+validates options by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["Domain", "option", "domain_of", "check_field", "describe"]
+
+_KEY = "sbn_bench_domain"
+_KINDS = {"float": float, "int": int, "bool": bool, "str": str}
+
+
+@dataclass(frozen=True)
+class Domain:
+    """What an option accepts besides its type: ``choices``, or bounds (strict ``gt``/``lt``, closed
+    ``ge``/``le``); numbers must also be finite."""
+
+    choices: tuple | None = None
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    help: str = ""
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        parts = [f"{op} {v:g}" for op, v in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
+                 if v is not None]
+        return " and ".join(parts)
+
+    def admits(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                return False
+            return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+                    and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
+        return True
+
+
+def option(default: Any, *, choices=None, gt=None, ge=None, lt=None, le=None, help: str = "") -> Any:
+    """A dataclass field with a default and a declared domain (see the module docstring)."""
+    dom = Domain(tuple(choices) if choices is not None else None, gt, ge, lt, le, help)
+    return dataclasses.field(default=default, metadata={_KEY: dom})
+
+
+def domain_of(field: dataclasses.Field) -> Domain:
+    return field.metadata.get(_KEY, Domain())
+
+
+def kind_of(field: dataclasses.Field) -> type | None:
+    """The field's declared type when it is one of bool, int, float, str (annotations may be strings)."""
+    return field.type if isinstance(field.type, type) else _KINDS.get(str(field.type))
+
+
+def check_field(owner: str, field: dataclasses.Field, value: Any) -> Any:
+    """``value`` checked against the field's type and domain (an int becomes a float where a float is
+    declared); anything else is one :class:`InputError`."""
+    kind = kind_of(field)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is not None and (not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool))):
+        raise InputError(f"option {field.name}={value!r} of estimator {owner} must be of type {kind.__name__}")
+    dom = domain_of(field)
+    if not dom.admits(value):
+        what = dom.describe() or "a finite number"
+        raise InputError(f"option {field.name}={value!r} of estimator {owner} must be {what}")
+    return value
+
+
+def describe(field: dataclasses.Field) -> str:
+    """``name: type = default (domain) — help`` for listings."""
+    kind = kind_of(field)
+    dom = domain_of(field)
+    text = f"{field.name}: {kind.__name__ if kind else field.type} = {field.default!r}"
+    if dom.describe():
+        text += f" ({dom.describe()})"
+    return text + (f" — {dom.help}" if dom.help else "")

@@ -1,0 +1,88 @@
+"""The one estimator spec grammar, parsed once.
+
+``name`` or ``name:key=value,...`` names a registered estimator and its options; values are read
+with :func:`ast.literal_eval` (bare words are strings: ``baseline=ema``).  A plugin estimator not
+yet registered is named by where it lives, ``package.module:ClassName`` or
+``path/to/file.py:ClassName``, optionally followed by ``:key=value,...``.
+
+:func:`parse` returns an :class:`EstimatorSpec`; everything downstream passes that object, or the
+structured ``name`` / ``options`` it stores with each task, never the string.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+
+from .errors import InputError
+
+__all__ = ["EstimatorSpec", "options_json", "parse", "parse_options", "split_list"]
+
+#: ``module.path:Class`` or ``some/file.py:Class`` (the part before the colon has a dot or a slash)
+_REF = re.compile(r"^(?P<ref>[^:=,\s]*[./\\][^:=,\s]*:[A-Za-z_]\w*)(?::(?P<opts>.*))?$")
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """A parsed spec: the estimator's registered ``name`` (empty until a plugin ``source`` is loaded),
+    its ``options`` as given, and the plugin ``source`` (``module:Class`` or ``file.py:Class``)."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+    source: str | None = None
+
+    def text(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in self.options.items())
+        head = self.name or self.source or ""
+        return head + (":" + opts if opts else "")
+
+
+def parse_options(text: str, spec: str) -> dict[str, object]:
+    """``key=value,...`` into literal-evaluated values (one :class:`InputError` naming a bad item)."""
+    out: dict[str, object] = {}
+    if not text.strip():
+        return out
+    for item in text.split(","):
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise InputError(f"bad option {item!r} in {spec!r}; expected key=value")
+        raw = raw.strip()
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            value = raw  # bare words are strings: baseline=constant
+        out[key.strip()] = value
+    return out
+
+
+def parse(spec: str) -> EstimatorSpec:
+    """Parse ``name[:options]`` or ``module:Class[:options]`` / ``file.py:Class[:options]``."""
+    text = str(spec).strip()
+    m = _REF.match(text)
+    if m:
+        return EstimatorSpec("", parse_options(m.group("opts") or "", text), m.group("ref"))
+    name, _, rest = text.partition(":")
+    return EstimatorSpec(name.strip(), parse_options(rest, text))
+
+
+def split_list(text: str) -> list[str]:
+    """A comma list of specs whose options also use commas: ``"psa,reinforce:baseline=ema,decay=0.5,st"``
+    -> ``["psa", "reinforce:baseline=ema,decay=0.5", "st"]`` (a ``key=value`` item joins the spec before it)."""
+    out: list[str] = []
+    for token in (t.strip() for t in str(text).split(",")):
+        if not token:
+            continue
+        if "=" in token and ":" not in token.split("=", 1)[0] and out and ":" in out[-1]:
+            out[-1] += "," + token
+        else:
+            out.append(token)
+    if not out:
+        raise InputError("--estimators is empty")
+    return out
+
+
+def options_json(options: dict) -> str:
+    """Canonical JSON of an option mapping (sorted keys), as stored with each task."""
+    return json.dumps(options, sort_keys=True, default=str)
