@@ -134,5 +134,5 @@ SWEEP_PRESETS: dict[str, dict] = {
 }
 
 #: Executor used by a preset when ``--executor`` is not given: ``(kind, workers)``.  ``psa2020``
-#: spreads its 60 tasks over two worker processes, one per core.
+#: spreads its 54 tasks over two worker processes, one per core.
 SWEEP_PRESET_EXECUTORS: dict[str, tuple[str, int | None]] = {"psa2020": ("process", 2), "scaling": ("process", 2)}

@@ -25,7 +25,7 @@ from estimators import registry
 def add_parser(sub) -> None:
     p = sub.add_parser("check", help="CI regression gate: seeded run vs exact gradients and the committed baseline")
     p.add_argument("--baseline", metavar="FILE", default=None,
-                   help="baseline JSON (default: the packaged bench/baselines/ci.json)")
+                   help="baseline JSON (default: the packaged bench/gate/baselines/ci.json)")
     p.add_argument("--update-baseline", action="store_true",
                    help="rewrite the baseline from this run (only if the exact-gradient checks pass)")
     p.add_argument("--estimators", nargs="+", metavar="SPEC", default=None,
