@@ -108,6 +108,9 @@ def _register_loaded(obj, origin: plugins.Origin, what: str) -> list[str]:
         if obj.name in _REGISTRY and _REGISTRY[obj.name] is obj:
             _ORIGINS[obj.name] = origin
             return [obj.name]
+        old = _ORIGINS.get(getattr(obj, "name", None))
+        if old is not None and old.kind == origin.kind == "file" and old.where == origin.where:
+            del _REGISTRY[obj.name]  # the same plugin file, edited since it was loaded: the new code replaces it
         _loading.append(origin)
         try:
             register(obj)

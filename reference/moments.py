@@ -72,7 +72,7 @@ def path_moments(estimator: Estimator, problem: Problem, chunk: int = 2**15,
     Raises :class:`InputError` for estimators that are not path-deterministic (or lack
     ``from_path``) and for problems with more than ``max_paths`` joint paths per point.
     """
-    if not getattr(estimator, "path_deterministic", False) or not hasattr(estimator, "from_path"):
+    if not (estimator.path_deterministic and estimator.has_from_path):
         raise InputError(f"estimator {estimator.spec} is not path-deterministic; exact moments need from_path")
     estimator.check(problem)
     n_units = sum(problem.widths[1:])
@@ -97,7 +97,7 @@ def path_moments(estimator: Estimator, problem: Problem, chunk: int = 2**15,
             w = float(p.sum())
             if w == 0.0:
                 continue
-            ests = estimator.from_path(sub, path)
+            ests = estimator.from_path(sub, path, None)
             for g, est in enumerate(ests):
                 est = torch.where(live[:, None], est.to(torch.float64), 0.0)
                 # elementwise products, not p @ est: a BLAS gemv per chunk is needlessly threaded

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from estimators import registry
+
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
@@ -61,3 +63,15 @@ def _gen(seed: int = 0, device: str = "cpu") -> torch.Generator:
 def make_gen():
     """``make_gen(seed, device)``: an explicit, seeded generator (library code never uses the global one)."""
     return _gen
+
+
+@pytest.fixture(autouse=True)
+def _registry_restored():
+    """Plugins a test loads stay in that test: the estimator registry is restored after each one."""
+    registry.classes()  # discovery happens once, outside the snapshot
+    saved = dict(registry._REGISTRY), dict(registry._ORIGINS)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved[0])
+    registry._ORIGINS.clear()
+    registry._ORIGINS.update(saved[1])

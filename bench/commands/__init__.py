@@ -6,7 +6,7 @@ fixes the order ``sbn-bench --help`` shows the common ones in, the rest follow a
 
 import pkgutil
 
-ORDER = ["run", "report", "time", "check", "train", "runs", "show", "export", "list", "exact", "problem", "env"]
+ORDER = ["run", "report", "time", "check", "validate", "train", "runs", "show", "export", "list", "exact", "problem", "env"]
 
 
 def command_names() -> list[str]:

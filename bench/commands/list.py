@@ -17,6 +17,8 @@ KINDS = ("estimators", "problems", "noises", "losses")
 def add_parser(sub) -> None:
     p = sub.add_parser("list", help="list estimators (with their declarations), problems, noises or losses")
     p.add_argument("kind", nargs="?", default="estimators", choices=KINDS)
+    p.add_argument("--estimators", nargs="+", metavar="PLUGIN", default=(),
+                   help="also load these plugins first: package.module:Class or path/file.py:Class")
     p.set_defaults(func=run)
 
 
@@ -46,6 +48,8 @@ def _estimators() -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     if args.kind == "estimators":
+        for ref in args.estimators:
+            registry.resolve(ref)  # loads it (one error line for a broken plugin)
         lines = _estimators()
     elif args.kind == "problems":
         lines = [f"{name:<14} {doc}" for name, (_, doc) in NAMED_PROBLEMS.items()] + ["FILE.npz       a problem file (see README)"]

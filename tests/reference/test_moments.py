@@ -33,9 +33,10 @@ class _Score(Estimator):
     name: ClassVar[str] = "test-score"
     unbiased: ClassVar[bool] = True
     path_deterministic: ClassVar[bool] = True
+    has_from_path: ClassVar[bool] = True
     summary: ClassVar[str] = "test only"
 
-    def from_path(self, problem, path):
+    def from_path(self, problem, path, generator=None):
         f = problem.loss_of(path.x[-1]).unsqueeze(-1)
         law = problem.noise_law
         grads = [layer_grad(f * law.score(x, a), inp) for x, a, inp in zip(path.x, path.a, path.inputs)]
