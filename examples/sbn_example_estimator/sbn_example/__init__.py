@@ -1,0 +1,1 @@
+"""An example third-party estimator package for sbn-bench (registered by entry point)."""
