@@ -118,6 +118,12 @@ class Estimator:
     def hyperparameters(cls) -> dict[str, object]:
         return {f.name: f.default for f in dataclasses.fields(cls)}
 
+    def unbiased_groups(self, problem: Problem) -> tuple[str, ...]:
+        """The parameter groups whose estimate is unbiased on ``problem``: every group for an unbiased
+        estimator, none by default otherwise; biased estimators that are exact for some groups (PSA's
+        last hidden layer and head, the straight-through family's head) override this."""
+        return tuple(problem.group_names) if self.unbiased else ()
+
     def options(self) -> dict[str, object]:
         """Every option of this instance (defaults included), by name."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -97,6 +97,11 @@ class PSA(Estimator):
     def cost(self, problem: Problem) -> Cost:
         return Cost(layer_evals=problem.depth, head_evals=1 + problem.widths[-1], backward_passes=1)
 
+    def unbiased_groups(self, problem: Problem) -> tuple[str, ...]:
+        """The head and the last hidden layer (whose flips are evaluated exactly); every group of a
+        network with one hidden layer."""
+        return tuple(problem.group_names[-2:])
+
     def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` (layers, then head) of the given sampled path."""
         law, s = problem.noise_law, problem.flip_scale

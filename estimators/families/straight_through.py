@@ -49,6 +49,10 @@ class StraightThrough(Estimator):
     def cost(self, problem: Problem) -> Cost:
         return Cost(layer_evals=problem.depth, head_evals=1, backward_passes=1)
 
+    def unbiased_groups(self, problem: Problem) -> tuple[str, ...]:
+        """The head only: its gradient is pathwise at the sampled states."""
+        return ("head",)
+
     def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` (layers, then head) of the given sampled path."""
         slopes = [self.slope(problem, a) for a in path.a]
