@@ -14,6 +14,7 @@ import json
 import tomllib
 from dataclasses import dataclass
 
+from estimators import inputs
 from estimators.errors import InputError
 
 __all__ = ["ConfigMixin", "SweepConfig", "load_toml", "SWEEP_PRESETS", "SWEEP_PRESET_EXECUTORS"]
@@ -61,8 +62,9 @@ class SweepConfig(ConfigMixin):
             raise InputError("the sweep has no problems")
         if not self.estimators:
             raise InputError("the sweep has no estimators")
-        if not isinstance(self.draws, int) or self.draws < 1:
-            raise InputError(f"draws (N) must be a positive integer, got {self.draws!r}")
+        inputs.positive_int(self.draws, "draws (N)")
+        inputs.seed(self.seed)
+        inputs.safe_name(self.name, "run name")
         if self.grid is not None:
             if not self.grid or min(self.grid) < 1:
                 raise InputError(f"every M of the grid must be positive, got {list(self.grid)}")
@@ -76,8 +78,7 @@ class SweepConfig(ConfigMixin):
             raise InputError(f"unknown dtype {self.dtype!r}; use float32 or float64")
         if self.exact_method not in ("transfer", "brute"):
             raise InputError(f"unknown exact method {self.exact_method!r}; use transfer or brute")
-        if self.memory_budget_gib <= 0:
-            raise InputError("memory_budget_gib must be positive")
+        inputs.positive_finite(self.memory_budget_gib, "memory budget (GiB)")
 
 
 
@@ -93,7 +94,9 @@ def load_toml(path: str) -> dict:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise InputError(f"config file {path!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
+    except IsADirectoryError:
+        raise InputError(f"config file {path!r} is a directory") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"config file {path!r} is not valid TOML: {exc}") from None
     for key, value in data.items():
         if key not in _FIELDS:

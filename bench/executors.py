@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 
 import torch
 
 from estimators.errors import InputError
 
-__all__ = ["EXECUTORS", "make_executor"]
+__all__ = ["EXECUTORS", "check_executor", "make_executor"]
 
 EXECUTORS = ("inprocess", "process", "dask", "dask-local")
 
@@ -38,8 +44,48 @@ class InlineExecutor(cf.Executor):
         return fut
 
 
+def _die_with_parent() -> None:
+    """A worker must not outlive the sweep that started it (``kill -9`` of the parent included): the
+    kernel signals it when the parent dies (Linux ``PR_SET_PDEATHSIG``), and a watchdog thread exits
+    the worker once it is re-parented (any POSIX system)."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the watchdog alone
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="sbn-bench-parent-watchdog", daemon=True).start()
+
+
 def _init_worker() -> None:
     torch.set_num_threads(1)
+
+
+def _init_process_worker() -> None:
+    _die_with_parent()
+    _init_worker()
+
+
+def check_executor(kind: str, workers: int | None = None, scheduler: str | None = None) -> None:
+    """Refuse an unknown executor, a non-positive worker count, dask without a scheduler or without the
+    extra, before anything is planned or written."""
+    if kind not in EXECUTORS:
+        raise InputError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InputError(f"--workers must be positive, got {workers}")
+    if kind == "dask" and not scheduler:
+        raise InputError("--executor dask needs --scheduler tcp://HOST:PORT")
+    if kind in ("dask", "dask-local"):
+        _dask()
 
 
 def _dask():
@@ -53,16 +99,13 @@ def _dask():
 @contextlib.contextmanager
 def make_executor(kind: str = "inprocess", workers: int | None = None, scheduler: str | None = None):
     """Yield ``(executor, window)``: the executor and how many tasks to keep in flight."""
-    if kind not in EXECUTORS:
-        raise InputError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers must be positive, got {workers}")
+    check_executor(kind, workers, scheduler)
     if kind == "inprocess":
         yield InlineExecutor(), 1
     elif kind == "process":
         n = workers or 2
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker) as ex:
+        with cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_process_worker) as ex:
             yield ex, 2 * n
     elif kind == "dask":
         if not scheduler:

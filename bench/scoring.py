@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from estimators.base import Estimator
+from estimators.errors import InputError
 from estimators.model import Problem
 
 from .accumulate import Moments
@@ -131,6 +132,10 @@ def score(estimator: Estimator, problem: Problem, exact_grads: dict[str, torch.T
             torch.cuda.synchronize(problem.device)
         seconds += time.perf_counter() - t0
         X = torch.cat([out[n] for n in problem.group_names], dim=1).detach().cpu().double().numpy()
+        if not np.isfinite(X).all():
+            bad = int((~np.isfinite(X)).any(1).sum())
+            raise InputError(f"estimator {estimator.spec} returned non-finite estimates in {bad} of {c} draws on "
+                             f"{problem.name} (scores would be NaN)")
         for n, s in sl.items():
             mom[n].update(X[:, s])
             resid[n].update(((X[:, s] - g[s]) ** 2).sum(1))

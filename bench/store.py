@@ -18,7 +18,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import secrets
 import sqlite3
+import urllib.parse
 from typing import Iterable
 
 import numpy as np
@@ -32,6 +34,8 @@ from reports.results import RunResults
 __all__ = ["Store", "SCHEMA_VERSION", "DEFAULT_DB"]
 
 SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` of an sbn-bench store ("SBNB"); stores made before it was set have 0
+APPLICATION_ID = 0x53424E42
 DEFAULT_DB = "sbn_results.sqlite"
 
 TASK_COLUMNS = [
@@ -76,6 +80,7 @@ CREATE TABLE timings (
     extra TEXT
 );
 PRAGMA user_version = {SCHEMA_VERSION};
+PRAGMA application_id = {APPLICATION_ID};
 """
 _TABLES = {"runs", "tasks", "scores", "moments", "timings", "curves"}
 
@@ -94,30 +99,59 @@ class Store:
             raise InputError(f"results database {self.path!r} does not exist (run 'sbn-bench run' first)")
         if exists and os.path.isdir(self.path):
             raise InputError(f"results database {self.path!r} is a directory")
-        if exists:
-            self._check_existing()
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
+        if not exists:
+            self._create()
+        self._check_existing()
         self.con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         self.con.execute("PRAGMA foreign_keys = ON")
-        if not exists:
-            self.con.execute("PRAGMA journal_mode = WAL")
-            self.con.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+
+    def _create(self) -> None:
+        """Create the database atomically: built complete in a private file, then linked into place
+        (``os.link`` never overwrites), so two runs creating one store at once both end up using the
+        one that won, and nobody ever sees a half-made schema."""
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{self.path}.{os.getpid()}.{secrets.token_hex(4)}.new"
+        try:
+            con = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                con.execute("PRAGMA journal_mode = WAL")
+                con.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                con.execute("PRAGMA journal_mode = DELETE")  # a self-contained file to link
+            finally:
+                con.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another process created it first: use theirs (checked like any existing file)
+        finally:
+            for leftover in (tmp, tmp + "-wal", tmp + "-shm", tmp + "-journal"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
 
     def _check_existing(self) -> None:
         """Refuse, without touching the file, anything that is not a healthy store of our schema."""
         try:
-            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0)
+            # immutable: no lock, no -wal/-shm file is created beside a file that may not be ours
+            con = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro&immutable=1",
+                                  uri=True, timeout=30.0)
             try:
                 ok = con.execute("PRAGMA quick_check").fetchone()[0]
                 version = con.execute("PRAGMA user_version").fetchone()[0]
+                app = con.execute("PRAGMA application_id").fetchone()[0]
                 tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                task_cols = {r[1] for r in con.execute("PRAGMA table_info(tasks)")} if "tasks" in tables else set()
             finally:
                 con.close()
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{self.path!r} is not a readable sbn-bench results database ({exc}); left untouched") from None
         if ok != "ok":
             raise InputError(f"results database {self.path!r} failed its integrity check ({ok}); left untouched")
+        ours = app == APPLICATION_ID or (app == 0 and _TABLES <= tables and set(TASK_COLUMNS) <= task_cols)
+        if not ours:
+            raise InputError(f"{self.path!r} is an SQLite database but not an sbn-bench results store; use another "
+                             f"--db path (the file was left untouched)")
         if version != SCHEMA_VERSION or not _TABLES <= tables:
             raise InputError(
                 f"results database {self.path!r} has schema version {version}, this sbn-bench needs "
@@ -166,6 +200,8 @@ class Store:
     def resolve(self, ref: str) -> str:
         """A run id from an exact id, a unique prefix, or ``latest``."""
         ids = [r[0] for r in self.con.execute("SELECT run_id FROM runs ORDER BY created_utc, rowid")]
+        if not isinstance(ref, str) or not ref.strip():
+            raise InputError("name a run: an id, a unique prefix of one, or 'latest' (see 'sbn-bench runs')")
         if ref == "latest":
             if not ids:
                 raise InputError(f"results database {self.path!r} holds no runs")

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from estimators import registry
+from estimators import inputs, registry
 from estimators.errors import InputError
 from reference.checkpoints import split_spec
-from reference.exact import check_feasible
+from reference.exact import check_feasible, exact
 from reference.problems import build_problem
 
 from .config import SweepConfig
-from .executors import make_executor
+from .executors import check_executor, make_executor
 from .manifest import build_manifest
 from .store import Store
 from .tasks import plan_tasks, run_task
@@ -66,12 +66,18 @@ def expand_estimators(specs) -> list[str]:
     return out
 
 
-def _problems(cfg: SweepConfig) -> dict:
+def _problems(cfg: SweepConfig, notes: list[str] | None = None) -> dict:
     problems = {}
     for spec in cfg.problems:
         base, _ = split_spec(spec)
         problem = build_problem(base)
         check_feasible(problem, cfg.exact_method, int(cfg.memory_budget_gib * 2**30))
+        if "@" not in spec:  # checkpoints are trained later; their exact reference is checked by the task
+            ex = exact(problem, cfg.exact_method, int(cfg.memory_budget_gib * 2**30))  # refuses a non-finite one
+            zero = [g for g, v in ex.grads.items() if float(v.norm()) == 0.0]
+            if zero and notes is not None:
+                notes.append(f"problem {spec}: the exact gradient of {', '.join(zero)} is exactly zero (saturated "
+                             f"units?); relative scores of those groups are undefined (NaN)")
         problems[spec] = problem
     return problems
 
@@ -94,10 +100,21 @@ def _submit(ex, executor: str, task: dict, cache: str):
 
 
 def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: int | None = None,
-              scheduler: str | None = None, label: str = "", fresh: bool = False) -> SweepOutcome:
+              scheduler: str | None = None, label: str = "", fresh: bool = False,
+              allow_large: bool = False) -> SweepOutcome:
+    """Plan the sweep, check everything, then run what the store does not hold yet.
+
+    Nothing touches the disk before the problems, estimators, executor and sizes are checked; more
+    than :data:`~estimators.inputs.MAX_DRAWS` draws per task are refused unless ``allow_large``."""
+    if cfg.draws > inputs.MAX_DRAWS and not allow_large:
+        raise InputError(f"{cfg.draws} draws per task is over the limit of {inputs.MAX_DRAWS} (about a CPU-day for "
+                         f"the cheapest estimator, times {len(cfg.problems)} problem(s)); pass --allow-large to run it")
+    check_executor(executor, workers, scheduler)
     estimators = expand_estimators(cfg.estimators)
-    problems = _problems(cfg)
+    notes: list[str] = []
+    problems = _problems(cfg, notes)
     tasks, skipped = plan_tasks(cfg, problems, estimators)
+    skipped = notes + skipped
     if cfg.device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InputError("--device cuda was asked for, but CUDA is not available here")

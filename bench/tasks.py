@@ -52,7 +52,7 @@ def plan_tasks(cfg: SweepConfig, problems: dict, estimators: list[str]) -> tuple
             try:
                 est.check(problem)
             except InputError as exc:
-                skipped.append(str(exc) + f" [problem {pspec}]")
+                skipped.append(f"skipped: {exc} [problem {pspec}]")
                 continue
             origin = registry.origin(est.name)
             spec = dict(problem=pspec, estimator=est.spec, estimator_name=est.name, estimator_options=est.options(),

@@ -16,6 +16,8 @@ within a memory budget; a problem whose estimate exceeds the budget is refused w
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -67,14 +69,29 @@ def memory_estimate(problem: Problem, method: str = "transfer", chunk: int | Non
     return fixed * _F64, per_point * _F64
 
 
+#: a layer wider than this is refused before any estimate is computed (2^64 joint states)
+MAX_ENUMERABLE_WIDTH = 64
+
+
+def _size(n_bytes: int) -> str:
+    """A byte count for a message: GiB while printable, else a power of two."""
+    return f"{n_bytes / 2**30:.2f} GiB" if n_bytes.bit_length() < 100 else f"2^{n_bytes.bit_length() - 1} bytes"
+
+
 def _plan(problem: Problem, method: str, budget: int) -> int:
+    widths = "-".join(map(str, problem.widths))
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+        raise InputError(f"the memory budget must be a positive number of bytes, got {budget!r}")
+    widest = max(problem.widths[1:])
+    if widest > MAX_ENUMERABLE_WIDTH:
+        raise InputError(f"exact reference for widths {widths}: a layer of {widest} units has 2^{widest} joint "
+                         f"states, far beyond any memory budget; use layers of at most ~13 units")
     fixed, per_point = memory_estimate(problem, method)
     need = fixed + per_point
     if need > budget:
-        widths = "-".join(map(str, problem.widths))
         raise InputError(
-            f"exact reference ({method}) for widths {widths} needs about {need / 2**30:.2f} GiB, over the "
-            f"{budget / 2**30:.2f} GiB budget; use narrower layers or raise --memory-budget"
+            f"exact reference ({method}) for widths {widths} needs about {_size(need)}, over the "
+            f"{_size(budget)} budget; use narrower layers or raise --memory-budget"
         )
     return max(1, min(problem.batch_size, (budget - fixed) // per_point))
 
@@ -182,4 +199,8 @@ def exact(problem: Problem, method: str = "transfer", budget: int = DEFAULT_BUDG
         total += part.detach()
     grads = {name: (leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)).detach()
              for name, leaf in zip(p.group_names, leaves)}
+    if not math.isfinite(float(total)) or not all(bool(torch.isfinite(g).all()) for g in grads.values()):
+        biggest = max(float(w.abs().max()) for w in (*p.weights, p.head_weight))
+        raise InputError(f"the exact expected loss or gradient of {problem.name} is not finite in float64 (largest "
+                         f"weight {biggest:.3g}); such a problem cannot be scored")
     return Exact(loss=float(total), grads=grads, method=method)

@@ -26,6 +26,7 @@ Settings given to :func:`load_problem` override those stored in the file.  Loadi
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -33,6 +34,8 @@ import torch
 
 from estimators.errors import InputError
 from estimators.model import ConvGeom, Problem
+
+from .specs import guard_size
 
 __all__ = ["load_problem", "save_problem"]
 
@@ -66,53 +69,108 @@ def _array(data, key: str) -> torch.Tensor:
     return torch.as_tensor(arr)
 
 
+_ARRAY = re.compile(r"^(W|b|conv)([1-9][0-9]*)$")
+_FIXED = {"W_head", "b_head", "X", "y", *_SETTINGS}
+
+
+def inspect_archive(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """``{array: (shape, dtype)}`` read from the archive's headers, without loading any data.
+
+    Refuses (one :class:`InputError`) anything that is not an ``.npz`` of plain arrays, object arrays,
+    unknown array names, layers with gaps (``W4`` without ``W3``) and archives whose arrays hold more
+    than :data:`~reference.specs.MAX_ELEMENTS` numbers, before anything is allocated.
+    """
+    if not os.path.exists(path):
+        raise InputError(f"problem file {path!r} does not exist")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            headers = {}
+            for info in zf.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(fh)  # the header only, never the data
+                headers[name] = (tuple(shape), dtype)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"problem file {path!r} is not a readable .npz archive of arrays ({exc})") from None
+    for name, (shape, dtype) in headers.items():
+        m = _ARRAY.match(name)
+        if name not in _FIXED and not m:
+            raise InputError(f"problem file {path!r} has an unexpected array {name!r} (see the README's table)")
+        if dtype.hasobject:
+            raise InputError(f"array {name!r} of {path!r} holds Python objects; only numbers and strings are read")
+    for prefix in ("W", "b", "conv"):
+        layers = sorted(int(_ARRAY.match(n).group(2)) for n in headers if _ARRAY.match(n) and
+                        _ARRAY.match(n).group(1) == prefix)
+        if layers and layers != list(range(1, len(layers) + 1)):
+            missing = min(set(range(1, max(layers) + 1)) - set(layers))
+            raise InputError(f"problem file {path!r} has {prefix}{max(layers)} but no {prefix}{missing}: "
+                             f"layers are numbered 1..L without gaps")
+    guard_size(sum(int(np.prod(s)) for s, _ in headers.values()), f"problem file {path!r}")
+    return headers
+
+
 def load_problem(path: str | os.PathLike, **settings: str) -> Problem:
     """Read a problem file; ``settings`` (encoding, noise, loss, name) override the stored ones."""
     path = os.fspath(path)
+    headers = inspect_archive(path)
+    for name in ("X", *[f"W{k}" for k in range(1, 1 + sum(1 for n in headers if _ARRAY.match(n) and n[0] == "W"))]):
+        if name in headers and (len(headers[name][0]) < 2 or min(headers[name][0]) < 1):
+            raise InputError(f"array {name!r} of {path!r} has shape {headers[name][0]}: every dimension must be positive")
     try:
         data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"problem file {path!r} does not exist") from None
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise InputError(f"problem file {path!r} is not a readable .npz archive ({exc})") from None
-    with data:
-        L = 0
-        while f"W{L + 1}" in data.files:
-            L += 1
-        if L == 0:
-            raise InputError("problem file is missing array 'W1'")
-        stored = {}
-        for key in _SETTINGS:
-            if key in data.files:
-                if data[key].dtype.kind != "U" or data[key].ndim != 0:
-                    raise InputError(f"array {key!r} must be a 0-d string")
-                stored[key] = str(data[key])
-        stored.setdefault("name", os.path.splitext(os.path.basename(path))[0])
-        stored.update({k: v for k, v in settings.items() if v is not None})
-        loss = stored.get("loss", "logistic")
-        y = _array(data, "y")
-        y = y.long() if loss == "softmax" and not y.is_floating_point() else y.double()
-        if loss == "softmax" and y.is_floating_point():
-            if not bool((y == y.round()).all()):
-                raise InputError("array 'y': the softmax loss needs integer labels")
-            y = y.long()
-        f = lambda key: _array(data, key).double()  # noqa: E731
-        conv = []
-        for k in range(1, L + 1):
-            if f"conv{k}" in data.files:
-                g = data[f"conv{k}"]
-                if g.dtype.kind not in "iu" or g.shape != (6,):
-                    raise InputError(f"array 'conv{k}' must be 6 integers [C_in, H, W, kernel, stride, padding]")
-                conv.append(ConvGeom(*(int(v) for v in g)))
-            else:
-                conv.append(None)
-        return Problem(
-            conv=tuple(conv),
-            weights=tuple(f(f"W{k}") for k in range(1, L + 1)),
-            biases=tuple(f(f"b{k}") for k in range(1, L + 1)),
-            head_weight=f("W_head"),
-            head_bias=f("b_head"),
-            X=f("X"),
-            y=y,
-            **stored,
-        )
+    try:
+        with data:
+            return _read(data, path, settings)
+    except (ValueError, zipfile.BadZipFile, EOFError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"problem file {path!r} could not be read: {exc}") from None
+
+
+def _read(data, path: str, settings: dict) -> Problem:
+    """The problem in an opened archive whose headers :func:`inspect_archive` accepted."""
+    L = 0
+    while f"W{L + 1}" in data.files:
+        L += 1
+    if L == 0:
+        raise InputError("problem file is missing array 'W1'")
+    stored = {}
+    for key in _SETTINGS:
+        if key in data.files:
+            if data[key].dtype.kind != "U" or data[key].ndim != 0:
+                raise InputError(f"array {key!r} must be a 0-d string")
+            stored[key] = str(data[key])
+    stored.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    stored.update({k: v for k, v in settings.items() if v is not None})
+    loss = stored.get("loss", "logistic")
+    y = _array(data, "y")
+    y = y.long() if loss == "softmax" and not y.is_floating_point() else y.double()
+    if loss == "softmax" and y.is_floating_point():
+        if not bool((y == y.round()).all()):
+            raise InputError("array 'y': the softmax loss needs integer labels")
+        y = y.long()
+    f = lambda key: _array(data, key).double()  # noqa: E731
+    conv = []
+    for k in range(1, L + 1):
+        if f"conv{k}" in data.files:
+            g = data[f"conv{k}"]
+            if g.dtype.kind not in "iu" or g.shape != (6,):
+                raise InputError(f"array 'conv{k}' must be 6 integers [C_in, H, W, kernel, stride, padding]")
+            conv.append(ConvGeom(*(int(v) for v in g)))
+        else:
+            conv.append(None)
+    return Problem(
+        conv=tuple(conv),
+        weights=tuple(f(f"W{k}") for k in range(1, L + 1)),
+        biases=tuple(f(f"b{k}") for k in range(1, L + 1)),
+        head_weight=f("W_head"),
+        head_bias=f("b_head"),
+        X=f("X"),
+        y=y,
+        **stored,
+    )

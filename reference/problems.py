@@ -29,7 +29,7 @@ from estimators.model import ConvGeom, Problem
 from .checkpoints import ensure_checkpoints, load_checkpoint, split_spec
 from .datasets import psa_2d
 from .files import load_problem
-from .specs import build_from_spec, dash_ints, parse_widths
+from .specs import build_from_spec, dash_ints, guard_size, parse_widths
 
 __all__ = ["build_problem", "problem_names", "NAMED_PROBLEMS", "moment_rescale"]
 
@@ -113,6 +113,7 @@ def psa_2_5_5_5(seed: int = 0, points: int = 200) -> Problem:
 def random_problem(widths: str = "2-5-5-5", scale: float = 1.0, seed: int = 0, points: int = 20,
                    encoding: str = "pm1", noise: str = "logistic", loss: str = "logistic", classes: int = 3) -> Problem:
     w = parse_widths(widths)
+    guard_size(points * w[0], f"{points} points of {w[0]} inputs")
     rng = np.random.default_rng(seed)
     C = {"logistic": 1, "softmax": classes}.get(loss, classes)
     N = lambda *shape, s=scale: _t(rng.normal(0.0, s, shape))  # noqa: E731
@@ -142,12 +143,20 @@ def conv_problem(input: str = "1x4x4", channels: str = "2-2", kernels: str = "3-
         C, H, W = (int(v) for v in str(input).lower().split("x"))
     except ValueError:
         raise InputError(f"bad input {input!r}; write CxHxW, e.g. 1x4x4") from None
+    if min(C, H, W) < 1:
+        raise InputError(f"bad input {input!r}; channels, height and width must be positive")
     chans = dash_ints(channels, "channels")
+    if not chans or min(chans) < 1:
+        raise InputError(f"bad channels {channels!r}; every conv layer needs at least one channel")
     L = len(chans)
     ks, ss, ps = (dash_ints(v, n, L) for v, n in ((kernels, "kernels"), (strides, "strides"), (paddings, "paddings")))
     rng = np.random.default_rng(seed)
     geoms, weights, biases = [], [], []
+    guard_size(points * C * H * W, f"{points} input maps of {C}x{H}x{W}")
     for c_out, k, st, pd in zip(chans, ks, ss, ps):
+        if k < 1 or st < 1:
+            raise InputError(f"kernel {k} and stride {st} must be positive")
+        guard_size(c_out * C * k * k + (H + 2 * pd) * (W + 2 * pd) * c_out * points, f"conv layer {C}->{c_out}")
         g = ConvGeom(C, H, W, k, st, pd)
         if min(g.out_hw()) < 1:
             raise InputError(f"kernel {k}, stride {st}, padding {pd} do not fit a {H}x{W} map")

@@ -13,9 +13,19 @@ import inspect
 from typing import Callable, Mapping
 
 from estimators.errors import InputError
+from estimators.options import Domain
 from estimators.registry import parse_spec
 
-__all__ = ["build_from_spec", "checked_options", "dash_ints", "parse_widths"]
+__all__ = ["DOMAINS", "MAX_ELEMENTS", "build_from_spec", "checked_options", "dash_ints", "guard_size", "parse_widths"]
+
+#: what numeric options accept, whichever builder declares them (checked after their type)
+DOMAINS = {
+    "points": Domain(ge=1), "classes": Domain(ge=2), "seed": Domain(ge=0, le=2**63 - 1), "scale": Domain(ge=0),
+    "train": Domain(ge=1), "val": Domain(ge=1), "test": Domain(ge=1), "init_points": Domain(ge=1),
+    "size": Domain(ge=1), "noise": Domain(ge=0),
+}
+#: parameters plus inputs a spec may ask for (float64: 8 GB); larger specs are refused before allocating
+MAX_ELEMENTS = 10**9
 
 
 def checked_options(fn: Callable, options: dict[str, object], what: str, hidden: tuple[str, ...] = ()) -> dict:
@@ -35,6 +45,8 @@ def checked_options(fn: Callable, options: dict[str, object], what: str, hidden:
         ):
             kind = "an integer" if isinstance(default, int) else "a number"
             raise InputError(f"option {key}={value!r} of {what} must be {kind}")
+        elif isinstance(default, (int, float)) and key in DOMAINS and not DOMAINS[key].admits(value):
+            raise InputError(f"option {key}={value!r} of {what} must be {DOMAINS[key].describe()}")
     return out
 
 
@@ -48,6 +60,13 @@ def build_from_spec(spec: str, builders: Mapping[str, tuple[Callable, str]], kin
     return fn(**checked_options(fn, options, f"{kind} {name!r}", hidden), **extra)
 
 
+def guard_size(elements: int, what: str) -> None:
+    """Refuse a problem of more than :data:`MAX_ELEMENTS` numbers before anything is allocated."""
+    if elements > MAX_ELEMENTS:
+        raise InputError(f"{what} would hold {elements:.3g} numbers ({elements * 8 / 2**30:.3g} GiB in float64), "
+                         f"over the limit of {MAX_ELEMENTS:.0e}; use a smaller network or fewer points")
+
+
 def dash_ints(text, what: str, n: int | None = None) -> tuple[int, ...]:
     """Integers joined by ``-`` (``"3-3"``); with ``n``, one value is repeated ``n`` times and any
     other count than ``n`` is refused."""
@@ -55,6 +74,8 @@ def dash_ints(text, what: str, n: int | None = None) -> tuple[int, ...]:
         out = tuple(int(v) for v in str(text).split("-"))
     except ValueError:
         raise InputError(f"bad {what} {text!r}; write integers joined by '-', e.g. 3-3") from None
+    if min(out, default=0) < 0 or len(out) > 1000:
+        raise InputError(f"bad {what} {text!r}; expected at most 1000 non-negative integers")
     if n is not None and len(out) == 1:
         out = out * n
     if n is not None and len(out) != n:
@@ -70,4 +91,5 @@ def parse_widths(widths: str | int) -> tuple[int, ...]:
         raise InputError(f"bad widths {widths!r}; write them as n0-n1-...-nL, e.g. 2-5-5-5") from None
     if len(out) < 2 or min(out) < 1:
         raise InputError(f"bad widths {widths!r}; need an input width and at least one layer, all positive")
+    guard_size(sum(a * b + b for a, b in zip(out, out[1:])), f"widths {widths}")
     return out

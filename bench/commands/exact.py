@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 
+from estimators import inputs
 from reference import build_problem, exact
 
 
@@ -19,9 +20,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    budget = inputs.positive_finite(args.memory_budget, "--memory-budget (GiB)")
     problem = build_problem(args.problem)
     t0 = time.perf_counter()
-    ex = exact(problem, args.method, budget=int(args.memory_budget * 2**30))
+    ex = exact(problem, args.method, budget=int(budget * 2**30))
     seconds = time.perf_counter() - t0
     if args.json:
         out = {"problem": problem.name, "method": ex.method, "loss": ex.loss, "seconds": seconds,

@@ -8,6 +8,7 @@ import os
 
 from bench.store import DEFAULT_DB, Store
 from estimators.errors import InputError
+from estimators.inputs import safe_name
 
 
 def add_parser(sub) -> None:
@@ -16,6 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
     p.add_argument("--out", default=".", help="output directory (default: .)")
     p.add_argument("--db", default=DEFAULT_DB, help="results database")
+    p.add_argument("--force", action="store_true", help="overwrite files of the same names")
     p.set_defaults(func=run)
 
 
@@ -29,10 +31,16 @@ def run(args: argparse.Namespace) -> int:
         run_id = store.resolve(args.run_ref)
         manifest = store.manifest(run_id)
         tables = {"tasks": store.tasks(run_id), "scores": store.scores(run_id), "timings": store.timings(run_id)}
+    stem = safe_name(run_id, "run id")  # stored ids from older versions may not be file-safe: refuse them
+    targets = [os.path.join(args.out, f"{stem}.{name}.{args.format}") for name in tables]
+    targets.append(os.path.join(args.out, f"{stem}.manifest.json"))
+    existing = [t for t in targets if os.path.exists(t)]
+    if existing and not args.force:
+        raise InputError(f"{existing[0]} exists; export refuses to overwrite (pass --force, or another --out)")
     os.makedirs(args.out, exist_ok=True)
     written = []
     for name, df in tables.items():
-        path = os.path.join(args.out, f"{run_id}.{name}.{args.format}")
+        path = os.path.join(args.out, f"{stem}.{name}.{args.format}")
         if args.format == "csv":
             df.to_csv(path, index=False)
         elif args.format == "json":
@@ -40,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             df.to_parquet(path, index=False)
         written.append(path)
-    path = os.path.join(args.out, f"{run_id}.manifest.json")
+    path = os.path.join(args.out, f"{stem}.manifest.json")
     with open(path, "w") as fh:
         json.dump(manifest, fh, indent=1, default=str)
     written.append(path)

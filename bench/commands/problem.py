@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from estimators.errors import InputError
 from reference import build_problem, load_problem, save_problem
 
 
@@ -18,6 +19,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.save and not args.save.endswith(".npz"):
+        raise InputError(f"--save {args.save!r}: problem files are .npz archives (name it FILE.npz)")
     overrides = {"encoding": args.encoding, "noise": args.noise, "loss": args.loss}
     if args.spec.endswith(".npz"):
         problem = load_problem(args.spec, **overrides)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from bench.config import SWEEP_PRESET_EXECUTORS, SWEEP_PRESETS, SweepConfig, load_toml
 from bench.executors import EXECUTORS
-from bench.rendering import render
+from bench.rendering import parse_formats, render
 from bench.store import DEFAULT_DB
 from bench.sweep import run_sweep
 from estimators.errors import InputError
@@ -42,13 +43,16 @@ def add_parser(sub) -> None:
     p.add_argument("--no-report", action="store_true", help="skip the report")
     p.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: sbn-report/RUN_ID)")
     p.add_argument("--format", default="html,pdf", help="report formats (default: html,pdf)")
+    p.add_argument("--allow-large", action="store_true",
+                   help="accept more than 10^9 draws per task (refused by default: it would run for days)")
     p.set_defaults(func=run)
 
 
 def build_config(args: argparse.Namespace):
     if args.config:
         base = load_toml(args.config)
-        base.setdefault("name", os.path.splitext(os.path.basename(args.config))[0])
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.splitext(os.path.basename(args.config))[0]).strip(".-")
+        base.setdefault("name", stem or "config")
         base.setdefault("problems", [])
         base.setdefault("estimators", ["*"])
     else:
@@ -79,14 +83,16 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
+    if not args.no_report:
+        parse_formats(args.format)  # bad input is refused before the sweep runs or the store is created
     executor, workers = args.executor, args.workers
     if executor is None:
         executor, hinted = SWEEP_PRESET_EXECUTORS.get(args.preset or "", ("inprocess", None))
         workers = workers or hinted
     out = run_sweep(cfg, args.db, executor=executor, workers=workers, scheduler=args.scheduler,
-                    label=args.label, fresh=args.fresh)
+                    label=args.label, fresh=args.fresh, allow_large=args.allow_large)
     for note in out.skipped:
-        print(f"note: skipped {note}", file=sys.stderr)
+        print(f"note: {note}", file=sys.stderr)
     print(f"run {out.run_id}: {out.total} tasks, {out.already_done} already stored, {out.ran} computed"
           f"{f', {out.failed} failed' if out.failed else ''} -> {args.db}")
     if not args.no_report:

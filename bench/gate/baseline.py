@@ -49,6 +49,8 @@ def _read(path: Path) -> dict:
         raise InputError(f"baseline {path} not found; create it with 'sbn-bench check --update-baseline'") from None
     except OSError as exc:
         raise InputError(f"cannot read baseline {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"baseline {path} is not a text (JSON) file") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

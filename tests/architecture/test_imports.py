@@ -32,6 +32,7 @@ ALLOWED = {
     "estimators.options": {"estimators.errors"},
     "estimators.base": {"estimators.errors", "estimators.model", "estimators.options"},
     "estimators.spec": {"estimators.errors"},
+    "estimators.inputs": {"estimators.errors"},
     "estimators.plugins": {"estimators.errors"},
     "estimators.registry": {"estimators.errors", "estimators.base", "estimators.spec", "estimators.plugins"},
     "estimators.families": {"estimators.errors", "estimators.model", "estimators.kernels", "estimators.base",

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from bench.store import SCHEMA_VERSION, Store
+from bench.store import APPLICATION_ID, SCHEMA_VERSION, Store
 from estimators.errors import InputError
 
 
@@ -81,9 +81,49 @@ def test_other_schema_version_is_refused_and_left_untouched(tmp_path):
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE runs (x)")
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.execute(f"PRAGMA application_id = {APPLICATION_ID}")  # a store of a later sbn-bench
     con.commit()
     con.close()
     before = db.read_bytes()
     with pytest.raises(InputError, match="schema version"):
         Store(db, create=True)
     assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.sqlite"]  # no -wal / -shm beside it
+
+
+def test_a_foreign_database_is_named_foreign_and_left_untouched(tmp_path):
+    db = tmp_path / "other.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("CREATE TABLE things (x)")
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # the same number means nothing
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    with pytest.raises(InputError, match="not an sbn-bench results store"):
+        Store(db, create=True)
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"]
+
+
+def _create(path, barrier):
+    barrier.wait()
+    Store(path, create=True).close()
+
+
+def test_concurrent_creation_of_one_store_is_atomic(tmp_path):
+    """Four processes create the same new store at once: all succeed, one schema, no stray files."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    path = str(tmp_path / "new.sqlite")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_create, args=(path, barrier)) for _ in range(4)]
+    for pr in procs:
+        pr.start()
+    for pr in procs:
+        pr.join(60)
+    assert [pr.exitcode for pr in procs] == [0] * 4
+    with Store(path) as st:
+        assert st.runs().empty
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == ["new.sqlite"]
