@@ -44,11 +44,11 @@ class InlineExecutor(cf.Executor):
         return fut
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """A worker must not outlive the sweep that started it (``kill -9`` of the parent included): the
     kernel signals it when the parent dies (Linux ``PR_SET_PDEATHSIG``), and a watchdog thread exits
-    the worker once it is re-parented (any POSIX system)."""
-    parent = os.getppid()
+    the worker once it is re-parented (any POSIX system).  ``parent`` is the sweep's pid, passed in:
+    a worker whose imports outlast its parent finds itself re-parented and exits at once."""
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
@@ -70,8 +70,8 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _init_process_worker() -> None:
-    _die_with_parent()
+def _init_process_worker(parent: int) -> None:
+    _die_with_parent(parent)
     _init_worker()
 
 
@@ -105,7 +105,8 @@ def make_executor(kind: str = "inprocess", workers: int | None = None, scheduler
     elif kind == "process":
         n = workers or 2
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_process_worker) as ex:
+        with cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_process_worker,
+                                    initargs=(os.getpid(),)) as ex:
             yield ex, 2 * n
     elif kind == "dask":
         if not scheduler:

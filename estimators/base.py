@@ -23,7 +23,7 @@ implement either
 They register with :func:`estimators.registry.register`.  Declarations that options change
 (``unbiased``, ``paths_per_draw``, ``path_deterministic``, ``has_from_path``) may be overridden by
 properties: every reader asks the instance (:meth:`Estimator.declarations`), never the class.  The
-whole contract, with what :func:`estimators.validate.check_estimator` verifies, is in
+whole contract, with what ``bench.validate.check_estimator`` verifies, is in
 ``docs/estimators/index.md#contract``.
 """
 

@@ -100,7 +100,7 @@ class PSA(Estimator):
     def unbiased_groups(self, problem: Problem) -> tuple[str, ...]:
         """The head and the last hidden layer (whose flips are evaluated exactly); every group of a
         network with one hidden layer."""
-        return tuple(problem.group_names[-2:])
+        return super().unbiased_groups(problem) if self.unbiased else tuple(problem.group_names[-2:])
 
     def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` (layers, then head) of the given sampled path."""

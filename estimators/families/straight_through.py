@@ -51,7 +51,7 @@ class StraightThrough(Estimator):
 
     def unbiased_groups(self, problem: Problem) -> tuple[str, ...]:
         """The head only: its gradient is pathwise at the sampled states."""
-        return ("head",)
+        return super().unbiased_groups(problem) if self.unbiased else ("head",)
 
     def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` (layers, then head) of the given sampled path."""

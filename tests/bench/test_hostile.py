@@ -1,0 +1,171 @@
+"""Hostile input through the command line: one line on stderr, exit code 2, no traceback, nothing written.
+
+Each case was found by probing the CLI as a hostile user would (the categories of the hardening
+issue); the property-based tests in ``test_properties.py`` generate many more.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+
+QUICK = ["--problem", "random:widths=2-2-2,points=3", "--estimators", "st", "-N", "10"]
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.fixture
+def hostile(tmp_path, monkeypatch, capsys):
+    """Run ``main(argv)`` in an empty folder; assert exit 2, one stderr line containing ``what``, nothing new."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(argv, what, keep=()):
+        before = _files(tmp_path)
+        rc = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2, (argv, rc, err)
+        assert len(err) == 1 and "Traceback" not in err[0] and what in err[0], err
+        assert _files(tmp_path) - before - set(keep) == set(), "bad input wrote files"
+        return err[0]
+
+    return run
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _base(rng=np.random.default_rng(0)):
+    return dict(W1=rng.normal(size=(3, 2)), b1=np.zeros(3), W2=rng.normal(size=(3, 3)), b2=np.zeros(3),
+                W_head=rng.normal(size=(1, 3)), b_head=np.zeros(1), X=rng.normal(size=(5, 2)), y=np.ones(5))
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["run", "--seed", "-1", *QUICK, "--db", "r.sqlite"], "seed must be an integer"),
+    (["run", "--problem", "random:widths=2-3-3,points=-3", "--estimators", "st", "--db", "r.sqlite"], "points=-3"),
+    (["run", "--problem", "random:widths=2-3-3,loss=softmax,classes=0", "--estimators", "st", "--db", "r.sqlite"],
+     "classes=0"),
+    (["run", *QUICK, "--memory-budget", "nan", "--db", "r.sqlite"], "memory budget"),
+    (["run", *QUICK, "--memory-budget", "inf", "--db", "r.sqlite"], "memory budget"),
+    (["exact", "--problem", "psa-2-5-5-5", "--memory-budget", "-3"], "--memory-budget"),
+    (["exact", "--problem", "cifar-s1"], "joint states"),
+    (["exact", "--problem", "random:widths=2-1000"], "2^1000 joint states"),
+    (["run", *QUICK, "--executor", "process", "--workers", "0", "--db", "r.sqlite"], "--workers"),
+    (["run", *QUICK, "--format", "xyz", "--db", "r.sqlite"], "unknown report format"),
+    (["run", *QUICK, "--name", "../../x", "--db", "r.sqlite", "--no-report"], "run name"),
+    (["run", *QUICK, "--name", "/etc/passwd", "--db", "r.sqlite", "--no-report"], "run name"),
+    (["run", "--problem", "psa-2-5-5-5", "--estimators", "st", "-N", str(2**63 - 1), "--db", "r.sqlite"],
+     "--allow-large"),
+    (["run", "--problem", "random:widths=2-100000-100000", "--estimators", "st", "--db", "r.sqlite"], "over the limit"),
+    (["problem", "psa-2-5-5-5", "--save", "out.txt"], ".npz"),
+    (["run", "--estimators", "psa:kernel=nope", "--problem", "psa-2-5-5-5", "--db", "r.sqlite"], "one of"),
+    (["run", "--estimators", "concrete:tau=-1", "--problem", "psa-2-5-5-5", "--db", "r.sqlite"], "must be > 0"),
+])
+def test_bad_flags_and_specs(hostile, argv, what):
+    hostile(argv, what)
+
+
+def test_bad_files(hostile, tmp_path):
+    (tmp_path / "bin.toml").write_bytes(os.urandom(300) + b"\xff\xfe")
+    hostile(["run", "--config", "bin.toml", "--db", "r.sqlite"], "is not valid TOML", keep={"bin.toml"})
+    hostile(["check", "--baseline", "bin.toml", "--estimators", "st"], "not a text (JSON) file")
+    obj = _npz(tmp_path / "obj.npz", **{**_base(), "W1": np.array([object()], dtype=object)})
+    hostile(["run", "--problem-file", obj, "--estimators", "st", "--db", "r.sqlite"], "Python objects")
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    os.replace(tmp_path / "x.npy", tmp_path / "x.npz")
+    hostile(["run", "--problem-file", "x.npz", "--estimators", "st", "--db", "r.sqlite"], "not a readable .npz")
+    empty = _npz(tmp_path / "empty.npz")
+    hostile(["run", "--problem-file", empty, "--estimators", "st", "--db", "r.sqlite"], "missing array 'W1'")
+    gap = _npz(tmp_path / "gap.npz", **_base(), W4=np.zeros((3, 3)), b4=np.zeros(3))
+    hostile(["run", "--problem-file", gap, "--estimators", "st", "--db", "r.sqlite"], "W4 but no W3")
+    zero = _npz(tmp_path / "zero.npz", **{**_base(), "X": np.zeros((0, 2))})
+    hostile(["run", "--problem-file", zero, "--estimators", "st", "--db", "r.sqlite"], "must be positive")
+    (tmp_path / "foreign.sqlite").write_bytes(b"SQLite format 3\x00" + os.urandom(200))
+    hostile(["runs", "--db", "foreign.sqlite"], "foreign.sqlite")
+
+
+def test_a_huge_declared_array_is_refused_before_it_is_loaded(hostile, tmp_path):
+    """An archive whose header declares a 20000 x 20000 layer (compressed to almost nothing) is refused
+    from the header: its data is never read."""
+    import zipfile
+
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in _base().items():
+            with zf.open(f"{name}.npy", "w") as fh:
+                np.lib.format.write_array(fh, arr)
+        with zf.open("W3.npy", "w") as fh:
+            header = {"descr": "<f8", "fortran_order": False, "shape": (20000, 50000)}
+            np.lib.format.write_array_header_2_0(fh, header)
+            fh.write(b"\x00" * 1024)  # the rest is never read
+    hostile(["run", "--problem-file", str(path), "--estimators", "st", "--db", "r.sqlite"], "over the limit")
+
+
+def test_export_and_show_refuse_what_they_should(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *QUICK, "--db", "r.sqlite", "--no-report"]) == 0
+    assert main(["export", "latest", "--db", "r.sqlite", "--out", "ex"]) == 0
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ex").iterdir()}
+    capsys.readouterr()
+    assert main(["export", "latest", "--db", "r.sqlite", "--out", "ex"]) == 2
+    assert "refuses to overwrite" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ex").iterdir()} == before
+    assert main(["export", "latest", "--db", "r.sqlite", "--out", "ex", "--force"]) == 0
+    assert main(["show", "", "--db", "r.sqlite"]) == 2
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_a_process_sweep_leaves_no_orphans(tmp_path):
+    """The worker processes of ``--executor process`` die with their parent (PR_SET_PDEATHSIG / watchdog)."""
+    cmd = [sys.executable, "-m", "bench", "run", "--problem", "random:widths=2-8-8-8,points=50", "--estimators",
+           "reinforce,st,psa,arm", "-N", "200000", "--executor", "process", "--workers", "2",
+           "--db", str(tmp_path / "r.sqlite"), "--no-report"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.time() + 120
+        workers = []
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            workers = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(workers) >= 2, "the workers never started"
+        time.sleep(2.0)  # inside their tasks
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers), f"orphaned workers still alive: {workers}"
