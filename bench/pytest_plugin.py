@@ -1,4 +1,8 @@
-"""pytest plugin shipped with sbn-bench (entry point ``pytest11``): the contract checks in your test suite.
+"""pytest plugin shipped with sbn-bench: the contract checks in your own test suite.
+
+Opt in (it imports torch, so it is not loaded into every pytest run of the environment) with
+``pytest_plugins = ["bench.pytest_plugin"]`` in your top-level ``conftest.py``, or ``pytest -p
+bench.pytest_plugin``.
 
 Fixtures:
 

@@ -9,6 +9,9 @@ import torch
 
 from estimators import registry
 
+#: the plugin sbn-bench ships for outsiders' test suites; its own suite uses it the same way
+pytest_plugins = ["bench.pytest_plugin"]
+
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")

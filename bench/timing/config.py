@@ -17,7 +17,7 @@ import torch
 
 from bench.timing.measure import CLOCKS, measure_interleaved, row
 from bench.timing.peaks import Peaks, device_peaks
-from estimators import registry
+from estimators import inputs, registry
 from estimators.errors import InputError
 from reference.problems import build_problem
 from reference.specs import parse_widths
@@ -67,6 +67,7 @@ class TimeConfig:
         bad = [v for v in self.psa_variants if v not in PSA_VARIANTS]
         if bad:
             raise InputError(f"unknown PSA variant {', '.join(bad)}; choose from {', '.join(PSA_VARIANTS)}")
+        inputs.seed(self.seed)
         if self.device.split(":")[0] not in ("cpu", "cuda"):
             raise InputError(f"unknown device {self.device!r}; use cpu or cuda")
         if self.device.startswith("cuda") and not torch.cuda.is_available():

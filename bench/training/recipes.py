@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from bench.config import ConfigMixin
 from bench.training.loop import OPTIMIZERS
+from estimators import inputs
 from estimators.errors import InputError
 
 __all__ = ["TrainConfig", "RECIPES", "PAPER_METHODS"]
@@ -67,6 +68,8 @@ class TrainConfig(ConfigMixin):
         for key, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{key.replace('_', '-')} must be a positive integer, got {value!r}")
+        inputs.seed(self.seed)
+        inputs.safe_name(self.name, "run name")
         if not self.estimators:
             raise InputError("no estimators to train")
         if self.optimizer not in OPTIMIZERS:

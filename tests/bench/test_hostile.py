@@ -70,6 +70,9 @@ def _base(rng=np.random.default_rng(0)):
      "--allow-large"),
     (["run", "--problem", "random:widths=2-100000-100000", "--estimators", "st", "--db", "r.sqlite"], "over the limit"),
     (["problem", "psa-2-5-5-5", "--save", "out.txt"], ".npz"),
+    (["train", "--recipe", "small", "--name", "../up", "--db", "r.sqlite"], "run name"),
+    (["train", "--recipe", "small", "--seed", "-5", "--db", "r.sqlite"], "seed must be"),
+    (["time", "--seed", "-5", "--kernels", "sampling", "--db", "r.sqlite"], "seed must be"),
     (["run", "--estimators", "psa:kernel=nope", "--problem", "psa-2-5-5-5", "--db", "r.sqlite"], "one of"),
     (["run", "--estimators", "concrete:tau=-1", "--problem", "psa-2-5-5-5", "--db", "r.sqlite"], "must be > 0"),
 ])

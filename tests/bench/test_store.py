@@ -106,24 +106,30 @@ def test_a_foreign_database_is_named_foreign_and_left_untouched(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"]
 
 
-def _create(path, barrier):
-    barrier.wait()
-    Store(path, create=True).close()
+_CREATE = """
+import os, sys, time
+from bench.store import Store
+path, go = sys.argv[1], sys.argv[2]
+while not os.path.exists(go):  # every process has imported everything: they start together
+    time.sleep(0.001)
+Store(path, create=True).close()
+"""
 
 
 def test_concurrent_creation_of_one_store_is_atomic(tmp_path):
     """Four processes create the same new store at once: all succeed, one schema, no stray files."""
-    import multiprocessing
+    import subprocess
+    import sys
+    import time
 
-    ctx = multiprocessing.get_context("spawn")
-    path = str(tmp_path / "new.sqlite")
-    barrier = ctx.Barrier(4)
-    procs = [ctx.Process(target=_create, args=(path, barrier)) for _ in range(4)]
-    for pr in procs:
-        pr.start()
-    for pr in procs:
-        pr.join(60)
-    assert [pr.exitcode for pr in procs] == [0] * 4
+    path, go = str(tmp_path / "new.sqlite"), tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _CREATE, path, str(go)], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    time.sleep(3.0)
+    go.write_text("")
+    results = [(pr.returncode, err) for pr in procs for _, err in [pr.communicate(timeout=120)]]
+    assert [rc for rc, _ in results] == [0] * 4, [err[-300:] for _, err in results]
+    go.unlink()
     with Store(path) as st:
         assert st.runs().empty
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == ["new.sqlite"]
