@@ -156,3 +156,13 @@ def test_the_gate_accepts_plugin_estimators(tmp_path, capsys):
     assert main(["check", "--estimators", ref, "--baseline", base, "--update-baseline", "--failures-only"]) == 0
     assert main(["check", "--estimators", ref, "--baseline", base, "--failures-only"]) == 0
     assert "checks hold" in capsys.readouterr().out
+
+
+def test_the_packaged_baseline_gates_only_builtin_estimators(tmp_path):
+    """A plain ``sbn-bench check`` (packaged baseline) leaves installed plugins out: they are checked with
+    ``--estimators`` against the user's own baseline."""
+    from bench.commands.check import _estimators
+
+    registry.get(f"{_write(tmp_path)}:ScaledST")
+    assert "scaled-st" not in {e.name for e in _estimators(None, builtin_only=True)}
+    assert "scaled-st" in {e.name for e in _estimators(None, builtin_only=False)}
