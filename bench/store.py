@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import secrets
+import socket
 import sqlite3
 import urllib.parse
 from typing import Iterable
@@ -169,10 +170,36 @@ class Store:
 
     # ---- runs ----------------------------------------------------------------------------------
     def create_run(self, run_id: str, manifest: dict, config_hash: str, label: str = "", preset: str = "") -> None:
-        self.con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+        self.con.execute(  # OR IGNORE: two processes starting the same run at once both go on with it
+            "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
             (run_id, manifest.get("created_utc", _utc()), label, preset, config_hash, json.dumps(manifest, default=str)),
         )
+
+    def claim(self, run_id: str, task_key: str, problem: str = "", estimator: str = "") -> bool:
+        """Claim a task for this process, in one transaction: true when it is ours to compute.
+
+        Concurrent runs of one sweep on one store share the work this way (each skips what another
+        has claimed or finished), which also spreads a sweep over several processes or machines
+        with a shared file system.  A claim is a ``claimed`` task row naming ``host:pid``; it is void
+        when that process is gone (same host) or older than :data:`CLAIM_TTL_S` (another host)."""
+        me = f"{_HOST}:{os.getpid()}"
+        cur = self.con.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            row = cur.execute("SELECT status, error, finished_utc FROM tasks WHERE run_id = ? AND task_key = ?",
+                              (run_id, task_key)).fetchone()
+            if row is not None and (row[0] == "done" or (row[0] == "claimed" and row[1] != me
+                                                          and not _claim_void(row[1], row[2]))):
+                cur.execute("ROLLBACK")
+                return False
+            cur.execute("INSERT OR REPLACE INTO tasks (run_id, task_key, problem, estimator, status, error, "
+                        "finished_utc) VALUES (?, ?, ?, ?, 'claimed', ?, ?)", (run_id, task_key, problem, estimator,
+                                                                             me, _utc()))
+            cur.execute("COMMIT")
+            return True
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
 
     def has_run(self, run_id: str) -> bool:
         return self.con.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
@@ -275,7 +302,8 @@ class Store:
         ``estimator_origin`` come from the stored task spec (rows written before they were recorded:
         options rebuilt from the stored spec by the registry, origin empty)."""
         df = pd.read_sql_query(
-            f"SELECT {', '.join(TASK_COLUMNS)}, spec FROM tasks WHERE run_id = ? ORDER BY rowid", self.con,
+            f"SELECT {', '.join(TASK_COLUMNS)}, spec FROM tasks WHERE run_id = ? AND status != 'claimed' "
+            "ORDER BY rowid", self.con,
             params=(run_id,)
         )
         df["unbiased"] = df["unbiased"].astype(bool)
@@ -310,6 +338,29 @@ class Store:
         run_id = self.resolve(ref)
         return RunResults(manifest=self.manifest(run_id), tasks=self.tasks(run_id), scores=self.scores(run_id),
                           timings=self.timings(run_id), curves=self.curves(run_id))
+
+
+_HOST = socket.gethostname()
+#: a claim by a process on another host is void after this long (no heartbeat crosses hosts)
+CLAIM_TTL_S = 12 * 3600
+
+
+def _claim_void(owner: str | None, when: str | None) -> bool:
+    """Whether a claim no longer holds: its process is gone (same host) or it is too old (another host)."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host == _HOST and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    try:
+        age = (datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(when)).total_seconds()
+    except (TypeError, ValueError):
+        return True
+    return age > CLAIM_TTL_S
 
 
 def _legacy_options(spec: str) -> str:

@@ -42,6 +42,7 @@ class SweepOutcome:
     ran: int
     failed: int
     skipped: list[str]
+    elsewhere: int = 0  # tasks another process had claimed (computed there)
 
 
 def checkpoint_dir(db_path: str) -> str:
@@ -135,7 +136,7 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
             for spec in cfg.problems:
                 if "@" in spec:
                     build_problem(spec, cache_dir=cache)  # trains and caches once, here
-        failed = 0
+        failed = elsewhere = 0
         bar = _progress(len(todo), cfg.name)
         with make_executor(executor, workers, scheduler) as (ex, window):
             pending: set = set()
@@ -145,6 +146,11 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
                     task = next(queue, None)
                     if task is None:
                         break
+                    if not store.claim(run_id, task["key"], task["problem"], task["estimator"]):
+                        elsewhere += 1  # another run of this sweep on this store computes it
+                        if bar is not None:
+                            bar.update(1)
+                        continue
                     pending.add(_submit(ex, executor, task, cache))
                 if not pending:
                     break
@@ -157,6 +163,7 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
                         bar.update(1)
         if bar is not None:
             bar.close()
-        return SweepOutcome(run_id, len(tasks), len(tasks) - len(todo), len(todo), failed, skipped)
+        return SweepOutcome(run_id, len(tasks), len(tasks) - len(todo), len(todo) - elsewhere, failed, skipped,
+                            elsewhere)
     finally:
         store.close()

@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     for note in out.skipped:
         print(f"note: {note}", file=sys.stderr)
     print(f"run {out.run_id}: {out.total} tasks, {out.already_done} already stored, {out.ran} computed"
-          f"{f', {out.failed} failed' if out.failed else ''} -> {args.db}")
+          f"{f', {out.failed} failed' if out.failed else ''}"
+          f"{f', {out.elsewhere} computed by another run of this sweep' if out.elsewhere else ''} -> {args.db}")
     if not args.no_report:
         out_dir = args.report_dir or f"sbn-report/{out.run_id}"
         for fmt, path in render(args.db, [out.run_id], out_dir, args.format).items():

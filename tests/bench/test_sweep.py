@@ -200,3 +200,27 @@ def test_inprocess_tasks_report_draw_progress(tmp_path, monkeypatch):
     draws = [r for r in seen if r.unit == "draw"]
     assert len(draws) == 1 and draws[0].n == draws[0].total == 300
     assert any(r.unit == "task" and r.n == 1 for r in seen)
+
+
+def test_concurrent_runs_of_one_sweep_share_the_work(tmp_path):
+    """Two processes run the same sweep on one store at once: every task is computed exactly once
+    (each claims tasks in the store before computing them), and both finish with exit 0."""
+    import re
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "shared.sqlite")
+    argv = [sys.executable, "-m", "bench", "run", "--problem", "random:widths=2-3-3,points=4,seed=1",
+            "--problem", "random:widths=2-3-3,points=4,seed=2", "--estimators", "st,psa,reinforce,arm,tanh,concrete",
+            "-N", "4000", "--db", db, "--no-report"]
+    procs = [subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-500:] for _, e in outs]
+    computed = [int(re.search(r"(\d+) computed", o).group(1)) for o, _ in outs]
+    assert sum(computed) == 12, outs
+    from bench.store import Store
+
+    with Store(db) as st:
+        tasks = st.load_run("latest").tasks
+    assert len(tasks) == 12 and set(tasks["status"]) == {"done"}
