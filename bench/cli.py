@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sqlite3
 import sys
 from typing import Sequence
 
@@ -51,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"sbn-bench: error: {exc}", file=sys.stderr)
         return 2
-    except (OSError, MemoryError) as exc:
+    except BrokenPipeError:  # the reader went away (``sbn-bench show | head``): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (OSError, MemoryError, sqlite3.DatabaseError) as exc:
         print(f"sbn-bench: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

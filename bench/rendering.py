@@ -6,13 +6,26 @@ run they made.  Rendering reads results only (no recomputation).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bench.store import Store
 from estimators.errors import InputError
 from reports import FORMATS, ReportError, build_report
 
-__all__ = ["parse_formats", "render"]
+__all__ = ["check_out_dir", "parse_formats", "render"]
+
+
+def check_out_dir(path: str | os.PathLike, what: str = "output folder") -> None:
+    """Refuse, before anything runs, a folder that is a file or cannot be created or written."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{what} {str(p)!r} exists and is not a folder")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {str(p)!r} cannot be written ({str(probe)!r} is not a writable folder)")
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -30,6 +43,8 @@ def render(db: str, refs: list[str], out_dir: str | None, formats: str = "html,p
     Report errors (an empty or malformed run) become :class:`InputError`, which the CLI prints as one line.
     """
     fmts = parse_formats(formats)
+    if out_dir is not None:
+        check_out_dir(out_dir)
     with Store(db) as store:
         runs = [store.load_run(ref) for ref in refs]
     out = out_dir or f"sbn-report/{runs[0].manifest.get('run_id', 'run')}"

@@ -98,8 +98,13 @@ class Store:
         exists = os.path.exists(self.path)
         if not exists and not create:
             raise InputError(f"results database {self.path!r} does not exist (run 'sbn-bench run' first)")
+        if not self.path:
+            raise InputError("the results database path is empty")
         if exists and os.path.isdir(self.path):
             raise InputError(f"results database {self.path!r} is a directory")
+        if create and exists and not os.access(self.path, os.W_OK):
+            raise InputError(f"results database {self.path!r} is read-only; results cannot be stored there "
+                             f"(use another --db)")
         if not exists:
             self._create()
         self._check_existing()

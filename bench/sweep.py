@@ -11,6 +11,7 @@ as it arrives.  Ctrl-C or ``kill -9`` loses no completed task.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import datetime
 import os
 import sys
@@ -43,6 +44,7 @@ class SweepOutcome:
     failed: int
     skipped: list[str]
     elsewhere: int = 0  # tasks another process had claimed (computed there)
+    errors: list[str] = dataclasses.field(default_factory=list)  # one line per failed task
 
 
 def checkpoint_dir(db_path: str) -> str:
@@ -137,6 +139,7 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
                 if "@" in spec:
                     build_problem(spec, cache_dir=cache)  # trains and caches once, here
         failed = elsewhere = 0
+        errors: list[str] = []
         bar = _progress(len(todo), cfg.name)
         with make_executor(executor, workers, scheduler) as (ex, window):
             pending: set = set()
@@ -158,12 +161,14 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
                 for fut in finished:
                     res = fut.result()
                     store.write_task(run_id, res["task"], res["scores"], res["moments"])
-                    failed += res["task"]["status"] != "done"
+                    if res["task"]["status"] != "done":
+                        failed += 1
+                        errors.append(f"{res['task']['estimator']} on {res['task']['problem']}: {res['task']['error']}")
                     if bar is not None:
                         bar.update(1)
         if bar is not None:
             bar.close()
         return SweepOutcome(run_id, len(tasks), len(tasks) - len(todo), len(todo) - elsewhere, failed, skipped,
-                            elsewhere)
+                            elsewhere, errors)
     finally:
         store.close()

@@ -97,8 +97,10 @@ class Report:
         lines = [f"{self.estimator}:"]
         lines += [f"  {v.check:<{width}}  {v.verdict:<4}  {v.detail}" for v in self.verdicts]
         n_fail = len(self.failures())
-        lines.append(f"{len(self.verdicts) - n_fail} of {len(self.verdicts)} checks hold" if n_fail == 0 else
-                     f"{n_fail} of {len(self.verdicts)} checks FAIL")
+        n_skip = sum(v.verdict == "skip" for v in self.verdicts)
+        skipped = f" ({n_skip} skipped: not declared or not applicable)" if n_skip else ""
+        lines.append(f"{len(self.verdicts) - n_fail - n_skip} of {len(self.verdicts)} checks hold{skipped}"
+                     if n_fail == 0 else f"{n_fail} of {len(self.verdicts)} checks FAIL")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:

@@ -99,7 +99,7 @@ def _import_file(path: str):
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - any failure of user code becomes one line
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code becomes one line
         del sys.modules[mod_name]
         raise InputError(f"plugin file {path!r} failed to import: {type(exc).__name__}: {exc}") from None
     return module, Origin("file", os.path.abspath(path), digest)
@@ -113,7 +113,7 @@ def load_class(ref: str):
     else:
         try:
             module = importlib.import_module(target)
-        except Exception as exc:  # noqa: BLE001 - any failure of user code becomes one line
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code becomes one line
             raise InputError(f"plugin module {target!r} failed to import: {type(exc).__name__}: {exc}") from None
         origin = _module_origin(module)
     cls = getattr(module, cls_name, None)
@@ -131,7 +131,7 @@ def load_entry_point(ep):
     """``(object, origin)`` of one entry point: a class, or a module whose import registered its estimators."""
     try:
         obj = ep.load()
-    except Exception as exc:  # noqa: BLE001 - any failure of user code becomes one line
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code becomes one line
         raise InputError(f"estimator plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from None
     dist = getattr(ep, "dist", None)
     origin = (Origin("distribution", dist.name, dist.version) if dist is not None

@@ -63,6 +63,9 @@ def _check_class(cls: type) -> Estimator:
         raise ContractError(f"estimator {name!r}: its default options are invalid: {exc}") from None
     except TypeError as exc:
         raise ContractError(f"estimator {name!r} must be buildable with default options: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's own code failing is one line, not a traceback
+        raise ContractError(f"estimator {name!r}: building its default instance raised {type(exc).__name__}: {exc}") \
+            from None
     d = inst.declarations()
     if not isinstance(inst.unbiased, bool) or not isinstance(inst.path_deterministic, bool) \
             or not isinstance(inst.has_from_path, bool):

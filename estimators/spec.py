@@ -47,7 +47,9 @@ def parse_options(text: str, spec: str) -> dict[str, object]:
     for item in text.split(","):
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():
-            raise InputError(f"bad option {item!r} in {spec!r}; expected key=value")
+            hint = (f" (a plugin class? name its module with a dot or as a file: package.module:{item.strip()} or "
+                    f"./file.py:{item.strip()})") if item.strip().isidentifier() and item.strip()[:1].isupper() else ""
+            raise InputError(f"bad option {item!r} in {spec!r}; expected key=value{hint}")
         raw = raw.strip()
         try:
             value = ast.literal_eval(raw)

@@ -130,7 +130,8 @@ def write_table(df: pd.DataFrame, base: Path, caption: str) -> list[Path]:
     base.parent.mkdir(parents=True, exist_ok=True)
     flat = df.copy()
     flat.columns = flat_columns(df)
-    paths = [base.with_suffix(".csv"), base.with_suffix(".md"), base.with_suffix(".tex")]
+    # appended, never with_suffix: a stem such as "..._scale_1.5_ranking" keeps its dots
+    paths = [base.with_name(base.name + ext) for ext in (".csv", ".md", ".tex")]
     flat.to_csv(paths[0], index=False, lineterminator="\n")
     paths[1].write_text(f"**{caption}**\n\n" + markdown_table(df), encoding="utf-8")
     paths[2].write_text(latex_table(df, caption), encoding="utf-8")

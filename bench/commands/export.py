@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 
+from bench.rendering import check_out_dir
 from bench.store import DEFAULT_DB, Store
 from estimators.errors import InputError
 from estimators.inputs import safe_name
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     stem = safe_name(run_id, "run id")  # stored ids from older versions may not be file-safe: refuse them
     targets = [os.path.join(args.out, f"{stem}.{name}.{args.format}") for name in tables]
     targets.append(os.path.join(args.out, f"{stem}.manifest.json"))
+    check_out_dir(args.out, "--out")
     existing = [t for t in targets if os.path.exists(t)]
     if existing and not args.force:
         raise InputError(f"{existing[0]} exists; export refuses to overwrite (pass --force, or another --out)")

@@ -9,7 +9,7 @@ import sys
 
 from bench.config import SWEEP_PRESET_EXECUTORS, SWEEP_PRESETS, SweepConfig, load_toml
 from bench.executors import EXECUTORS
-from bench.rendering import parse_formats, render
+from bench.rendering import check_out_dir, parse_formats, render
 from bench.store import DEFAULT_DB
 from bench.sweep import run_sweep
 from estimators.errors import InputError
@@ -63,7 +63,7 @@ def build_config(args: argparse.Namespace):
             raise InputError(f"--problem-file {f!r} must be an .npz problem file")
     if problems:
         base["problems"] = problems
-    if args.estimators:
+    if args.estimators is not None:  # an empty list is an error, never the preset's estimators
         base["estimators"] = split_estimators(args.estimators)
     if args.grid:
         try:
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     if not args.no_report:
         parse_formats(args.format)  # bad input is refused before the sweep runs or the store is created
+        check_out_dir(args.report_dir or "sbn-report", "--report-dir")
     executor, workers = args.executor, args.workers
     if executor is None:
         executor, hinted = SWEEP_PRESET_EXECUTORS.get(args.preset or "", ("inprocess", None))
@@ -96,8 +97,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"run {out.run_id}: {out.total} tasks, {out.already_done} already stored, {out.ran} computed"
           f"{f', {out.failed} failed' if out.failed else ''}"
           f"{f', {out.elsewhere} computed by another run of this sweep' if out.elsewhere else ''} -> {args.db}")
+    for line in out.errors[:5]:
+        print(f"note: failed: {line}", file=sys.stderr)
+    if len(out.errors) > 5:
+        print(f"note: {len(out.errors) - 5} more failed tasks: see 'sbn-bench show' and the report", file=sys.stderr)
     if not args.no_report:
         out_dir = args.report_dir or f"sbn-report/{out.run_id}"
         for fmt, path in render(args.db, [out.run_id], out_dir, args.format).items():
             print(f"report ({fmt}): {path}")
-    return 0
+    return 1 if out.failed else 0  # failed tasks are stored with their reason; the exit code says so

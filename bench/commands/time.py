@@ -79,7 +79,7 @@ _TIMING_FLAGS = ("kernels", "widths", "batch", "dtype", "net", "draws", "estimat
 def build_config(args: argparse.Namespace, **override) -> TimeConfig:
     flags = dict(device=args.device, kernels=_words(args.kernels), widths=_ints(args.widths, "--widths"),
                  batch=args.batch, dtype=args.dtype, net=args.net, draws=args.draws,
-                 estimators=tuple(split_estimators(args.estimators)) if args.estimators else None,
+                 estimators=tuple(split_estimators(args.estimators)) if args.estimators is not None else None,
                  mem_widths=_ints(args.mem_widths, "--mem-widths"), psa_variants=_words(args.psa_variants),
                  exact_problem=args.exact_problem, min_run_time=args.min_time, rounds=args.rounds,
                  max_single_s=args.max_single, clock=args.clock, seed=args.seed,

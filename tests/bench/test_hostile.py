@@ -172,3 +172,22 @@ def test_kill_9_of_a_process_sweep_leaves_no_orphans(tmp_path):
     while time.time() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.2)
     assert not any(_alive(p) for p in workers), f"orphaned workers still alive: {workers}"
+
+
+def test_second_round_of_probes(hostile, tmp_path):
+    """Findings of the second hostile probe: each now one line, exit 2, nothing written."""
+    (tmp_path / "afile").write_text("x")
+    hostile(["run", *QUICK, "--db", "r.sqlite", "--report-dir", "afile"], "not a folder", keep={"afile"})
+    hostile(["run", "--problem", "psa-2-5-5-5", "--estimators", "", "--db", "r.sqlite"], "--estimators is empty")
+    (tmp_path / "boom.py").write_text(
+        "from dataclasses import dataclass\nfrom typing import ClassVar\n"
+        "from estimators.families.straight_through import DeepST\n\n"
+        "@dataclass(frozen=True)\nclass Boom(DeepST):\n"
+        "    '''Deep ST whose construction raises (a broken plugin written for the test).'''\n"
+        "    name: ClassVar[str] = 'boom-st'\n"
+        "    def __post_init__(self):\n        raise RuntimeError('boom in init')\n")
+    hostile(["run", "--problem", "psa-2-5-5-5", "--estimators", "boom.py:Boom", "--db", "r.sqlite"], "boom in init",
+            keep={"boom.py"})
+    (tmp_path / "leaves.py").write_text("raise SystemExit('plugin exits')\n")
+    hostile(["validate", "leaves.py:X"], "plugin exits", keep={"leaves.py"})
+    hostile(["validate", "my_est:ScaledST"], "package.module:ScaledST")

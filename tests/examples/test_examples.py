@@ -41,7 +41,7 @@ def test_the_script_validates_scores_and_reports(tmp_path, capsys):
     rc = _script().main(["--estimator", PLUGIN + ":temperature=0.5", "--draws", "200", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "9 of 9 checks hold" in out and "one-draw relative RMSE" in out
+    assert "9 of 10 checks hold" in out and "one-draw relative RMSE" in out
     assert (tmp_path / "report" / "report.html").is_file() and (tmp_path / "report" / "report.pdf").is_file()
 
 

@@ -172,3 +172,12 @@ def test_cli_bad_input(tmp_path, store_db, capsys, argv, message):
     assert code == 2
     assert len(io.err.strip().splitlines()) == 1 and "Traceback" not in io.err and message in io.err
     assert not (tmp_path / "x").exists()
+
+
+def test_table_files_keep_the_dots_of_problem_specs(tmp_path, synthetic_run):
+    """Two problems that differ after a dot get two sets of table files (no name is cut at the dot)."""
+    run = synthetic_run(problems=("random:scale=1.0", "random:scale=1.5"), estimators=("psa",), failed=(),
+                        timings=False)
+    build_report([run], tmp_path, formats=())
+    names = {p.name for p in (tmp_path / "tables").iterdir()}
+    assert any("scale_1.0_ranking.csv" in n for n in names) and any("scale_1.5_ranking.csv" in n for n in names)

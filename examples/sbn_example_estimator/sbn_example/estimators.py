@@ -50,5 +50,9 @@ class TemperedST(Estimator):
         slopes = [problem.mean_slope * law.pdf(a / T) / T for a in path.a]
         return backprop(problem, path.inputs, slopes, problem.enc(path.x[-1]))
 
+    def unbiased_groups(self, problem: Problem) -> tuple[str, ...]:
+        """The head: its gradient is pathwise at the sampled states (``validate`` tests this claim)."""
+        return super().unbiased_groups(problem) if self.unbiased else ("head",)
+
     def cost(self, problem: Problem) -> Cost:
         return Cost(layer_evals=problem.depth, head_evals=1, backward_passes=1)
