@@ -97,11 +97,14 @@ def _import_file(path: str):
         raise InputError(f"plugin file {path!r} cannot be imported (not a Python file?)")
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside the user's file
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code becomes one line
         del sys.modules[mod_name]
         raise InputError(f"plugin file {path!r} failed to import: {type(exc).__name__}: {exc}") from None
+    finally:
+        sys.dont_write_bytecode = saved
     return module, Origin("file", os.path.abspath(path), digest)
 
 
