@@ -18,7 +18,6 @@ import torch
 
 from estimators import registry
 from estimators.errors import InputError
-from estimators.spec import EstimatorSpec
 from reference import exact
 from reference.problems import build_problem
 
@@ -41,23 +40,15 @@ def task_seed(root: int, key: str) -> int:
 def plan_tasks(cfg: SweepConfig, problems: dict, estimators: list[str]) -> tuple[list[dict], list[str]]:
     """Expand the sweep into task specs; pairs an estimator does not support are returned as notes."""
     tasks, skipped = [], []
-    plugin_sources = {}  # estimators a fresh worker process must load from a module or file
-    for espec in estimators:
-        parsed = registry.resolve(espec)
-        if parsed.source:
-            plugin_sources[parsed.name] = parsed.source
+    records = [registry.task_record(espec) for espec in estimators]  # each spec resolved once
     for pspec, problem in problems.items():
-        for espec in estimators:
-            est = registry.get(espec)
+        for est, record in records:
             try:
                 est.check(problem)
             except InputError as exc:
                 skipped.append(f"skipped: {exc} [problem {pspec}]")
                 continue
-            origin = registry.origin(est.name)
-            spec = dict(problem=pspec, estimator=est.spec, estimator_name=est.name, estimator_options=est.options(),
-                        estimator_origin=origin.identity, estimator_source=plugin_sources.get(est.name),
-                        draws=cfg.draws,
+            spec = dict(problem=pspec, **record, draws=cfg.draws,
                         grid=list(cfg.grid) if cfg.grid else None, chunk=cfg.chunk, device=cfg.device,
                         dtype=cfg.dtype, exact_method=cfg.exact_method,
                         budget=int(cfg.memory_budget_gib * 2**30), root_seed=cfg.seed)
@@ -72,7 +63,7 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
     Never raises for a failing estimator: the task comes back with ``status = 'failed'`` and a
     one-line error, so a sweep always records what happened.
     """
-    est = registry.get(EstimatorSpec(task["estimator_name"], task["estimator_options"], task.get("estimator_source")))
+    est = registry.from_task(task)
     row = dict(task_key=task["key"], problem=task["problem"], estimator=task["estimator"], estimator_name=est.name,
                unbiased=est.unbiased, device=task["device"], dtype=task["dtype"], draws=task["draws"],
                seed=task["seed"], status="failed", error="", spec=task)

@@ -11,7 +11,7 @@ import re
 
 from .errors import InputError
 
-__all__ = ["MAX_SEED", "MAX_DRAWS", "seed", "positive_int", "positive_finite", "safe_name", "count"]
+__all__ = ["MAX_SEED", "MAX_DRAWS", "seed", "positive_int", "positive_finite", "safe_name"]
 
 MAX_SEED = 2**63 - 1
 #: draws one task may ask for without ``--allow-large`` (about a CPU-day for the cheapest estimator)
@@ -31,12 +31,6 @@ def positive_int(value, what: str, maximum: int | None = None) -> int:
         raise InputError(f"{what} must be a positive integer, got {value!r}")
     if maximum is not None and value > maximum:
         raise InputError(f"{what} = {value} is over the limit of {maximum}")
-    return value
-
-
-def count(value, what: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{what} must be an integer >= {minimum}, got {value!r}")
     return value
 
 

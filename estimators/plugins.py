@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from .errors import InputError
 
-__all__ = ["ENTRY_POINT_GROUP", "Origin", "builtin_origin", "entry_points", "load_class", "package_version"]
+__all__ = ["ENTRY_POINT_GROUP", "Origin", "builtin_origin", "entry_points", "load_class", "module_origin",
+           "package_version"]
 
 ENTRY_POINT_GROUP = "sbn_bench.estimators"
 DISTRIBUTION = "sbn-bench"
@@ -71,7 +72,7 @@ def _file_hash(path: str) -> str:
         return hashlib.sha256(fh.read()).hexdigest()
 
 
-def _module_origin(module) -> Origin:
+def module_origin(module) -> Origin:
     """A module's distribution and version when installed, else its file and content hash."""
     top = module.__name__.split(".")[0]
     dists = md.packages_distributions().get(top, [])
@@ -118,7 +119,7 @@ def load_class(ref: str):
             module = importlib.import_module(target)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code becomes one line
             raise InputError(f"plugin module {target!r} failed to import: {type(exc).__name__}: {exc}") from None
-        origin = _module_origin(module)
+        origin = module_origin(module)
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise InputError(f"plugin {ref!r}: {target!r} has no class {cls_name!r}")
@@ -138,5 +139,5 @@ def load_entry_point(ep):
         raise InputError(f"estimator plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from None
     dist = getattr(ep, "dist", None)
     origin = (Origin("distribution", dist.name, dist.version) if dist is not None
-              else _module_origin(sys.modules[obj.__module__] if isinstance(obj, type) else obj))
+              else module_origin(sys.modules[obj.__module__] if isinstance(obj, type) else obj))
     return obj, origin

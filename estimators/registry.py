@@ -26,7 +26,8 @@ from .base import Estimator
 from .errors import InputError
 from .spec import EstimatorSpec, parse
 
-__all__ = ["ContractError", "register", "get", "names", "classes", "origin", "load_plugin", "parse_spec", "resolve"]
+__all__ = ["ContractError", "register", "get", "names", "classes", "origin", "load_plugin", "parse_spec", "resolve",
+           "task_record", "from_task"]
 
 #: the package whose every module is an estimator family (discovered, never listed by hand)
 FAMILIES = "estimators.families"
@@ -90,7 +91,7 @@ def _origin_for(cls: type) -> plugins.Origin:
     module = inspect.getmodule(cls)
     if module is not None and module.__name__.startswith(FAMILIES + "."):
         return plugins.builtin_origin()
-    return plugins._module_origin(module) if module is not None else plugins.Origin("module", "?", "unknown")
+    return plugins.module_origin(module) if module is not None else plugins.Origin("module", "?", "unknown")
 
 
 def register(cls: E) -> E:
@@ -182,6 +183,21 @@ def resolve(spec: str | EstimatorSpec) -> EstimatorSpec:
     if s.source and (not s.name or s.name not in classes()):
         s = EstimatorSpec(load_plugin(s.source), dict(s.options), s.source)
     return s
+
+
+def task_record(spec: str | EstimatorSpec) -> tuple[Estimator, dict]:
+    """The estimator named by ``spec`` and what a stored task records about it: its canonical spec,
+    name, every option, origin identity and (for a module or file plugin) the source a fresh worker
+    process loads it from.  :func:`from_task` rebuilds the estimator from these fields."""
+    s = resolve(spec)
+    est = get(s)
+    return est, dict(estimator=est.spec, estimator_name=est.name, estimator_options=est.options(),
+                     estimator_origin=origin(est.name).identity, estimator_source=s.source)
+
+
+def from_task(task) -> Estimator:
+    """The estimator of a task planned with :func:`task_record` (no spec string is parsed again)."""
+    return get(EstimatorSpec(task["estimator_name"], task["estimator_options"], task.get("estimator_source")))
 
 
 def get(spec: str | EstimatorSpec) -> Estimator:

@@ -8,6 +8,7 @@ it checks (fixtures stay in ``conftest.py``).
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -286,3 +287,33 @@ class LinearLoss(Loss):
     def check_labels(self, y, n_out):
         """Labels are a [B, n_out] matrix."""
         assert y.dim() == 2 and y.shape[1] == n_out
+
+
+def designed_z_test(estimator, problem, exact_grads: dict, *, r: float, cap: int, za: float, zb: float, m: int,
+                    label: str, key: str, pilot: int, min_n: int, chunk: int) -> tuple[float, list[str]]:
+    """The designed per-coordinate z-test of an unbiased estimator against ``exact_grads``.
+
+    $\\delta=r\\lVert g\\rVert/\\sqrt{\\text{size}}$ per group; $N$ from a pilot run (seed + 1) as
+    $1.5((z_a+z_b)s_{\\max}/\\delta)^2$, at least ``min_n``, at most ``cap`` (asserted); the power
+    $\\mathrm{SE}(z_a+z_b)\\le\\delta$ is asserted on the final sample.  Returns the largest $|z|$ and
+    one line per coordinate over ``za``.  Seeds come from ``label`` and ``key``.
+    """
+    dl = {k: r * float(g.norm()) / math.sqrt(g.numel()) for k, g in exact_grads.items()}
+    seed = zlib.crc32(f"{label}|{key}".encode())
+    pilot_mom = draw_moments(estimator, problem, pilot, seed + 1, chunk)
+    need = max(1.5 * ((za + zb) * float(pilot_mom.sd(k).max()) / d) ** 2 for k, d in dl.items())
+    N = max(min_n, int(math.ceil(need / 1024)) * 1024)
+    assert N <= cap, f"{label} on {key}: the design needs N={N} draws, over the cap {cap} (variance regression?)"
+    mom = draw_moments(estimator, problem, N, seed, chunk)
+    worst, bad = 0.0, []
+    for name, g in exact_grads.items():
+        se = mom.se(name)
+        assert float(se.max()) * (za + zb) <= dl[name], (
+            f"power design fails for {label} on {key}, group {name}: SE {float(se.max()):.3g} * {za + zb:.3f} > "
+            f"delta {dl[name]:.3g} (N={N}, seed={seed})")
+        z = (mom.mean[name] - g) / se.clamp_min(1e-300)
+        worst = max(worst, float(z.abs().max()))
+        for i in torch.nonzero(z.abs() > za).flatten().tolist():
+            bad.append(f"{label} on {key}: {name}[{i}] mean {float(mom.mean[name][i]):.6g} exact {float(g[i]):.6g} "
+                       f"SE {float(se[i]):.3g} z {float(z[i]):.2f} (threshold {za:.2f}, m={m}) N={N} seed={seed}")
+    return worst, bad

@@ -36,7 +36,6 @@ from bench.training.recipes import TrainConfig
 from bench.training.setups import TrainProblem
 from estimators import registry
 from estimators.errors import InputError
-from estimators.spec import EstimatorSpec
 from reference.files import save_problem
 
 __all__ = ["TrainingRun", "checkpoint_file", "plan_train_tasks", "prepare", "run_train_task", "run_training"]
@@ -48,10 +47,7 @@ def plan_train_tasks(cfg: TrainConfig, estimators: list[str]) -> list[dict]:
     data_seed = task_seed(cfg.seed, task_key(dict(problem=cfg.problem, device=cfg.device, stream="data")))
     tasks = []
     for espec in estimators:
-        parsed = registry.resolve(espec)
-        est = registry.get(parsed)
-        spec = dict(common, kind="train", estimator=est.spec, estimator_name=est.name, estimator_options=est.options(),
-                    estimator_origin=registry.origin(est.name).identity, estimator_source=parsed.source)
+        spec = dict(common, kind="train", **registry.task_record(espec)[1])
         key = task_key(spec)
         tasks.append(dict(spec, key=key, seed=task_seed(cfg.seed, key), data_seed=data_seed))
     return tasks
@@ -91,7 +87,7 @@ def run_train_task(task: dict, tp: TrainProblem, checkpoint_dir: str | None = No
 
     ``progress(epoch)``, when given, is called after each epoch of the final training run.
     """
-    est = registry.get(EstimatorSpec(task["estimator_name"], task["estimator_options"], task.get("estimator_source")))
+    est = registry.from_task(task)
     row = dict(task_key=task["key"], problem=task["problem"], estimator=task["estimator"], estimator_name=est.name,
                unbiased=est.unbiased, device=task["device"], dtype=task["dtype"], draws=0, seed=task["seed"],
                status="failed", error="", spec=task)

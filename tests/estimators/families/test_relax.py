@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import io
 import math
-import zlib
 from functools import lru_cache
 
 import numpy as np
@@ -44,7 +43,7 @@ from estimators.families.rebar import Rebar
 from estimators.families.relax import (PARAM_NAMES, Relax, RelaxState, conditional_logit, draw_conditional_uniforms,
                                        relax_grads, surrogate)
 from estimators.model import Path, head_grad, sample_path
-from helpers import draw_moments, pull_back_01, to_01
+from helpers import designed_z_test, pull_back_01, to_01
 from reference.exact import exact
 from reference.problems import build_problem, random_problem
 
@@ -213,28 +212,10 @@ def test_bonferroni_budget():
 
 
 def z_test(estimator, key: str, label: str) -> tuple[float, list[str]]:
-    problem, ex = get_problem(key), get_exact(key)
-    r, cap = PROBLEMS[key][1], PROBLEMS[key][2]
-    dl = {k: r * float(g.norm()) / math.sqrt(g.numel()) for k, g in ex.items()}
+    """This module's problems and design through :func:`helpers.designed_z_test`."""
     za, _, zb, m = z_values()
-    seed = zlib.crc32(f"{label}|{key}".encode())
-    pilot = draw_moments(estimator, problem, PILOT, seed + 1, CHUNK)
-    need = max(1.5 * ((za + zb) * float(pilot.sd(k).max()) / d) ** 2 for k, d in dl.items())
-    N = max(MIN_N, int(math.ceil(need / 1024)) * 1024)
-    assert N <= cap, f"{label} on {key}: the design needs N={N} draws, over the cap {cap} (variance regression?)"
-    mom = draw_moments(estimator, problem, N, seed, CHUNK)
-    worst, bad = 0.0, []
-    for name, g in ex.items():
-        se = mom.se(name)
-        assert float(se.max()) * (za + zb) <= dl[name], (
-            f"power design fails for {label} on {key}, group {name}: SE {float(se.max()):.3g} * {za + zb:.3f} > "
-            f"delta {dl[name]:.3g} (N={N}, seed={seed})")
-        z = (mom.mean[name] - g) / se.clamp_min(1e-300)
-        worst = max(worst, float(z.abs().max()))
-        for i in torch.nonzero(z.abs() > za).flatten().tolist():
-            bad.append(f"{label} on {key}: {name}[{i}] mean {float(mom.mean[name][i]):.6g} exact {float(g[i]):.6g} "
-                       f"SE {float(se[i]):.3g} z {float(z[i]):.2f} (threshold {za:.2f}, m={m}) N={N} seed={seed}")
-    return worst, bad
+    return designed_z_test(estimator, get_problem(key), get_exact(key), r=PROBLEMS[key][1], cap=PROBLEMS[key][2],
+                           za=za, zb=zb, m=m, label=label, key=key, pilot=PILOT, min_n=MIN_N, chunk=CHUNK)
 
 
 @pytest.mark.parametrize("key", [pytest.param(k, marks=[pytest.mark.stat] + ([pytest.mark.slow] if v[3] else []))
