@@ -9,7 +9,10 @@ Integrity rules:
 - each task's rows are committed in **one transaction** (task row, scores, moments), so a crash or
   ``kill -9`` never leaves partial rows, and a rerun skips the task keys already done;
 - the schema version is ``PRAGMA user_version``; a database of another version, or a file that is
-  not a healthy SQLite database, is refused with one line and is **never overwritten**;
+  not a healthy SQLite database, is refused with one line and is **never overwritten**; a store of
+  an older version this code knows how to upgrade (:data:`MIGRATIONS`) is upgraded in one
+  transaction when it is opened for writing (columns are only ever added), and read as it is when
+  the file is read-only;
 - WAL journal mode: readers do not block the single writer.
 """
 
@@ -34,7 +37,11 @@ from reports.results import RunResults
 
 __all__ = ["Store", "SCHEMA_VERSION", "DEFAULT_DB"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: upgrade steps: ``MIGRATIONS[v]`` takes a store of version ``v`` to ``v + 1`` (additive only)
+MIGRATIONS = {
+    1: "ALTER TABLE tasks ADD COLUMN facts TEXT",
+}
 #: ``PRAGMA application_id`` of an sbn-bench store ("SBNB"); stores made before it was set have 0
 APPLICATION_ID = 0x53424E42
 DEFAULT_DB = "sbn_results.sqlite"
@@ -60,6 +67,7 @@ CREATE TABLE tasks (
     estimator_name TEXT, unbiased INTEGER, device TEXT, dtype TEXT, draws INTEGER, seed INTEGER,
     status TEXT NOT NULL, error TEXT, seconds REAL, seconds_per_draw REAL, layer_evals REAL,
     head_evals REAL, backward_passes REAL, loss_evals_per_draw REAL, spec TEXT, finished_utc TEXT,
+    facts TEXT,
     PRIMARY KEY (run_id, task_key)
 );
 CREATE TABLE scores (
@@ -107,9 +115,27 @@ class Store:
                              f"(use another --db)")
         if not exists:
             self._create()
-        self._check_existing()
+        version = self._check_existing()
         self.con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         self.con.execute("PRAGMA foreign_keys = ON")
+        self.version = version
+        if version < SCHEMA_VERSION and os.access(self.path, os.W_OK):
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Upgrade an older store in one transaction (another process may have done it already)."""
+        cur = self.con.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            now = cur.execute("PRAGMA user_version").fetchone()[0]
+            for v in range(now, SCHEMA_VERSION):
+                cur.execute(MIGRATIONS[v])
+            cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        self.version = SCHEMA_VERSION
 
     def _create(self) -> None:
         """Create the database atomically: built complete in a private file, then linked into place
@@ -136,8 +162,8 @@ class Store:
                 if os.path.exists(leftover):
                     os.remove(leftover)
 
-    def _check_existing(self) -> None:
-        """Refuse, without touching the file, anything that is not a healthy store of our schema."""
+    def _check_existing(self) -> int:
+        """Refuse, without touching the file, anything that is not a healthy store of our schema; its version."""
         try:
             # immutable: no lock, no -wal/-shm file is created beside a file that may not be ours
             con = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro&immutable=1",
@@ -158,11 +184,12 @@ class Store:
         if not ours:
             raise InputError(f"{self.path!r} is an SQLite database but not an sbn-bench results store; use another "
                              f"--db path (the file was left untouched)")
-        if version != SCHEMA_VERSION or not _TABLES <= tables:
+        if not (1 <= version <= SCHEMA_VERSION) or not _TABLES <= tables:
             raise InputError(
-                f"results database {self.path!r} has schema version {version}, this sbn-bench needs "
+                f"results database {self.path!r} has schema version {version}, this sbn-bench reads versions 1 to "
                 f"{SCHEMA_VERSION}; use another --db path (the file was left untouched)"
             )
+        return version
 
     def close(self) -> None:
         self.con.close()
@@ -261,8 +288,10 @@ class Store:
         try:
             for table in ("scores", "moments", "curves"):
                 cur.execute(f"DELETE FROM {table} WHERE run_id = ? AND task_key = ?", (run_id, key))
-            cols = TASK_COLUMNS + ["spec", "finished_utc"]
+            cols = TASK_COLUMNS + ["spec", "finished_utc"] + (["facts"] if self.version >= 2 else [])
             values = [task.get(c) for c in TASK_COLUMNS] + [json.dumps(task.get("spec", {}), sort_keys=True), _utc()]
+            if self.version >= 2:
+                values.append(json.dumps(task.get("facts") or {}, sort_keys=True, default=str))
             cur.execute(
                 f"INSERT OR REPLACE INTO tasks (run_id, {', '.join(cols)}) VALUES ({', '.join('?' * (len(cols) + 1))})",
                 [run_id] + values,
@@ -306,8 +335,9 @@ class Store:
         """One row per task; ``estimator_options`` (canonical JSON of every option) and
         ``estimator_origin`` come from the stored task spec (rows written before they were recorded:
         options rebuilt from the stored spec by the registry, origin empty)."""
+        facts = "facts" if self.version >= 2 else "NULL AS facts"
         df = pd.read_sql_query(
-            f"SELECT {', '.join(TASK_COLUMNS)}, spec FROM tasks WHERE run_id = ? AND status != 'claimed' "
+            f"SELECT {', '.join(TASK_COLUMNS)}, spec, {facts} FROM tasks WHERE run_id = ? AND status != 'claimed' "
             "ORDER BY rowid", self.con,
             params=(run_id,)
         )
@@ -317,6 +347,7 @@ class Store:
         df["estimator_options"] = [options_json(sp["estimator_options"]) if "estimator_options" in sp
                                    else _legacy_options(est) for sp, est in zip(specs, df["estimator"])]
         df["estimator_origin"] = [sp.get("estimator_origin", "") for sp in specs]
+        df["facts"] = [json.loads(x) if isinstance(x, str) and x else {} for x in df["facts"]]
         return df
 
     def scores(self, run_id: str) -> pd.DataFrame:

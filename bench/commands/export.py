@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     with Store(args.db) as store:
         run_id = store.resolve(args.run_ref)
         manifest = store.manifest(run_id)
-        tables = {"tasks": store.tasks(run_id), "scores": store.scores(run_id), "timings": store.timings(run_id)}
+        tasks = store.tasks(run_id)
+        tasks["facts"] = [json.dumps(f, sort_keys=True) for f in tasks["facts"]]  # measured facts as one JSON cell
+        tables = {"tasks": tasks, "scores": store.scores(run_id), "timings": store.timings(run_id)}
     stem = safe_name(run_id, "run id")  # stored ids from older versions may not be file-safe: refuse them
     targets = [os.path.join(args.out, f"{stem}.{name}.{args.format}") for name in tables]
     targets.append(os.path.join(args.out, f"{stem}.manifest.json"))

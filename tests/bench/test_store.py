@@ -91,6 +91,47 @@ def test_other_schema_version_is_refused_and_left_untouched(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.sqlite"]  # no -wal / -shm beside it
 
 
+def _as_version_1(db):
+    """Turn a store into one made by the version-1 schema (no ``tasks.facts`` column)."""
+    con = sqlite3.connect(db)
+    con.execute("ALTER TABLE tasks DROP COLUMN facts")
+    con.execute("PRAGMA user_version = 1")
+    con.commit()
+    con.close()
+
+
+def test_a_version_1_store_is_upgraded_in_place_and_keeps_its_results(tmp_path):
+    db = tmp_path / "v1.sqlite"
+    with Store(db, create=True) as s:
+        s.create_run("run-a", {}, "h1")
+        s.write_task("run-a", _task("k1"), [_score("k1")])
+    _as_version_1(db)
+    with Store(db) as s:
+        assert s.version == SCHEMA_VERSION == 2
+        assert s.tasks("run-a")["facts"].tolist() == [{}]  # the old row, no measured facts
+        s.write_task("run-a", dict(_task("k2"), facts={"cost": {"median_s": 0.5}}), [_score("k2")])
+        assert s.tasks("run-a")["facts"].tolist() == [{}, {"cost": {"median_s": 0.5}}]
+        assert len(s.scores("run-a")) == 2
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    con.close()
+
+
+def test_a_version_1_store_that_cannot_be_written_is_read_as_it_is(tmp_path, monkeypatch):
+    db = tmp_path / "v1.sqlite"
+    with Store(db, create=True) as s:
+        s.create_run("run-a", {}, "h1")
+        s.write_task("run-a", _task("k1"), [_score("k1")])
+    _as_version_1(db)
+    import bench.store as store_mod
+    monkeypatch.setattr(store_mod.os, "access", lambda path, mode: False)  # as if read-only (root ignores chmod)
+    with Store(db) as s:
+        assert s.version == 1 and s.tasks("run-a")["facts"].tolist() == [{}]
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 1  # not upgraded
+    con.close()
+
+
 def test_a_foreign_database_is_named_foreign_and_left_untouched(tmp_path):
     db = tmp_path / "other.sqlite"
     con = sqlite3.connect(db)
