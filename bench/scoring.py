@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -107,8 +108,9 @@ def _slices(problem: Problem) -> dict[str, slice]:
 
 def score(estimator: Estimator, problem: Problem, exact_grads: dict[str, torch.Tensor], draws: int,
           generator: torch.Generator, grid: list[int] | None = None, chunk: int | None = None,
-          progress=None) -> Scores:
-    """Stream ``draws`` draws of ``estimator`` on ``problem`` and score them against ``exact_grads``."""
+          progress=None, level: float = 0.95) -> Scores:
+    """Stream ``draws`` draws of ``estimator`` on ``problem`` and score them against ``exact_grads``
+    (normal intervals at ``level``, 95% by default)."""
     grid = sorted(set(grid if grid is not None else default_grid(draws)))
     grid = [m for m in grid if 1 <= m <= draws]
     if chunk is None:
@@ -143,7 +145,8 @@ def score(estimator: Estimator, problem: Problem, exact_grads: dict[str, torch.T
         done += c
         if progress is not None:
             progress(c)
-    rows = _rows(problem, estimator, mom, resid, by_m, g, sl, draws, seconds)
+    z = _Z if level == 0.95 else float(NormalDist().inv_cdf(0.5 + level / 2))
+    rows = _rows(problem, estimator, mom, resid, by_m, g, sl, draws, seconds, z)
     return Scores(rows=rows, moments=mom, seconds=seconds, seconds_per_draw=seconds / draws)
 
 
@@ -177,7 +180,7 @@ def _fold_groups(by_m: list[_GroupsOfM], X: np.ndarray, g: np.ndarray, sl: dict[
             gm.cos[n].add(cos)
 
 
-def _rows(problem, estimator, mom, resid, by_m, g, sl, N, seconds) -> list[dict]:
+def _rows(problem, estimator, mom, resid, by_m, g, sl, N, seconds, _Z=_Z) -> list[dict]:
     cost = estimator.cost(problem)
     spd = seconds / N
     rows: list[dict] = []

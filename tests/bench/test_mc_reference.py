@@ -1,0 +1,167 @@
+"""The Monte Carlo reference against the exact one, where both apply.
+
+Design.  Each validation test makes ``m`` interval checks, each at level ``1 - ALPHA / m``, so by the
+union bound a correct reference fails a test with probability at most ``ALPHA`` = 0.01 (nominal:
+the jackknife and normal intervals are asymptotic; 16 batches, t quantile with 15 degrees of freedom).
+The checks, per parameter group and for ``all``:
+
+- ``grad_norm``: the Monte Carlo interval of ``||g||`` covers the exact ``||g||``;
+- ``rel_bias`` of a biased estimator (ST): the Monte Carlo interval and the exact scorer's interval
+  (independent draws of A, scored against the exact gradient) overlap.  Both cover the truth except
+  with probability ``ALPHA / m`` each, so two intervals count as two of the ``m``.
+
+A biased reference (reinforce-loo plus a constant offset orthogonal to ``g`` in every group, of norm
+``OFFSET * ||g_group||``) shifts ``||g||`` of the whole gradient by ``(sqrt(1 + OFFSET^2) - 1)`` = 11.8%
+for OFFSET = 0.5; the test asserts that this shift exceeds the half-width of the ``all`` interval three
+times over (so the interval misses the exact value unless the estimate errs by two half-widths towards
+it: power > 0.999) and that the validation fails on it.  Seeds are fixed.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+import torch
+
+from bench.mc_reference import Reference, pilot, score_mc
+from bench.scoring import score
+from estimators import registry
+from estimators.errors import InputError
+from reference import exact
+from reference.problems import build_problem
+
+ALPHA = 0.01
+OFFSET = 0.5
+
+
+def _rows(rows, metric, M=0):
+    return {r["group"]: r for r in rows if r["metric"] == metric and r["M"] == M}
+
+
+def _validate(problem, reference, estimator, draws, seed):
+    """The failed checks (strings) of the Monte Carlo scores against the exact reference."""
+    groups = list(problem.group_names) + ["all"]
+    m = 3 * len(groups)  # grad_norm interval, MC rel_bias interval, exact rel_bias interval
+    level = 1 - ALPHA / m
+    ex = exact(problem)
+    gnorm = {g: float(v.norm()) for g, v in ex.grads.items()}
+    gnorm["all"] = float(ex.flat.norm())
+    gen, rgen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    mc = score_mc(estimator, problem, reference, draws, gen, rgen, grid=[1], level=level)
+    xs = score(estimator, problem, ex.grads, draws, torch.Generator().manual_seed(seed + 2), grid=[1], level=level)
+    bad = []
+    gn, rb_mc, rb_ex = _rows(mc.rows, "grad_norm"), _rows(mc.rows, "rel_bias"), _rows(xs.rows, "rel_bias")
+    for g in groups:
+        if not gn[g]["lo"] <= gnorm[g] <= gn[g]["hi"]:
+            bad.append(f"grad_norm {g}: exact {gnorm[g]:.5g} outside [{gn[g]['lo']:.5g}, {gn[g]['hi']:.5g}]")
+        if rb_mc[g]["lo"] > rb_ex[g]["hi"] or rb_ex[g]["lo"] > rb_mc[g]["hi"]:
+            bad.append(f"rel_bias {g}: MC [{rb_mc[g]['lo']:.4f}, {rb_mc[g]['hi']:.4f}] and exact "
+                       f"[{rb_ex[g]['lo']:.4f}, {rb_ex[g]['hi']:.4f}] do not overlap")
+    return bad, mc, gnorm
+
+
+PROBLEMS = {
+    "psa-2-5-5-5": ("psa-2-5-5-5", 1024),
+    "random-12": ("random:widths=4-12-6,points=16,scale=1.0,seed=3", 1024),
+}
+
+
+@pytest.mark.parametrize("key", list(PROBLEMS))
+def test_mc_scores_agree_with_exact(key):
+    spec, draws = PROBLEMS[key]
+    problem = build_problem(spec)
+    ref = Reference({g: registry.get("reinforce-loo") for g in problem.group_names})
+    bad, mc, _ = _validate(problem, ref, registry.get("st"), draws, seed=17)
+    assert not bad, f"{key}: " + "; ".join(bad)
+    assert mc.reference["by_group"] == {g: "reinforce-loo" for g in problem.group_names}
+    assert mc.draws >= draws and mc.draws % 16 == 0
+
+
+class _Offset(Reference):
+    """A deliberately biased reference: every draw shifted by a constant vector."""
+
+    def __init__(self, by_group, shift):
+        super().__init__(by_group)
+        self.shift = shift
+
+    def draw(self, problem, draws, generator):
+        return super().draw(problem, draws, generator) + self.shift
+
+
+def test_biased_reference_is_caught():
+    problem = build_problem("psa-2-5-5-5")
+    ex = exact(problem)
+    rng = np.random.default_rng(5)
+    parts = []
+    for g in problem.group_names:
+        v = ex.grads[g].double().numpy()
+        u = rng.normal(size=v.size)
+        u -= (u @ v) / (v @ v) * v  # orthogonal to g in the group
+        parts.append(OFFSET * np.linalg.norm(v) * u / np.linalg.norm(u))
+    shift = np.concatenate(parts)
+    ref = _Offset({g: registry.get("reinforce-loo") for g in problem.group_names}, shift)
+    bad, mc, gnorm = _validate(problem, ref, registry.get("st"), 1024, seed=23)
+    gn = _rows(mc.rows, "grad_norm")
+    half = (gn["all"]["hi"] - gn["all"]["lo"]) / 2  # the power design holds on this sample
+    assert (math.sqrt(1 + OFFSET**2) - 1) * gnorm["all"] > 3 * half, f"offset too small for the CI {half:.3g}"
+    assert any(b.startswith("grad_norm all") for b in bad), "a reference biased by 50% of ||g|| went unnoticed"
+
+
+def test_unbiased_estimator_has_zero_bias_in_its_interval():
+    """A = reference estimator family (independent draws): ||E A - g||^2 = 0 lies in the interval of b^2
+    (lower end clipped at 0) in every group and ``all``: 4 checks at level 1 - ALPHA / 4."""
+    problem = build_problem("random:widths=3-6-6,points=16,scale=1.0,seed=1")
+    ref = Reference({g: registry.get("reinforce-loo") for g in problem.group_names})
+    gen, rgen = torch.Generator().manual_seed(31), torch.Generator().manual_seed(32)
+    mc = score_mc(registry.get("reinforce-loo"), problem, ref, 1024, gen, rgen, grid=[1, 10], level=1 - ALPHA / 4)
+    for g, r in _rows(mc.rows, "rel_bias").items():
+        assert r["lo"] == 0.0, f"{g}: an unbiased estimator's relative bias interval excludes 0: {r}"
+
+
+def test_pilot_picks_per_group_and_records():
+    problem = build_problem("random:widths=3-4-4,points=8,seed=2")
+    ref = pilot(problem, torch.Generator().manual_seed(0), candidates=("reinforce-loo", "psa"), draws=64)
+    assert set(ref.by_group) == set(problem.group_names)
+    # PSA is exact only for its last hidden layer and head: it can never be chosen for layer0
+    assert ref.by_group["layer0"].name == "reinforce-loo"
+    rec = ref.record()
+    assert rec["kind"] == "mc" and {r["estimator"] for r in rec["pilot"]} == {"reinforce-loo", "psa"}
+    for g in problem.group_names:  # the choice is the minimum of trace_var x seconds among eligible rows
+        rows = [r for r in rec["pilot"] if r["group"] == g]
+        assert rec["by_group"][g] == min(rows, key=lambda r: r["score"])["estimator"]
+
+
+def test_pilot_without_unbiased_candidate_is_one_line_error():
+    problem = build_problem("random:widths=3-4-4,points=8,seed=2")
+    with pytest.raises(InputError, match="no unbiased reference estimator for groups layer0"):
+        pilot(problem, torch.Generator().manual_seed(0), candidates=("st",), draws=8)
+
+
+def test_jackknife_interval_matches_known_variance():
+    """trace_var of a fixed-covariance Gaussian stream: the interval covers the truth (level 1 - ALPHA)."""
+    from estimators.base import Estimator
+
+    problem = build_problem("random:widths=2-2,points=2,seed=0")
+    P = sum(problem.group_sizes)
+
+    class Gauss(Estimator):
+        name = "gauss-test"
+        summary = "test double"
+
+        def _estimate(self, problem, draws, generator):
+            x = torch.randn(draws, P, generator=generator, dtype=torch.float64)
+            return list(torch.split(x, list(problem.group_sizes), dim=1))
+
+    Gauss.__doc__ = "Test double: i.i.d. standard normal draws, so E A = 0 and tr Var = P exactly."
+    Gauss = __import__("dataclasses").dataclass(frozen=True)(Gauss)
+    est = Gauss()
+    ref = Reference({g: est for g in problem.group_names})
+    mc = score_mc(est, problem, ref, 4096, torch.Generator().manual_seed(1), torch.Generator().manual_seed(2),
+                  grid=[1], level=1 - ALPHA)
+    tv = _rows(mc.rows, "trace_var")["all"]
+    assert tv["lo"] <= P <= tv["hi"]
+    z = NormalDist().inv_cdf(1 - ALPHA / 2)
+    assert tv["hi"] - tv["lo"] < 2 * 1.5 * z * math.sqrt(2 * P / 4096) + 1e-9  # near the normal-theory width
