@@ -2,7 +2,7 @@
 
 A sweep is problems x estimators x settings.  TOML keys are the field names of :class:`SweepConfig`
 (``problems``, ``estimators``, ``draws``, ``grid``, ``chunk``, ``device``, ``dtype``, ``exact_method``,
-``memory_budget_gib``, ``seed``, ``name``); an unknown key, a wrong type or a malformed file is one
+``memory_budget_gib``, ``seed``, ``name``, ``reference``); an unknown key, a wrong type or a malformed file is one
 :class:`InputError` that names the key, or the line and column.
 """
 
@@ -49,6 +49,9 @@ class SweepConfig(ConfigMixin):
     memory_budget_gib: float = 4.0
     seed: int = 0
     name: str = "custom"
+    #: ``exact`` (refuse what cannot be enumerated), ``mc`` (always the Monte Carlo reference) or ``auto``
+    #: (exact where it fits the memory budget, Monte Carlo beyond: ``docs/monte-carlo.md``)
+    reference: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "problems", tuple(self.problems))
@@ -79,12 +82,22 @@ class SweepConfig(ConfigMixin):
         if self.exact_method not in ("transfer", "brute"):
             raise InputError(f"unknown exact method {self.exact_method!r}; use transfer or brute")
         inputs.positive_finite(self.memory_budget_gib, "memory budget (GiB)")
+        if self.reference not in ("auto", "exact", "mc"):
+            raise InputError(f"unknown reference {self.reference!r}; use auto, exact or mc")
+
+    def as_dict(self) -> dict:
+        """The fields as a dict; ``reference`` only when it is not the default ``auto``, so the
+        identity (hash) of every run planned before the Monte Carlo reference existed is unchanged."""
+        d = dataclasses.asdict(self)
+        if d["reference"] == "auto":
+            del d["reference"]
+        return d
 
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(SweepConfig)}
 _TYPES = {"problems": list, "estimators": list, "draws": int, "grid": list, "chunk": int, "device": str,
-          "dtype": str, "exact_method": str, "memory_budget_gib": (int, float), "seed": int, "name": str}
+          "dtype": str, "exact_method": str, "memory_budget_gib": (int, float), "seed": int, "name": str, "reference": str}
 
 
 def load_toml(path: str) -> dict:

@@ -41,15 +41,29 @@ from estimators import registry
 from estimators.base import Estimator
 from estimators.errors import InputError
 from estimators.model import Problem
+from reference.exact import check_feasible
 
 from .accumulate import Moments
 from .scoring import _slices, default_grid
 
-__all__ = ["DEFAULT_CANDIDATES", "Reference", "pilot", "score_mc", "MCScores", "DEFAULT_BATCHES"]
+__all__ = ["DEFAULT_CANDIDATES", "Reference", "pilot", "score_mc", "MCScores", "DEFAULT_BATCHES", "uses_mc",
+           "score_task_mc"]
 
 #: unbiased (per group) estimators tried by the pilot; PSA and ST take part for the groups they are exact on
 DEFAULT_CANDIDATES = ("arm", "disarm", "reinforce-loo", "local-expectation", "muprop", "psa", "st")
 DEFAULT_BATCHES = 16
+
+
+def uses_mc(reference: str, problem: Problem, method: str, budget: int) -> bool:
+    """Whether a sweep's ``reference`` setting (``auto``, ``exact``, ``mc``) scores ``problem`` by Monte Carlo:
+    always for ``mc``, never for ``exact``, and for ``auto`` when the exact reference does not fit ``budget``."""
+    if reference != "auto":
+        return reference == "mc"
+    try:
+        check_feasible(problem, method, budget)
+    except InputError:
+        return True
+    return False
 
 
 def _flat(problem: Problem, out: dict[str, torch.Tensor]) -> np.ndarray:
@@ -256,3 +270,14 @@ def _rows(problem, estimator, sl, Sd, SR, Q, n, grid, level) -> list[dict]:
                 den = (ea2 + tr / M) * g2
                 add(g, "cos_ms", np.where(den > 0, eag / np.sqrt(np.abs(den)), np.nan), M)
     return rows
+
+
+def score_task_mc(task: dict, est: Estimator, problem: Problem, progress=None) -> MCScores:
+    """A sweep task's scores against the Monte Carlo reference: a pilot on a generator spawned from the
+    task's seed picks the reference, then :func:`score_mc` streams ``task["draws"]`` paired draws."""
+    gen = torch.Generator(device=problem.device).manual_seed(task["seed"])
+    ref_seed = int(np.random.SeedSequence(task["seed"], spawn_key=(1,)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    rgen = torch.Generator(device=problem.device).manual_seed(ref_seed)
+    ref = pilot(problem, rgen, draws=max(32, min(256, task["draws"] // 20)))
+    return score_mc(est, problem, ref, task["draws"], gen, rgen, grid=task["grid"], chunk=task["chunk"],
+                    progress=progress)

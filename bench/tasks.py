@@ -22,6 +22,7 @@ from reference import exact
 from reference.problems import build_problem
 
 from .config import SweepConfig
+from .mc_reference import score_task_mc, uses_mc
 from .scoring import score
 
 __all__ = ["plan_tasks", "task_key", "task_seed", "run_task"]
@@ -52,9 +53,25 @@ def plan_tasks(cfg: SweepConfig, problems: dict, estimators: list[str]) -> tuple
                         grid=list(cfg.grid) if cfg.grid else None, chunk=cfg.chunk, device=cfg.device,
                         dtype=cfg.dtype, exact_method=cfg.exact_method,
                         budget=int(cfg.memory_budget_gib * 2**30), root_seed=cfg.seed)
+            if cfg.reference != "auto":  # absent for auto: task keys planned before it existed are unchanged
+                spec["reference"] = cfg.reference
             key = task_key(spec)
             tasks.append(dict(spec, key=key, seed=task_seed(cfg.seed, key)))
     return tasks, skipped
+
+
+def _score_against_reference(task: dict, est, problem, progress):
+    """Scores of ``est`` on ``problem`` (as built, float64) and the facts naming the reference that produced
+    them: exact enumeration where the task's ``reference`` setting allows and it fits, else Monte Carlo
+    (:mod:`bench.mc_reference`, with its estimators, draws and interval level)."""
+    here = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
+    if uses_mc(task.get("reference", "auto"), problem, task["exact_method"], task["budget"]):
+        result = score_task_mc(task, est, here, progress)
+        return result, {"reference": result.reference}
+    ex = exact(problem, task["exact_method"], budget=task["budget"])
+    gen = torch.Generator(device=task["device"]).manual_seed(task["seed"])
+    result = score(est, here, ex.grads, task["draws"], gen, grid=task["grid"], chunk=task["chunk"], progress=progress)
+    return result, {"reference": {"kind": "exact", "method": ex.method}}
 
 
 def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
@@ -70,12 +87,10 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
     t0 = time.perf_counter()
     try:
         problem = build_problem(task["problem"], cache_dir=cache_dir)
-        ex = exact(problem, task["exact_method"], budget=task["budget"])
+        result, facts = _score_against_reference(task, est, problem, progress)
+        row.setdefault("facts", {}).update(facts)
         problem = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
         cost = est.cost(problem)
-        gen = torch.Generator(device=task["device"]).manual_seed(task["seed"])
-        result = score(est, problem, ex.grads, task["draws"], gen, grid=task["grid"], chunk=task["chunk"],
-                       progress=progress)
     except Exception as exc:  # recorded, never lost: the report shows failed tasks
         last = traceback.extract_tb(exc.__traceback__)[-1]
         row.update(error=f"{type(exc).__name__}: {exc} (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})",

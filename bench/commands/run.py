@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", choices=("float32", "float64"))
     p.add_argument("--exact-method", choices=("transfer", "brute"))
     p.add_argument("--memory-budget", type=float, metavar="GIB", help="exact-reference memory budget (GiB)")
+    p.add_argument("--reference", choices=("auto", "exact", "mc"),
+                   help="reference gradient: exact enumeration, Monte Carlo (mc), or auto (exact where it fits)")
     p.add_argument("--name", help="run name (default: the preset's or config file's)")
     p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default: ./{DEFAULT_DB})")
     p.add_argument("--executor", choices=EXECUTORS,
@@ -71,7 +73,8 @@ def build_config(args: argparse.Namespace):
         except ValueError:
             raise InputError(f"--grid {args.grid!r} must be a comma list of integers") from None
     flags = dict(draws=args.draws, chunk=args.chunk, seed=args.seed, device=args.device, dtype=args.dtype,
-                 exact_method=args.exact_method, memory_budget_gib=args.memory_budget, name=args.name)
+                 exact_method=args.exact_method, memory_budget_gib=args.memory_budget, name=args.name,
+                 reference=args.reference)
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.draws is not None and "grid" in base and base["grid"] and args.grid is None:
         base["grid"] = [m for m in base["grid"] if m <= args.draws]

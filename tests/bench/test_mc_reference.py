@@ -165,3 +165,31 @@ def test_jackknife_interval_matches_known_variance():
     assert tv["lo"] <= P <= tv["hi"]
     z = NormalDist().inv_cdf(1 - ALPHA / 2)
     assert tv["hi"] - tv["lo"] < 2 * 1.5 * z * math.sqrt(2 * P / 4096) + 1e-9  # near the normal-theory width
+
+
+def test_sweep_records_which_reference_scored_each_task(tmp_path):
+    """``--reference mc`` on an enumerable problem and ``auto`` on one too wide to enumerate both score by
+    Monte Carlo and say so in the task's facts; ``auto`` on an enumerable one stays exact."""
+    from bench.cli import main
+    from bench.store import Store
+
+    db = str(tmp_path / "r.sqlite")
+    small, wide = "random:widths=2-3-3,points=4,seed=1", "random:widths=2-70,points=2,seed=1"
+    for ref, problem in (("mc", small), ("auto", wide), ("auto", small)):
+        rc = main(["run", "--problem", problem, "--estimators", "st", "-N", "64", "--reference", ref, "--db", db,
+                   "--no-report", "--name", f"t-{ref}-{len(problem)}"])
+        assert rc == 0
+    with Store(db) as st:
+        runs = st.runs()
+        kinds = {}
+        for run_id in runs["run_id"]:
+            tasks = st.tasks(run_id)
+            scores = st.scores(run_id)
+            (facts,) = list(tasks["facts"])
+            kinds[run_id.split("-")[1] + str(tasks["problem"].iloc[0] == wide)] = facts["reference"]["kind"]
+            if facts["reference"]["kind"] == "mc":
+                ref = facts["reference"]
+                assert ref["draws"] >= 64 and ref["batches"] == 16 and ref["level"] == 0.95 and ref["by_group"]
+                rb = scores[scores["metric"] == "rel_bias"]
+                assert rb["lo"].notna().all() and (rb["lo"] <= rb["value"]).all() and (rb["value"] <= rb["hi"]).all()
+    assert kinds == {"mcFalse": "mc", "autoTrue": "mc", "autoFalse": "exact"}

@@ -70,7 +70,8 @@ def test_toml_config_and_seeds_are_reproducible(tmp_path, capsys):
     (["--draws", "0"], "draws (N) must be a positive integer"),
     (["--draws", "10", "--grid", "1,20"], "M = 20 exceeds the number of draws N = 10"),
     (["--grid", "0,1"], "must be positive"),
-    (["--problem", "random:widths=2-14-14"], "needs about"),
+    (["--reference", "exact", "--problem", "random:widths=2-14-14"], "needs about"),  # auto would use Monte Carlo
+    (["--reference", "bogus"], "invalid choice"),
     (["--problem-file", "missing.npz"], "does not exist"),
 ])
 def test_bad_input_exit_2_and_nothing_written(tmp_path, capsys, argv, msg):
