@@ -147,8 +147,24 @@ SWEEP_PRESETS: dict[str, dict] = {
         estimators=("psa", "st", "reinforce", "arm", "disarm", "concrete:tau=0.5", "tanh"),
         draws=2000,
     ),
+    # Monte Carlo reference (docs/monte-carlo.md#presets): widths 16..512 at depth 3, depths 2..8 at width 64,
+    # weight scales 0.5..4 (fan-in normalised: pre-activation sd ~ scale), and the first two layers of the
+    # PSA paper's CIFAR architecture (96 channels, 3x3, stride 1, no padding) on generated 3x12x12 images.
+    "scaling-large": dict(
+        name="scaling-large",
+        problems=tuple(f"random:widths=16-{w}-{w}-{w},points=16,scale=1.0,init=fanin" for w in (16, 32, 64, 128, 256, 512))
+        + tuple("random:widths=16" + "-64" * d + ",points=16,scale=1.0,init=fanin" for d in (2, 4, 8))
+        + tuple(f"random:widths=16-64-64-64,points=16,scale={s},init=fanin" for s in (0.5, 2.0, 4.0))
+        + ("conv:input=3x12x12,channels=96-96,kernels=3-3,strides=1-1,paddings=0-0,points=4,seed=0",),
+        estimators=("psa", "st", "st-identity", "st-tanh", "st-hardtanh", "concrete:tau=0.5", "st-gumbel", "tanh",
+                    "adf"),
+        draws=2048,  # ~22 min on 2 cores (process executor), extrapolated from 256-draw runs: docs/monte-carlo.md#presets
+        dtype="float32",
+        reference="mc",
+    ),
 }
 
 #: Executor used by a preset when ``--executor`` is not given: ``(kind, workers)``.  ``psa2020``
 #: spreads its 54 tasks over two worker processes, one per core.
-SWEEP_PRESET_EXECUTORS: dict[str, tuple[str, int | None]] = {"psa2020": ("process", 2), "scaling": ("process", 2)}
+SWEEP_PRESET_EXECUTORS: dict[str, tuple[str, int | None]] = {"psa2020": ("process", 2), "scaling": ("process", 2),
+                                                              "scaling-large": ("process", 2)}

@@ -11,7 +11,8 @@ With $d_i=A_i-R_i$ and $N$ pairs, per group:
   $\lVert\mathbb EA-g\rVert^2$ (the noise of $R$ does not enter it);
 - $\widehat{\lVert g\rVert^2}$: the same form over the reference draws $R_i$;
 - $\widehat{\operatorname{tr}\mathrm{Var}A}=(\sum_i\lVert A_i\rVert^2-\lVert\sum_iA_i\rVert^2/N)/(N-1)$;
-- $\widehat{\mathbb EA\cdot g}=(\sum_iA_i)\cdot(\sum_iR_i)/N^2$ and $\widehat{\lVert\mathbb EA\rVert^2}$ as above.
+- $\widehat{\mathbb EA\cdot g}=\sum_{i\ne j}A_i\cdot R_j/(N(N-1))$ and $\widehat{\lVert\mathbb EA\rVert^2}$ as above
+  (pairs $i\ne j$ only, so every estimate stays unbiased if $A_i$ and $R_i$ ever share random numbers).
 
 Metrics (names of :mod:`bench.scoring` where the quantity is the same): ``grad_norm``, ``bias_norm``,
 ``rel_bias`` $=\sqrt{\lVert b\rVert^2/\lVert g\rVert^2}$, ``trace_var``, ``rel_rmse`` at each $M$
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,8 +104,10 @@ class Reference:
         return dict(kind="mc", by_group={g: e.spec for g, e in self.by_group.items()}, pilot=self.pilot_table)
 
 
-def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDIDATES, draws: int = 256) -> Reference:
-    r"""Draw ``draws`` draws of every candidate, time them, and pick per group the lowest
+def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDIDATES, draws: int = 256,
+          seconds: float = 5.0) -> Reference:
+    r"""Draw ``draws`` draws (fewer, at least 16, where they would take over ``seconds``) of every candidate,
+    time them, and pick per group the lowest
     $\operatorname{tr}\mathrm{Var}\times$ seconds per draw among the candidates unbiased for that group."""
     sl = _slices(problem)
     best: dict[str, tuple[float, Estimator]] = {}
@@ -117,12 +121,19 @@ def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDI
         groups = [g for g in est.unbiased_groups(problem) if g in problem.group_names]
         if not groups:
             continue
-        est.estimate(problem, min(4, draws), generator)  # warm-up (allocations, kernels)
         t0 = time.perf_counter()
-        X = _flat(problem, est.estimate(problem, draws, generator))
+        try:
+            est.estimate(problem, 4, generator)  # warm-up (allocations, kernels), also sizes the pilot to its budget
+            n = int(min(draws, max(16, seconds / max((time.perf_counter() - t0) / 4, 1e-9))))
+            t0 = time.perf_counter()
+            X = _flat(problem, est.estimate(problem, n, generator))
+        except InputError as exc:  # a candidate too large for this problem (its own size guard) drops out
+            table.append(dict(estimator=est.spec, group="", trace_var=math.nan, seconds_per_draw=math.nan,
+                              score=math.nan, note=str(exc)))
+            continue
         if problem.device.type == "cuda":
             torch.cuda.synchronize(problem.device)
-        spd = (time.perf_counter() - t0) / draws
+        spd = (time.perf_counter() - t0) / n
         if not np.isfinite(X).all():
             continue
         for g in groups:
@@ -175,7 +186,7 @@ def score_mc(estimator: Estimator, problem: Problem, reference: Reference, draws
     P = sl["all"].stop
     groups = list(sl)
     Sd, SR = np.zeros((batches, P)), np.zeros((batches, P))
-    Q = {k: np.zeros((batches, len(groups))) for k in ("d", "R", "A")}
+    Q = {k: np.zeros((batches, len(groups))) for k in ("d", "R", "A", "AR")}
     n = np.zeros(batches)
     mom = {g: Moments(s.stop - s.start) for g, s in sl.items()}
     t_a = t_all = 0.0
@@ -201,6 +212,7 @@ def score_mc(estimator: Estimator, problem: Problem, reference: Reference, draws
             Q["d"][k, i] += np.einsum("ij,ij->", D[:, s], D[:, s])
             Q["R"][k, i] += np.einsum("ij,ij->", R[:, s], R[:, s])
             Q["A"][k, i] += np.einsum("ij,ij->", A[:, s], A[:, s])
+            Q["AR"][k, i] += np.einsum("ij,ij->", A[:, s], R[:, s])
             mom[g].update(A[:, s])
         n[k] += c
         done += c
@@ -254,12 +266,12 @@ def _rows(problem, estimator, sl, Sd, SR, Q, n, grid, level) -> list[dict]:
         nr2 = np.einsum("ij,ij->i", SR_j[:, s], SR_j[:, s])
         na2 = np.einsum("ij,ij->i", SA_j[:, s], SA_j[:, s])
         dot = np.einsum("ij,ij->i", SA_j[:, s], SR_j[:, s])
-        Qd, QR, QA = (_leave_one_out(Q[k][:, i].sum(), Q[k][:, i]) for k in ("d", "R", "A"))
+        Qd, QR, QA, QAR = (_leave_one_out(Q[k][:, i].sum(), Q[k][:, i]) for k in ("d", "R", "A", "AR"))
         b2 = (nd2 - Qd) / pairs
         g2 = (nr2 - QR) / pairs
         tr = (QA - na2 / N) / (N - 1)
         ea2 = (na2 - QA) / pairs
-        eag = dot / N**2
+        eag = (dot - QAR) / pairs
         with np.errstate(invalid="ignore", divide="ignore"):
             add(g, "grad_norm", g2, sqrt=True)
             add(g, "bias_norm", b2, sqrt=True)
@@ -272,12 +284,27 @@ def _rows(problem, estimator, sl, Sd, SR, Q, n, grid, level) -> list[dict]:
     return rows
 
 
+_PILOTS: dict[tuple, Reference] = {}
+
+
+def hash_spec(text: str) -> int:
+    """A stable 32-bit hash of a problem spec (Python's ``hash`` of a string changes per process)."""
+    return zlib.crc32(text.encode())
+
+
 def score_task_mc(task: dict, est: Estimator, problem: Problem, progress=None) -> MCScores:
-    """A sweep task's scores against the Monte Carlo reference: a pilot on a generator spawned from the
-    task's seed picks the reference, then :func:`score_mc` streams ``task["draws"]`` paired draws."""
+    """A sweep task's scores against the Monte Carlo reference: a pilot (one per problem and run, cached in
+    the process, seeded from the problem spec and the run's root seed) picks the reference, then
+    :func:`score_mc` streams ``task["draws"]`` paired draws on generators spawned from the task's seed."""
     gen = torch.Generator(device=problem.device).manual_seed(task["seed"])
     ref_seed = int(np.random.SeedSequence(task["seed"], spawn_key=(1,)).generate_state(1, np.uint64)[0] >> np.uint64(1))
     rgen = torch.Generator(device=problem.device).manual_seed(ref_seed)
-    ref = pilot(problem, rgen, draws=max(32, min(256, task["draws"] // 20)))
+    ident = (task["problem"], task.get("root_seed"), task["dtype"], task["device"])
+    if ident not in _PILOTS:  # one pilot per problem and run in each worker process, seeded by both
+        pseed = int(np.random.SeedSequence(abs(hash_spec(task["problem"])), spawn_key=(task.get("root_seed") or 0, 2))
+                    .generate_state(1, np.uint64)[0] >> np.uint64(1))
+        _PILOTS[ident] = pilot(problem, torch.Generator(device=problem.device).manual_seed(pseed),
+                               draws=max(32, min(256, task["draws"] // 20)))
+    ref = _PILOTS[ident]
     return score_mc(est, problem, ref, task["draws"], gen, rgen, grid=task["grid"], chunk=task["chunk"],
                     progress=progress)

@@ -111,7 +111,13 @@ def psa_2_5_5_5(seed: int = 0, points: int = 200) -> Problem:
 
 
 def random_problem(widths: str = "2-5-5-5", scale: float = 1.0, seed: int = 0, points: int = 20,
-                   encoding: str = "pm1", noise: str = "logistic", loss: str = "logistic", classes: int = 3) -> Problem:
+                   encoding: str = "pm1", noise: str = "logistic", loss: str = "logistic", classes: int = 3,
+                   init: str = "normal") -> Problem:
+    r"""``init=normal``: every weight and bias $\mathcal N(0,\mathrm{scale}^2)$; ``init=fanin``: stochastic-layer
+    weights $\mathcal N(0,\mathrm{scale}^2/n_{k-1})$, so pre-activations keep a standard deviation of about
+    ``scale`` at any width (the wide networks of ``docs/monte-carlo.md#presets``)."""
+    if init not in ("normal", "fanin"):
+        raise InputError(f"unknown init {init!r}; use normal or fanin")
     w = parse_widths(widths)
     guard_size(points * w[0], f"{points} points of {w[0]} inputs")
     rng = np.random.default_rng(seed)
@@ -125,12 +131,12 @@ def random_problem(widths: str = "2-5-5-5", scale: float = 1.0, seed: int = 0, p
     else:
         y = N(points, C, s=1.0)
     return Problem(
-        weights=tuple(N(w[k + 1], w[k]) for k in range(len(w) - 1)),
+        weights=tuple(N(w[k + 1], w[k], s=scale / (w[k] ** 0.5 if init == "fanin" else 1.0)) for k in range(len(w) - 1)),
         biases=tuple(N(w[k + 1]) for k in range(len(w) - 1)),
         head_weight=N(C, w[-1], s=1.0),
         head_bias=N(C, s=1.0),
         X=X, y=y, encoding=encoding, noise=noise, loss=loss,
-        name=f"random-{widths}-s{scale:g}-seed{seed}",
+        name=f"random-{widths}-s{scale:g}-seed{seed}" + ("-fanin" if init == "fanin" else ""),
     )
 
 
@@ -220,7 +226,7 @@ NAMED_PROBLEMS: dict[str, tuple[Callable[..., Problem], str]] = {
     "toy-relax1": (toy_relax1, "RELAX one-bit toy, f = (b - 0.499)^2"),
     "toy-psa1": (toy_psa1, "PSA single-variable toy, a = 1, f = (x - 0.3)^2 in +-1"),
     "psa-2-5-5-5": (psa_2_5_5_5, "PSA paper 2-D data (200 points) and 2-5-5-5 0/1 network, moment-rescaled"),
-    "random": (random_problem, "random network: widths=n0-...-nL, scale, seed, points, encoding, noise, loss"),
+    "random": (random_problem, "random network: widths=n0-...-nL, scale, seed, points, encoding, noise, loss, init (normal or fanin)"),
     "conv": (conv_problem, "random conv network: input=CxHxW, channels=, kernels=, strides=, paddings= (dash lists)"),
     "conv-tiny": (conv_tiny, "1x3x3 input, two 2x2 conv layers (8 and 2 units): exactly enumerable"),
     "cifar-s1": (cifar_s1, "the PSA paper's CIFAR-10 architecture (8 binary conv layers) on random images"),
