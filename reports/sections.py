@@ -17,6 +17,7 @@ from .paper_values import CHECKPOINTS, CITATION
 from .results import RunResults, run_id, slug
 from .throughput import throughput_figure
 from .training_curves import training_sections
+from .trends import trends_section
 
 __all__ = ["RUN_SECTIONS", "run_sections"]
 
@@ -129,6 +130,7 @@ def timing_section(run: RunResults, ctx: dict) -> list[Section]:
 
 RUN_SECTIONS = [manifest_section, problem_section, bias_variance_section, pareto_section, psa2020_section,
                 training_section, timing_section]
+RUN_SECTIONS.insert(RUN_SECTIONS.index(pareto_section) + 1, trends_section)  # trends across problems
 
 
 def run_sections(runs: list[RunResults]) -> list[Section]:
