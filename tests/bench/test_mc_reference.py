@@ -193,3 +193,23 @@ def test_sweep_records_which_reference_scored_each_task(tmp_path):
                 rb = scores[scores["metric"] == "rel_bias"]
                 assert rb["lo"].notna().all() and (rb["lo"] <= rb["value"]).all() and (rb["value"] <= rb["hi"]).all()
     assert kinds == {"mcFalse": "mc", "autoTrue": "mc", "autoFalse": "exact"}
+
+
+def test_scaling_presets_have_trend_families():
+    """The scaling presets' problems span the trend axes the report draws (reports/trends.py)."""
+    import pandas as pd
+
+    from bench.config import SWEEP_PRESETS, SweepConfig
+    from reports.trends import problem_axes, trend_families
+
+    expect = {"scaling": {"width", "depth"}, "scaling-large": {"width", "depth", "scale"}}
+    for name, axes in expect.items():
+        cfg = SweepConfig(**SWEEP_PRESETS[name])
+        rows = [dict(problem=p, **problem_axes(p)) for p in cfg.problems if problem_axes(p)]
+        assert set(trend_families(pd.DataFrame(rows))) == axes, name
+    large = SweepConfig(**SWEEP_PRESETS["scaling-large"])
+    assert large.reference == "mc" and large.dtype == "float32"
+    widths = sorted({problem_axes(p)["width"] for p in large.problems if problem_axes(p)})
+    assert widths[0] == 16 and widths[-1] == 512
+    for spec in large.problems:  # every problem builds (sizes checked, nothing drawn)
+        build_problem(spec)
