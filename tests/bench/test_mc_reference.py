@@ -243,3 +243,13 @@ def test_jackknife_intervals_have_their_coverage():
         row = _rows(mc.rows, "grad_norm")["all"]
         gn_hits += row["lo"] <= float(ex.flat.norm()) <= row["hi"]
     assert min(hits.values()) >= 180 and gn_hits >= 180, (hits, gn_hits)
+
+
+def test_reference_setting_is_checked_and_keeps_old_run_identities():
+    from bench.config import SweepConfig
+
+    with pytest.raises(InputError, match="unknown reference 'x'; use auto, exact or mc"):
+        SweepConfig(problems=("toy-arm4",), estimators=("arm",), reference="x")
+    auto = SweepConfig(problems=("toy-arm4",), estimators=("arm",))
+    assert "reference" not in auto.as_dict()  # run ids of sweeps planned before the setting are unchanged
+    assert auto.hash != auto.replace(reference="mc").hash and auto.replace(reference="mc").as_dict()["reference"] == "mc"
