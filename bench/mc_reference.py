@@ -54,6 +54,7 @@ __all__ = ["DEFAULT_CANDIDATES", "Reference", "pilot", "score_mc", "MCScores", "
 #: unbiased (per group) estimators tried by the pilot; PSA and ST take part for the groups they are exact on
 DEFAULT_CANDIDATES = ("arm", "disarm", "reinforce-loo", "local-expectation", "muprop", "psa", "st")
 DEFAULT_BATCHES = 16
+_ARRAY_CAP = 2**24  # float64 entries per [chunk, P] array of draws (128 MiB)
 
 
 def uses_mc(reference: str, problem: Problem, method: str, budget: int) -> bool:
@@ -181,9 +182,10 @@ def score_mc(estimator: Estimator, problem: Problem, reference: Reference, draws
         raise InputError(f"confidence level must be in (0, 1), got {level}")
     if chunk is None:
         chunk = max(1, min(draws, 2**21 // max(1, problem.batch_size * sum(problem.widths[1:]))))
-    n_chunks, c = _plan_chunks(draws, batches, chunk)
     sl = _slices(problem)
     P = sl["all"].stop
+    chunk = max(1, min(chunk, _ARRAY_CAP // P))  # A, R and A - R are [chunk, P] float64 each
+    n_chunks, c = _plan_chunks(draws, batches, chunk)
     groups = list(sl)
     Sd, SR = np.zeros((batches, P)), np.zeros((batches, P))
     Q = {k: np.zeros((batches, len(groups))) for k in ("d", "R", "A", "AR")}
