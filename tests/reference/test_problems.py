@@ -112,3 +112,16 @@ def test_not_an_npz(tmp_path):
     path.write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not a readable .npz"):
         load_problem(path)
+
+
+def test_random_fanin_init_keeps_preactivation_scale():
+    """init=fanin: stochastic-layer weights N(0, scale^2 / fan-in); init=normal (the default) is unchanged."""
+    from reference.problems import random_problem
+
+    p = random_problem(widths="16-256-256", scale=2.0, init="fanin", seed=4)
+    W = p.weights[1]
+    assert abs(float(W.std()) * 256**0.5 / 2.0 - 1) < 0.02  # 65,536 draws: sd of the estimate ~0.3%
+    q, r = random_problem(widths="3-4-4", seed=4), random_problem(widths="3-4-4", seed=4, init="normal")
+    assert all(torch.equal(a, b) for a, b in zip(q.weights, r.weights)) and q.name == r.name
+    with pytest.raises(InputError, match="unknown init 'xavier'"):
+        random_problem(init="xavier")
