@@ -19,6 +19,8 @@ Metrics (names of :mod:`bench.scoring` where the quantity is the same): ``grad_n
 $=\sqrt{(\lVert b\rVert^2+\operatorname{tr}\mathrm{Var}/M)/\lVert g\rVert^2}$, and ``cos_ms`` at each $M$:
 the mean-square cosine $\mathbb E[\bar A_M\cdot g]/\sqrt{\mathbb E\lVert\bar A_M\rVert^2\lVert g\rVert^2}$
 (not the mean cosine ``cos_mean`` of the exact scorer, which has no unbiased estimate without $g$).
+``snr``, ``noise_floor`` and the work-normalised variances need no reference and are computed as the exact
+scorer does (``noise_floor`` relative to the estimated $\lVert g\rVert$).
 
 Every metric has a confidence interval from a delete-one-batch jackknife: draws are split into
 $K$ batches (chunk $j$ goes to batch $j\bmod K$, ``batches`` = 16 by default), each statistic is
@@ -222,11 +224,29 @@ def score_mc(estimator: Estimator, problem: Problem, reference: Reference, draws
             progress(c)
     grid = sorted(set(grid if grid is not None else default_grid(done)))
     grid = [m for m in grid if m >= 1]
-    rows = _rows(problem, estimator, sl, Sd, SR, Q, n, grid, level)
     spd = t_a / done
+    rows = _rows(problem, estimator, sl, Sd, SR, Q, n, grid, level)
+    rows += _work_rows(problem, estimator, mom, rows, spd)
     return MCScores(rows=rows, moments=mom, reference=dict(reference.record(), draws=done, batches=batches,
                                                            level=level, seconds=t_all),
                     draws=done, seconds=t_a, seconds_per_draw=spd)
+
+
+def _work_rows(problem, estimator, mom, rows, spd) -> list[dict]:
+    r"""The scores that need no reference, as the exact scorer defines them (no intervals): ``snr``,
+    ``var_x_seconds``, ``var_x_loss_evals``, and ``noise_floor`` relative to the estimated $\lVert g\rVert$."""
+    evals = estimator.cost(problem).head_evals
+    gn = {r["group"]: r["value"] for r in rows if r["metric"] == "grad_norm"}
+    out = []
+    for g, m in mom.items():
+        tr = float(m.var.sum())
+        floor = math.sqrt(tr / m.n) / gn[g] if gn.get(g, 0) > 0 else math.nan
+        for metric, value in (("noise_floor", floor),
+                              ("snr", float(np.linalg.norm(m.mean)) / math.sqrt(tr) if tr > 0 else math.nan),
+                              ("var_x_seconds", tr * spd), ("var_x_loss_evals", tr * evals)):
+            out.append(dict(problem=problem.name, estimator=estimator.spec, group=g, metric=metric, M=0,
+                            value=float(value), lo=math.nan, hi=math.nan))
+    return out
 
 
 def _leave_one_out(total: np.ndarray, parts: np.ndarray) -> np.ndarray:

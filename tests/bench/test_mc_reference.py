@@ -253,3 +253,19 @@ def test_reference_setting_is_checked_and_keeps_old_run_identities():
     auto = SweepConfig(problems=("toy-arm4",), estimators=("arm",))
     assert "reference" not in auto.as_dict()  # run ids of sweeps planned before the setting are unchanged
     assert auto.hash != auto.replace(reference="mc").hash and auto.replace(reference="mc").as_dict()["reference"] == "mc"
+
+
+def test_scores_that_need_no_reference_match_the_exact_scorer_definitions():
+    """trace_var, snr and var_x_loss_evals come from A's own draws: on the same draws (same seed) they equal
+    the exact scorer's up to rounding (both use the unbiased sample variance)."""
+    problem = build_problem("random:widths=3-5-5,points=8,seed=2")
+    ex = exact(problem)
+    st = registry.get("st")
+    ref = Reference({g: registry.get("reinforce-loo") for g in problem.group_names})
+    mc = score_mc(st, problem, ref, 512, torch.Generator().manual_seed(3), torch.Generator().manual_seed(4), grid=[1],
+                  chunk=32)
+    xs = score(st, problem, ex.grads, 512, torch.Generator().manual_seed(3), grid=[1], chunk=32)
+    for metric in ("trace_var", "snr", "var_x_loss_evals"):
+        a, b = _rows(mc.rows, metric), _rows(xs.rows, metric)
+        for g in b:
+            assert math.isclose(a[g]["value"], b[g]["value"], rel_tol=1e-9), (metric, g)
