@@ -180,7 +180,7 @@ def _fold_groups(by_m: list[_GroupsOfM], X: np.ndarray, g: np.ndarray, sl: dict[
             gm.cos[n].add(cos)
 
 
-def _rows(problem, estimator, mom, resid, by_m, g, sl, N, seconds, _Z=_Z) -> list[dict]:
+def _rows(problem, estimator, mom, resid, by_m, g, sl, N, seconds, z=_Z) -> list[dict]:
     cost = estimator.cost(problem)
     spd = seconds / N
     rows: list[dict] = []
@@ -201,12 +201,12 @@ def _rows(problem, estimator, mom, resid, by_m, g, sl, N, seconds, _Z=_Z) -> lis
         se_tr = math.sqrt(float(resid[n].var[0]) / N)
         rel = (lambda v: v / gn) if gn > 0 else (lambda v: math.nan)
         bias = math.sqrt(b2)
-        lo_b, hi_b = math.sqrt(max(b2 - _Z * se_b2, 0.0)), math.sqrt(b2 + _Z * se_b2)
+        lo_b, hi_b = math.sqrt(max(b2 - z * se_b2, 0.0)), math.sqrt(b2 + z * se_b2)
         add(n, "grad_norm", gn)
         add(n, "bias_norm", bias, lo=lo_b, hi=hi_b)
         add(n, "rel_bias", rel(bias), lo=rel(lo_b), hi=rel(hi_b))
         add(n, "noise_floor", rel(math.sqrt(tr / N)))
-        add(n, "trace_var", tr, lo=max(tr - _Z * se_tr, 0.0), hi=tr + _Z * se_tr)
+        add(n, "trace_var", tr, lo=max(tr - z * se_tr, 0.0), hi=tr + z * se_tr)
         add(n, "snr", float(np.linalg.norm(m.mean)) / math.sqrt(tr) if tr > 0 else math.nan)
         add(n, "var_x_seconds", tr * spd)
         add(n, "var_x_loss_evals", tr * cost.head_evals)
@@ -214,13 +214,13 @@ def _rows(problem, estimator, mom, resid, by_m, g, sl, N, seconds, _Z=_Z) -> lis
             M = gm.M
             mse = b2 + tr / M
             se = math.sqrt((se_tr / M) ** 2 + se_b2**2)
-            add(n, "rel_rmse", rel(math.sqrt(mse)), M, rel(math.sqrt(max(mse - _Z * se, 0.0))), rel(math.sqrt(mse + _Z * se)))
+            add(n, "rel_rmse", rel(math.sqrt(mse)), M, rel(math.sqrt(max(mse - z * se, 0.0))), rel(math.sqrt(mse + z * se)))
             G = gm.groups
             if G == 0:
                 continue
             emp = gm.err_sum[n] / G
             sd = math.sqrt(max(gm.err_sq[n] / G - emp**2, 0.0) * G / (G - 1)) if G > 1 else math.nan
-            half = _Z * sd / math.sqrt(G) if G > 1 else math.nan
+            half = z * sd / math.sqrt(G) if G > 1 else math.nan
             add(n, "rel_rmse_emp", rel(math.sqrt(emp)), M, rel(math.sqrt(max(emp - half, 0.0))), rel(math.sqrt(emp + half)))
             cos = gm.cos[n].values()
             finite = cos[np.isfinite(cos)]
