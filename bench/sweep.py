@@ -45,6 +45,7 @@ class SweepOutcome:
     skipped: list[str]
     elsewhere: int = 0  # tasks another process had claimed (computed there)
     errors: list[str] = dataclasses.field(default_factory=list)  # one line per failed task
+    superseded: int = 0  # stored tasks of this run made by other code or problem content (kept, hidden)
 
 
 def checkpoint_dir(db_path: str) -> str:
@@ -131,13 +132,13 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
             manifest["run_id"] = run_id
             manifest["skipped_pairs"] = skipped
             store.create_run(run_id, manifest, cfg.hash, label=label, preset=cfg.name)
+        cache = checkpoint_dir(db)
+        trained = {spec: build_problem(spec, cache_dir=cache) for spec in cfg.problems if "@" in spec}
+        if trained:  # checkpoints are trained (once, cached) here: key their tasks by the trained content
+            tasks, _ = plan_tasks(cfg, {**problems, **trained}, estimators)
+        superseded = store.supersede(run_id, {t["key"] for t in tasks})
         done = store.done_keys(run_id)
         todo = [t for t in tasks if t["key"] not in done]
-        cache = checkpoint_dir(db)
-        if todo and any("@" in p for p in cfg.problems):
-            for spec in cfg.problems:
-                if "@" in spec:
-                    build_problem(spec, cache_dir=cache)  # trains and caches once, here
         failed = elsewhere = 0
         errors: list[str] = []
         bar = _progress(len(todo), cfg.name)
@@ -169,6 +170,6 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
         if bar is not None:
             bar.close()
         return SweepOutcome(run_id, len(tasks), len(tasks) - len(todo), len(todo) - elsewhere, failed, skipped,
-                            elsewhere, errors)
+                            elsewhere, errors, superseded)
     finally:
         store.close()

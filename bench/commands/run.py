@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"run {out.run_id}: {out.total} tasks, {out.already_done} already stored, {out.ran} computed"
           f"{f', {out.failed} failed' if out.failed else ''}"
           f"{f', {out.elsewhere} computed by another run of this sweep' if out.elsewhere else ''} -> {args.db}")
+    if out.superseded:
+        print(f"note: {out.superseded} stored task(s) of this run were made by other estimator code or from other "
+              f"problem content; they are kept in the store and left out of its results", file=sys.stderr)
     for line in out.errors[:5]:
         print(f"note: failed: {line}", file=sys.stderr)
     if len(out.errors) > 5:
