@@ -220,3 +220,22 @@ def test_second_round_of_probes(hostile, tmp_path):
     (tmp_path / "leaves.py").write_text("raise SystemExit('plugin exits')\n")
     hostile(["validate", "leaves.py:X"], "plugin exits", keep={"leaves.py"})
     hostile(["validate", "my_est:ScaledST"], "package.module:ScaledST")
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (PermissionError(13, "Permission denied", "out/report.html"), "permission denied: 'out/report.html'"),
+    (FileNotFoundError(2, "No such file or directory", "a", None, "b"), "no such file or directory: 'a' -> 'b'"),
+    (OSError(28, "No space left on device"), "No space left on device"),
+    (MemoryError(), "out of memory; completed tasks are stored"),
+])
+def test_system_failures_are_one_tailored_line(monkeypatch, capsys, exc, expected):
+    import sqlite3  # noqa: F401
+
+    import bench.commands.runs as runs_cmd
+
+    def boom(args):
+        raise exc
+    monkeypatch.setattr(runs_cmd, "run", boom)
+    assert main(["runs"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and "Error:" not in err[0], err
