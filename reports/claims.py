@@ -14,9 +14,10 @@ Verdicts (:data:`VERDICTS`):
 - ``not run``: what the claim needs is not in the run (a checkpoint, a method, a failed task).
 
 "A below B" is resolved when A's 95% upper end is below B's 95% lower end, and the reverse is
-resolved when A's lower end is above B's upper end; overlapping intervals are not resolved. For two
-equal quantities with independent intervals a resolved order in either direction happens well
-under 1% of the time, so a ``fails`` from this rule is rarely noise. The tasks are found through
+resolved when A's lower end is above B's upper end; overlapping intervals are not resolved. When
+the two true values are equal (independent intervals, tasks have independent seeds) a resolved
+order in a given direction happens at most 2.5% of the time, about 0.3% for equally wide
+intervals, so a ``fails`` is rarely noise. The tasks are found through
 :func:`reports.psa2020.method_of`, so "PSA" is whatever estimator the paper's mapping calls PSA.
 Like every report module this one only reads stored scores (no torch, no recomputation).
 """
