@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .export import fmt_value
-from .paper_values import CHECKPOINTS, GROUPS, M_GRID, METHODS, PROBLEM_PREFIX, VALUES
+from .paper_values import CHECKPOINTS, GROUPS, M_GRID, PROBLEM_PREFIX, VALUES
 from .psa2020 import task_methods
 from .results import RunResults, group_order
 
@@ -120,6 +120,11 @@ class _Lookup:
         self.cells = {(k, str(g), m, int(M)): Cell(float(v), float(a), float(c)) for k, g, m, M, v, a, c in
                       zip(s["task_key"], s["group"], s["metric"], s["M"], s["value"], lo, hi)}
         self.metrics = {(k, m) for k, _, m, _ in self.cells}
+        self.by_key: dict[str, set] = {}  # task_key -> its groups
+        self.ms: dict[tuple, set] = {}  # (task_key, group, metric) -> its M values
+        for k, g, m, M in self.cells:
+            self.by_key.setdefault(k, set()).add(g)
+            self.ms.setdefault((k, g, m), set()).add(M)
         self.tasks = run.tasks
         self.problems = set(run.tasks["problem"])
 
@@ -138,7 +143,7 @@ class _Lookup:
 
     def groups(self, keys) -> tuple[list[str], str | None]:
         """(hidden layer groups in network order, "head" or None) scored for all of ``keys``."""
-        sets = [{g for k, g, _, _ in self.cells if k == key} for key in keys]
+        sets = [self.by_key.get(key, set()) for key in keys]
         common = set.intersection(*sets) if sets else set()
         hidden = [g for g in group_order(common) if re.fullmatch(r"layer\d+", g)]
         return hidden, ("head" if "head" in common else None)
@@ -150,7 +155,7 @@ class _Lookup:
         return self.cells.get((key, group, metric, int(M)), Cell(math.nan))
 
     def grid(self, keys, group: str, metric: str) -> list[int]:
-        sets = [{M for k, g, m, M in self.cells if k == key and g == group and m == metric} for key in keys]
+        sets = [self.ms.get((key, group, metric), set()) for key in keys]
         return sorted(set.intersection(*sets)) if sets else []
 
 
@@ -227,9 +232,9 @@ def _unbiased(look: _Lookup, chk: str, done: dict, failed: dict) -> dict:
     for g in groups:
         b, floor = look.get(key, g, "rel_bias"), look.get(key, g, "noise_floor").value
         if not math.isnan(b.lo):
-            ok = True if b.lo <= 0 else False
+            ok = b.lo <= 0
         elif not (math.isnan(b.value) or math.isnan(floor)):
-            ok = True if b.value <= floor else False
+            ok = b.value <= floor
         else:
             ok = None
         results.append(ok)
