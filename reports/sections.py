@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import plots, psa2020, tables, tradeoffs
+from . import claims, plots, psa2020, tables, tradeoffs
 from .document import Plot, Section, Table, Text
-from .paper_values import CHECKPOINTS, CITATION
+from .paper_values import CHECKPOINTS, CITATION, PROBLEM_PREFIX
 from .results import RunResults, run_id, slug
 from .throughput import throughput_figure
 from .training_curves import training_sections
@@ -86,6 +86,22 @@ def pareto_section(run: RunResults, ctx: dict) -> list[Section]:
                                 "the grey step is the Pareto front over all estimators", tradeoffs.pareto_figure)
 
 
+def claims_section(run: RunResults, ctx: dict) -> list[Section]:
+    """The paper's checkable claims evaluated on the run (:mod:`reports.claims`); empty without its checkpoints."""
+    if not psa2020.is_psa2020(run) or not any(PROBLEM_PREFIX + c in set(run.tasks["problem"])
+                                              for c in CHECKPOINTS):
+        return []
+    rid = ctx["rid"]
+    table = claims.claims_table(run)
+    counts = table["verdict"].value_counts()
+    summary = ", ".join(f"{counts[v]} {v}" for v in claims.VERDICTS if v in counts)
+    return [Section("The paper's claims on this run", f"{rid}_psa2020_claims", [
+        Table(f"{rid}_psa2020_claims", f"The PSA paper's checkable claims on this run: {summary}", table),
+        Text("Verdicts: holds / fails = every / some comparison resolved for / against the claim (95% intervals "
+             "that do not overlap); not resolved = intervals overlap; not run = the run lacks what the claim "
+             "needs. Claim numbers are those of the paper's claims list in the docs (protocols).")], level=3)]
+
+
 def psa2020_section(run: RunResults, ctx: dict) -> list[Section]:
     if not psa2020.is_psa2020(run):
         return []
@@ -93,6 +109,7 @@ def psa2020_section(run: RunResults, ctx: dict) -> list[Section]:
     rid = ctx["rid"]
     blocks = [Text(f"Published values: {CITATION}. Ratio = this run / paper; difference = this run − paper. "
                    "A re-trained network differs from the published one: expect agreement in kind, not digits.")]
+    blocks += [b for sec in claims_section(run, ctx) for b in sec.blocks]  # the claims lead, the ratios follow
     if comp.empty:
         blocks.append(Text("This run has none of the paper's checkpoint problems (chk-100, chk-2000).", "warn"))
     else:
