@@ -111,7 +111,8 @@ def legend(fig: Figure, handles: list, labels: list, failed: dict[str, list]) ->
     """A legend below the panels; ``failed`` maps an estimator to the problems it failed on (empty: this one).
 
     As many columns as the figure's width holds for its longest entry (entries wider than the
-    figure wrap), so no entry is cut off at any estimator count.
+    figure wrap), and the figure grows by the legend's height, so no entry is cut off and the
+    panels keep their size at any estimator count.
     """
     for lab, where in failed.items():
         handles.append(_FAILED)
@@ -123,6 +124,8 @@ def legend(fig: Figure, handles: list, labels: list, failed: dict[str, list]) ->
     labels = [textwrap.fill(str(lab), chars) for lab in labels]
     longest = max(len(line) for lab in labels for line in lab.split("\n"))
     ncols = max(1, min(len(labels), int(width // (0.5 + _LEGEND_CHAR * longest))))
+    lines = sum(max(lab.count("\n") + 1 for lab in labels[i:i + ncols]) for i in range(0, len(labels), ncols))
+    fig.set_figheight(fig.get_figheight() + lines * _LEGEND_PT * 1.5 / 72)  # the legend's room, not the axes'
     fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False, fontsize=_LEGEND_PT)
 
 

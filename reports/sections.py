@@ -125,7 +125,7 @@ def training_section(run: RunResults, ctx: dict) -> list[Section]:
     """Training runs (``run.curves``): the tables and figures of :mod:`reports.training_curves`."""
     if run.curves is None or run.curves.empty:
         return []
-    return training_sections(run.curves, run.tasks, ctx["rid"])
+    return training_sections(run.curves, run.tasks, ctx["rid"], ctx["styles"])
 
 
 def timing_section(run: RunResults, ctx: dict) -> list[Section]:

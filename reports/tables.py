@@ -18,7 +18,7 @@ import pandas as pd
 from .export import NA, fmt_value
 from .results import RunResults, group_order
 
-__all__ = ["task_labels", "value_table", "manifest_table", "tasks_table", "ranking_table", "ranking_caption", "bias_text", "zero_if_numerical", "work_budget",
+__all__ = ["task_labels", "value_table", "manifest_table", "tasks_table", "ranking_table", "ranking_caption", "cost_noisy", "bias_text", "zero_if_numerical", "work_budget",
            "failed_table",
            "timing_table", "problems", "MANIFEST_KEYS"]
 
@@ -99,7 +99,7 @@ def failed_table(run: RunResults) -> pd.DataFrame:
     return t[["problem", "estimator", "device", "dtype", "error"]].reset_index(drop=True)
 
 
-def _cost_noisy(tasks: pd.DataFrame) -> list[bool]:
+def cost_noisy(tasks: pd.DataFrame) -> list[bool]:
     """Per task: its stored cost measurement says it is noisy (``facts["cost"]["noisy"]``); missing keys: no."""
     if "facts" not in tasks.columns:
         return [False] * len(tasks)
@@ -190,7 +190,7 @@ def ranking_table(run: RunResults, problem: str) -> pd.DataFrame:
             return np.full(len(keys), np.nan)
         return np.array([frame[group].get(k, np.nan) for k in keys], dtype=float)
 
-    noisy = _cost_noisy(tasks)
+    noisy = cost_noisy(tasks)
     budget = work_budget(tasks)
     spd = tasks["seconds_per_draw"].astype(float).to_numpy()
     per_group = np.column_stack([pick(rmse, g) for g in parts]) if parts else np.full((len(keys), 1), np.nan)

@@ -24,7 +24,7 @@ from matplotlib.lines import Line2D
 from .plots import (empty_panel, fig_title, freeze_layout, legend, min_width, plain_log, series, short_title,
                     task_split)
 from .results import RunResults, group_order
-from .tables import ZERO_SD
+from .tables import ZERO_SD, cost_noisy
 
 __all__ = ["bias_variance_figure", "pareto_figure", "figure_groups"]
 
@@ -42,7 +42,7 @@ def figure_groups(run: RunResults, problem: str) -> list[str]:
 def _panels(n: int, height: float) -> tuple[Figure, list]:
     cols = min(n, 4)
     rows = -(-n // cols)
-    fig = Figure(figsize=(min_width(cols, 3.2), height * rows + 1.6), layout="constrained")
+    fig = Figure(figsize=(min_width(cols, 3.2), height * rows + 1.0), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -123,6 +123,7 @@ def pareto_figure(run: RunResults, problem: str, sty: dict) -> Figure:
     and one for the geometric mean over the groups."""
     t, done, failed = task_split(run, problem)
     spd = t.set_index("task_key")["seconds_per_draw"].astype(float)
+    noisy = {k for k, n in zip(t["task_key"], cost_noisy(t)) if n}
     metric = "rel_rmse" if ((run.scores["problem"] == problem) & (run.scores["metric"] == "rel_rmse")).any() \
         else "rel_rmse_emp"
     data = series(run, problem, (metric,))
@@ -147,7 +148,8 @@ def pareto_figure(run: RunResults, problem: str, sty: dict) -> Figure:
             else:
                 continue
             color, marker = sty[lab]
-            (handles[lab],) = ax.loglog(m * spd[k], v, color=color, lw=1.4, marker=marker, markevery=[0], ms=5)
+            (handles[lab + (" †" if k in noisy else "")],) = ax.loglog(m * spd[k], v, color=color, lw=1.4,
+                                                                       marker=marker, markevery=[0], ms=5)
             xs += list(m * spd[k])
             ys += list(v)
         ax.set_title(group if group == _SUMMARY else short_title(group), fontsize="medium")
@@ -163,6 +165,6 @@ def pareto_figure(run: RunResults, problem: str, sty: dict) -> Figure:
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("relative RMSE")
     fig_title(fig, f"{problem}: accuracy vs wall time per parameter group (marker: one draw; curve: averages of M "
-              "draws; grey: Pareto front)")
+              "draws; grey: Pareto front)" + ("\n† cost per draw measured as noisy" if noisy else ""))
     legend(fig, list(handles.values()), list(handles), {lab: [] for lab in failed})
     return freeze_layout(fig)
