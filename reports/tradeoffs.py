@@ -1,7 +1,7 @@
 """Trade-off figures per problem, a panel per parameter group, from stored scores (matplotlib, no pyplot state).
 
 The head's gradient is far larger than the hidden layers', so a figure of the whole gradient shows
-the head's errors only; these figures are drawn per group (``docs/howto/read-report.md#tradeoffs``).
+the head's errors only; these figures are drawn per group (``docs/howto/read-report.md#bias-variance``).
 
 - :func:`bias_variance_figure` — relative bias ``|b|/|g|`` with its 95% CI (bars) against the
   relative standard deviation of one draw ``sqrt(tr Var)/|g|``. The RMSE of an M-draw average is
