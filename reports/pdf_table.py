@@ -111,8 +111,10 @@ def typeset(df: pd.DataFrame, sep: str | None = None) -> Typeset:
         avail = int(width_in / (_ADVANCE * size / 72.0))
         if _total(w, range(len(w))) <= avail:
             break
-    # leading columns repeated in every block: up to the first numeric column after the first (rank, estimator, ...)
-    lead = max(1, min(next((j for j, n in enumerate(num) if n and j > 0), len(num)), 3))
+    # leading columns repeated in every block: those before the first numeric column that follows a text column
+    # (rank, rank at budget, estimator), at most 3
+    first_text = next((j for j, n in enumerate(num) if not n), 0)
+    lead = max(1, min(next((j for j, n in enumerate(num) if n and j > first_text), len(num)), 3))
     blocks, cur = [], list(range(lead))
     for j in range(lead, len(w)):
         if _total(w, cur + [j]) > avail and len(cur) > lead:

@@ -90,7 +90,7 @@ def test_tables_headers_and_numeric_cells(small_report):
     for c in numeric:
         if c["text"] != NA:
             float(c["text"])  # parses as a number
-    assert [c["text"] for c in ranking["body"][:3]] == ["1", "psa", "no"]
+    assert [c["text"] for c in ranking["body"][:4]] == ["1", "1", "psa", "no"]
 
 
 def test_results_lead_and_bookkeeping_comes_last(small_report):

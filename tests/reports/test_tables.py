@@ -85,22 +85,28 @@ def test_one_large_group_does_not_decide_the_ranking(synthetic_run):
 
 
 def test_score_at_the_work_budget(synthetic_run):
-    """At the budget (one draw of the slowest estimator) each estimator averages floor(budget / its draw time)
-    draws; the score is the geometric mean of sqrt(b^2 + trVar/|g|^2 / M) over the groups."""
-    run = validate(synthetic_run(problems=("toy-a",), estimators=("psa", "reinforce", "arm"), failed=(),
-                                 timings=False))
+    """At the budget (BUDGET_DRAWS draws of the median-cost estimator) each estimator averages
+    max(1, floor(budget / its draw time)) draws; the score is the geometric mean of sqrt(b^2 + trVar/|g|^2 / M)."""
+    run = synthetic_run(problems=("toy-a",), estimators=("psa", "reinforce", "arm"), failed=(), timings=False)
+    run.tasks.loc[run.tasks["estimator"] == "psa", "seconds_per_draw"] = 1.0  # slower than the whole budget
+    run = validate(run)
     df = tables.ranking_table(run, "toy-a").set_index(("", "estimator"))
-    spd = {"psa": 2e-4, "reinforce": 5e-5, "arm": 1e-4}  # conftest.MODELS
-    assert df.attrs["budget_s"] == pytest.approx(2e-4)
+    spd = {"psa": 1.0, "reinforce": 5e-5, "arm": 1e-4}  # conftest.MODELS, psa slowed down
+    budget = tables.BUDGET_DRAWS * 1e-4  # the median
+    assert df.attrs["budget_s"] == pytest.approx(budget)
     for est, t in spd.items():
-        m = int(np.floor(2e-4 / t + 1e-9))
+        m = max(1, int(np.floor(budget / t + 1e-9)))
         assert df.loc[est, (tables.SUMMARY, "draws in budget")] == m
         key = run.tasks.loc[run.tasks["estimator"] == est, "task_key"].iloc[0]
         want = [np.sqrt(_score(run, key, g, "rel_bias") ** 2
                         + _score(run, key, g, "trace_var") / _score(run, key, g, "grad_norm") ** 2 / m)
                 for g in ("layer0", "layer1", "head")]
         assert df.loc[est, (tables.SUMMARY, tables.SCORE_BUDGET)] == pytest.approx(np.prod(want) ** (1 / 3))
-    assert "0.2 ms" in tables.ranking_caption("toy-a", df)
+    assert [df.loc[e, (tables.SUMMARY, "draws in budget")] for e in spd] == [1, 2 * tables.BUDGET_DRAWS,
+                                                                              tables.BUDGET_DRAWS]
+    at = df[(tables.SUMMARY, tables.SCORE_BUDGET)]
+    assert list(df[("", "rank at budget")]) == list(at.rank(method="min").astype(int))
+    assert "10 ms" in tables.ranking_caption("toy-a", df)
 
 
 def test_bias_zero_and_variance_zero_are_shown_as_such(synthetic_run):
