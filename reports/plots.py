@@ -9,7 +9,10 @@ analytic one.
 
 Figures are ``matplotlib.figure.Figure`` objects (no pyplot state; constrained layout, run once by
 :func:`freeze_layout`) that the caller saves and drops. Colours and markers are fixed per estimator
-for the whole run (:func:`styles`); failed estimators appear in each legend marked FAILED.
+for the whole run, training figures included (:func:`styles`); failed estimators appear in each
+legend marked FAILED. Legends and titles are sized to their figure (:func:`legend`,
+:func:`fig_title`), and :func:`outside_canvas` lists any text that is not on the canvas (the
+geometry the tests check).
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from .paper_values import METHODS
 from .results import RunResults, group_order
 from .tables import task_labels
 
-__all__ = ["styles", "layer_chunks", "estimator_groups", "layer_figure", "plain_log", "freeze_layout", "legend", "empty_panel",
-           "task_split", "series", "PANELS_PER_FIGURE", "fig_title", "min_width", "outside_canvas",
-           "styles_for"]
+__all__ = ["styles", "styles_for", "layer_chunks", "estimator_groups", "balanced_chunks", "layer_figure", "plain_log",
+           "freeze_layout", "legend", "fig_title", "min_width", "outside_canvas", "empty_panel", "task_split", "series",
+           "PANELS_PER_FIGURE"]
 
 PANELS_PER_FIGURE = 4
 #: At most this many estimators share one figure (a legend of 18 is unreadable); more go to further figures.

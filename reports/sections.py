@@ -23,7 +23,8 @@ __all__ = ["RUN_SECTIONS", "RESULT_SECTIONS", "run_sections"]
 
 
 def run_section(run: RunResults, ctx: dict) -> list[Section]:
-    """The run's heading and one line on its tasks; the manifest and task list come last (:func:`bookkeeping_section`)."""
+    """The run's heading and one line on its tasks; the manifest and task list come last
+    (:func:`bookkeeping_section`)."""
     t = run.tasks
     n_failed = int((t["status"] == "failed").sum())
     text = (f"{len(t)} tasks on {t['problem'].nunique()} problem(s): {len(t) - n_failed} done, {n_failed} failed"

@@ -18,7 +18,8 @@ import pandas as pd
 from .export import NA, fmt_value
 from .results import RunResults, group_order
 
-__all__ = ["task_labels", "value_table", "manifest_table", "tasks_table", "ranking_table", "ranking_caption", "cost_noisy", "bias_text", "zero_if_numerical", "work_budget",
+__all__ = ["task_labels", "value_table", "manifest_table", "tasks_table", "ranking_table", "ranking_caption",
+           "cost_noisy", "bias_text", "zero_if_numerical", "work_budget",
            "BUDGET_DRAWS",
            "failed_table",
            "timing_table", "problems", "MANIFEST_KEYS"]
@@ -160,11 +161,11 @@ def ranking_table(run: RunResults, problem: str) -> pd.DataFrame:
     The summary (``SCORE_M1``) is the geometric mean over the parameter groups (``all`` excluded) of
     the relative RMSE of one draw, so a group with a large gradient (the head) cannot dominate;
     ``SCORE_BUDGET`` is the same mean for the average of as many draws as fit in the work budget
-    (:func:`work_budget`: ``BUDGET_DRAWS`` draws of the median-cost estimator; at least one draw each),
-    from the analytic
-    ``RMSE^2 = |b|^2 + tr Var / M``; the rank by that score is shown beside the rank. Then a rank per group, the relative RMSE at M = 1 per group
-    (``all``: the whole gradient, for reference), the relative bias with its 95% CI per group, tr Var
-    (round-off shown as 0) and the mean cosine of the whole gradient, cost per draw and
+    (:func:`work_budget`: ``BUDGET_DRAWS`` draws of the median-cost estimator; at least one draw
+    each), from the analytic ``RMSE^2 = |b|^2 + tr Var / M``; the rank by that score is shown beside
+    the rank. Then a rank per group, the relative RMSE at M = 1 per group (``all``: the whole
+    gradient, for reference), the relative bias with its 95% CI per group, tr Var (round-off shown
+    as 0) and the mean cosine of the whole gradient, cost per draw and
     work-normalised variance. An estimator whose stored cost measurement is noisy is marked ``†``;
     ``df.attrs["notes"]`` then holds the footnote and ``df.attrs["budget_s"]`` the budget.
     """
