@@ -101,3 +101,10 @@ def test_noisy_cost_is_marked_in_the_wall_time_figure(synthetic_run):
     entries = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "psa †" in entries and "st" in entries and "noisy" in fig.get_suptitle()
     assert plots.outside_canvas(fig) == []
+
+
+def test_throughput_figure_keeps_its_text_on_the_canvas(synthetic_run):
+    from reports.results import validate
+    from reports.throughput import throughput_figure
+
+    assert plots.outside_canvas(throughput_figure(validate(synthetic_run()).timings)) == []
