@@ -1,9 +1,10 @@
 """What a report holds, section by section (the blocks are those of :mod:`reports.document`).
 
-One function per section (``manifest_section``, ``problem_section``, ``bias_variance_section``,
-``pareto_section``, ``psa2020_section``, ``training_section``, ``timing_section``), each
-``(run, ctx) -> list[Section]`` and empty when the run has nothing for it; ``RUN_SECTIONS`` lists
-them in page order, so a new kind of result is one more function there. The
+One function per section (``run_section``, ``problem_section``, ``bias_variance_section``,
+``pareto_section``, ``psa2020_section``, ``training_section``, ``timing_section``,
+``bookkeeping_section``), each ``(run, ctx) -> list[Section]`` and empty when the run has nothing
+for it; ``RUN_SECTIONS`` lists them in page order: results first (``RESULT_SECTIONS``, so a new
+kind of result is one more function there), the manifest and task list last. The
 HTML and PDF writers only walk these blocks.
 """
 
@@ -18,20 +19,30 @@ from .results import RunResults, run_id, slug
 from .throughput import throughput_figure
 from .training_curves import training_sections
 
-__all__ = ["RUN_SECTIONS", "run_sections"]
+__all__ = ["RUN_SECTIONS", "RESULT_SECTIONS", "run_sections"]
 
 
-def manifest_section(run: RunResults, ctx: dict) -> list[Section]:
-    rid = ctx["rid"]
+def run_section(run: RunResults, ctx: dict) -> list[Section]:
+    """The run's heading and one line on its tasks; the manifest and task list come last
+    (:func:`bookkeeping_section`)."""
     t = run.tasks
     n_failed = int((t["status"] == "failed").sum())
-    blocks = [Table(f"{rid}_manifest", f"Run {run_id(run)}: manifest", tables.manifest_table(run)),
-              Text(f"{len(t)} tasks on {t['problem'].nunique()} problem(s): {len(t) - n_failed} done, "
-                   f"{n_failed} failed.", "warn" if n_failed else "p")]
-    if n_failed:
+    text = (f"{len(t)} tasks on {t['problem'].nunique()} problem(s): {len(t) - n_failed} done, {n_failed} failed"
+            + (" (listed with their errors under Bookkeeping)." if n_failed else ".") if len(t) else
+            "A timing run: no tasks.")
+    return [Section(f"Run {run_id(run)}", ctx["rid"], [Text(text, "warn" if n_failed else "p")])]
+
+
+def bookkeeping_section(run: RunResults, ctx: dict) -> list[Section]:
+    """How the numbers were made: the manifest, the failed tasks with their errors, and every task."""
+    rid = ctx["rid"]
+    t = run.tasks
+    blocks = [Table(f"{rid}_manifest", f"Run {run_id(run)}: manifest", tables.manifest_table(run))]
+    if (t["status"] == "failed").any():
         blocks.append(Table(f"{rid}_failed", "Failed tasks (no scores; shown, not dropped)", tables.failed_table(run)))
-    blocks.append(Table(f"{rid}_tasks", "Tasks", tables.tasks_table(run), sep="problem"))
-    return [Section(f"Run {run_id(run)}", f"{rid}", blocks)]
+    if len(t):
+        blocks.append(Table(f"{rid}_tasks", "Tasks", tables.tasks_table(run), sep="problem"))
+    return [Section(f"Run {run_id(run)}: bookkeeping", f"{rid}_bookkeeping", blocks, level=3)]
 
 
 def _accuracy_run(run: RunResults) -> bool:
@@ -51,8 +62,9 @@ def problem_section(run: RunResults, ctx: dict) -> list[Section]:
     out = []
     for problem in tables.problems(run):
         ps = f"{ctx['rid']}_{slug(problem)}"
-        blocks = [Table(f"{ps}_ranking", f"{problem}: estimators ranked by the relative RMSE of one draw "
-                        "(whole gradient); bias plateau = relative bias |b|/|g|", tables.ranking_table(run, problem))]
+        rank = tables.ranking_table(run, problem)
+        blocks = [Table(f"{ps}_ranking", tables.ranking_caption(problem, rank), rank)]
+        blocks += [Text(note) for note in rank.attrs.get("notes", [])]
         groups = plots.estimator_groups(run, problem)
         for e, (title, labels) in enumerate(groups):
             for i, chunk in enumerate(plots.layer_chunks(run, problem)):
@@ -65,25 +77,28 @@ def problem_section(run: RunResults, ctx: dict) -> list[Section]:
     return out
 
 
-def _all_problems_figure(run: RunResults, ctx: dict, title: str, key: str, caption: str, figure) -> list[Section]:
-    """One section holding ``figure(run, problems, styles)`` over all problems of an accuracy run."""
+def _per_problem_figures(run: RunResults, ctx: dict, title: str, key: str, caption: str, figure) -> list[Section]:
+    """One section holding ``figure(run, problem, styles)`` for each problem of an accuracy run."""
     if not _accuracy_run(run):
         return []
-    probs = tables.problems(run)
     name = f"{ctx['rid']}_{key}"
-    return [Section(title, name, [Plot(name, caption, lambda: figure(run, probs, ctx["styles"]))], level=3)]
+    blocks = [Plot(f"{name}_{slug(p)}", f"{p}: {caption}", lambda p=p: figure(run, p, ctx["styles"]))
+              for p in tables.problems(run)]
+    return [Section(title, name, blocks, level=3)]
 
 
 def bias_variance_section(run: RunResults, ctx: dict) -> list[Section]:
-    return _all_problems_figure(run, ctx, "Bias vs variance", "biasvar",
-                                "Relative bias against the relative standard deviation of one draw; "
-                                "RMSE of an M-draw average = √(bias² + sd²/M)", tradeoffs.bias_variance_figure)
+    return _per_problem_figures(run, ctx, "Bias vs variance", "biasvar",
+                                "relative bias (95% CI) against the relative standard deviation of one draw, per "
+                                "parameter group; RMSE of an M-draw average = √(bias² + sd²/M)",
+                                tradeoffs.bias_variance_figure)
 
 
 def pareto_section(run: RunResults, ctx: dict) -> list[Section]:
-    return _all_problems_figure(run, ctx, "Accuracy vs wall time", "pareto",
-                                "Relative RMSE of an M-draw average against M × seconds per draw; "
-                                "the grey step is the Pareto front over all estimators", tradeoffs.pareto_figure)
+    return _per_problem_figures(run, ctx, "Accuracy vs wall time", "pareto",
+                                "relative RMSE of an M-draw average against M × seconds per draw, per parameter "
+                                "group and their geometric mean; the grey step is the Pareto front",
+                                tradeoffs.pareto_figure)
 
 
 def claims_section(run: RunResults, ctx: dict) -> list[Section]:
@@ -128,7 +143,7 @@ def training_section(run: RunResults, ctx: dict) -> list[Section]:
     """Training runs (``run.curves``): the tables and figures of :mod:`reports.training_curves`."""
     if run.curves is None or run.curves.empty:
         return []
-    return training_sections(run.curves, run.tasks, ctx["rid"])
+    return training_sections(run.curves, run.tasks, ctx["rid"], ctx["styles"])
 
 
 def timing_section(run: RunResults, ctx: dict) -> list[Section]:
@@ -144,8 +159,11 @@ def timing_section(run: RunResults, ctx: dict) -> list[Section]:
         level=3)]
 
 
-RUN_SECTIONS = [manifest_section, problem_section, bias_variance_section, pareto_section, psa2020_section,
-                training_section, timing_section]
+#: The results of a run, in page order: a new kind of result is one more function here (a claims table goes first).
+RESULT_SECTIONS = [problem_section, bias_variance_section, pareto_section, psa2020_section, training_section,
+                   timing_section]
+#: Per run: its heading, its results, then the bookkeeping (manifest, tasks) last.
+RUN_SECTIONS = [run_section, *RESULT_SECTIONS, bookkeeping_section]
 
 
 def run_sections(runs: list[RunResults]) -> list[Section]:
