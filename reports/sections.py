@@ -124,7 +124,10 @@ def psa2020_section(run: RunResults, ctx: dict) -> list[Section]:
     rid = ctx["rid"]
     blocks = [Text(f"Published values: {CITATION}. Ratio = this run / paper; difference = this run − paper. "
                    "A re-trained network differs from the published one: expect agreement in kind, not digits.")]
-    blocks += [b for sec in claims_section(run, ctx) for b in sec.blocks]  # the claims lead, the ratios follow
+    if claims_section(run, ctx):
+        blocks.append(Text("The paper's checkable claims, evaluated on this run, lead the report (first section of "
+                           "this run); the ratios below compare numbers only, which is meaningful where the networks "
+                           "are alike."))
     if comp.empty:
         blocks.append(Text("This run has none of the paper's checkpoint problems (chk-100, chk-2000).", "warn"))
     else:
@@ -160,7 +163,7 @@ def timing_section(run: RunResults, ctx: dict) -> list[Section]:
 
 
 #: The results of a run, in page order: a new kind of result is one more function here (a claims table goes first).
-RESULT_SECTIONS = [problem_section, bias_variance_section, pareto_section, psa2020_section, training_section,
+RESULT_SECTIONS = [claims_section, problem_section, bias_variance_section, pareto_section, psa2020_section, training_section,
                    timing_section]
 #: Per run: its heading, its results, then the bookkeeping (manifest, tasks) last.
 RUN_SECTIONS = [run_section, *RESULT_SECTIONS, bookkeeping_section]

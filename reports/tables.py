@@ -90,11 +90,23 @@ def manifest_table(run: RunResults) -> pd.DataFrame:
 
 
 def tasks_table(run: RunResults) -> pd.DataFrame:
-    """One row per task: problem, estimator, device, dtype, draws, seconds, status (and its error)."""
+    """One row per task: problem, estimator, the code that made it (``estimator_origin``: version and
+    source digest, distribution version or file hash), device, dtype, draws, seconds, status."""
     t = run.tasks
     out = t[["problem", "estimator", "device", "dtype", "draws", "seconds"]].copy()
+    if "estimator_origin" in t.columns:
+        out.insert(2, "code", t["estimator_origin"].fillna("").astype(str).map(_short_origin))
     out["status"] = np.where(t["status"] == "failed", "failed: " + t["error"].astype(str), t["status"])
     return out.reset_index(drop=True)
+
+
+def _short_origin(identity: str) -> str:
+    """``builtin:sbn-bench@0.1.0+src.9f2f...`` -> ``sbn-bench 0.1.0+src.9f2f...``; a file's path cut to its name."""
+    kind, _, rest = identity.partition(":")
+    where, _, version = rest.rpartition("@")
+    if kind == "file":
+        return f"{where.rsplit('/', 1)[-1]} sha256 {version[:12]}"
+    return f"{where} {version}".strip() if identity else ""
 
 
 def failed_table(run: RunResults) -> pd.DataFrame:

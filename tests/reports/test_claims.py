@@ -17,7 +17,7 @@ import pytest
 from reports.claims import MANY_DRAWS, VERDICTS, Cell, below, claims_table, verdict
 from reports.paper_values import METHOD_SPECS, METHODS
 from reports.results import RunResults, validate
-from reports.sections import claims_section, psa2020_section
+from reports.sections import claims_section, psa2020_section, run_sections
 
 CHKS = ("chk-100", "chk-2000")
 GROUPS = ("layer0", "layer1", "layer2", "head")
@@ -211,13 +211,15 @@ def test_psa_is_whatever_the_mapping_calls_psa():
     assert (t["verdict"] == "not run").sum() == 9 and t["this run (95% CI)"].str.contains("PSA not run").any()
 
 
-def test_claims_lead_the_psa2020_comparison():
+def test_claims_lead_the_report_of_a_psa2020_run():
     run = make_run()
-    (sec,) = psa2020_section(run, {"rid": "r"})
-    names = [getattr(b, "name", None) for b in sec.blocks]
-    tables = [n for n in names if n]
-    assert tables[0] == "r_psa2020_claims" and "r_psa2020_chk-100_rel_rmse" in tables
-    assert "11 holds" in sec.blocks[names.index("r_psa2020_claims")].caption
+    (claims_sec,) = claims_section(run, {"rid": "r"})
+    assert claims_sec.blocks[0].name == "r_psa2020_claims" and "11 holds" in claims_sec.blocks[0].caption
+    results = [s for s in run_sections([validate(run)]) if s.level == 3]
+    assert results[0].anchor.endswith("_psa2020_claims")  # the first result section of the run
+    (sec,) = psa2020_section(run, {"rid": "r"})  # the ratio tables stay in the comparison, after it
+    tables = [b.name for b in sec.blocks if getattr(b, "name", None)]
+    assert "r_psa2020_claims" not in tables and "r_psa2020_chk-100_rel_rmse" in tables
     # no section without the paper's checkpoints, nor for a run that is not psa2020
     assert claims_section(_no_checkpoints(run), {"rid": "r"}) == []
     assert claims_section(RunResults({"run_id": "x"}, run.tasks.assign(problem="toy"), run.scores), {"rid": "r"}) == []

@@ -256,3 +256,13 @@ def test_validate_refuses_bad_runs(synthetic_run, breaker, message):
     with pytest.raises(ReportError, match=message) as info:
         validate(breaker(synthetic_run()))
     assert "\n" not in str(info.value)
+
+
+def test_the_tasks_table_names_the_code_that_made_each_result(synthetic_run):
+    base = synthetic_run()
+    tasks = base.tasks.copy()
+    tasks["estimator_origin"] = ["builtin:sbn-bench@0.1.0+src.9f2fa205cd42"] * (len(tasks) - 1) + [
+        "file:/somewhere/my_est.py@" + "ab" * 32]
+    run = RunResults(base.manifest, tasks, base.scores)
+    code = tables.tasks_table(run)["code"].tolist()
+    assert code[0] == "sbn-bench 0.1.0+src.9f2fa205cd42" and code[-1] == "my_est.py sha256 " + "ab" * 6
