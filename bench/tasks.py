@@ -19,6 +19,7 @@ import torch
 from estimators import registry
 from estimators.errors import InputError
 from reference import exact
+from reference.checkpoints import checkpoint_facts
 from reference.problems import build_problem
 
 from .config import SweepConfig
@@ -70,6 +71,8 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
     t0 = time.perf_counter()
     try:
         problem = build_problem(task["problem"], cache_dir=cache_dir)
+        if cache_dir is not None and "@" in task["problem"]:  # the checkpoint's training facts, for the report
+            row["facts"] = checkpoint_facts(cache_dir, task["problem"])
         ex = exact(problem, task["exact_method"], budget=task["budget"])
         problem = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
         cost = est.cost(problem)
