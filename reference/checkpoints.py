@@ -136,7 +136,8 @@ def train_reinforce(problem: Problem, epochs: int = 2000, seed: int = 0, save=No
                 v.mul_(MOMENTUM).add_(g[0])
                 t.sub_(LR * v)
         if curve is not None or (save is not None and epoch in CHECKPOINT_EPOCHS):
-            now = p.with_group_params(params)  # validated: a diverged network is refused here
+            now = p.with_group_params([t.clone() for t in params])  # a copy (the steps update params in
+            # place); validated: a diverged network is refused here
             if curve is not None:
                 curve.append(float(exact_loss(now)))
             if save is not None and epoch in CHECKPOINT_EPOCHS:
