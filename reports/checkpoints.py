@@ -85,7 +85,8 @@ def curve_figure(run: RunResults) -> Figure:
         ax.text(0.5, 0.5, "no training facts stored", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("epoch")
     ax.set_ylabel("exact expected loss")
-    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xscale("symlog", linthresh=1)  # epoch 0 (the initial network) and a log scale beyond 1
+    ax.set_xlim(0, max([len(loss) - 1 for _, loss in curves.values()] + [1]))
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
