@@ -110,7 +110,9 @@ def load_toml(path: str) -> dict:
     return data
 
 
-_PSA2020_METHODS = ("reinforce", "arm", "concrete:tau=0.1", "concrete:tau=1.0", "tanh", "st", "psa")
+#: the paper's methods in its legend order; its PSA is the flip-mixed head (the authors' code uses it,
+#: ``docs/protocols.md#psa2020``)
+_PSA2020_METHODS = ("reinforce", "arm", "concrete:tau=0.1", "concrete:tau=1.0", "tanh", "st", "psa:head=flip-mixed")
 
 #: Named sweeps.  ``estimators = ("*",)`` means every registered estimator (default options).
 SWEEP_PRESETS: dict[str, dict] = {

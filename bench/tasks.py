@@ -26,6 +26,7 @@ import torch
 from estimators import registry
 from estimators.errors import InputError
 from reference import exact
+from reference.checkpoints import checkpoint_facts
 from reference.problems import build_problem
 
 from .config import SweepConfig
@@ -88,6 +89,8 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
         if "problem_digest" in task and problem.digest() != task["problem_digest"]:
             raise InputError(f"problem {task['problem']!r} changed after the sweep was planned (its content "
                              f"digest differs); run the sweep again")
+        if cache_dir is not None and "@" in task["problem"]:  # the checkpoint's training facts, for the report
+            row["facts"] = checkpoint_facts(cache_dir, task["problem"])
         ex = exact(problem, task["exact_method"], budget=task["budget"])
         problem = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
         cost = est.cost(problem)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import claims, plots, psa2020, tables, tradeoffs
+from . import checkpoints, claims, plots, psa2020, tables, tradeoffs
 from .document import Plot, Section, Table, Text
 from .paper_values import CHECKPOINTS, CITATION, PROBLEM_PREFIX
 from .results import RunResults, run_id, slug
@@ -139,6 +139,17 @@ def psa2020_section(run: RunResults, ctx: dict) -> list[Section]:
             wide = psa2020.comparison_wide(comp, chk, metric) if not comp.empty else pd.DataFrame()
             if not wide.empty:
                 blocks.append(Table(f"{rid}_psa2020_{chk}_{metric}", f"{chk}: {what}", wide, sep="layer"))
+    if checkpoints.has_checkpoint_facts(run):
+        blocks.append(Text("The checkpoints' training (REINFORCE without baseline, SGD lr 0.03, momentum 0.9, batches "
+                           "of 10): exact expected loss of the network after each epoch, float64, all 200 points."))
+        blocks.append(Plot(f"{rid}_psa2020_training", "Checkpoint training: exact expected loss against epoch "
+                           "(dots: the checkpoints; dotted: log 2, a network that ignores its input)",
+                           lambda: checkpoints.curve_figure(run)))
+        blocks.append(Table(f"{rid}_psa2020_checkpoints", "Checkpoints: exact expected loss, Frobenius norm |W| "
+                            "and largest |w| of each group's weights", checkpoints.checkpoint_table(run)))
+    else:
+        blocks.append(Text("This run stored no training facts for its checkpoints (made before they were recorded).",
+                           "warn"))
     return [Section("Comparison with the PSA paper", f"{rid}_psa2020", blocks, level=3)]
 
 
