@@ -64,7 +64,7 @@ from statistics import NormalDist
 import numpy as np
 
 __all__ = ["Design", "DESIGN", "Plan", "plan_for", "GroupStats", "Measurement", "Check", "check_unbiased",
-           "check_bias_shift", "test_se", "detectable_bias", "detectable_group_bias", "check_power", "check_variance",
+           "check_bias_shift", "coordinate_se", "detectable_bias", "detectable_group_bias", "check_power", "check_variance",
            "check_path", "evaluate", "failures"]
 
 
@@ -222,7 +222,7 @@ def check_bias_shift(meas: Measurement, name: str, base: dict, plan: Plan) -> Ch
     return check
 
 
-def test_se(meas: Measurement, baseline_entry: dict | None = None) -> dict[str, np.ndarray]:
+def coordinate_se(meas: Measurement, baseline_entry: dict | None = None) -> dict[str, np.ndarray]:
     r"""Per group, the SE of each coordinate's $z$-test: $s_i/\sqrt N$ against the exact gradient
     (declared-unbiased groups), $\sqrt{s_i^2/N+s_{0,i}^2/N_0}$ against the baseline (others; without a
     baseline the next run's own spread is assumed, $\sqrt2\,s_i/\sqrt N$)."""
@@ -239,13 +239,10 @@ def test_se(meas: Measurement, baseline_entry: dict | None = None) -> dict[str, 
     return out
 
 
-test_se.__test__ = False  # not a pytest test (its name starts with "test")
-
-
 def detectable_bias(meas: Measurement, plan: Plan, baseline_entry: dict | None = None) -> float:
     r"""Smallest relative bias (change) $\lVert b\rVert/\lVert g\rVert$ the run detects with power $1-\beta$
     (worst-case spread)."""
-    se = test_se(meas, baseline_entry)
+    se = coordinate_se(meas, baseline_entry)
     P = sum(gs.size for gs in meas.groups.values())
     se_max = max(float(v.max()) for v in se.values())
     if meas.full_grad_norm <= 0:
@@ -256,7 +253,7 @@ def detectable_bias(meas: Measurement, plan: Plan, baseline_entry: dict | None =
 def detectable_group_bias(meas: Measurement, plan: Plan, baseline_entry: dict | None = None) -> dict[str, float]:
     r"""Per group, the smallest $\lVert b_g\rVert/\lVert g_g\rVert$ detected with power $1-\beta$ (information only)."""
     out = {}
-    for name, se in test_se(meas, baseline_entry).items():
+    for name, se in coordinate_se(meas, baseline_entry).items():
         gs = meas.groups[name]
         out[name] = float(se.max()) * plan.power_factor * math.sqrt(gs.size) / gs.grad_norm if gs.grad_norm > 0 \
             else math.inf

@@ -27,7 +27,7 @@ from bench.cli import main
 from bench.commands.check import _estimators
 from bench.gate.design import DESIGN, GroupStats, Measurement
 from bench.gate.baseline import DEFAULT_BASELINE, load_baseline, write_baseline
-from bench.gate.measure import load_targets, measure, plan_tasks, run_suite, supported, task_seed
+from bench.gate.measure import load_targets, measure, plan_tasks, run_suite, task_seed
 from estimators.kernels import psa_fc
 from reference.moments import path_moments
 from estimators import registry
