@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import plots, psa2020, tables, tradeoffs
+from . import costs, plots, psa2020, tables, tradeoffs
 from .document import Plot, Section, Table, Text
 from .paper_values import CHECKPOINTS, CITATION
 from .results import RunResults, run_id, slug
@@ -53,6 +53,8 @@ def problem_section(run: RunResults, ctx: dict) -> list[Section]:
         ps = f"{ctx['rid']}_{slug(problem)}"
         blocks = [Table(f"{ps}_ranking", f"{problem}: estimators ranked by the relative RMSE of one draw "
                         "(whole gradient); bias plateau = relative bias |b|/|g|", tables.ranking_table(run, problem))]
+        cost = costs.cost_table(run, problem)
+        blocks.append(Table(f"{ps}_cost", costs.cost_caption(problem, cost), cost))
         groups = plots.estimator_groups(run, problem)
         for e, (title, labels) in enumerate(groups):
             for i, chunk in enumerate(plots.layer_chunks(run, problem)):
