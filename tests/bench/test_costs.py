@@ -176,3 +176,17 @@ def test_a_sweep_stores_the_measured_cost_and_uses_it(tmp_path):
     a = scores[scores.metric != "var_x_seconds"].sort_values(key)[key + ["value"]].reset_index(drop=True)
     b = off_scores[off_scores.metric != "var_x_seconds"].sort_values(key)[key + ["value"]].reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_toml_keys_reach_the_settings(tmp_path):
+    from bench.config import load_toml
+
+    good = tmp_path / "good.toml"
+    good.write_text('problems = ["toy-liu3"]\nestimators = ["st"]\ncost_time = 0.2\ncost_clock = "cpu"\n'
+                    'cost_threads = 1\n')
+    cfg = SweepConfig(**load_toml(str(good)))
+    assert cfg.cost_settings() == CostSettings(time_s=0.2, clock="cpu", threads=1)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('problems = ["toy-liu3"]\nestimators = ["st"]\ncost_threads = 1.5\n')
+    with pytest.raises(InputError, match="cost_threads"):
+        load_toml(str(bad))
