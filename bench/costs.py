@@ -6,8 +6,9 @@ else the machine was doing, so each task measures its estimator's cost again, af
 
 1. **batch** — the accuracy run's draws per call, shrunk so that one call takes about
    ``time_s / 8`` (sized from the accuracy run's seconds per draw, then checked against one warm call);
-2. **warm-up** — the first call (compilation, allocator growth; kept as ``first_call_s``) and
-   ``warmup`` more calls are never timed;
+2. **warm-up** — never timed: the first call (compilation, allocator growth; kept as
+   ``first_call_s``), one sizing call, then ``1 + warmup`` calls of the final batch (a new batch
+   size may compile again);
 3. **repeats** — :func:`bench.timing.measure.measure_interleaved` (``blocked_autorange``) for
    ``time_s`` seconds in :data:`MIN_RUNS` rounds (at least one timed block each); the figure is the **median** seconds per draw, with the **IQR**, on the stated clock
    (``wall``: synchronising wall clock; ``cpu``: process CPU time, with one thread only);
@@ -52,7 +53,7 @@ class CostSettings:
     """How a task's cost is measured: ``time_s`` seconds of timed repeats (0: off) on ``clock``.
 
     ``threads``: torch intra-op threads while timing (``None``: the worker's count, 1 in process
-    workers); ``warmup``: untimed calls after the first one.
+    workers); ``warmup``: extra untimed calls of the final batch.
     """
 
     time_s: float = 0.5
