@@ -5,9 +5,10 @@ else the machine was doing, so each task measures its estimator's cost again, af
 (``docs/timing.md#cost-per-draw``):
 
 1. **batch** — the accuracy run's draws per call, shrunk so that one call takes about
-   ``time_s / 8`` (sized from the accuracy run's seconds per draw, then checked against one warm call);
+   ``time_s / 8``: sized from the accuracy run's seconds per draw, then corrected by up to
+   ``1 + _SIZING_STEPS`` warm calls (a batch too small for the target at least doubles);
 2. **warm-up** — never timed: the first call (compilation, allocator growth; kept as
-   ``first_call_s``), one sizing call, then ``1 + warmup`` calls of the final batch (a new batch
+   ``first_call_s``), the sizing calls, then ``1 + warmup`` calls of the final batch (a new batch
    size may compile again);
 3. **repeats** — :func:`bench.timing.measure.measure_interleaved` (``blocked_autorange``) for
    ``time_s`` seconds in :data:`MIN_RUNS` rounds (at least one timed block each); the figure is the **median** seconds per draw, with the **IQR**, on the stated clock
@@ -45,6 +46,7 @@ MIN_RUNS = 5
 MIN_CPU_WALL = 0.9
 #: a timed call lasts about ``time_s / CALLS_PER_BUDGET``
 CALLS_PER_BUDGET = 8
+_SIZING_STEPS = 4  # at most this many more untimed calls to size the batch
 _SEED_SALT = 0x5EED_C057  # the measurement's generator: apart from the accuracy run's stream
 
 
@@ -156,8 +158,14 @@ def measure_cost(estimator: Estimator, problem: Problem, settings: CostSettings,
         start = time.perf_counter()
         first = _timed_call(lambda: estimator.estimate(problem, b, generator), device)  # compiles, if anything
         warm = _timed_call(lambda: estimator.estimate(problem, b, generator), device)
-        if warm > 0 and (warm > 2 * target or (warm < target / 4 and b < top)):
-            b = max(1, min(top, int(b * target / warm)))  # a call of about `target` seconds
+        for _ in range(_SIZING_STEPS):  # towards a call of about `target` seconds (fixed costs make it nonlinear)
+            if warm > 2 * target and b > 1:
+                b = max(1, int(b * target / warm))
+            elif warm < target / 2 and b < top:
+                b = min(top, max(2 * b, int(b * target / max(warm, 1e-9))))
+            else:
+                break
+            warm = _timed_call(lambda: estimator.estimate(problem, b, generator), device)
         load_before = _load()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         timing = measure_interleaved({"draws": lambda: estimator.estimate(problem, b, generator)}, device=device,
