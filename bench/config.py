@@ -2,7 +2,8 @@
 
 A sweep is problems x estimators x settings.  TOML keys are the field names of :class:`SweepConfig`
 (``problems``, ``estimators``, ``draws``, ``grid``, ``chunk``, ``device``, ``dtype``, ``exact_method``,
-``memory_budget_gib``, ``seed``, ``name``); an unknown key, a wrong type or a malformed file is one
+``memory_budget_gib``, ``seed``, ``name``, and the cost measurement's ``cost_time``, ``cost_clock``,
+``cost_threads``: :class:`bench.costs.CostSettings`); an unknown key, a wrong type or a malformed file is one
 :class:`InputError` that names the key, or the line and column.
 """
 
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 
 from estimators import inputs
 from estimators.errors import InputError
+
+from .costs import CostSettings
 
 __all__ = ["ConfigMixin", "SweepConfig", "load_toml", "SWEEP_PRESETS", "SWEEP_PRESET_EXECUTORS"]
 
@@ -49,6 +52,9 @@ class SweepConfig(ConfigMixin):
     memory_budget_gib: float = 4.0
     seed: int = 0
     name: str = "custom"
+    cost_time: float = 0.5  # seconds of timed repeats per task for its cost per draw; 0: off
+    cost_clock: str = "wall"  # wall or cpu (process CPU time: needs cost_threads = 1 and a CPU device)
+    cost_threads: int | None = None  # torch threads while the cost is timed; None: the worker's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "problems", tuple(self.problems))
@@ -79,12 +85,20 @@ class SweepConfig(ConfigMixin):
         if self.exact_method not in ("transfer", "brute"):
             raise InputError(f"unknown exact method {self.exact_method!r}; use transfer or brute")
         inputs.positive_finite(self.memory_budget_gib, "memory budget (GiB)")
+        self.cost_settings()  # checks the cost measurement's settings
+        if self.cost_clock == "cpu" and self.device != "cpu" and self.cost_time > 0:
+            raise InputError("--clock cpu (process CPU time) can only time CPU work; use --device cpu")
+
+    def cost_settings(self) -> CostSettings:
+        """How each task measures its cost per draw (``docs/timing.md#cost-per-draw``)."""
+        return CostSettings(time_s=self.cost_time, clock=self.cost_clock, threads=self.cost_threads)
 
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(SweepConfig)}
 _TYPES = {"problems": list, "estimators": list, "draws": int, "grid": list, "chunk": int, "device": str,
-          "dtype": str, "exact_method": str, "memory_budget_gib": (int, float), "seed": int, "name": str}
+          "dtype": str, "exact_method": str, "memory_budget_gib": (int, float), "seed": int, "name": str,
+          "cost_time": (int, float), "cost_clock": str, "cost_threads": int}
 
 
 def load_toml(path: str) -> dict:

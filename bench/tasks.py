@@ -30,6 +30,7 @@ from reference.checkpoints import checkpoint_facts
 from reference.problems import build_problem
 
 from .config import SweepConfig
+from .costs import task_cost, with_cost
 from .scoring import score
 
 __all__ = ["plan_tasks", "task_key", "seed_key", "task_seed", "run_task"]
@@ -69,12 +70,13 @@ def plan_tasks(cfg: SweepConfig, problems: dict, estimators: list[str]) -> tuple
                         grid=list(cfg.grid) if cfg.grid else None, chunk=cfg.chunk, device=cfg.device,
                         dtype=cfg.dtype, exact_method=cfg.exact_method,
                         budget=int(cfg.memory_budget_gib * 2**30), root_seed=cfg.seed)
-            tasks.append(dict(spec, key=task_key(spec), seed=task_seed(cfg.seed, seed_key(spec))))
+            tasks.append(dict(spec, key=task_key(spec), seed=task_seed(cfg.seed, seed_key(spec)),
+                              cost=cfg.cost_settings().as_dict()))
     return tasks, skipped
 
 
 def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
-    """Run one task: build the problem, its exact gradient, stream and score the estimator.
+    """Run one task: build the problem, its exact gradient, stream and score the estimator, measure its cost.
 
     Never raises for a failing estimator: the task comes back with ``status = 'failed'`` and a
     one-line error, so a sweep always records what happened.
@@ -97,14 +99,15 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
         gen = torch.Generator(device=task["device"]).manual_seed(task["seed"])
         result = score(est, problem, ex.grads, task["draws"], gen, grid=task["grid"], chunk=task["chunk"],
                        progress=progress)
+        measured = task_cost(est, problem, task, result.seconds_per_draw)  # docs/timing.md#cost-per-draw
     except Exception as exc:  # recorded, never lost: the report shows failed tasks
         last = traceback.extract_tb(exc.__traceback__)[-1]
         row.update(error=f"{type(exc).__name__}: {exc} (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})",
                    seconds=time.perf_counter() - t0)
         return dict(task=row, scores=[], moments={})
-    row.update(status="done", seconds=time.perf_counter() - t0, seconds_per_draw=result.seconds_per_draw,
+    row.update(status="done", seconds=time.perf_counter() - t0, seconds_per_draw=measured["s_per_draw"],
                layer_evals=cost.layer_evals, head_evals=cost.head_evals, backward_passes=cost.backward_passes,
-               loss_evals_per_draw=cost.head_evals)
-    scores = [dict(r, task_key=task["key"]) for r in result.rows]
+               loss_evals_per_draw=cost.head_evals, facts={**row.get("facts", {}), "cost": measured})
+    scores = [dict(r, task_key=task["key"]) for r in with_cost(result.rows, measured["s_per_draw"])]
     moments = {g: (m.n, m.mean, m.m2) for g, m in result.moments.items()}
     return dict(task=row, scores=scores, moments=moments)

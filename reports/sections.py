@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import checkpoints, claims, plots, psa2020, tables, tradeoffs
+from . import checkpoints, claims, costs, plots, psa2020, tables, tradeoffs
 from .document import Plot, Section, Table, Text
 from .paper_values import CHECKPOINTS, CITATION, PROBLEM_PREFIX
 from .results import RunResults, run_id, slug
@@ -73,6 +73,8 @@ def problem_section(run: RunResults, ctx: dict) -> list[Section]:
                                    "dotted: ∝ 1/√M) and mean cosine vs M (band: 15–85% quantiles over groups of M draws)",
                                    lambda c=chunk, p=problem, o=labels, t=title:
                                    plots.layer_figure(run, p, c, ctx["styles"], only=o, title=t)))
+        cost = costs.cost_table(run, problem)  # how the ranking's cost columns were measured
+        blocks.append(Table(f"{ps}_cost", costs.cost_caption(problem, cost), cost))
         out.append(Section(f"Problem {problem}", ps, blocks, level=3))
     return out
 

@@ -33,6 +33,11 @@ def add_parser(sub) -> None:
     p.add_argument("--exact-method", choices=("transfer", "brute"))
     p.add_argument("--memory-budget", type=float, metavar="GIB", help="exact-reference memory budget (GiB)")
     p.add_argument("--name", help="run name (default: the preset's or config file's)")
+    p.add_argument("--cost-time", type=float, metavar="SECONDS",
+                   help="seconds of warm, repeated timing per task for its cost per draw (default 0.5; 0: off)")
+    p.add_argument("--clock", choices=("wall", "cpu"),
+                   help="clock of the cost per draw: wall (default) or cpu: process CPU time, with --threads 1")
+    p.add_argument("--threads", type=int, help="torch threads while the cost is timed (default: the worker's)")
     p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default: ./{DEFAULT_DB})")
     p.add_argument("--executor", choices=EXECUTORS,
                    help="inprocess (default; psa2020 and scaling use 'process' with 2 workers), process, dask, dask-local")
@@ -71,7 +76,8 @@ def build_config(args: argparse.Namespace):
         except ValueError:
             raise InputError(f"--grid {args.grid!r} must be a comma list of integers") from None
     flags = dict(draws=args.draws, chunk=args.chunk, seed=args.seed, device=args.device, dtype=args.dtype,
-                 exact_method=args.exact_method, memory_budget_gib=args.memory_budget, name=args.name)
+                 exact_method=args.exact_method, memory_budget_gib=args.memory_budget, name=args.name,
+                 cost_time=args.cost_time, cost_clock=args.clock, cost_threads=args.threads)
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.draws is not None and "grid" in base and base["grid"] and args.grid is None:
         base["grid"] = [m for m in base["grid"] if m <= args.draws]

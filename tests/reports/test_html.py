@@ -75,10 +75,12 @@ def _table(page: _Page, caption_start: str) -> dict:
 def test_tables_headers_and_numeric_cells(small_report):
     page = _parse(small_report["html"])
     captions = [t["caption"] for t in page.tables]
-    # results first (the rankings, then timings), the bookkeeping last
-    assert [c.split(":")[0] for c in captions] == ["toy-a", "toy-b", "Timings", "Run r20240101-abc",
-                                                   "Failed tasks (no scores; shown, not dropped)", "Tasks"]
+    # results first (each problem's ranking then its cost table, then timings), the bookkeeping last
+    assert [c.split(":")[0] for c in captions] == ["toy-a", "toy-a", "toy-b", "toy-b", "Timings",
+                                                   "Run r20240101-abc", "Failed tasks (no scores; shown, not dropped)",
+                                                   "Tasks"]
     assert captions[0].startswith("toy-a: estimators ranked by the geometric mean over the 3 parameter groups")
+    assert captions[1].startswith("toy-a: cost per draw, warm")
     ranking = _table(page, "toy-a: estimators ranked")
     heads = [c["text"] for c in ranking["head"]]
     for h in ("rank", "estimator", "equal-weight score (geo-mean over groups)", "rank in group (rel. RMSE, M=1)",
