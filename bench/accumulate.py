@@ -3,7 +3,9 @@ r"""Streaming float64 moments: Welford updates per chunk and Chan's exact merge.
 A :class:`Moments` holds $(n,\bar x,M_2)$ per coordinate.  ``update`` folds in a chunk of rows
 (its own mean and $M_2$ computed in float64, then merged), and ``merge`` combines two accumulators
 with Chan's formula $\delta=\bar x_b-\bar x_a$, $n=n_a+n_b$, $\bar x=\bar x_a+\delta n_b/n$,
-$M_2=M_{2,a}+M_{2,b}+\delta^2n_an_b/n$, so chunks and workers combine exactly (up to rounding).
+$M_2=M_{2,a}+M_{2,b}+\delta^2n_an_b/n$, so chunks and workers combine exactly (up to rounding).  A coordinate whose rows are all equal
+gets that value as its mean (not a rounded sum / k), so a deterministic estimator's variance is
+exactly 0, not 1e-30.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ class Moments:
         if k == 0:
             return self
         mean = rows.mean(0)
-        m2 = ((rows - mean) ** 2).sum(0)
+        const = rows.min(0) == rows.max(0)  # a coordinate that never varies: its mean is that value, M2 is 0
+        mean[const] = rows[0, const]
+        m2 = ((rows - mean) ** 2).sum(0)  # exactly 0 where const
         return self.merge(Moments(self.size, k, mean, m2))
 
     def merge(self, other: "Moments") -> "Moments":

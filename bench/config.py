@@ -2,7 +2,8 @@
 
 A sweep is problems x estimators x settings.  TOML keys are the field names of :class:`SweepConfig`
 (``problems``, ``estimators``, ``draws``, ``grid``, ``chunk``, ``device``, ``dtype``, ``exact_method``,
-``memory_budget_gib``, ``seed``, ``name``, ``reference``); an unknown key, a wrong type or a malformed file is one
+``memory_budget_gib``, ``seed``, ``name``, ``reference``, and the cost measurement's ``cost_time``,
+``cost_clock``, ``cost_threads``: :class:`bench.costs.CostSettings`); an unknown key, a wrong type or a malformed file is one
 :class:`InputError` that names the key, or the line and column.
 """
 
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 
 from estimators import inputs
 from estimators.errors import InputError
+
+from .costs import CostSettings
 
 __all__ = ["ConfigMixin", "SweepConfig", "load_toml", "SWEEP_PRESETS", "SWEEP_PRESET_EXECUTORS"]
 
@@ -52,6 +55,9 @@ class SweepConfig(ConfigMixin):
     #: ``exact`` (refuse what cannot be enumerated), ``mc`` (always the Monte Carlo reference) or ``auto``
     #: (exact where it fits the memory budget, Monte Carlo beyond: ``docs/monte-carlo.md``)
     reference: str = "auto"
+    cost_time: float = 0.5  # seconds of timed repeats per task for its cost per draw; 0: off
+    cost_clock: str = "wall"  # wall or cpu (process CPU time: needs cost_threads = 1 and a CPU device)
+    cost_threads: int | None = None  # torch threads while the cost is timed; None: the worker's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "problems", tuple(self.problems))
@@ -84,6 +90,13 @@ class SweepConfig(ConfigMixin):
         inputs.positive_finite(self.memory_budget_gib, "memory budget (GiB)")
         if self.reference not in ("auto", "exact", "mc"):
             raise InputError(f"unknown reference {self.reference!r}; use auto, exact or mc")
+        self.cost_settings()  # checks the cost measurement's settings
+        if self.cost_clock == "cpu" and self.device != "cpu" and self.cost_time > 0:
+            raise InputError("--clock cpu (process CPU time) can only time CPU work; use --device cpu")
+
+    def cost_settings(self) -> CostSettings:
+        """How each task measures its cost per draw (``docs/timing.md#cost-per-draw``)."""
+        return CostSettings(time_s=self.cost_time, clock=self.cost_clock, threads=self.cost_threads)
 
     def as_dict(self) -> dict:
         """The fields as a dict; ``reference`` only when it is not the default ``auto``, so the
@@ -97,7 +110,8 @@ class SweepConfig(ConfigMixin):
 
 _FIELDS = {f.name: f for f in dataclasses.fields(SweepConfig)}
 _TYPES = {"problems": list, "estimators": list, "draws": int, "grid": list, "chunk": int, "device": str,
-          "dtype": str, "exact_method": str, "memory_budget_gib": (int, float), "seed": int, "name": str, "reference": str}
+          "dtype": str, "exact_method": str, "memory_budget_gib": (int, float), "seed": int, "name": str,
+          "reference": str, "cost_time": (int, float), "cost_clock": str, "cost_threads": int}
 
 
 def load_toml(path: str) -> dict:
@@ -123,7 +137,9 @@ def load_toml(path: str) -> dict:
     return data
 
 
-_PSA2020_METHODS = ("reinforce", "arm", "concrete:tau=0.1", "concrete:tau=1.0", "tanh", "st", "psa")
+#: the paper's methods in its legend order; its PSA is the flip-mixed head (the authors' code uses it,
+#: ``docs/protocols.md#psa2020``)
+_PSA2020_METHODS = ("reinforce", "arm", "concrete:tau=0.1", "concrete:tau=1.0", "tanh", "st", "psa:head=flip-mixed")
 
 #: Named sweeps.  ``estimators = ("*",)`` means every registered estimator (default options).
 SWEEP_PRESETS: dict[str, dict] = {

@@ -38,7 +38,7 @@ from estimators.model import Problem
 
 from .accumulate import Moments
 
-__all__ = ["score", "Scores", "psa_grid", "default_grid", "QUANTILE_CAP"]
+__all__ = ["score", "Scores", "psa_grid", "default_grid", "chunk_size", "QUANTILE_CAP"]
 
 QUANTILE_CAP = 20_000
 _Z = 1.959963984540054  # two-sided 95%
@@ -106,6 +106,13 @@ def _slices(problem: Problem) -> dict[str, slice]:
     return out
 
 
+def chunk_size(problem: Problem, draws: int, chunk: int | None = None) -> int:
+    """Draws per estimator call: ``chunk`` if given, else about 2^21 hidden states per call, at most ``draws``."""
+    if chunk is None:
+        chunk = max(1, min(draws, 2**21 // max(1, problem.batch_size * sum(problem.widths[1:]))))
+    return chunk
+
+
 def score(estimator: Estimator, problem: Problem, exact_grads: dict[str, torch.Tensor], draws: int,
           generator: torch.Generator, grid: list[int] | None = None, chunk: int | None = None,
           progress=None, level: float = 0.95) -> Scores:
@@ -113,8 +120,7 @@ def score(estimator: Estimator, problem: Problem, exact_grads: dict[str, torch.T
     (normal intervals at ``level``, 95% by default)."""
     grid = sorted(set(grid if grid is not None else default_grid(draws)))
     grid = [m for m in grid if 1 <= m <= draws]
-    if chunk is None:
-        chunk = max(1, min(draws, 2**21 // max(1, problem.batch_size * sum(problem.widths[1:]))))
+    chunk = chunk_size(problem, draws, chunk)
     sl = _slices(problem)
     g = np.concatenate([exact_grads[n].detach().cpu().double().numpy() for n in problem.group_names])
     P = g.size

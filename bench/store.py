@@ -35,7 +35,10 @@ from estimators.errors import InputError
 from estimators.spec import options_json, parse
 from reports.results import RunResults
 
-__all__ = ["Store", "SCHEMA_VERSION", "DEFAULT_DB"]
+__all__ = ["Store", "SCHEMA_VERSION", "DEFAULT_DB", "RUN_KINDS"]
+
+#: what a run can hold: accuracy scores, training curves, kernel timings
+RUN_KINDS = ("accuracy", "training", "timing")
 
 SCHEMA_VERSION = 2
 #: upgrade steps: ``MIGRATIONS[v]`` takes a store of version ``v`` to ``v + 1`` (additive only)
@@ -91,6 +94,7 @@ CREATE TABLE timings (
 PRAGMA user_version = {SCHEMA_VERSION};
 PRAGMA application_id = {APPLICATION_ID};
 """
+_SUPERSEDED = "SELECT task_key FROM tasks WHERE run_id = ? AND status = 'superseded'"
 _TABLES = {"runs", "tasks", "scores", "moments", "timings", "curves"}
 
 
@@ -248,23 +252,45 @@ class Store:
         return json.loads(row[0])
 
     def runs(self) -> pd.DataFrame:
-        """One row per run: id, creation time, label, preset, task counts."""
+        """One row per run: id, creation time, label, preset, kind (:data:`RUN_KINDS`), task counts and
+        the code that made it (package version, git commit, ``+dirty`` for an uncommitted tree)."""
         q = """SELECT r.run_id, r.created_utc, r.label, r.preset,
-                      SUM(t.status = 'done') AS done, SUM(t.status = 'failed') AS failed
+                      SUM(t.status = 'done') AS done, SUM(t.status = 'failed') AS failed, r.manifest
                FROM runs r LEFT JOIN tasks t ON t.run_id = r.run_id
                GROUP BY r.run_id ORDER BY r.created_utc, r.rowid"""
         df = pd.read_sql_query(q, self.con)
-        return df.fillna({"done": 0, "failed": 0}).astype({"done": int, "failed": int})
+        df = df.fillna({"done": 0, "failed": 0}).astype({"done": int, "failed": int})
+        kinds = self._kinds()
+        df.insert(4, "kind", [kinds.get(r, "empty") for r in df.run_id])
+        df["code"] = [_code(m) for m in df.pop("manifest")]
+        return df
 
-    def resolve(self, ref: str) -> str:
-        """A run id from an exact id, a unique prefix, or ``latest``."""
+    def _kinds(self) -> dict[str, str]:
+        """What each run holds: ``accuracy`` (scores), ``training`` (curves), ``timing`` (timings)."""
+        out: dict[str, str] = {}
+        for kind, table in (("timing", "timings"), ("training", "curves"), ("accuracy", "scores")):
+            for (rid,) in self.con.execute(f"SELECT DISTINCT run_id FROM {table}"):
+                out[rid] = kind
+        return out
+
+    def resolve(self, ref: str, kinds: Iterable[str] | None = None) -> str:
+        """A run id from an exact id, a unique prefix, or ``latest``: the latest run of one of ``kinds``
+        (:data:`RUN_KINDS`; all when None), i.e. the latest run the asking command can read."""
         ids = [r[0] for r in self.con.execute("SELECT run_id FROM runs ORDER BY created_utc, rowid")]
         if not isinstance(ref, str) or not ref.strip():
             raise InputError("name a run: an id, a unique prefix of one, or 'latest' (see 'sbn-bench runs')")
         if ref == "latest":
             if not ids:
                 raise InputError(f"results database {self.path!r} holds no runs")
-            return ids[-1]
+            if kinds is None:
+                return ids[-1]
+            kinds = tuple(kinds)
+            have = self._kinds()
+            fit = [i for i in ids if have.get(i) in kinds]
+            if not fit:
+                raise InputError(f"results database {self.path!r} holds no {' or '.join(kinds)} run with results "
+                                 f"(see 'sbn-bench runs')")
+            return fit[-1]
         if ref in ids:
             return ref
         matches = [i for i in ids if i.startswith(ref)]
@@ -316,6 +342,31 @@ class Store:
             cur.execute("ROLLBACK")
             raise
 
+    def supersede(self, run_id: str, keep: set[str]) -> int:
+        """Mark this run's finished tasks whose keys are not in ``keep`` as ``superseded`` (made by other
+        code or from other problem content); their rows stay in the store, hidden from reports and
+        ``show``.  A task planned again (``keep`` holds its key) is restored.  Returns how many are
+        superseded now."""
+        cur = self.con.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            rows = cur.execute("SELECT task_key, status FROM tasks WHERE run_id = ? AND status IN "
+                               "('done', 'failed', 'superseded')", (run_id,)).fetchall()
+            for key, status in rows:
+                if status != "superseded" and key not in keep:
+                    cur.execute("UPDATE tasks SET status = 'superseded', error = ? WHERE run_id = ? AND task_key = ?",
+                                (status, run_id, key))  # the status it had is kept in error
+                elif status == "superseded" and key in keep:
+                    cur.execute("UPDATE tasks SET status = error, error = '' WHERE run_id = ? AND task_key = ?",
+                                (run_id, key))
+            n = cur.execute("SELECT COUNT(*) FROM tasks WHERE run_id = ? AND status = 'superseded'",
+                            (run_id,)).fetchone()[0]
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return n
+
     def moments(self, run_id: str, task_key: str) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
         rows = self.con.execute("SELECT grp, n, mean, m2 FROM moments WHERE run_id = ? AND task_key = ?", (run_id, task_key))
         return {g: (n, np.frombuffer(m, np.float64), np.frombuffer(v, np.float64)) for g, n, m, v in rows}
@@ -337,7 +388,7 @@ class Store:
         options rebuilt from the stored spec by the registry, origin empty)."""
         facts = "facts" if self.version >= 2 else "NULL AS facts"
         df = pd.read_sql_query(
-            f"SELECT {', '.join(TASK_COLUMNS)}, spec, {facts} FROM tasks WHERE run_id = ? AND status != 'claimed' "
+            f"SELECT {', '.join(TASK_COLUMNS)}, spec, {facts} FROM tasks WHERE run_id = ? AND status NOT IN ('claimed', 'superseded') "
             "ORDER BY rowid", self.con,
             params=(run_id,)
         )
@@ -353,14 +404,14 @@ class Store:
     def scores(self, run_id: str) -> pd.DataFrame:
         df = pd.read_sql_query(
             "SELECT task_key, problem, estimator, grp AS 'group', metric, M, value, lo, hi FROM scores "
-            "WHERE run_id = ? ORDER BY rowid", self.con, params=(run_id,)
+            f"WHERE run_id = ? AND task_key NOT IN ({_SUPERSEDED}) ORDER BY rowid", self.con, params=(run_id, run_id)
         )
         return df.astype({"M": int, "value": float, "lo": float, "hi": float})
 
     def curves(self, run_id: str) -> pd.DataFrame:
         df = pd.read_sql_query(
-            "SELECT task_key, problem, estimator, epoch, metric, value FROM curves WHERE run_id = ? ORDER BY rowid",
-            self.con, params=(run_id,),
+            "SELECT task_key, problem, estimator, epoch, metric, value FROM curves WHERE run_id = ? "
+            f"AND task_key NOT IN ({_SUPERSEDED}) ORDER BY rowid", self.con, params=(run_id, run_id),
         )
         return df.astype({"epoch": int, "value": float})
 
@@ -370,15 +421,28 @@ class Store:
         )
 
     def load_run(self, ref: str):
-        """Everything a report needs, as :class:`reports.results.RunResults`."""
-        run_id = self.resolve(ref)
-        return RunResults(manifest=self.manifest(run_id), tasks=self.tasks(run_id), scores=self.scores(run_id),
+        """Everything a report needs, as :class:`reports.results.RunResults` (``latest``: the latest run
+        that holds results of any kind)."""
+        run_id = self.resolve(ref, RUN_KINDS)
+        manifest = self.manifest(run_id)
+        manifest["run_id"] = run_id  # the stored id (timing runs and older runs do not repeat it in the manifest)
+        return RunResults(manifest=manifest, tasks=self.tasks(run_id), scores=self.scores(run_id),
                           timings=self.timings(run_id), curves=self.curves(run_id))
 
 
 _HOST = socket.gethostname()
 #: a claim by a process on another host is void after this long (no heartbeat crosses hosts)
 CLAIM_TTL_S = 12 * 3600
+
+
+def _code(manifest: str) -> str:
+    """``version@commit[+dirty]`` from a run's manifest (what made the run)."""
+    try:
+        m = json.loads(manifest)
+    except (TypeError, ValueError):
+        return ""
+    commit = str(m.get("git_commit") or "unknown")
+    return f"{m.get('package_version', '?')}@{commit[:10]}{'+dirty' if m.get('git_dirty') else ''}"
 
 
 def _claim_void(owner: str | None, when: str | None) -> bool:

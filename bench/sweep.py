@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,7 @@ class SweepOutcome:
     skipped: list[str]
     elsewhere: int = 0  # tasks another process had claimed (computed there)
     errors: list[str] = dataclasses.field(default_factory=list)  # one line per failed task
+    superseded: int = 0  # stored tasks of this run made by other code or problem content (kept, hidden)
 
 
 def checkpoint_dir(db_path: str) -> str:
@@ -91,6 +93,51 @@ def _problems(cfg: SweepConfig, notes: list[str] | None = None) -> dict:
     return problems
 
 
+#: draws per task above which a sweep's compute time is estimated (by a pilot) before it starts
+PILOT_ABOVE_DRAWS = 10**6
+#: estimated compute above which a sweep needs ``--allow-large`` (one day)
+MAX_SWEEP_SECONDS = 24 * 3600.0
+PILOT_DRAWS = 32
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def check_size(cfg: SweepConfig, tasks: list[dict], problems: dict) -> None:
+    """Refuse a sweep that cannot finish in reasonable time, with an estimate measured here.
+
+    Above :data:`PILOT_ABOVE_DRAWS` draws per task, each (problem, estimator) is timed on
+    :data:`PILOT_DRAWS` draws after a warm-up call; a sweep whose estimated compute exceeds
+    :data:`MAX_SWEEP_SECONDS`, or with more than :data:`~estimators.inputs.MAX_DRAWS` draws per task,
+    is refused unless ``--allow-large`` is given.  Nothing has touched the disk yet."""
+    if cfg.draws <= PILOT_ABOVE_DRAWS:
+        return
+    dtype = getattr(torch, cfg.dtype)
+    per_draw: list[tuple[float, str, str]] = []
+    for task in tasks:
+        est = registry.from_task(task)
+        problem = problems[task["problem"]].to(dtype=dtype, device=cfg.device)
+        gen = torch.Generator(device=cfg.device).manual_seed(0)
+        est.estimate(problem, 2, gen)  # warm-up (compilation, caches)
+        t0 = time.perf_counter()
+        est.estimate(problem, PILOT_DRAWS, gen)
+        per_draw.append(((time.perf_counter() - t0) / PILOT_DRAWS, task["estimator"], task["problem"]))
+    if not per_draw:
+        return
+    total = cfg.draws * sum(t for t, _, _ in per_draw)
+    if cfg.draws > inputs.MAX_DRAWS or total > MAX_SWEEP_SECONDS:
+        slow, est_spec, pspec = max(per_draw)
+        raise InputError(
+            f"{cfg.draws} draws per task: this sweep would need about {_duration(total)} of compute here (slowest: "
+            f"{est_spec} on {pspec}, {slow * 1e3:.3g} ms per draw, timed on {PILOT_DRAWS} draws); the limits are "
+            f"{inputs.MAX_DRAWS:.0e} draws per task and {MAX_SWEEP_SECONDS / 3600:g} hours of compute: pass "
+            f"--allow-large to run it")
+
+
 def _progress(total: int, desc: str, unit: str = "task"):
     """A tqdm bar on stderr, silent when stderr is not a terminal (CI logs)."""
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False)
@@ -115,14 +162,13 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
 
     Nothing touches the disk before the problems, estimators, executor and sizes are checked; more
     than :data:`~estimators.inputs.MAX_DRAWS` draws per task are refused unless ``allow_large``."""
-    if cfg.draws > inputs.MAX_DRAWS and not allow_large:
-        raise InputError(f"{cfg.draws} draws per task is over the limit of {inputs.MAX_DRAWS} (about a CPU-day for "
-                         f"the cheapest estimator, times {len(cfg.problems)} problem(s)); pass --allow-large to run it")
     check_executor(executor, workers, scheduler)
     estimators = expand_estimators(cfg.estimators)
     notes: list[str] = []
     problems = _problems(cfg, notes)
     tasks, skipped = plan_tasks(cfg, problems, estimators)
+    if not allow_large:
+        check_size(cfg, tasks, problems)
     skipped = notes + skipped
     if cfg.device.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -137,13 +183,13 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
             manifest["run_id"] = run_id
             manifest["skipped_pairs"] = skipped
             store.create_run(run_id, manifest, cfg.hash, label=label, preset=cfg.name)
+        cache = checkpoint_dir(db)
+        trained = {spec: build_problem(spec, cache_dir=cache) for spec in cfg.problems if "@" in spec}
+        if trained:  # checkpoints are trained (once, cached) here: key their tasks by the trained content
+            tasks, _ = plan_tasks(cfg, {**problems, **trained}, estimators)
+        superseded = store.supersede(run_id, {t["key"] for t in tasks})
         done = store.done_keys(run_id)
         todo = [t for t in tasks if t["key"] not in done]
-        cache = checkpoint_dir(db)
-        if todo and any("@" in p for p in cfg.problems):
-            for spec in cfg.problems:
-                if "@" in spec:
-                    build_problem(spec, cache_dir=cache)  # trains and caches once, here
         failed = elsewhere = 0
         errors: list[str] = []
         bar = _progress(len(todo), cfg.name)
@@ -175,6 +221,6 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
         if bar is not None:
             bar.close()
         return SweepOutcome(run_id, len(tasks), len(tasks) - len(todo), len(todo) - elsewhere, failed, skipped,
-                            elsewhere, errors)
+                            elsewhere, errors, superseded)
     finally:
         store.close()

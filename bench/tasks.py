@@ -1,9 +1,16 @@
 """Sweep tasks: a small picklable spec in, result rows out (workers get specs, never tensors).
 
-A task is one (problem, estimator) pair with the sweep's settings.  Its key is a hash of its spec,
-and its seed is derived from the run's root seed and that key
-(``numpy.random.SeedSequence(root, spawn_key=...)``), so adding or removing tasks never changes
-another task's random stream, and a rerun reproduces it exactly.
+A task is one (problem, estimator) pair with the sweep's settings.  Its key is a hash of everything
+that determines its result: the problem's content (:meth:`~estimators.model.problem.Problem.digest`,
+never only its name or file path), the estimator's canonical spec and options, the identity of its
+code (:func:`estimators.registry.origin`: built-ins by package version and source digest, plugins by
+distribution version or file hash) and the sweep's settings.  A stored result is reused only when
+all of these match (``docs/architecture.md#results-are-keyed-by-content``).
+
+Its seed is derived from the run's root seed and the key of the same spec *without* the content
+and code identities (``numpy.random.SeedSequence(root, spawn_key=...)``), so adding or removing
+tasks never changes another task's random stream, a rerun reproduces it exactly, and a code change
+that does not change an estimator's numbers gives the same numbers.
 """
 
 from __future__ import annotations
@@ -19,17 +26,27 @@ import torch
 from estimators import registry
 from estimators.errors import InputError
 from reference import exact
+from reference.checkpoints import checkpoint_facts
 from reference.problems import build_problem
 
 from .config import SweepConfig
+from .costs import task_cost, with_cost
 from .mc_reference import score_task_mc, uses_mc
 from .scoring import score
 
-__all__ = ["plan_tasks", "task_key", "task_seed", "run_task"]
+__all__ = ["plan_tasks", "task_key", "seed_key", "task_seed", "run_task"]
+
+#: spec fields that identify content or code: part of a task's key, not of its random stream
+IDENTITY_FIELDS = ("estimator_origin", "problem_digest")
 
 
 def task_key(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def seed_key(spec: dict) -> str:
+    """The key a task's random stream is spawned along: its spec without :data:`IDENTITY_FIELDS`."""
+    return task_key({k: v for k, v in spec.items() if k not in IDENTITY_FIELDS})
 
 
 def task_seed(root: int, key: str) -> int:
@@ -42,6 +59,7 @@ def plan_tasks(cfg: SweepConfig, problems: dict, estimators: list[str]) -> tuple
     """Expand the sweep into task specs; pairs an estimator does not support are returned as notes."""
     tasks, skipped = [], []
     records = [registry.task_record(espec) for espec in estimators]  # each spec resolved once
+    digests = {pspec: problem.digest() for pspec, problem in problems.items()}
     for pspec, problem in problems.items():
         for est, record in records:
             try:
@@ -49,14 +67,14 @@ def plan_tasks(cfg: SweepConfig, problems: dict, estimators: list[str]) -> tuple
             except InputError as exc:
                 skipped.append(f"skipped: {exc} [problem {pspec}]")
                 continue
-            spec = dict(problem=pspec, **record, draws=cfg.draws,
+            spec = dict(problem=pspec, problem_digest=digests[pspec], **record, draws=cfg.draws,
                         grid=list(cfg.grid) if cfg.grid else None, chunk=cfg.chunk, device=cfg.device,
                         dtype=cfg.dtype, exact_method=cfg.exact_method,
                         budget=int(cfg.memory_budget_gib * 2**30), root_seed=cfg.seed)
             if cfg.reference != "auto":  # absent for auto: task keys planned before it existed are unchanged
                 spec["reference"] = cfg.reference
-            key = task_key(spec)
-            tasks.append(dict(spec, key=key, seed=task_seed(cfg.seed, key)))
+            tasks.append(dict(spec, key=task_key(spec), seed=task_seed(cfg.seed, seed_key(spec)),
+                              cost=cfg.cost_settings().as_dict()))
     return tasks, skipped
 
 
@@ -75,7 +93,7 @@ def _score_against_reference(task: dict, est, problem, progress):
 
 
 def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
-    """Run one task: build the problem, its exact gradient, stream and score the estimator.
+    """Run one task: build the problem, its exact gradient, stream and score the estimator, measure its cost.
 
     Never raises for a failing estimator: the task comes back with ``status = 'failed'`` and a
     one-line error, so a sweep always records what happened.
@@ -87,18 +105,24 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
     t0 = time.perf_counter()
     try:
         problem = build_problem(task["problem"], cache_dir=cache_dir)
+        if "problem_digest" in task and problem.digest() != task["problem_digest"]:
+            raise InputError(f"problem {task['problem']!r} changed after the sweep was planned (its content "
+                             f"digest differs); run the sweep again")
+        if cache_dir is not None and "@" in task["problem"]:  # the checkpoint's training facts, for the report
+            row["facts"] = checkpoint_facts(cache_dir, task["problem"])
         result, facts = _score_against_reference(task, est, problem, progress)
         row.setdefault("facts", {}).update(facts)
         problem = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
         cost = est.cost(problem)
+        measured = task_cost(est, problem, task, result.seconds_per_draw)  # docs/timing.md#cost-per-draw
     except Exception as exc:  # recorded, never lost: the report shows failed tasks
         last = traceback.extract_tb(exc.__traceback__)[-1]
         row.update(error=f"{type(exc).__name__}: {exc} (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})",
                    seconds=time.perf_counter() - t0)
         return dict(task=row, scores=[], moments={})
-    row.update(status="done", seconds=time.perf_counter() - t0, seconds_per_draw=result.seconds_per_draw,
+    row.update(status="done", seconds=time.perf_counter() - t0, seconds_per_draw=measured["s_per_draw"],
                layer_evals=cost.layer_evals, head_evals=cost.head_evals, backward_passes=cost.backward_passes,
-               loss_evals_per_draw=cost.head_evals)
-    scores = [dict(r, task_key=task["key"]) for r in result.rows]
+               loss_evals_per_draw=cost.head_evals, facts={**row.get("facts", {}), "cost": measured})
+    scores = [dict(r, task_key=task["key"]) for r in with_cost(result.rows, measured["s_per_draw"])]
     moments = {g: (m.n, m.mean, m.m2) for g, m in result.moments.items()}
     return dict(task=row, scores=scores, moments=moments)

@@ -15,6 +15,7 @@ taken) is one :class:`~estimators.errors.InputError` line.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata as md
@@ -22,10 +23,11 @@ import importlib.util
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["ENTRY_POINT_GROUP", "Origin", "builtin_origin", "entry_points", "load_class", "module_origin",
+__all__ = ["ENTRY_POINT_GROUP", "Origin", "builtin_origin", "code_digest", "entry_points", "load_class", "module_origin",
            "package_version"]
 
 ENTRY_POINT_GROUP = "sbn_bench.estimators"
@@ -63,8 +65,23 @@ class Origin:
         return f"{self.kind} {self.where} {self.version}"
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 (first 12 hex digits) of the source of the ``estimators`` package: every ``.py`` file
+    under it, by relative path and content.  Any change to the estimators' code (a family, a kernel,
+    the model) changes it, so results made by other code are recomputed, not reused, even when the
+    package version was not bumped."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def builtin_origin() -> Origin:
-    return Origin("builtin", DISTRIBUTION, package_version())
+    """Built-ins are identified by the package version and the digest of the estimators' source."""
+    return Origin("builtin", DISTRIBUTION, f"{package_version()}+src.{code_digest()}")
 
 
 def _file_hash(path: str) -> str:

@@ -3,8 +3,9 @@
 A monospaced font makes the layout exact and cheap: column widths are character counts, each
 printed line is one text object (drawing thousands of per-cell texts was the slow part), and the
 text stays text (TrueType in the PDF), so it is searchable and extractable. The font shrinks from
-8.5 pt to 5.5 pt to fit the page width; a table still too wide is split into column blocks that
-repeat the leading text columns. Long text cells wrap; rows continue on the next page under a
+8.5 pt to 7 pt (never smaller) to fit the page width; a table still too wide is split into column
+blocks that repeat the leading text columns (the rank and estimator of a ranking). Long text
+cells wrap; rows continue on the next page under a
 repeated header; rows whose status is ``failed`` are shaded; a thin rule separates row groups.
 """
 
@@ -26,7 +27,7 @@ PAGE = (11.69, 8.27)  # A4 landscape, inches
 MARGIN = 0.5
 MONO = "DejaVu Sans Mono"  # ships with matplotlib; every glyph advances 0.602 em
 _ADVANCE = 0.602
-_SIZES = (8.5, 8.0, 7.5, 7.0, 6.5, 6.0, 5.5)
+_SIZES = (8.5, 8.0, 7.5, 7.0)  # never below 7 pt: a wider table is split into column blocks instead
 _GAP = 2  # spaces between columns
 
 
@@ -110,7 +111,10 @@ def typeset(df: pd.DataFrame, sep: str | None = None) -> Typeset:
         avail = int(width_in / (_ADVANCE * size / 72.0))
         if _total(w, range(len(w))) <= avail:
             break
-    lead = min(next((j for j, n in enumerate(num) if n), len(num)) or 1, 3)
+    # leading columns repeated in every block: those before the first numeric column that follows a text column
+    # (rank, rank at budget, estimator), at most 3
+    first_text = next((j for j, n in enumerate(num) if not n), 0)
+    lead = max(1, min(next((j for j, n in enumerate(num) if n and j > first_text), len(num)), 3))
     blocks, cur = [], list(range(lead))
     for j in range(lead, len(w)):
         if _total(w, cur + [j]) > avail and len(cur) > lead:

@@ -9,15 +9,21 @@ analytic one.
 
 Figures are ``matplotlib.figure.Figure`` objects (no pyplot state; constrained layout, run once by
 :func:`freeze_layout`) that the caller saves and drops. Colours and markers are fixed per estimator
-for the whole run (:func:`styles`); failed estimators appear in each legend marked FAILED.
+for the whole run, training figures included (:func:`styles`); failed estimators appear in each
+legend marked FAILED. Legends and titles are sized to their figure (:func:`legend`,
+:func:`fig_title`), and :func:`outside_canvas` lists any text that is not on the canvas (the
+geometry the tests check).
 """
 
 from __future__ import annotations
+
+import textwrap
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from . import psa2020
@@ -25,13 +31,16 @@ from .paper_values import METHODS
 from .results import RunResults, group_order
 from .tables import task_labels
 
-__all__ = ["styles", "layer_chunks", "estimator_groups", "layer_figure", "plain_log", "freeze_layout", "legend", "empty_panel",
-           "task_split", "series", "PANELS_PER_FIGURE"]
+__all__ = ["styles", "styles_for", "layer_chunks", "estimator_groups", "balanced_chunks", "layer_figure", "plain_log",
+           "freeze_layout", "legend", "fig_title", "min_width", "outside_canvas", "empty_panel", "task_split", "series",
+           "PANELS_PER_FIGURE"]
 
 PANELS_PER_FIGURE = 4
 #: At most this many estimators share one figure (a legend of 18 is unreadable); more go to further figures.
 ESTIMATORS_PER_FIGURE = 8
 _MARKERS = "osD^vP*Xph<>"
+_LEGEND_PT = 8.0
+_LEGEND_CHAR = 0.62 * _LEGEND_PT / 72  # inches per character of a legend entry (DejaVu Sans, generous)
 _FAILED = Line2D([], [], color="0.5", marker="x", linestyle="none")
 
 
@@ -84,7 +93,12 @@ def freeze_layout(fig: Figure) -> Figure:
 
 def styles(run: RunResults) -> dict[str, tuple]:
     """A fixed (colour, marker) per estimator label of the run, in task order, shared by all figures."""
-    labels = list(dict.fromkeys(task_labels(run.tasks).values()))
+    return styles_for(run.tasks)
+
+
+def styles_for(tasks) -> dict[str, tuple]:
+    """:func:`styles` from a tasks table (gradient and training figures alike)."""
+    labels = list(dict.fromkeys(task_labels(tasks).values()))
     cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
     return {lab: (cmap(i % cmap.N), _MARKERS[i % len(_MARKERS)]) for i, lab in enumerate(labels)}
 
@@ -97,13 +111,64 @@ def series(run: RunResults, problem: str, metrics) -> dict:
 
 
 def legend(fig: Figure, handles: list, labels: list, failed: dict[str, list]) -> None:
-    """A legend below the panels; ``failed`` maps an estimator to the problems it failed on (empty: this one)."""
+    """A legend below the panels; ``failed`` maps an estimator to the problems it failed on (empty: this one).
+
+    As many columns as the figure's width holds for its longest entry (entries wider than the
+    figure wrap), and the figure grows by the legend's height, so no entry is cut off and the
+    panels keep their size at any estimator count.
+    """
     for lab, where in failed.items():
         handles.append(_FAILED)
         labels.append(f"{lab} — FAILED" + (f" on {', '.join(where)}" if where else ""))
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), frameon=False,
-                   fontsize="small")
+    if not handles:
+        return
+    width = fig.get_figwidth() - 0.3
+    chars = max(12, int((width - 0.5) / _LEGEND_CHAR))
+    labels = [textwrap.fill(str(lab), chars) for lab in labels]
+    longest = max(len(line) for lab in labels for line in lab.split("\n"))
+    ncols = max(1, min(len(labels), int(width // (0.5 + _LEGEND_CHAR * longest))))
+    lines = sum(max(lab.count("\n") + 1 for lab in labels[i:i + ncols]) for i in range(0, len(labels), ncols))
+    fig.set_figheight(fig.get_figheight() + lines * _LEGEND_PT * 1.5 / 72)  # the legend's room, not the axes'
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False, fontsize=_LEGEND_PT)
+
+
+def fig_title(fig: Figure, text: str, size: float = 11.0) -> None:
+    """A figure title wrapped to the figure's width (each line of ``text`` wrapped on its own)."""
+    chars = max(20, int((fig.get_figwidth() - 0.3) / (0.55 * size / 72)))
+    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in text.split("\n")), fontsize=size)
+
+
+def min_width(n_panels: int, per_panel: float = 3.1, floor: float = 7.5) -> float:
+    """A figure width for ``n_panels`` side by side, never narrower than ``floor`` inches (room for a legend)."""
+    return max(per_panel * n_panels + 0.6, floor)
+
+
+def outside_canvas(fig: Figure, tol: float = 1.0) -> list[str]:
+    """The texts and legends of a figure that reach outside its canvas (empty: nothing is clipped).
+
+    Checked: the figure's texts (titles), legends, and per visible axes its titles, axis labels,
+    texts and the tick labels it draws.
+    """
+    renderer = fig._get_renderer()
+    box = fig.bbox
+    items = [(t.get_text(), t) for t in fig.texts] + [("legend", lg) for lg in fig.legends]
+    if fig._suptitle is not None:
+        items.append((fig._suptitle.get_text(), fig._suptitle))
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        texts = [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        for axis in (ax.xaxis, ax.yaxis):
+            texts += [tick.label1 for tick in axis._update_ticks() if tick.label1.get_visible()]
+        items += [(t.get_text(), t) for t in texts] + [("legend", ax.legend_)] * (ax.legend_ is not None)
+    out = []
+    for name, artist in items:
+        if not artist.get_visible() or (isinstance(artist, Text) and not artist.get_text().strip()):
+            continue
+        ext = artist.get_window_extent(renderer)
+        if ext.x0 < box.x0 - tol or ext.y0 < box.y0 - tol or ext.x1 > box.x1 + tol or ext.y1 > box.y1 + tol:
+            out.append(name)
+    return out
 
 
 def empty_panel(ax, text: str = "no data") -> None:
@@ -169,12 +234,28 @@ def estimator_groups(run: RunResults, problem: str) -> list[tuple[str, list[str]
     if len(order) <= ESTIMATORS_PER_FIGURE:
         return [("", order)]
     groups = [("the PSA paper's methods", featured)] if featured else []
-    n = ESTIMATORS_PER_FIGURE
-    chunks = [rest[i:i + n] for i in range(0, len(rest), n)]
+    chunks = balanced_chunks(rest, ESTIMATORS_PER_FIGURE)
+    if featured and len(chunks) == 1 and len(chunks[0]) == 1:  # never a figure for one estimator alone
+        groups[0][1].extend(chunks.pop())
     for i, c in enumerate(chunks):
         what = "other estimators" if featured else "estimators"
         groups.append((what + (f" ({i + 1} of {len(chunks)})" if len(chunks) > 1 else ""), c))
     return groups
+
+
+def balanced_chunks(items: list, most: int) -> list[list]:
+    """``items`` in order, in the fewest chunks of at most ``most``, sizes differing by at most one (no lone item
+    unless there is only one)."""
+    n = -(-len(items) // most) if items else 0
+    if n == 0:
+        return []
+    size, extra = divmod(len(items), n)
+    out, i = [], 0
+    for k in range(n):
+        step = size + (1 if k < extra else 0)
+        out.append(items[i:i + step])
+        i += step
+    return out
 
 
 def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict, only: list[str] | None = None,
@@ -187,7 +268,7 @@ def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict, onl
         failed = {lab: failed[lab] for lab in only if lab in failed}
     rmse = _rmse_metric(run, problem)
     data = series(run, problem, (rmse, "cos_mean", "cos_q15", "cos_q85", "grad_norm"))
-    fig = Figure(figsize=(3.0 * len(chunk) + 0.6, 6.4), layout="constrained")
+    fig = Figure(figsize=(min_width(len(chunk), 3.0), 6.4), layout="constrained")
     axes = fig.subplots(2, len(chunk), squeeze=False, sharex="col")
     handles = {}
     for j, g in enumerate(chunk):
@@ -227,6 +308,6 @@ def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict, onl
             empty_panel(bot)
     axes[0, 0].set_ylabel("relative RMSE" + (" (empirical)" if rmse == "rel_rmse_emp" else ""))
     axes[1, 0].set_ylabel("cosine to true gradient")
-    fig.suptitle(f"{problem}: accuracy per parameter group" + (f" — {title}" if title else ""), fontsize="large")
+    fig_title(fig, f"{problem}: accuracy per parameter group" + (f" — {title}" if title else ""), 12)
     legend(fig, list(handles.values()), list(handles), {lab: [] for lab in failed})
     return freeze_layout(fig)

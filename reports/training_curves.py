@@ -10,6 +10,8 @@ each ``*_loss, *_acc_1, *_acc_k, *_entropy``; ``seconds``, ``wall_seconds``; ``l
   running training loss, final validation accuracy (1 sample and the k-sample ensemble), the best
   validation ensemble accuracy and its epoch, test accuracies at that epoch (model selection on
   validation) and at the last epoch, training time.
+Each estimator has the colour and marker it has in the gradient figures (:func:`reports.plots.styles`).
+
 - :func:`curve_figure` — per problem, four panels against epoch, one colour per estimator:
   expected loss (training running estimate solid, validation dashed), validation accuracy
   (k-sample ensemble solid, 1 sample dotted), test accuracy (same styles), mean unit entropy.
@@ -26,11 +28,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .document import Plot, Section, Table
+from .plots import fig_title, freeze_layout, legend, styles_for
 from .results import slug
+from .tables import task_labels
 
 __all__ = ["final_table", "curve_figure", "samples_figure", "search_figure", "training_sections", "has_training"]
 
-_COLORS = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
+
+
+def _style(tasks: pd.DataFrame, sty: dict | None) -> dict:
+    """(colour, marker) per estimator label: the report's styles (one per estimator in every figure) or the run's."""
+    return sty if sty is not None else styles_for(tasks)
 
 
 def has_training(curves: pd.DataFrame | None) -> bool:
@@ -78,11 +86,13 @@ def final_table(curves: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
 
 
 def _tasks_of(tasks: pd.DataFrame, problem: str) -> list[tuple[str, str]]:
+    """(task key, estimator label) of ``problem``'s tasks; the labels are the gradient figures' (same styles)."""
+    labels = task_labels(tasks)
     sel = tasks[tasks["problem"] == problem]
-    return list(zip(sel["task_key"], sel["estimator"]))
+    return [(k, labels.get(k, est)) for k, est in zip(sel["task_key"], sel["estimator"])]
 
 
-def curve_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str) -> Figure:
+def curve_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str, sty: dict | None = None) -> Figure:
     """Loss, validation accuracy, test accuracy and unit entropy against epoch for every estimator on ``problem``."""
     fig = Figure(figsize=(10.0, 7.0), layout="constrained")
     axes = fig.subplots(2, 2).ravel()
@@ -91,8 +101,9 @@ def curve_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str) -> Fig
               ("test accuracy", [("test_acc_k", "-"), ("test_acc_1", ":")]),
               ("mean unit entropy (nats)", [("train_entropy", "-")])]
     handles, labels = [], []
-    for i, (key, est) in enumerate(_tasks_of(tasks, problem)):
-        color = _COLORS[i % len(_COLORS)]
+    sty = _style(tasks, sty)
+    for key, est in _tasks_of(tasks, problem):
+        color = sty[est][0] if est in sty else "0.4"
         for ax, (_title, metrics) in zip(axes, panels):
             for metric, style in metrics:
                 s = _series(curves, key, metric)
@@ -103,15 +114,14 @@ def curve_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str) -> Fig
                     handles.append(line)
                     labels.append(est)
     for ax, (title, metrics) in zip(axes, panels):
-        ax.set_title(title + (" — solid: " + metrics[0][0] + ", " + ", ".join(
+        ax.set_title(title + ("\nsolid: " + metrics[0][0] + ", " + ", ".join(
             f"{'dashed' if st == '--' else 'dotted'}: {m}" for m, st in metrics[1:]) if len(metrics) > 1 else ""),
             fontsize=8)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize=8)
-    fig.suptitle(f"{problem}: training curves (true binary SBN; k-sample ensemble vs 1 sample)", fontsize=10)
-    return fig
+    legend(fig, handles, labels, {})
+    fig_title(fig, f"{problem}: training curves (true binary SBN; k-sample ensemble vs 1 sample)", 10)
+    return freeze_layout(fig)
 
 
 def _ensemble(curves: pd.DataFrame, key: str) -> pd.Series:
@@ -120,16 +130,19 @@ def _ensemble(curves: pd.DataFrame, key: str) -> pd.Series:
     return pd.Series(rows["value"].to_numpy(), index=rows["metric"].str[len("test_acc_m"):].astype(int)).sort_index()
 
 
-def samples_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str) -> Figure | None:
+def samples_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str,
+                   sty: dict | None = None) -> Figure | None:
     """Final test accuracy against the number of sample paths averaged; None when no task stored it."""
-    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
+    fig = Figure(figsize=(7.5, 4.4), layout="constrained")
     ax = fig.subplots()
     drawn = False
-    for i, (key, est) in enumerate(_tasks_of(tasks, problem)):
+    sty = _style(tasks, sty)
+    for key, est in _tasks_of(tasks, problem):
         s = _ensemble(curves, key)
         if s.empty:
             continue
-        ax.plot(s.index, 100 * s.values, "o-", color=_COLORS[i % len(_COLORS)], label=est, markersize=4)
+        color, marker = sty.get(est, ("0.4", "o"))
+        ax.plot(s.index, 100 * s.values, "-", marker=marker, color=color, label=est, markersize=4)
         drawn = True
     if not drawn:
         return None
@@ -137,23 +150,26 @@ def samples_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str) -> F
     ax.set_xlabel("sample paths averaged in the prediction (m)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"{problem}: test accuracy of the m-sample ensemble after training", fontsize=9)
-    return fig
+    legend(fig, *ax.get_legend_handles_labels(), {})
+    fig_title(fig, f"{problem}: test accuracy of the m-sample ensemble after training", 9)
+    return freeze_layout(fig)
 
 
-def search_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str) -> Figure | None:
+def search_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str,
+                  sty: dict | None = None) -> Figure | None:
     """Learning-rate search trials (objective vs log10 lr); None when no task of ``problem`` searched."""
-    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
+    fig = Figure(figsize=(7.5, 4.4), layout="constrained")
     ax = fig.subplots()
     drawn = False
-    for i, (key, est) in enumerate(_tasks_of(tasks, problem)):
+    sty = _style(tasks, sty)
+    for key, est in _tasks_of(tasks, problem):
         t, v = _series(curves, key, "search_log10_lr"), _series(curves, key, "search_loss")
         if t.empty:
             continue
         order = np.argsort(t.values)
-        color = _COLORS[i % len(_COLORS)]
-        ax.plot(t.values[order], v.reindex(t.index).values[order], "o-", color=color, label=est, markersize=4)
+        color, marker = sty.get(est, ("0.4", "o"))
+        ax.plot(t.values[order], v.reindex(t.index).values[order], "-", marker=marker, color=color, label=est,
+                markersize=4)
         lr = _series(curves, key, "lr")
         if not lr.empty:
             ax.axvline(np.log10(lr.iloc[0]), color=color, alpha=0.4, linewidth=0.8)
@@ -164,13 +180,13 @@ def search_figure(curves: pd.DataFrame, tasks: pd.DataFrame, problem: str) -> Fi
     ax.set_ylabel("running training loss of the trial")
     ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"{problem}: learning-rate search (vertical lines: the chosen rates)", fontsize=9)
-    return fig
+    legend(fig, *ax.get_legend_handles_labels(), {})
+    fig_title(fig, f"{problem}: learning-rate search (vertical lines: the chosen rates)", 9)
+    return freeze_layout(fig)
 
 
-def training_sections(curves: pd.DataFrame, tasks: pd.DataFrame, rid: str) -> list[Section]:
-    """Report sections for a training run (empty when there are no curves)."""
+def training_sections(curves: pd.DataFrame, tasks: pd.DataFrame, rid: str, sty: dict | None = None) -> list[Section]:
+    """Report sections for a training run (empty when there are no curves); ``sty``: the report's estimator styles."""
     if not has_training(curves):
         return []
     blocks = [Table(f"{rid}_training", "Training: final results per estimator (accuracy of the true binary SBN; "
@@ -179,11 +195,11 @@ def training_sections(curves: pd.DataFrame, tasks: pd.DataFrame, rid: str) -> li
     for problem in dict.fromkeys(tasks["problem"]):
         ps = f"{rid}_{slug(problem)}"
         blocks.append(Plot(f"{ps}_curves", f"{problem}: training curves",
-                           lambda p=problem: curve_figure(curves, tasks, p)))
+                           lambda p=problem: curve_figure(curves, tasks, p, sty)))
         if curves["metric"].str.startswith("test_acc_m").any():
             blocks.append(Plot(f"{ps}_samples", f"{problem}: test accuracy against the ensemble size",
-                               lambda p=problem: samples_figure(curves, tasks, p)))
+                               lambda p=problem: samples_figure(curves, tasks, p, sty)))
         if (curves["metric"] == "search_loss").any():
             blocks.append(Plot(f"{ps}_lr_search", f"{problem}: learning-rate search",
-                               lambda p=problem: search_figure(curves, tasks, p)))
+                               lambda p=problem: search_figure(curves, tasks, p, sty)))
     return [Section("Training", f"{rid}_training", blocks)]

@@ -1,9 +1,11 @@
 """``sbn-bench check``: the CI regression gate (design: :mod:`bench.gate.design`).
 
-Runs every registered estimator (or ``--estimators``) on the gate's seeded problems, checks the
-unbiased ones against the exact gradient ($z$-tests with asserted power) and every one against the
-baseline (bias norm and trace variance per group), prints one line per check and returns 0 when
-all hold, 1 on a regression, 2 on bad input.  ``--update-baseline`` rewrites the baseline (with
+Runs every registered estimator (or ``--estimators``) and the design's non-default code paths
+(the compiled PSA kernels) on the gate's seeded problems, checks declared-unbiased groups against
+the exact gradient and the other groups' mean vectors against the baseline ($z$-tests with
+asserted power), every group's trace variance against the baseline, prints one line per check and
+returns 0 when all hold, 1 on a regression, 2 on bad input (a baseline made from a dirty tree
+included, unless ``--allow-dirty-baseline``).  ``--update-baseline`` rewrites the baseline (with
 the run manifest) after the baseline-free checks pass.
 """
 
@@ -32,6 +34,8 @@ def add_parser(sub) -> None:
                    help="restrict to these estimator specs (default: every registered estimator)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write every check and measurement to FILE")
     p.add_argument("--failures-only", action="store_true", help="print only failing checks and the summary")
+    p.add_argument("--allow-dirty-baseline", action="store_true",
+                   help="accept a baseline whose manifest says it was made from a tree with uncommitted changes")
     p.set_defaults(func=run)
 
 
@@ -67,14 +71,15 @@ def _estimators(specs, builtin_only: bool):
     if specs:
         return [registry.get(s) for s in dict.fromkeys(specs)]
     names = [n for n in registry.names() if not builtin_only or registry.origin(n).kind == "builtin"]
-    return [registry.get(n) for n in names]
+    paths = [s for _, s in DESIGN.paths if s.split(":")[0] in names]  # the non-default code paths
+    return [registry.get(n) for n in dict.fromkeys(names + paths)]
 
 
 def run(args: argparse.Namespace) -> int:
     design = DESIGN
     path = args.baseline or DEFAULT_BASELINE
     estimators = _estimators(args.estimators, builtin_only=args.baseline is None)  # bad names: InputError first
-    baseline = None if args.update_baseline else load_baseline(path, design)
+    baseline = None if args.update_baseline else load_baseline(path, design, args.allow_dirty_baseline)
     t0 = time.perf_counter()
     measurements, plan = run_suite(estimators, design)
     seconds = time.perf_counter() - t0
@@ -82,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     failed = failures(checks)
     print(f"sbn-bench check: {len(measurements)} (problem, estimator) runs in {seconds:.1f} s; Bonferroni family "
           f"m = {plan.m}, alpha = {design.alpha:g}: z_c = {plan.z_c:.3f}, z_v = {plan.z_v:.3f}; power 1-{design.beta:g} "
-          f"at a relative bias of {design.rel_delta:g}; margins bias {design.bias_margin:.0%}, "
-          f"variance {design.var_margin:.0%}")
-    print(format_table(checks, list(design.problems), args.failures_only))
+          f"at a relative bias (change) of {design.rel_delta:g}; variance margin {design.var_margin:.0%}")
+    print(format_table(checks, list(dict.fromkeys(design.problems + tuple(p for p, _ in design.paths))),
+                       args.failures_only))
     if args.json:
         _write_json(args.json, checks, measurements, plan, design, seconds)
     if args.update_baseline:
@@ -94,13 +99,16 @@ def run(args: argparse.Namespace) -> int:
         keep = None
         if args.estimators:
             try:
-                keep = load_baseline(path, design)
+                keep = load_baseline(path, design, allow_dirty=True)
             except Exception:  # noqa: BLE001 - an unusable old baseline is simply replaced
                 keep = None
         manifest = build_manifest(config=asdict(design), config_hash=design.digest(), root_seed=design.root_seed,
                                   device="cpu", label="ci-gate-baseline")
         out = write_baseline(path, measurements, plan, manifest, design, keep)
         print(f"baseline written to {out} ({len(measurements)} runs)")
+        if manifest.get("git_dirty"):
+            print("note: the tree has uncommitted changes, so the gate will refuse this baseline unless given "
+                  "--allow-dirty-baseline; commit, then regenerate it")
         return 0
     stale = sorted(set(baseline) - {(m.problem, m.estimator) for m in measurements}) if args.estimators is None else []
     if stale:
@@ -119,7 +127,7 @@ def _write_json(path, checks, measurements, plan, design, seconds) -> None:
         "plan": asdict(plan),
         "seconds": seconds,
         "checks": [{k: clean(v) for k, v in asdict(c).items()} for c in checks],
-        "measurements": [{"problem": m.problem, "estimator": m.estimator, "unbiased": m.unbiased, "n": m.n,
+        "measurements": [{"problem": m.problem, "estimator": m.estimator, "unbiased_groups": list(m.unbiased_groups), "n": m.n,
                           "seed": m.seed, "seconds": m.seconds,
                           "groups": {g: s.summary() for g, s in m.groups.items()}} for m in measurements],
     }

@@ -7,13 +7,13 @@ import json
 import os
 
 from bench.rendering import check_out_dir
-from bench.store import DEFAULT_DB, Store
+from bench.store import DEFAULT_DB, RUN_KINDS, Store
 from estimators.errors import InputError
 from estimators.inputs import safe_name
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="write a run's tidy tables (tasks, scores, timings, manifest)")
+    p = sub.add_parser("export", help="write a run's tidy tables (those it holds of tasks, scores, curves, timings) and its manifest")
     p.add_argument("run_ref", metavar="RUN", help="run id, unique prefix, or 'latest'")
     p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
     p.add_argument("--out", default=".", help="output directory (default: .)")
@@ -29,11 +29,13 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise InputError("--format parquet needs pyarrow: pip install 'sbn-bench[parquet]'") from None
     with Store(args.db) as store:
-        run_id = store.resolve(args.run_ref)
+        run_id = store.resolve(args.run_ref, RUN_KINDS)
         manifest = store.manifest(run_id)
         tasks = store.tasks(run_id)
         tasks["facts"] = [json.dumps(f, sort_keys=True) for f in tasks["facts"]]  # measured facts as one JSON cell
-        tables = {"tasks": tasks, "scores": store.scores(run_id), "timings": store.timings(run_id)}
+        tables = {"tasks": tasks, "scores": store.scores(run_id), "curves": store.curves(run_id),
+                  "timings": store.timings(run_id)}
+    tables = {name: df for name, df in tables.items() if not df.empty}  # no empty files: what the run holds
     stem = safe_name(run_id, "run id")  # stored ids from older versions may not be file-safe: refuse them
     targets = [os.path.join(args.out, f"{stem}.{name}.{args.format}") for name in tables]
     targets.append(os.path.join(args.out, f"{stem}.manifest.json"))

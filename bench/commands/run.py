@@ -35,6 +35,11 @@ def add_parser(sub) -> None:
     p.add_argument("--reference", choices=("auto", "exact", "mc"),
                    help="reference gradient: exact enumeration, Monte Carlo (mc), or auto (exact where it fits)")
     p.add_argument("--name", help="run name (default: the preset's or config file's)")
+    p.add_argument("--cost-time", type=float, metavar="SECONDS",
+                   help="seconds of warm, repeated timing per task for its cost per draw (default 0.5; 0: off)")
+    p.add_argument("--clock", choices=("wall", "cpu"),
+                   help="clock of the cost per draw: wall (default) or cpu: process CPU time, with --threads 1")
+    p.add_argument("--threads", type=int, help="torch threads while the cost is timed (default: the worker's)")
     p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default: ./{DEFAULT_DB})")
     p.add_argument("--executor", choices=EXECUTORS,
                    help="inprocess (default; psa2020 and scaling use 'process' with 2 workers), process, dask, dask-local")
@@ -74,7 +79,8 @@ def build_config(args: argparse.Namespace):
             raise InputError(f"--grid {args.grid!r} must be a comma list of integers") from None
     flags = dict(draws=args.draws, chunk=args.chunk, seed=args.seed, device=args.device, dtype=args.dtype,
                  exact_method=args.exact_method, memory_budget_gib=args.memory_budget, name=args.name,
-                 reference=args.reference)
+                 reference=args.reference, cost_time=args.cost_time, cost_clock=args.clock,
+                 cost_threads=args.threads)
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.draws is not None and "grid" in base and base["grid"] and args.grid is None:
         base["grid"] = [m for m in base["grid"] if m <= args.draws]
@@ -100,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"run {out.run_id}: {out.total} tasks, {out.already_done} already stored, {out.ran} computed"
           f"{f', {out.failed} failed' if out.failed else ''}"
           f"{f', {out.elsewhere} computed by another run of this sweep' if out.elsewhere else ''} -> {args.db}")
+    if out.superseded:
+        print(f"note: {out.superseded} stored task(s) of this run were made by other estimator code or from other "
+              f"problem content; they are kept in the store and left out of its results", file=sys.stderr)
     for line in out.errors[:5]:
         print(f"note: failed: {line}", file=sys.stderr)
     if len(out.errors) > 5:

@@ -21,10 +21,12 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with Store(args.db) as store:
-        run_id = store.resolve(args.run_ref)
-        scores, tasks = store.scores(run_id), store.tasks(run_id)
+        run_id = store.resolve(args.run_ref, ("accuracy", "training"))  # latest: a run with scores or curves
+        scores, tasks, curves = store.scores(run_id), store.tasks(run_id), store.curves(run_id)
+    if scores.empty and not curves.empty:
+        return _show_training(run_id, curves, tasks)
     if scores.empty and tasks.empty:
-        raise InputError(f"run {run_id} has no tasks yet")
+        raise InputError(f"run {run_id} has no scored tasks (a timing run? see 'sbn-bench runs')")
     sel = scores[scores.metric == args.metric]
     if sel.empty:
         raise InputError(f"run {run_id} has no metric {args.metric!r} (metrics: {', '.join(sorted(scores.metric.unique()))})")
@@ -39,5 +41,21 @@ def run(args: argparse.Namespace) -> int:
         print(table[cols].to_string())
     failed = tasks[tasks.status != "done"]
     for _, t in failed.iterrows():
+        print(f"FAILED {t.problem} / {t.estimator}: {t.error}")
+    return 0
+
+
+def _show_training(run_id: str, curves: pd.DataFrame, tasks: pd.DataFrame) -> int:
+    """A training run: each task's per-epoch metrics at its last epoch (the curves: ``export``)."""
+    per_epoch = curves[curves.epoch > 0]
+    if per_epoch.empty:
+        raise InputError(f"training run {run_id} has no per-epoch records yet")
+    last = per_epoch.sort_values("epoch").groupby(["problem", "estimator", "metric"], sort=False).tail(1)
+    table = last.pivot_table(index=["problem", "estimator"], columns="metric", values="value", sort=False)
+    table.insert(0, "epoch", last.groupby(["problem", "estimator"], sort=False).epoch.max())
+    print(f"run {run_id}: training, each metric at the last epoch (per-epoch curves: sbn-bench export)")
+    with pd.option_context("display.width", 200, "display.max_rows", 500, "display.float_format", "{:.4g}".format):
+        print(table.to_string())
+    for _, t in tasks[tasks.status != "done"].iterrows():
         print(f"FAILED {t.problem} / {t.estimator}: {t.error}")
     return 0

@@ -89,8 +89,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"run {out.run_id}: {len(out.tasks)} tasks, {out.already_done} already stored, {out.trained} trained"
           f"{f', {out.failed} failed' if out.failed else ''} -> {args.db}")
     if cfg.checkpoint_epochs:
-        print(f"checkpoints: {os.path.dirname(os.path.dirname(checkpoint_file(ckdir, out.tasks[0], 0)))}/"
-              f"<problem>__<estimator>__<key>/chk-<epoch>.npz (score with: sbn-bench run --problem-file FILE)")
+        for task in out.tasks:
+            files = [checkpoint_file(ckdir, task, e, out.tasks) for e in sorted(cfg.checkpoint_epochs)]
+            print(f"checkpoints of {task['estimator']}: {', '.join(f for f in files if os.path.exists(f))}")
+        print("score them with: sbn-bench run --problem-file FILE.npz")
     if not args.no_report:
         for fmt, path in render(args.db, [out.run_id], args.report_dir or f"sbn-report/{out.run_id}", args.format).items():
             print(f"report ({fmt}): {path}")

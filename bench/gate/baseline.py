@@ -1,10 +1,12 @@
-"""The CI gate's committed baseline: one JSON file with the design, the run manifest and, per
-(problem, estimator, group), the bias norm and its noise floor, the trace variance and its SE, N
-and the seed.
+"""The CI gate's committed baseline (``docs/gate.md#baseline``): one JSON file with the design, the run
+manifest and, per (problem, estimator, group), the per-coordinate mean and variance (version 2), the
+bias norm and its noise floor, the trace variance and its SE, N and the seed.
 
-A missing, unreadable or malformed file, or one made under another gate design (its digest
-differs), raises :class:`~estimators.errors.InputError` (exit code 2); regenerate it with
-``sbn-bench check --update-baseline``.  Writes are atomic (temporary file, then rename).
+A missing, unreadable or malformed file, one of another version (version 1 stored norms only), one
+made under another gate design (its digest differs), or one whose manifest says it was made from a
+dirty tree (unless ``allow_dirty``) raises :class:`~estimators.errors.InputError` (exit code 2);
+regenerate it with ``sbn-bench check --update-baseline`` from a clean commit.  Writes are atomic
+(temporary file, then rename).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -22,23 +25,24 @@ from estimators.errors import InputError
 __all__ = ["DEFAULT_BASELINE", "FORMAT", "load_baseline", "write_baseline", "entry_of"]
 
 FORMAT = "sbn-bench-gate-baseline"
-VERSION = 1
+VERSION = 2
 DEFAULT_BASELINE = Path(__file__).resolve().parent / "baselines" / "ci.json"
 _GROUP_KEYS = ("size", "n", "grad_norm", "bias_norm", "noise_floor", "trace_var", "trace_var_se")
 
 
 def entry_of(meas: Measurement, plan: Plan) -> dict:
-    """The baseline record of one measurement (summaries only, no per-coordinate vectors)."""
+    """The baseline record of one measurement: per group the summaries and the per-coordinate mean and
+    variance (what the ``bias`` check compares with)."""
     return {
         "problem": meas.problem,
         "estimator": meas.estimator,
-        "unbiased": meas.unbiased,
+        "unbiased_groups": list(meas.unbiased_groups),
         "n": meas.n,
         "seed": meas.seed,
         "seconds": round(meas.seconds, 4),
-        "detectable_rel_bias": detectable_bias(meas, plan) if meas.unbiased else None,
-        "detectable_rel_bias_groups": detectable_group_bias(meas, plan) if meas.unbiased else None,
-        "groups": {name: gs.summary() for name, gs in meas.groups.items()},
+        "detectable_rel_bias": detectable_bias(meas, plan),
+        "detectable_rel_bias_groups": detectable_group_bias(meas, plan),
+        "groups": {name: gs.record() for name, gs in meas.groups.items()},
     }
 
 
@@ -58,7 +62,8 @@ def _read(path: Path) -> dict:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{path} is not an sbn-bench gate baseline (missing format {FORMAT!r})")
     if data.get("version") != VERSION:
-        raise InputError(f"baseline {path} has version {data.get('version')!r}; this sbn-bench reads version {VERSION}")
+        raise InputError(f"baseline {path} has version {data.get('version')!r} (this sbn-bench reads version {VERSION}, "
+                         f"with per-coordinate means); regenerate it with 'sbn-bench check --update-baseline'")
     return data
 
 
@@ -74,13 +79,27 @@ def _valid_entry(entry: object) -> bool:
             value = group.get(key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 return False
+        for key in ("mean", "var"):
+            vec = group.get(key)
+            if not isinstance(vec, list) or len(vec) != group["size"] or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vec):
+                return False
+        if group["n"] < 1 or min(group["var"], default=0.0) < 0:
+            return False
     return True
 
 
-def load_baseline(path: str | os.PathLike, design: Design = DESIGN) -> dict[tuple[str, str], dict]:
-    """Entries of the baseline at ``path`` keyed by ``(problem spec, estimator spec)``."""
+def load_baseline(path: str | os.PathLike, design: Design = DESIGN, allow_dirty: bool = False
+                  ) -> dict[tuple[str, str], dict]:
+    """Entries of the baseline at ``path`` keyed by ``(problem spec, estimator spec)``; a baseline made from a
+    dirty tree (its manifest's ``git_dirty`` is true) is refused unless ``allow_dirty``."""
     path = Path(path)
     data = _read(path)
+    manifest = data.get("manifest")
+    if not allow_dirty and isinstance(manifest, dict) and manifest.get("git_dirty") is True:
+        raise InputError(f"baseline {path} was made from a dirty tree (commit {manifest.get('git_commit')!r} plus "
+                         f"uncommitted changes); regenerate it from a clean commit with 'sbn-bench check "
+                         f"--update-baseline', or pass --allow-dirty-baseline")
     if data.get("design_digest") != design.digest():
         raise InputError(f"baseline {path} was made under another gate design (digest {data.get('design_digest')!r}, "
                          f"now {design.digest()!r}); regenerate it with 'sbn-bench check --update-baseline'")
@@ -91,9 +110,19 @@ def load_baseline(path: str | os.PathLike, design: Design = DESIGN) -> dict[tupl
     for i, entry in enumerate(entries):
         if not _valid_entry(entry):
             raise InputError(f"baseline {path}: entry {i} is malformed (needs problem, estimator and per-group "
-                             f"{', '.join(_GROUP_KEYS)} as finite non-negative numbers)")
+                             f"{', '.join(_GROUP_KEYS)} as finite non-negative numbers, and mean and var lists of "
+                             f"size finite numbers)")
         out[(entry["problem"], entry["estimator"])] = entry
     return out
+
+
+_NUMBER_LIST = re.compile(r"\[\s+((?:-?[0-9][0-9.eE+-]*,\s+)*-?[0-9][0-9.eE+-]*)\s+\]")
+
+
+def _dumps(data: dict) -> str:
+    """Indented JSON with every list of numbers on one line (reviewable diffs, a small file)."""
+    text = json.dumps(data, indent=1, allow_nan=False)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
 
 
 def write_baseline(path: str | os.PathLike, measurements: list[Measurement], plan: Plan, manifest: dict,
@@ -115,8 +144,7 @@ def write_baseline(path: str | os.PathLike, measurements: list[Measurement], pla
     fd, tmp = tempfile.mkstemp(prefix=".baseline-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, allow_nan=False)
-            fh.write("\n")
+            fh.write(_dumps(data) + "\n")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,55 +1,56 @@
 r"""The CI regression gate's statistical design and its checks (pure functions, no sampling).
 
-``sbn-bench check`` runs every registered estimator on the small problems of :data:`DESIGN` with
-fixed seeds (:mod:`bench.gate.measure`) and judges the result with the functions below against the
-exact gradient and a committed baseline (:mod:`bench.gate.baseline`).
+``sbn-bench check`` runs every registered estimator (plus the non-default code paths of
+:attr:`Design.paths`) on the small problems of :data:`DESIGN` with fixed seeds
+(:mod:`bench.gate.measure`) and judges the result with the functions below against the exact
+gradient and a committed baseline (:mod:`bench.gate.baseline`).  ``docs/gate.md#design``.
 
-**Family and false-fail rate.**  Every random event that can fail an unchanged tree is counted in
-one Bonferroni family of size $m=m_1+m_2+m_3$ (:func:`plan_for`), so the family-wise false-fail
-rate is at most $\alpha=10^{-3}$:
+**One test per coordinate, one per group.**  Every estimator declares which of its parameter
+groups are unbiased on a problem (:meth:`estimators.base.Estimator.unbiased_groups`: every group of an
+unbiased estimator, PSA's last hidden layer and head, the straight-through family's head).
 
-- $m_1$: one two-sided coordinate $z$-test per coordinate of every unbiased estimator on every
-  problem, $z_i=(\bar g_i-g_i)/\mathrm{SE}_i$, $\mathrm{SE}_i=\sqrt{s_i^2/N}$; fail if
-  $\max_i|z_i|>z_c=z_{1-\alpha/(2m)}$.
-- $m_2$: the bias-norm checks (every estimator, every group) use two boxes, now and baseline, each
-  of $P_g$ coordinates: with probability $\ge1-2P_g\alpha/(2m)$ every $|\bar g_i-\mathbb E\hat g_i|\le
-  z_c\mathrm{SE}_i$, hence $\big|\lVert\bar g-g\rVert-\lVert b\rVert\big|\le z_c\,\nu$ with the
-  noise floor $\nu=\sqrt{\sum_is_i^2/N}$.  A group fails if
-  $\lVert\bar g-g\rVert-z_c\nu>(1+r_b)\,(\lVert\bar g_0-g\rVert+z_c\nu_0)$ (0 = baseline), which under
-  "no regression" ($\lVert b\rVert\le(1+r_b)\lVert b_0\rVert$) needs one of the boxes to be violated.
-  $m_2=2\sum P_g$.  Relative margin $r_b=10\%$.
-- $m_3$: the trace-variance checks (every estimator, every group), one-sided:
-  fail if $\operatorname{tr}\widehat{\mathrm{Var}}>(1+r_v)\operatorname{tr}\widehat{\mathrm{Var}}_0
-  +z_v\sqrt{\mathrm{SE}^2+(1+r_v)^2\mathrm{SE}_0^2}$ with $z_v=z_{1-\alpha/m}$, $r_v=10\%$ and the
-  SE of the trace from the fourth moment (the spread of $\lVert\hat g_d-c\rVert^2$ over draws,
-  $c$ the first chunk's mean), so heavy tails (REINFORCE) widen it honestly.  $m_3=\sum1$.
+- A *declared-unbiased* group gets a two-sided $z$-test per coordinate against the exact gradient,
+  $z_i=(\bar g_i-g_i)/\mathrm{SE}_i$, $\mathrm{SE}_i=\sqrt{s_i^2/N}$ (check ``unbiased``).
+- Any *other* group is compared with the baseline's mean vector: a two-sided $z$-test per
+  coordinate of the difference, $z_i=(\bar g_i-\bar g_{0,i})/\sqrt{s_i^2/N+s_{0,i}^2/N_0}$ (check
+  ``bias``).  The exact gradient is the same in both runs, so this tests the bias vector
+  $b-b_0$ itself: a bias that grows, shrinks or turns fails alike; an unchanged estimator run with
+  its own stream again has $\mathbb E z_i=0$.
+- Every group gets one one-sided trace-variance check against the baseline (check ``variance``):
+  fail if $T>(1+r_v)T_0+z_v\sqrt{\mathrm{SE}_T^2+(1+r_v)^2\mathrm{SE}_{T,0}^2}$, $r_v=10\%$, with the
+  SE of the trace from the fourth moment (the spread of $\lVert\hat g_d-c\rVert^2$ over draws, $c$
+  the first chunk's mean), so heavy tails widen it honestly.
 
-With the fixed seed an unchanged tree on the same platform reproduces the baseline exactly and
-passes; a torch upgrade that changes the random streams fails with probability $\le\alpha$.
+**Family and false-fail rate.**  The $z$-tests and variance checks of one run form one Bonferroni
+family of size $m=\sum P+\sum G$ over the (problem, estimator) tasks ($P$ coordinates and $G$
+groups per task, :func:`plan_for`): coordinate tests use $z_c=z_{1-\alpha/(2m)}$, variance checks
+$z_v=z_{1-\alpha/m}$, so the family-wise false-fail rate is at most $\alpha=10^{-3}$.  With the fixed
+seeds an unchanged tree on the same platform reproduces the baseline exactly and passes; a torch
+upgrade that changes the random streams fails with probability $\le\alpha$.
 
-**Power (asserted, not hoped for).**  The smallest bias the gate promises to catch is
-$\delta=5\%$ of $\lVert g\rVert$ (the problem's whole gradient) spread over its $P$ coordinates,
-$\delta_i=0.05\lVert g\rVert/\sqrt P$: any bias vector of norm $\ge\delta$ has a coordinate with
-$|b_i|\ge\delta_i$.  Each unbiased estimator draws until
-$\max_i\mathrm{SE}_i\,(z_c+z_{1-\beta})\le\delta_i$ (variance-only stopping rule, times a safety
-factor 1.1; mean and variance estimates are asymptotically independent, so the $z$-test stays
-valid), with $\beta=10^{-3}$; the ``power`` check then asserts the design with the final SE and
-fails deterministically when the cap $N_{\max}$ was reached first.  With the 17 estimators
-registered when the baseline was made, on the three problems, $m=3963$: $z_c=5.16$, $z_v=5.03$, $z_{1-\beta}=3.09$, i.e.
-$N\approx1.1\,(8.25\,s_{\max}\sqrt P/(0.05\lVert g\rVert))^2$ (57k to 1.1M draws).  The
-note of each ``power`` line also gives the bias detectable within one group alone,
-$\max_i\mathrm{SE}_i(z_c+z_{1-\beta})\sqrt{P_g}/\lVert g_g\rVert$ (information, not asserted).
-Biased estimators draw $N_b=262\,144$.  Outside the boxes (probability $\le\alpha$) a bias-norm
-regression is caught for sure once $\lVert b\rVert>(1+r_b)(\lVert b_0\rVert+2z_c\nu_0)+2z_c\nu$,
-i.e. above the 10% margin plus about $4z_c\approx21$ noise floors ($\nu\approx\sqrt{\operatorname{tr}
-\mathrm{Var}/N}$, printed as the SE of ``bias`` lines).  Deterministic estimators stop after one chunk.
+**Power (asserted, not hoped for).**  The smallest change the gate promises to catch is a bias (or
+a change of the bias vector) of $\delta=5\%$ of $\lVert g\rVert$, the problem's whole gradient,
+spread over its $P$ coordinates: $\delta_i=0.05\lVert g\rVert/\sqrt P$ (any vector of that norm
+has a coordinate at least that large).  Each estimator draws, one chunk at a time, until
+$\max_i\mathrm{SE}^{\rm test}_i(z_c+z_{1-\beta})\le\delta_i$ times a safety factor 1.1, where the
+test's SE is $s_i/\sqrt N$ for coordinates tested against the exact gradient and
+$\sqrt{2}\,s_i/\sqrt N$ for those tested against the baseline (whose run has the same spread);
+$\beta=10^{-3}$, at least $N_{\min}$ draws.  The stopping rule looks at variances only (mean and
+variance estimates are asymptotically independent, so the $z$-tests stay valid).  The ``power``
+check then asserts the design with the final SEs (the baseline's own for the difference tests)
+and fails deterministically when the cap $N_{\max}$ came first.  The note of each ``power`` line
+gives the change detectable within one group alone (information).
 
-A run that raises or returns non-finite values is a failed ``error`` check (a regression, exit 1),
-and a baseline group whose exact-gradient norm differs from today's (the problem changed) is a
-failed ``baseline`` check, as is a (problem, estimator) missing from the baseline.
+A run that raises or returns non-finite values is a failed ``error`` check (a regression, exit 1);
+a baseline group whose exact gradient differs from today's (the problem changed) is a failed
+``baseline`` check, as is a (problem, estimator) or group missing from the baseline.  A code path
+of :attr:`Design.paths` that did not run where it should (the compiled PSA kernel fell back to
+eager) is a failed ``path`` check.
 
 The $z$-tests rest on the CLT for $\bar g_i$ at $N\ge32\,768$ draws; a skewed per-draw
 distribution shifts the far tail by $O(\gamma z^2/(6\sqrt N))$, small against the margins here.
+Exactly reproducible (zero-variance) coordinates get an absolute rounding floor
+$10^{-9}\lVert g_{\rm group}\rVert+10^{-12}$ on their SE.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ from statistics import NormalDist
 import numpy as np
 
 __all__ = ["Design", "DESIGN", "Plan", "plan_for", "GroupStats", "Measurement", "Check", "check_unbiased",
-           "detectable_bias", "detectable_group_bias", "check_power", "check_bias", "check_variance", "evaluate", "failures"]
+           "check_bias_shift", "coordinate_se", "detectable_bias", "detectable_group_bias", "check_power", "check_variance",
+           "check_path", "evaluate", "failures"]
 
 
 @dataclass(frozen=True)
@@ -75,16 +77,23 @@ class Design:
         "random:widths=2-3-3,points=4,seed=10,encoding=01,loss=softmax,noise=gaussian",
         "random:widths=2-3-3-3,points=4,seed=6,encoding=pm1",
     )
+    #: non-default code paths, as (problem spec, estimator spec) tasks run besides the registry's
+    #: estimators on :attr:`problems`: the compiled PSA kernels (``auto`` picks eager for the gate's
+    #: small layers), fully connected on the two logistic problems and convolutional on a tiny
+    #: enumerable conv network
+    paths: tuple[tuple[str, str], ...] = (
+        ("random:widths=2-3-3,points=4,seed=7,encoding=pm1", "psa:kernel=fused"),
+        ("random:widths=2-3-3-3,points=4,seed=6,encoding=pm1", "psa:kernel=fused"),
+        ("conv-tiny:seed=3,points=4", "psa:kernel=fused"),
+    )
     root_seed: int = 20_200_603
     alpha: float = 1e-3  # family-wise false-fail rate
-    beta: float = 1e-3  # miss rate at the promised bias
-    rel_delta: float = 0.05  # promised detectable bias, relative to ||g||
-    bias_margin: float = 0.10
+    beta: float = 1e-3  # miss rate at the promised change
+    rel_delta: float = 0.05  # promised detectable bias (change), relative to ||g||
     var_margin: float = 0.10
     chunk: int = 8192  # draws per estimator call (fixes the random stream)
-    n_min: int = 32_768  # unbiased estimators: at least this many draws
-    n_biased: int = 262_144
-    n_max: int = 2_097_152
+    n_min: int = 32_768  # stochastic estimators: at least this many draws
+    n_max: int = 8_388_608
     safety: float = 1.1
 
     def digest(self) -> str:
@@ -108,12 +117,10 @@ class Plan:
         return self.z_c + self.z_beta
 
 
-def plan_for(tasks: list[tuple[list[int], bool]], design: Design = DESIGN) -> Plan:
-    """Thresholds for ``tasks``: one ``(group sizes, unbiased)`` pair per (problem, estimator)."""
-    m1 = sum(sum(sizes) for sizes, unbiased in tasks if unbiased)
-    m2 = sum(2 * sum(sizes) for sizes, _ in tasks)
-    m3 = sum(len(sizes) for sizes, _ in tasks)
-    m = max(m1 + m2 + m3, 1)
+def plan_for(tasks: list[list[int]], design: Design = DESIGN) -> Plan:
+    """Thresholds for ``tasks``: the group sizes of each (problem, estimator) task (one coordinate test
+    per coordinate, one variance check per group)."""
+    m = max(sum(sum(sizes) + len(sizes) for sizes in tasks), 1)
     nd = NormalDist()
     return Plan(m=m, z_c=nd.inv_cdf(1 - design.alpha / (2 * m)), z_v=nd.inv_cdf(1 - design.alpha / m),
                 z_beta=nd.inv_cdf(1 - design.beta))
@@ -130,15 +137,19 @@ class GroupStats:
     noise_floor: float  # sqrt(sum var / n)
     trace_var: float
     trace_var_se: float
-    mean: np.ndarray | None = None  # per coordinate (absent when read from a baseline)
-    var: np.ndarray | None = None
-    exact: np.ndarray | None = None
+    mean: np.ndarray
+    var: np.ndarray
+    exact: np.ndarray | None = None  # absent when read from a baseline
 
     def summary(self) -> dict:
         debiased = math.sqrt(max(self.bias_norm**2 - self.noise_floor**2, 0.0))
         return dict(size=self.size, n=self.n, grad_norm=self.grad_norm, bias_norm=self.bias_norm,
                     noise_floor=self.noise_floor, bias_norm_debiased=debiased, trace_var=self.trace_var,
                     trace_var_se=self.trace_var_se)
+
+    def record(self) -> dict:
+        """The baseline's record: the summary plus the per-coordinate mean and variance."""
+        return {**self.summary(), "mean": [float(v) for v in self.mean], "var": [float(v) for v in self.var]}
 
 
 @dataclass
@@ -147,13 +158,14 @@ class Measurement:
 
     problem: str
     estimator: str
-    unbiased: bool
+    unbiased_groups: tuple[str, ...]  # declared by the estimator for this problem
     n: int
     seed: int
     seconds: float
     full_grad_norm: float
     groups: dict[str, GroupStats] = field(default_factory=dict)
     error: str = ""  # the estimator raised or returned non-finite values: a failed check
+    path: str = ""  # for Design.paths tasks: why the path did not run ("" when it ran or is not checked)
 
 
 @dataclass
@@ -177,59 +189,84 @@ def _tiny(scale: float) -> float:
     return 1e-9 * scale + 1e-12
 
 
+def _worst(meas: Measurement, name: str, check: str, target: np.ndarray, se: np.ndarray, plan: Plan,
+           what: str) -> Check:
+    gs = meas.groups[name]
+    z = (gs.mean - target) / se
+    i = int(np.argmax(np.abs(z)))
+    bad = np.flatnonzero(np.abs(z) > plan.z_c)
+    note = f"coordinate {i}, z = {z[i]:+.2f}, N = {meas.n}, seed = {meas.seed}"
+    if bad.size:
+        note += "; failing coordinates " + ", ".join(
+            f"{j} (mean {gs.mean[j]:.6g}, {what} {target[j]:.6g}, SE {se[j]:.2g}, z {z[j]:+.1f})" for j in bad[:6])
+    return Check(meas.problem, meas.estimator, name, check, float(gs.mean[i]), float(target[i]), float(se[i]),
+                 plan.z_c, bool(abs(z[i]) <= plan.z_c), note)
+
+
 def check_unbiased(meas: Measurement, plan: Plan) -> list[Check]:
-    """Per group, the worst coordinate $z$-test of an unbiased estimator against the exact gradient."""
+    """Per declared-unbiased group, the worst coordinate $z$-test against the exact gradient."""
     out = []
     for name, gs in meas.groups.items():
-        se = np.sqrt(gs.var / gs.n + _tiny(gs.grad_norm) ** 2)  # a rounding floor for zero-variance coordinates
-        diff = gs.mean - gs.exact
-        z = diff / se
-        i = int(np.argmax(np.abs(z)))
-        bad = np.flatnonzero(np.abs(z) > plan.z_c)
-        note = f"coordinate {i}, z = {z[i]:+.2f}, N = {meas.n}, seed = {meas.seed}"
-        if bad.size:
-            note += "; failing coordinates " + ", ".join(
-                f"{j} (mean {gs.mean[j]:.6g}, exact {gs.exact[j]:.6g}, SE {se[j]:.2g}, z {z[j]:+.1f})" for j in bad[:6])
-        out.append(Check(meas.problem, meas.estimator, name, "unbiased", float(gs.mean[i]), float(gs.exact[i]),
-                         float(se[i]), plan.z_c, bool(abs(z[i]) <= plan.z_c), note))
+        if name in meas.unbiased_groups:
+            se = np.sqrt(gs.var / gs.n + _tiny(gs.grad_norm) ** 2)
+            out.append(_worst(meas, name, "unbiased", gs.exact, se, plan, "exact"))
     return out
 
 
-def detectable_bias(meas: Measurement, plan: Plan) -> float:
-    r"""Smallest relative bias $\lVert b\rVert/\lVert g\rVert$ the run detects with power $1-\beta$ (worst-case spread)."""
+def check_bias_shift(meas: Measurement, name: str, base: dict, plan: Plan) -> Check:
+    """One group's mean vector against the baseline's: the worst coordinate $z$-test of the difference."""
+    gs = meas.groups[name]
+    se = np.sqrt(gs.var / gs.n + np.asarray(base["var"]) / base["n"] + _tiny(gs.grad_norm) ** 2)
+    check = _worst(meas, name, "bias", np.asarray(base["mean"], dtype=float), se, plan, "baseline")
+    check.note += f"; bias norm {gs.bias_norm:.4g} (baseline {base['bias_norm']:.4g})"
+    return check
+
+
+def coordinate_se(meas: Measurement, baseline_entry: dict | None = None) -> dict[str, np.ndarray]:
+    r"""Per group, the SE of each coordinate's $z$-test: $s_i/\sqrt N$ against the exact gradient
+    (declared-unbiased groups), $\sqrt{s_i^2/N+s_{0,i}^2/N_0}$ against the baseline (others; without a
+    baseline the next run's own spread is assumed, $\sqrt2\,s_i/\sqrt N$)."""
+    out = {}
+    for name, gs in meas.groups.items():
+        if name in meas.unbiased_groups:
+            out[name] = np.sqrt(gs.var / gs.n)
+            continue
+        base = (baseline_entry or {}).get("groups", {}).get(name)
+        if base is None:
+            out[name] = np.sqrt(2 * gs.var / gs.n)
+        else:
+            out[name] = np.sqrt(gs.var / gs.n + np.asarray(base["var"]) / base["n"])
+    return out
+
+
+def detectable_bias(meas: Measurement, plan: Plan, baseline_entry: dict | None = None) -> float:
+    r"""Smallest relative bias (change) $\lVert b\rVert/\lVert g\rVert$ the run detects with power $1-\beta$
+    (worst-case spread)."""
+    se = coordinate_se(meas, baseline_entry)
     P = sum(gs.size for gs in meas.groups.values())
-    se_max = max(float(np.sqrt(gs.var.max() / gs.n)) for gs in meas.groups.values())
+    se_max = max(float(v.max()) for v in se.values())
     if meas.full_grad_norm <= 0:
         return math.inf if se_max > 0 else 0.0
     return se_max * plan.power_factor * math.sqrt(P) / meas.full_grad_norm
 
 
-def detectable_group_bias(meas: Measurement, plan: Plan) -> dict[str, float]:
+def detectable_group_bias(meas: Measurement, plan: Plan, baseline_entry: dict | None = None) -> dict[str, float]:
     r"""Per group, the smallest $\lVert b_g\rVert/\lVert g_g\rVert$ detected with power $1-\beta$ (information only)."""
     out = {}
-    for name, gs in meas.groups.items():
-        se = float(np.sqrt(gs.var.max() / gs.n))
-        out[name] = se * plan.power_factor * math.sqrt(gs.size) / gs.grad_norm if gs.grad_norm > 0 else math.inf
+    for name, se in coordinate_se(meas, baseline_entry).items():
+        gs = meas.groups[name]
+        out[name] = float(se.max()) * plan.power_factor * math.sqrt(gs.size) / gs.grad_norm if gs.grad_norm > 0 \
+            else math.inf
     return out
 
 
-def check_power(meas: Measurement, plan: Plan, design: Design = DESIGN) -> Check:
-    """Assert the design: the run detects a relative bias of ``design.rel_delta`` with power $1-\\beta$."""
-    d = detectable_bias(meas, plan)
-    per_group = ", ".join(f"{k} {v:.3g}" for k, v in detectable_group_bias(meas, plan).items())
+def check_power(meas: Measurement, plan: Plan, design: Design = DESIGN, baseline_entry: dict | None = None) -> Check:
+    """Assert the design: the run detects a relative bias (change) of ``design.rel_delta`` with power $1-\\beta$."""
+    d = detectable_bias(meas, plan, baseline_entry)
+    per_group = ", ".join(f"{k} {v:.3g}" for k, v in detectable_group_bias(meas, plan, baseline_entry).items())
     return Check(meas.problem, meas.estimator, "all", "power", d, design.rel_delta, math.nan, design.rel_delta,
                  d <= design.rel_delta, f"N = {meas.n}; detectable relative bias at power 1-{design.beta:g}: "
                  f"{d:.3g} of ||g|| (within a group alone: {per_group})")
-
-
-def check_bias(problem: str, estimator: str, group: str, now: dict, base: dict, plan: Plan,
-               design: Design = DESIGN) -> Check:
-    """Bias norm must not exceed the baseline's beyond the noise boxes and the relative margin."""
-    z, r = plan.z_c, design.bias_margin
-    limit = z * now["noise_floor"] + (1 + r) * (base["bias_norm"] + z * base["noise_floor"])
-    limit += _tiny(now["grad_norm"])
-    return Check(problem, estimator, group, "bias", now["bias_norm"], base["bias_norm"], now["noise_floor"], limit,
-                 now["bias_norm"] <= limit)
 
 
 def check_variance(problem: str, estimator: str, group: str, now: dict, base: dict, plan: Plan,
@@ -242,30 +279,40 @@ def check_variance(problem: str, estimator: str, group: str, now: dict, base: di
                  limit, now["trace_var"] <= limit)
 
 
+def check_path(meas: Measurement) -> Check:
+    """A :attr:`Design.paths` task: its code path ran (deterministic; ``meas.path`` says why not)."""
+    return Check(meas.problem, meas.estimator, "all", "path", math.nan, math.nan, math.nan, math.nan,
+                 not meas.path, meas.path or "the non-default code path ran")
+
+
 def evaluate(measurements: list[Measurement], baseline: dict[tuple[str, str], dict] | None, plan: Plan,
-             design: Design = DESIGN) -> list[Check]:
-    """All checks of a run; ``baseline`` maps (problem, estimator) to an entry (``None``: skip comparisons)."""
+             design: Design = DESIGN, paths: set[tuple[str, str]] | None = None) -> list[Check]:
+    """All checks of a run; ``baseline`` maps (problem, estimator) to an entry (``None``: skip comparisons);
+    ``paths`` are the (problem, estimator) tasks whose code path is checked (default: ``design.paths``)."""
+    paths = set(design.paths) if paths is None else paths
     out: list[Check] = []
     for meas in measurements:
         if meas.error:
             out.append(Check(meas.problem, meas.estimator, "all", "error", math.nan, math.nan, math.nan, math.nan,
                              False, meas.error))
             continue
-        if meas.unbiased:
-            out += check_unbiased(meas, plan)
-            out.append(check_power(meas, plan, design))
+        if (meas.problem, meas.estimator) in paths:
+            out.append(check_path(meas))
+        out += check_unbiased(meas, plan)
         if baseline is None:
+            out.append(check_power(meas, plan, design))
             continue
         entry = baseline.get((meas.problem, meas.estimator))
         if entry is None:
             out.append(Check(meas.problem, meas.estimator, "all", "baseline", math.nan, math.nan, math.nan, math.nan,
                              False, "no baseline entry: run 'sbn-bench check --update-baseline'"))
             continue
+        usable = {}
         for name, gs in meas.groups.items():
             base = entry["groups"].get(name)
-            if base is None:
+            if base is None or base["size"] != gs.size:
                 out.append(Check(meas.problem, meas.estimator, name, "baseline", math.nan, math.nan, math.nan,
-                                 math.nan, False, "group missing from the baseline"))
+                                 math.nan, False, "group missing from the baseline (or of another size)"))
                 continue
             now = gs.summary()
             if not math.isclose(now["grad_norm"], base["grad_norm"], rel_tol=1e-9, abs_tol=1e-12):
@@ -273,8 +320,12 @@ def evaluate(measurements: list[Measurement], baseline: dict[tuple[str, str], di
                                  math.nan, math.nan, False, "the exact gradient differs from the baseline's: the "
                                  "problem changed; review and run 'sbn-bench check --update-baseline'"))
                 continue
-            out.append(check_bias(meas.problem, meas.estimator, name, now, base, plan, design))
+            usable[name] = base
+            if name not in meas.unbiased_groups:
+                out.append(check_bias_shift(meas, name, base, plan))
             out.append(check_variance(meas.problem, meas.estimator, name, now, base, plan, design))
+        if len(usable) == len(meas.groups):
+            out.append(check_power(meas, plan, design, {"groups": usable}))
     return out
 
 

@@ -7,10 +7,12 @@ mean and variance accumulate in float64 (Welford + Chan, :class:`bench.accumulat
 per group the spread of $q_d=\lVert\hat g_d-c\rVert^2$ ($c$ the first chunk's mean) gives the
 fourth-moment SE of the trace variance.  Memory does not grow with $N$.
 
-Stopping (variance only, never the mean): unbiased estimators stop once
-$N\ge\max(N_{\min},\ \mathrm{safety}\cdot\max_is_i^2(z_c+z_{1-\beta})^2/\delta_i^2)$ or at $N_{\max}$;
-biased ones at $N_b$; deterministic estimators (every $s_i\le10^{-10}\lVert g\rVert$: rounding only)
-after one chunk.
+Stopping (variance only, never the mean): every estimator stops once
+$N\ge\max(N_{\min},\ \mathrm{safety}\cdot\max_ik_is_i^2(z_c+z_{1-\beta})^2/\delta_i^2)$ or at $N_{\max}$,
+with $k_i=1$ for coordinates of declared-unbiased groups (tested against the exact gradient) and
+$k_i=2$ for the others (tested against the baseline, whose run has the same spread);
+deterministic estimators (every $s_i\le10^{-10}\lVert g\rVert$: rounding only) after one chunk.
+The tasks of ``design.paths`` also record whether their code path ran (:data:`PATH_PROBES`).
 Cost: $N$ draws of the estimator plus $O(NP)$ float64 work.
 """
 
@@ -30,10 +32,18 @@ from bench.accumulate import Moments
 from bench.gate.design import DESIGN, Design, GroupStats, Measurement, Plan, plan_for
 from estimators.base import Estimator
 from estimators.errors import InputError
+from estimators.kernels.psa_fc import fused_runs
 from estimators.model import Problem
 from reference import build_problem, exact
 
-__all__ = ["Target", "load_targets", "supported", "task_seed", "plan_tasks", "measure", "run_suite"]
+__all__ = ["Target", "load_targets", "supported", "task_seed", "plan_tasks", "measure", "run_suite", "PATH_PROBES"]
+
+#: Per estimator spec of ``Design.paths``: a counter that grows when its non-default code runs, and
+#: what it means when it did not (the compiled kernels fall back to eager silently by design).
+PATH_PROBES: dict[str, tuple[Callable[[], int], str]] = {
+    "psa:kernel=fused": (fused_runs, "the compiled PSA kernel never ran (it fell back to the eager kernel: no "
+                                     "working torch.compile, or weights beyond its exact range)"),
+}
 
 
 @dataclass
@@ -50,9 +60,9 @@ class Target:
 
 
 def load_targets(design: Design = DESIGN) -> list[Target]:
-    """Build the design's problems (float64, CPU) and their exact gradients."""
+    """Build the design's problems and those of its paths (float64, CPU) and their exact gradients."""
     out = []
-    for spec in design.problems:
+    for spec in dict.fromkeys(design.problems + tuple(p for p, _ in design.paths)):
         problem = build_problem(spec).to(dtype=torch.float64, device="cpu")
         ex = exact(problem)
         out.append(Target(spec, problem, {k: v.detach().double().cpu().numpy() for k, v in ex.grads.items()}))
@@ -75,20 +85,34 @@ def task_seed(design: Design, problem_spec: str, estimator_spec: str) -> int:
 
 def plan_tasks(estimators: list[Estimator], targets: list[Target], design: Design = DESIGN
                ) -> tuple[list[tuple[Target, Estimator]], Plan]:
-    """The (problem, estimator) pairs the gate runs (supported ones only) and the resulting thresholds."""
-    tasks = [(t, e) for t in targets for e in estimators if supported(e, t.problem)]
-    plan = plan_for([(list(t.problem.group_sizes), e.unbiased) for t, e in tasks], design)
+    """The (problem, estimator) pairs the gate runs and the resulting thresholds: every estimator on every
+    design problem it supports, except the estimators of ``design.paths``, which run on their paths'
+    problems only."""
+    by_spec = {t.spec: t for t in targets}
+    path_specs = {s for _, s in design.paths}
+    tasks = []
+    for e in estimators:
+        if e.spec in path_specs:
+            tasks += [(by_spec[p], e) for p, s in design.paths if s == e.spec and supported(e, by_spec[p].problem)]
+        else:
+            tasks += [(by_spec[p], e) for p in design.problems if supported(e, by_spec[p].problem)]
+    tasks.sort(key=lambda te: list(by_spec).index(te[0].spec))  # problem by problem, as before
+    plan = plan_for([list(t.problem.group_sizes) for t, _ in tasks], design)
     return tasks, plan
 
 
-def _required(mom: Moments, target: Target, unbiased: bool, plan: Plan, design: Design) -> float:
+def _factors(target: Target, declared: tuple[str, ...]) -> np.ndarray:
+    """$k_i$ per coordinate: 1 where tested against the exact gradient, 2 against the baseline."""
+    return np.concatenate([np.full(target.exact[n].size, 1.0 if n in declared else 2.0)
+                           for n in target.problem.group_names])
+
+
+def _required(mom: Moments, target: Target, factors: np.ndarray, plan: Plan, design: Design) -> float:
     g = target.flat
     if math.sqrt(float(mom.var.max())) <= 1e-10 * float(np.linalg.norm(g)):
         return 0.0  # deterministic: every draw is the same up to rounding
-    if not unbiased:
-        return design.n_biased
     delta = design.rel_delta * float(np.linalg.norm(g)) / math.sqrt(g.size)
-    need = float(mom.var.max()) * (plan.power_factor / delta) ** 2 if delta > 0 else math.inf
+    need = float((factors * mom.var).max()) * (plan.power_factor / delta) ** 2 if delta > 0 else math.inf
     return max(design.n_min, design.safety * need)
 
 
@@ -105,9 +129,12 @@ def measure(estimator: Estimator, target: Target, plan: Plan, design: Design = D
     mom = Moments(int(bounds[-1]))
     spread = {n: Moments(1) for n in names}
     center = None
-    n_cap = design.n_max if estimator.unbiased else design.n_biased
+    declared = tuple(estimator.unbiased_groups(problem))
+    factors = _factors(target, declared)
+    probe = PATH_PROBES.get(estimator.spec) if (target.spec, estimator.spec) in design.paths else None
+    runs0 = probe[0]() if probe else 0
     seconds = 0.0
-    while mom.n < n_cap:
+    while mom.n < design.n_max:
         t0 = time.perf_counter()
         out = estimator.estimate(problem, design.chunk, gen)
         seconds += time.perf_counter() - t0
@@ -120,7 +147,7 @@ def measure(estimator: Estimator, target: Target, plan: Plan, design: Design = D
             spread[n].update(((X[:, s] - center[s]) ** 2).sum(1))
         if progress is not None:
             progress(design.chunk)
-        if mom.n >= _required(mom, target, estimator.unbiased, plan, design):
+        if mom.n >= _required(mom, target, factors, plan, design):
             break
     N = mom.n
     groups = {}
@@ -130,8 +157,9 @@ def measure(estimator: Estimator, target: Target, plan: Plan, design: Design = D
                                bias_norm=float(np.linalg.norm(mean - g)), noise_floor=math.sqrt(float(var.sum()) / N),
                                trace_var=float(var.sum()), trace_var_se=math.sqrt(float(spread[n].var[0]) / N),
                                mean=mean.copy(), var=var.copy(), exact=g)
-    return Measurement(problem=target.spec, estimator=estimator.spec, unbiased=estimator.unbiased, n=N, seed=seed,
-                       seconds=seconds, full_grad_norm=float(np.linalg.norm(target.flat)), groups=groups)
+    path = probe[1] if probe and probe[0]() == runs0 else ""
+    return Measurement(problem=target.spec, estimator=estimator.spec, unbiased_groups=declared, n=N, seed=seed,
+                       seconds=seconds, full_grad_norm=float(np.linalg.norm(target.flat)), groups=groups, path=path)
 
 
 def run_suite(estimators: list[Estimator], design: Design = DESIGN, progress_bar: bool | None = None,
@@ -155,7 +183,7 @@ def run_suite(estimators: list[Estimator], design: Design = DESIGN, progress_bar
                 try:
                     out.append(measure(est, target, plan, design))
                 except Exception as exc:  # noqa: BLE001 - a crashing estimator is a regression, not bad input
-                    out.append(Measurement(target.spec, est.spec, est.unbiased, 0, task_seed(design, target.spec, est.spec),
+                    out.append(Measurement(target.spec, est.spec, (), 0, task_seed(design, target.spec, est.spec),
                                            0.0, float(np.linalg.norm(target.flat)),
                                            error=f"{type(exc).__name__}: {exc}".splitlines()[0]))
                 bar.update(1)

@@ -17,6 +17,7 @@ exception marks it ``failed`` with a one-line error, keeping the curves recorded
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from bench.manifest import build_manifest
 from bench.store import Store
-from bench.tasks import task_key, task_seed
+from bench.tasks import seed_key, task_key, task_seed
 from bench.training.loop import TrainResult, TrainSettings, train
 from bench.training.lr_search import search_lr
 from bench.training.metrics import with_data
@@ -38,7 +39,7 @@ from estimators import registry
 from estimators.errors import InputError
 from reference.files import save_problem
 
-__all__ = ["TrainingRun", "checkpoint_file", "plan_train_tasks", "prepare", "run_train_task", "run_training"]
+__all__ = ["TrainingRun", "check_checkpoint_folders", "checkpoint_file", "checkpoint_folder", "plan_train_tasks", "prepare", "run_train_task", "run_training"]
 
 
 def plan_train_tasks(cfg: TrainConfig, estimators: list[str]) -> list[dict]:
@@ -48,8 +49,7 @@ def plan_train_tasks(cfg: TrainConfig, estimators: list[str]) -> list[dict]:
     tasks = []
     for espec in estimators:
         spec = dict(common, kind="train", **registry.task_record(espec)[1])
-        key = task_key(spec)
-        tasks.append(dict(spec, key=key, seed=task_seed(cfg.seed, key), data_seed=data_seed))
+        tasks.append(dict(spec, key=task_key(spec), seed=task_seed(cfg.seed, seed_key(spec)), data_seed=data_seed))
     return tasks
 
 
@@ -57,13 +57,47 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in text)[:80]
 
 
-def checkpoint_file(directory: str, task: dict, epoch: int) -> str:
-    """``DIR/<problem>__<estimator>__<key8>/chk-<epoch>.npz``."""
-    sub = f"{_slug(task['problem'])}__{_slug(task['estimator'])}__{task['key'][:8]}"
-    return os.path.join(directory, sub, f"chk-{epoch}.npz")
+def checkpoint_folder(directory: str, task: dict, tasks: list[dict]) -> str:
+    """Where a task's checkpoints go: ``DIR`` itself when the run trains one estimator, else
+    ``DIR/<estimator>`` (one sub-folder per estimator of the run)."""
+    if len(tasks) == 1:
+        return directory
+    return os.path.join(directory, _slug(task["estimator"]))
 
 
-def _saver(task: dict, tp: TrainProblem, directory: str | None):
+def checkpoint_file(directory: str, task: dict, epoch: int, tasks: list[dict] | None = None) -> str:
+    """``DIR/chk-<epoch>.npz`` (one estimator) or ``DIR/<estimator>/chk-<epoch>.npz``."""
+    return os.path.join(checkpoint_folder(directory, task, tasks if tasks is not None else [task]), f"chk-{epoch}.npz")
+
+
+_OWNER = "checkpoints.json"
+
+
+def check_checkpoint_folders(directory: str | None, tasks: list[dict]) -> None:
+    """Refuse (before anything is trained or written) a checkpoint folder that holds another
+    training's checkpoints: each folder names the task that owns it in ``checkpoints.json``."""
+    if directory is None or not any(t["checkpoint_epochs"] for t in tasks):
+        return
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise InputError(f"--checkpoint-dir {directory!r} is a file, not a folder")
+    for task in tasks:
+        folder = checkpoint_folder(directory, task, tasks)
+        owner = os.path.join(folder, _OWNER)
+        if os.path.isfile(owner):
+            try:
+                with open(owner) as fh:
+                    key = json.load(fh).get("task_key")
+            except (OSError, ValueError, AttributeError):
+                key = None
+            if key != task["key"]:
+                raise InputError(f"checkpoint folder {folder!r} holds the checkpoints of another training; choose "
+                                 f"another --checkpoint-dir (nothing was trained)")
+        elif os.path.isdir(folder) and any(n.startswith("chk-") and n.endswith(".npz") for n in os.listdir(folder)):
+            raise InputError(f"checkpoint folder {folder!r} already holds chk-*.npz files of unknown origin; choose "
+                             f"another --checkpoint-dir (nothing was trained)")
+
+
+def _saver(task: dict, tp: TrainProblem, directory: str | None, tasks: list[dict] | None = None):
     epochs = set(task["checkpoint_epochs"])
     if not epochs or directory is None:
         return None
@@ -73,8 +107,10 @@ def _saver(task: dict, tp: TrainProblem, directory: str | None):
 
     def save(epoch: int, net) -> None:
         if epoch in epochs:
-            path = checkpoint_file(directory, task, epoch)
+            path = checkpoint_file(directory, task, epoch, tasks)
             os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(os.path.join(os.path.dirname(path), _OWNER), "w") as fh:
+                json.dump(dict(task_key=task["key"], problem=task["problem"], estimator=task["estimator"]), fh)
             name = f"{task['problem']} {task['estimator']} chk-{epoch}"
             host = net.to(dtype=torch.float64, device="cpu")
             save_problem(with_data(host, X, y.to(tp.problem.y.dtype)).replace(name=name), path)
@@ -82,7 +118,8 @@ def _saver(task: dict, tp: TrainProblem, directory: str | None):
     return save
 
 
-def run_train_task(task: dict, tp: TrainProblem, checkpoint_dir: str | None = None, progress=None) -> dict:
+def run_train_task(task: dict, tp: TrainProblem, checkpoint_dir: str | None = None, progress=None,
+                   tasks: list[dict] | None = None) -> dict:
     """Search the rate (unless given), train, evaluate each epoch; returns ``dict(task=row, curves=rows)``.
 
     ``progress(epoch)``, when given, is called after each epoch of the final training run.
@@ -114,7 +151,7 @@ def run_train_task(task: dict, tp: TrainProblem, checkpoint_dir: str | None = No
                            dict(epoch=i, metric="search_loss", value=value)]
         curves.append(dict(epoch=0, metric="lr", value=lr))
         curves.append(dict(epoch=0, metric="search_seconds", value=time.perf_counter() - t0))
-        save = _saver(task, tp, checkpoint_dir)
+        save = _saver(task, tp, checkpoint_dir, tasks)
 
         def on_epoch(epoch: int, trained) -> None:
             if save is not None:
@@ -179,6 +216,7 @@ def run_training(cfg: TrainConfig, tp: TrainProblem, db: str, recipe: str, label
                  checkpoint_dir: str | None = None) -> TrainingRun:
     """Train every estimator of ``cfg`` not yet stored in ``db`` (resumable), one transaction per task."""
     tasks = plan_train_tasks(cfg, list(cfg.estimators))
+    check_checkpoint_folders(checkpoint_dir, tasks)
     store = Store(db, create=True)
     try:
         run_id = f"{cfg.name}-{cfg.hash[:10]}"
@@ -193,7 +231,8 @@ def run_training(cfg: TrainConfig, tp: TrainProblem, db: str, recipe: str, label
             print(f"[{i}/{len(todo)}] training {task['estimator']} on {task['problem']}", file=sys.stderr)
             bar = _bar(cfg.epochs, task["estimator"])
             try:
-                res = run_train_task(task, tp, checkpoint_dir, progress=lambda e, b=bar: e > 0 and b.update(1))
+                res = run_train_task(task, tp, checkpoint_dir, progress=lambda e, b=bar: e > 0 and b.update(1),
+                                     tasks=tasks)
             finally:
                 bar.close()
             store.write_task(run_id, res["task"], curves=res["curves"])

@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..model.noise import Gaussian, Logistic, Noise, Uniform
 
 __all__ = ["flip_backward", "flip_backward_fused", "flip_backward_reference", "flip_backward_auto", "cpu_choice",
-           "auto_choice", "fused_supported", "in_exact_range"]
+           "auto_choice", "fused_supported", "in_exact_range", "fused_runs"]
 
 #: Tiles larger than this many elements fall out of the L2 cache and run slower (measured).
 _CACHE_TILE = 2**16
@@ -182,6 +182,12 @@ def _last_pairs(x, A0, A1, B0, B1, h0, h1, E0, E1, S0, scale, ep, em):
 _compiled: dict[str, object] = {}
 
 
+def fused_runs() -> int:
+    """How many layer pairs the compiled loops have evaluated in this process (calls that fell back to the
+    eager kernel not counted): lets a caller (the CI gate) verify that the compiled path really ran."""
+    return int(_compiled.get("runs", 0))
+
+
 def _compiled_fns():
     fns = _compiled.get("fns")
     if fns is None:
@@ -293,6 +299,7 @@ def _fused_in_range(x_in: torch.Tensor, a: torch.Tensor, W: torch.Tensor, h: tor
     except Exception:  # noqa: BLE001 - no compiler / backend: the eager kernel gives the same result
         _compiled["broken"] = True
         return flip_backward(x_in, a, W[:n_out], h, noise, flip_scale, max_chunk_elems)
+    _compiled["runs"] = fused_runs() + 1
     return out.reshape(Dn, B, n_in)
 
 

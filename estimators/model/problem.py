@@ -24,6 +24,7 @@ Shapes: data ``X [B, n0]``; states and pre-activations carry a leading draws dim
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -148,6 +149,21 @@ class Problem:
 
     def replace(self, **changes) -> "Problem":
         return dataclasses.replace(self, **changes)
+
+    def digest(self) -> str:
+        """SHA-256 (first 16 hex digits) of everything that determines the problem's expected loss and
+        gradient: the encoding, noise and loss, each layer's geometry, and every array's dtype, shape
+        and bytes (``name`` is not part of it).  Results are keyed by it, so a problem file overwritten
+        with other weights is recomputed, never matched to the old file's results by its path."""
+        h = hashlib.sha256(f"{self.encoding}|{self.noise}|{self.loss}".encode())
+        arrays = [*self.weights, *self.biases, self.head_weight, self.head_bias, self.X, self.y]
+        for geom in self.conv:
+            h.update(repr(geom.as_array() if geom is not None else None).encode())
+        for a in arrays:
+            t = a.detach().to("cpu").contiguous()
+            h.update(f"|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()[:16]
 
     # ---- sizes and groups --------------------------------------------------------------------
     @property

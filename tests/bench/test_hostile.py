@@ -80,6 +80,35 @@ def test_bad_flags_and_specs(hostile, argv, what):
     hostile(argv, what)
 
 
+def test_a_sweep_that_cannot_finish_is_refused_with_a_measured_estimate(hostile, monkeypatch):
+    """Under the 1e9-draw limit, a sweep whose measured cost exceeds a day is refused too, and the
+    message gives the estimate (draws x the seconds per draw timed on this machine)."""
+    import re
+
+    import bench.sweep as sweep
+    err = hostile(["run", "--problem", "psa-2-5-5-5", "--estimators", "st,arm", "-N", str(5 * 10**8),
+                   "--db", "r.sqlite"], "--allow-large")
+    m = re.search(r"about ([\d.e+]+) (years|days|hours|minutes)", err)
+    assert m and "ms per draw, timed on 32 draws" in err, err
+    monkeypatch.setattr(sweep, "MAX_SWEEP_SECONDS", 1e12)  # a generous limit: 5e8 draws are accepted ...
+    tasks, problems = _planned("psa-2-5-5-5", ["st"], 5 * 10**8)
+    sweep.check_size(sweep.SweepConfig(problems=("psa-2-5-5-5",), estimators=("st",), draws=5 * 10**8),
+                     tasks, problems)
+    with pytest.raises(Exception, match="per task"):  # ... but not more than MAX_DRAWS whatever the estimate
+        tasks, problems = _planned("psa-2-5-5-5", ["st"], 2 * 10**9)
+        sweep.check_size(sweep.SweepConfig(problems=("psa-2-5-5-5",), estimators=("st",), draws=2 * 10**9),
+                         tasks, problems)
+
+
+def _planned(pspec, estimators, draws):
+    from bench.config import SweepConfig
+    from bench.tasks import plan_tasks
+    from reference.problems import build_problem
+    problems = {pspec: build_problem(pspec)}
+    cfg = SweepConfig(problems=(pspec,), estimators=tuple(estimators), draws=draws)
+    return plan_tasks(cfg, problems, estimators)[0], problems
+
+
 def test_bad_files(hostile, tmp_path):
     (tmp_path / "bin.toml").write_bytes(os.urandom(300) + b"\xff\xfe")
     hostile(["run", "--config", "bin.toml", "--db", "r.sqlite"], "is not valid TOML", keep={"bin.toml"})
@@ -191,3 +220,22 @@ def test_second_round_of_probes(hostile, tmp_path):
     (tmp_path / "leaves.py").write_text("raise SystemExit('plugin exits')\n")
     hostile(["validate", "leaves.py:X"], "plugin exits", keep={"leaves.py"})
     hostile(["validate", "my_est:ScaledST"], "package.module:ScaledST")
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (PermissionError(13, "Permission denied", "out/report.html"), "permission denied: 'out/report.html'"),
+    (FileNotFoundError(2, "No such file or directory", "a", None, "b"), "no such file or directory: 'a' -> 'b'"),
+    (OSError(28, "No space left on device"), "No space left on device"),
+    (MemoryError(), "out of memory; completed tasks are stored"),
+])
+def test_system_failures_are_one_tailored_line(monkeypatch, capsys, exc, expected):
+    import sqlite3  # noqa: F401
+
+    import bench.commands.runs as runs_cmd
+
+    def boom(args):
+        raise exc
+    monkeypatch.setattr(runs_cmd, "run", boom)
+    assert main(["runs"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and "Error:" not in err[0], err

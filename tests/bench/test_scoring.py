@@ -151,3 +151,27 @@ def test_zero_variance_and_zero_gradient_are_handled():
     assert df[df.metric == "rel_bias"].value.isna().all()  # relative to a zero gradient: undefined
     assert df[df.metric == "rel_rmse_emp"].value.isna().all()
     assert np.isfinite(df[df.metric == "bias_norm"].value).all()
+
+
+def test_a_deterministic_estimator_has_exactly_zero_variance():
+    """Rows that never vary give M2 = 0 exactly (a rounded chunk mean used to leave ~1e-30)."""
+    from bench.accumulate import Moments
+    x = np.array([0.1, 1 / 3, 2e-7, -5.3])
+    m = Moments(4)
+    for k in (3, 7, 1, 11):  # chunks of several sizes, merged
+        m.update(np.tile(x, (k, 1)))
+    assert m.n == 22 and np.array_equal(m.mean, x) and np.array_equal(m.m2, np.zeros(4))
+    before = Moments(4).update(np.tile(x, (3, 1))).update(np.array([x + [0, 0, 0, 1e-3]]))
+    assert before.m2[3] > 0 and np.array_equal(before.m2[:3], np.zeros(3))  # a varying coordinate still varies
+
+
+def test_tanh_trace_of_variance_is_exactly_zero():
+    from bench.scoring import score
+    from estimators import registry
+    from reference import exact
+    from reference.problems import build_problem
+    problem = build_problem("psa-2-5-5-5")
+    ex = exact(problem, "transfer")
+    res = score(registry.get("tanh"), problem, ex.grads, 300, torch.Generator().manual_seed(0), grid=[1, 10], chunk=64)
+    tv = [r["value"] for r in res.rows if r["metric"] == "trace_var"]
+    assert tv and all(v == 0.0 for v in tv)

@@ -174,3 +174,22 @@ def test_concurrent_creation_of_one_store_is_atomic(tmp_path):
     with Store(path) as st:
         assert st.runs().empty
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == ["new.sqlite"]
+
+
+def test_a_read_only_store_is_refused_for_writing_and_left_untouched(tmp_path, monkeypatch, capsys):
+    """As root, chmod does not make a file read-only, so the permission check is simulated: a run
+    refuses the store with one line before computing anything; reading commands still work."""
+    from bench.cli import main
+    db = tmp_path / "r.sqlite"
+    with Store(db, create=True) as s:
+        s.create_run("run-a", {}, "h1")
+        s.write_task("run-a", _task("k1"), [_score("k1")])
+    before = db.read_bytes()
+    import bench.store as store_mod
+    real = store_mod.os.access
+    monkeypatch.setattr(store_mod.os, "access", lambda p, mode: False if str(p) == str(db) else real(p, mode))
+    assert main(["run", "--problem", "toy-liu3", "--estimators", "arm", "-N", "10", "--no-report", "--db", str(db)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is read-only" in err[0]
+    assert main(["runs", "--db", str(db)]) == 0 and "run-a" in capsys.readouterr().out
+    assert db.read_bytes() == before

@@ -225,3 +225,63 @@ def test_concurrent_runs_of_one_sweep_share_the_work(tmp_path):
     with Store(db) as st:
         tasks = st.load_run("latest").tasks
     assert len(tasks) == 12 and set(tasks["status"]) == {"done"}
+
+
+def test_results_are_keyed_by_content_not_by_file_name(tmp_path, capsys):
+    """Overwriting a problem file with other weights recomputes; the old scores are kept but hidden."""
+    f = str(tmp_path / "p.npz")
+    db = str(tmp_path / "r.sqlite")
+    args = ["run", "--problem-file", f, "--estimators", "arm", "--draws", "200", "--grid", "1,10", "--no-report",
+            "--db", db]
+    assert main(["problem", "random:widths=2-3-3,points=4,seed=1", "--save", f]) == 0
+    assert main(args) == 0
+    assert "1 tasks, 0 already stored, 1 computed" in capsys.readouterr().out
+    first = _scores(db)
+    assert main(["problem", "random:widths=2-3-3,points=4,seed=2", "--save", f]) == 0  # same name, other weights
+    assert main(args) == 0
+    cap = capsys.readouterr()
+    assert "1 tasks, 0 already stored, 1 computed" in cap.out
+    assert "1 stored task(s) of this run were made by other" in cap.err
+    second = _scores(db)
+    assert len(second.tasks) == 1 and second.tasks.task_key.iloc[0] != first.tasks.task_key.iloc[0]
+    assert set(second.scores.task_key) == set(second.tasks.task_key)  # the old problem's scores are hidden
+    assert not _numbers(second.scores).equals(_numbers(first.scores))
+    with sqlite3.connect(db) as con:  # ... but not deleted
+        assert con.execute("SELECT COUNT(*) FROM tasks WHERE status = 'superseded'").fetchone()[0] == 1
+    assert main(["problem", "random:widths=2-3-3,points=4,seed=1", "--save", f]) == 0  # back to the first content
+    assert main(args) == 0
+    assert "1 tasks, 1 already stored, 0 computed" in capsys.readouterr().out  # restored, not recomputed
+    assert _numbers(_scores(db).scores).equals(_numbers(first.scores))
+
+
+def test_changed_estimator_code_recomputes_with_the_same_random_stream(tmp_path, capsys, monkeypatch):
+    """A new code identity is a new task key (recomputed), but the seed is the same: an unchanged
+    estimator gives identical numbers."""
+    from estimators import plugins, registry
+    db = str(tmp_path / "r.sqlite")
+    args = ["run", "--problem", "toy-liu3", "--estimators", "arm", "--draws", "200", "--grid", "1,10", "--no-report",
+            "--db", db]
+    assert main(args) == 0
+    capsys.readouterr()
+    first = _scores(db)
+    registry.origin("arm")  # discovered; now as if the estimators' source had changed:
+    monkeypatch.setitem(registry._ORIGINS, "arm", plugins.Origin("builtin", "sbn-bench", "0.1.0+src.0123456789ab"))
+    assert main(args) == 0
+    assert "1 tasks, 0 already stored, 1 computed" in capsys.readouterr().out
+    second = _scores(db)
+    assert "src.0123456789ab" in second.tasks.estimator_origin.iloc[0]
+    assert second.tasks.seed.iloc[0] == first.tasks.seed.iloc[0]
+    assert _numbers(second.scores).equals(_numbers(first.scores))
+
+
+def test_a_problem_changed_between_planning_and_running_fails_its_task(tmp_path):
+    from bench.config import SweepConfig
+    from bench.tasks import plan_tasks, run_task
+    from reference.problems import build_problem
+    f = str(tmp_path / "p.npz")
+    assert main(["problem", "random:widths=2-3,points=4,seed=1", "--save", f]) == 0
+    cfg = SweepConfig(problems=(f,), estimators=("arm",), draws=50)
+    tasks, _ = plan_tasks(cfg, {f: build_problem(f)}, ["arm"])
+    assert main(["problem", "random:widths=2-3,points=4,seed=2", "--save", f]) == 0
+    row = run_task(tasks[0])["task"]
+    assert row["status"] == "failed" and "changed after the sweep was planned" in row["error"]

@@ -193,3 +193,37 @@ def test_conv_finite_at_large_preactivations(name, encoding, dtype, one_thread):
     path = sample_path(p, 8, torch.Generator().manual_seed(1))
     assert max(float(a.abs().max()) for a in path.a) >= 50  # the premise of the test
     _assert_contract(p, _estimate(name, p, 1, draws=8), draws=8)
+
+
+# ---- declared unbiased groups (``docs/gate.md#design``: the gate z-tests exactly these) -------------------
+
+#: What theory makes unbiased for the biased families: PSA's last hidden layer and head (its last-layer
+#: flips are exact), the straight-through family's head (pathwise at the sampled states).
+EXPECTED_GROUPS = {"psa": 2, "psa:head=flip-mixed": 2, "st": 1, "st-identity": 1,
+                   "st-tanh": 1, "st-hardtanh": 1}
+
+
+@pytest.mark.parametrize("spec", sorted(set(n for n in NAMES if _cls(n).path_deterministic) | set(EXPECTED_GROUPS)))
+@pytest.mark.parametrize("widths,encoding,noise,loss", [("2-3-3-2", "pm1", "logistic", "softmax"),
+                                                        ("2-2-3", "01", "gaussian", "logistic")])
+def test_declared_unbiased_groups_are_exactly_unbiased(spec, widths, encoding, noise, loss):
+    """Every group an estimator declares unbiased has an exact mean (path enumeration) equal to the exact
+    gradient; the biased families declare the groups theory makes unbiased, and no more on a deep network
+    (the undeclared groups are visibly biased, so a declaration too wide would be caught by this test)."""
+    from reference.exact import exact
+    from reference.moments import path_moments
+
+    est = registry.get(spec)
+    p = random_problem(widths, scale=2.0, seed=3, points=3, encoding=encoding, noise=noise, loss=loss)
+    try:
+        est.check(p)
+    except InputError:
+        pytest.skip(f"{spec} does not support {encoding}/{noise}/{loss}")
+    declared = est.unbiased_groups(p)
+    mom, ex = path_moments(est, p), exact(p).grads
+    for g in declared:
+        assert float((mom[g][0] - ex[g]).abs().max()) <= 1e-10 * (1 + float(ex[g].norm())), (spec, g)
+    if spec in EXPECTED_GROUPS:
+        assert tuple(declared) == tuple(p.group_names[-EXPECTED_GROUPS[spec]:])
+        for g in set(p.group_names) - set(declared):
+            assert float((mom[g][0] - ex[g]).norm()) > 1e-4 * float(ex[g].norm()), (spec, g)

@@ -123,6 +123,25 @@ def make_run(problems=("toy-a", "toy-b"), estimators=("psa", "st", "reinforce", 
                       pd.DataFrame(rows, columns=cols), tim)
 
 
+def synthetic_curve(epochs: int) -> list[float]:
+    """A made-up training curve: exact loss 0.41 + 0.31 exp(-epoch / 300), epochs 0..``epochs``."""
+    return [round(0.41 + 0.31 * float(np.exp(-e / 300)), 6) for e in range(epochs + 1)]
+
+
+def checkpoint_facts(problem: str) -> dict:
+    """The training facts a task on ``BASE@chk-E`` stores (``reference.checkpoints.checkpoint_facts``), made up."""
+    base, _, tail = problem.partition("@")
+    if not tail:
+        return {}
+    epoch = int(tail[4:])
+    norms = {g: {"weight": 1.0 + i + epoch / 100, "bias": 0.5, "max_abs_weight": 0.9 + epoch / 1000}
+             for i, g in enumerate(GROUPS)}
+    curve = synthetic_curve(epoch)
+    return {"checkpoint": {"base": base, "epoch": epoch, "seed": 1, "exact_loss": curve[-1], "weight_norms": norms,
+                           "training_version": 2},
+            "training": {"recipe": {"lr": 0.03}, "curve_kind": "exact", "curve": curve}}
+
+
 def make_psa2020_run(failed=(("psa-2-5-5-5@chk-2000", "arm", "worker died"),)) -> RunResults:
     """A psa2020-shaped run (3 checkpoints x the paper's 7 methods x 4 groups x 36 M, 20000 draws).
 
@@ -132,6 +151,7 @@ def make_psa2020_run(failed=(("psa-2-5-5-5@chk-2000", "arm", "worker died"),)) -
     probs = ("psa-2-5-5-5@chk-1", "psa-2-5-5-5@chk-100", "psa-2-5-5-5@chk-2000")
     run = make_run(probs, tuple(METHOD_SPECS.values()), GROUPS, PSA_GRID, failed, timings=False,
                    manifest={**MANIFEST, "run_id": "r-psa2020", "preset": "psa2020"}, seed=1)
+    run.tasks["facts"] = [checkpoint_facts(p) for p in run.tasks["problem"]]
     s = run.scores
     for method, spec in METHOD_SPECS.items():
         for chk in ("chk-100", "chk-2000"):

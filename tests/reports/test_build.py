@@ -19,7 +19,8 @@ def test_table_files(small_report):
     tdir = small_report["tables"]
     stems = sorted({p.stem for p in tdir.iterdir()})
     assert stems == sorted(["r20240101-abc_manifest", "r20240101-abc_failed", "r20240101-abc_tasks",
-                            "r20240101-abc_toy-a_ranking", "r20240101-abc_toy-b_ranking", "r20240101-abc_timings"])
+                            "r20240101-abc_toy-a_ranking", "r20240101-abc_toy-b_ranking", "r20240101-abc_timings",
+                            "r20240101-abc_toy-a_cost", "r20240101-abc_toy-b_cost"])
     for stem in stems:
         assert {p.suffix for p in tdir.glob(stem + ".*")} == {".csv", ".md", ".tex"}
     ranking = pd.read_csv(tdir / "r20240101-abc_toy-b_ranking.csv")

@@ -75,21 +75,34 @@ def _table(page: _Page, caption_start: str) -> dict:
 def test_tables_headers_and_numeric_cells(small_report):
     page = _parse(small_report["html"])
     captions = [t["caption"] for t in page.tables]
-    assert captions == ["Run r20240101-abc: manifest", "Failed tasks (no scores; shown, not dropped)", "Tasks",
-                        *[f"toy-{p}: estimators ranked by the relative RMSE of one draw (whole gradient); bias "
-                          "plateau = relative bias |b|/|g|" for p in "ab"],
-                        "Timings: items/s = items / median time (IQR over repeats)"]
+    # results first (each problem's ranking then its cost table, then timings), the bookkeeping last
+    assert [c.split(":")[0] for c in captions] == ["toy-a", "toy-a", "toy-b", "toy-b", "Timings",
+                                                   "Run r20240101-abc", "Failed tasks (no scores; shown, not dropped)",
+                                                   "Tasks"]
+    assert captions[0].startswith("toy-a: estimators ranked by the geometric mean over the 3 parameter groups")
+    assert captions[1].startswith("toy-a: cost per draw, warm")
     ranking = _table(page, "toy-a: estimators ranked")
     heads = [c["text"] for c in ranking["head"]]
-    for h in ("rank", "estimator", "rel. RMSE, M=1", "bias plateau |b|/|g|", "layer0", "layer1", "head", "all",
-              "tr Var", "cosine, M=1", "seconds", "x seconds"):
+    for h in ("rank", "estimator", "equal-weight score (geo-mean over groups)", "rank in group (rel. RMSE, M=1)",
+              "rel. RMSE, M=1", "rel. RMSE at budget", "rel. bias |b|/|g| [95% CI]", "layer0", "layer1", "head",
+              "whole", "tr Var", "cosine, M=1", "seconds", "x seconds"):
         assert h in heads
     numeric = [c for t in page.tables for c in t["body"] if "num" in c["cls"]]
     assert len(numeric) > 100
     for c in numeric:
         if c["text"] != NA:
             float(c["text"])  # parses as a number
-    assert [c["text"] for c in ranking["body"][:3]] == ["1", "psa", "no"]
+    assert [c["text"] for c in ranking["body"][:4]] == ["1", "1", "psa", "no"]
+
+
+def test_results_lead_and_bookkeeping_comes_last(small_report):
+    html = small_report["html"].read_text(encoding="utf-8")
+    order = [html.index(f'id="{a}"') for a in ("r20240101-abc", "r20240101-abc_toy-a", "t-r20240101-abc_toy-a_ranking",
+                                                 "f-r20240101-abc_toy-a_layers0", "r20240101-abc_biasvar",
+                                                 "r20240101-abc_pareto", "r20240101-abc_timings",
+                                                 "r20240101-abc_bookkeeping", "t-r20240101-abc_manifest",
+                                                 "t-r20240101-abc_tasks")]
+    assert order == sorted(order)
 
 
 def test_manifest_shows_commit_and_device(small_report):
@@ -114,7 +127,7 @@ def test_self_contained(small_report):
     page = _parse(small_report["html"])
     html = small_report["html"].read_text(encoding="utf-8")
     assert all(src.startswith("data:") for src in page.imgs)
-    assert page.svgs == 5  # 2 problem figures, bias-variance, Pareto, throughput: all inline
+    assert page.svgs == 7  # per problem (2): layers, bias-variance, Pareto; throughput: all inline
     assert len(page.ids) == len(set(page.ids))  # per-figure SVG ids never collide across figures
     for tag, ref in page.refs:
         assert not re.match(r"(?i)\s*(https?:)?//", ref), (tag, ref)

@@ -58,3 +58,19 @@ def test_psa2020_pages(psa_report):
     assert comp and "Concrete-t=0.1" in comp[0] and "ratio" in comp[0]
     assert any("arXiv:2006.03143" in t for t in texts)
     assert sum("accuracy per parameter group" in t for t in texts) == 2
+
+
+def test_wide_ranking_is_split_never_shrunk_below_7pt(synthetic_run):
+    from reports import tables
+    from reports.pdf_table import typeset
+
+    run = synthetic_run(problems=("toy-a",), estimators=("psa", "st", "reinforce", "arm", "tanh"),
+                        groups=tuple(f"layer{i}" for i in range(8)) + ("head",), failed=(), timings=False)
+    df = tables.ranking_table(run, "toy-a")
+    ts = typeset(df)
+    assert ts.size >= 7.0 and len(ts.blocks) > 1  # too wide for one block at 7 pt: split, not shrunk
+    lead = [0, 1, 2]  # rank, rank at budget, estimator
+    assert [ts.sub[j] for j in lead] == ["rank", "rank at budget", "estimator"]
+    assert all(b[:3] == lead for b in ts.blocks)
+    rest = [j for b in ts.blocks for j in b[3:]]
+    assert sorted(rest) == list(range(3, df.shape[1]))  # every other column once

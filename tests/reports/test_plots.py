@@ -19,9 +19,19 @@ def test_many_estimators_are_split_in_run_order(synthetic_run):
     names = tuple(f"est{i}" for i in range(plots.ESTIMATORS_PER_FIGURE + 3))
     run = synthetic_run(problems=("toy-a",), estimators=names, failed=(("toy-a", "est9", "boom"),), timings=False)
     groups = plots.estimator_groups(run, "toy-a")
-    n = plots.ESTIMATORS_PER_FIGURE
-    assert [g[1] for g in groups] == [list(names[:n]), list(names[n:])]
+    half = (len(names) + 1) // 2  # 11 in two figures: 6 and 5, not 8 and 3
+    assert [g[1] for g in groups] == [list(names[:half]), list(names[half:])]
     assert [g[0] for g in groups] == ["estimators (1 of 2)", "estimators (2 of 2)"]
+
+
+def test_no_figure_holds_a_lone_estimator():
+    n = plots.ESTIMATORS_PER_FIGURE
+    for count in range(1, 4 * n + 2):
+        chunks = plots.balanced_chunks(list(range(count)), n)
+        assert sum(chunks, []) == list(range(count))  # all, in order
+        assert max(map(len, chunks)) <= n and max(map(len, chunks)) - min(map(len, chunks)) <= 1
+        assert count == 1 or min(map(len, chunks)) >= 2, (count, chunks)
+    assert [len(c) for c in plots.balanced_chunks(list(range(17)), n)] == [6, 6, 5]  # was 8, 8, 1 (tanh alone)
 
 
 def test_psa2020_run_shows_the_papers_methods_first_in_legend_order(synthetic_run, tmp_path):

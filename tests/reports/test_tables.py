@@ -28,27 +28,116 @@ def test_group_order_is_network_order():
                                                                                  "x", "all"]
 
 
-def test_ranking_orders_by_overall_rmse_and_keeps_failed_tasks(synthetic_run):
+SCORE = (tables.SUMMARY, tables.SCORE_M1)
+
+
+def test_ranking_orders_by_the_equal_weight_score_and_keeps_failed_tasks(synthetic_run):
     run = validate(synthetic_run())
     for problem in ("toy-a", "toy-b"):
         df = tables.ranking_table(run, problem)
         tasks = run.tasks[run.tasks["problem"] == problem]
         assert len(df) == len(tasks)  # nothing dropped
         done = df[df[("", "status")] == "done"]
-        rmse = done[("rel. RMSE, M=1", "all")].to_numpy()
-        assert np.all(np.diff(rmse) > 0)
+        assert np.all(np.diff(done[SCORE].to_numpy()) > 0)
         assert list(done[("", "rank")]) == list(range(1, len(done) + 1))
-        # every shown number is the stored one
         for _, row in done.iterrows():
             key = tasks.loc[tasks["estimator"] == row[("", "estimator")], "task_key"].iloc[0]
+            per_group = [_score(run, key, g, "rel_rmse", 1) for g in ("layer0", "layer1", "head")]
+            assert row[SCORE] == pytest.approx(np.prod(per_group) ** (1 / 3), rel=1e-12)  # geometric mean
+            # every other number shown is the stored one
             assert row[("rel. RMSE, M=1", "layer1")] == _score(run, key, "layer1", "rel_rmse", 1)
-            assert row[("bias plateau |b|/|g|", "head")] == _score(run, key, "head", "rel_bias")
-            assert row[("whole gradient", "tr Var")] == _score(run, key, "all", "trace_var")
-            assert row[("work-normalised tr Var", "x seconds")] == _score(run, key, "all", "var_x_seconds")
+            assert row[("rel. RMSE, M=1", "whole")] == _score(run, key, "all", "rel_rmse", 1)
+            head_b = _score(run, key, "head", "rel_bias")
+            if row[("", "estimator")] != "reinforce":  # biased in the model: CI [b - 0.01, b + 0.01] above 0
+                assert row[(tables._BIAS, "head")] == (f"{fmt_value(head_b)} [{fmt_value(head_b - 0.01)}, "
+                                                       f"{fmt_value(head_b + 0.01)}]")
+            assert row[("work-normalised tr Var", "x seconds")] in (0.0, _score(run, key, "all", "var_x_seconds"))
     df = tables.ranking_table(run, "toy-b")
     last = df.iloc[-1]
     assert last[("", "estimator")] == "reinforce" and last[("", "status")].startswith("failed: CUDA error")
-    assert pd.isna(last[("", "rank")]) and np.isnan(last[("rel. RMSE, M=1", "all")])
+    assert pd.isna(last[("", "rank")]) and np.isnan(last[SCORE])
+    assert pd.isna(last[(tables._GROUP_RANK, "head")])
+
+
+def _dominated_run(synthetic_run):
+    """Two estimators: 'headfirst' is 4x better on the head (large |g|) but 5x worse on both hidden layers."""
+    run = validate(synthetic_run(problems=("toy-a",), estimators=("headfirst", "balanced"), failed=(),
+                                 groups=("layer0", "layer1", "head"), timings=False))
+    s = run.scores
+    for est, factors in (("headfirst", {"layer0": 5.0, "layer1": 5.0, "head": 0.25, "all": 0.3}),
+                         ("balanced", {"layer0": 1.0, "layer1": 1.0, "head": 1.0, "all": 1.0})):
+        for g, f in factors.items():
+            sel = (s["estimator"] == est) & (s["group"] == g) & s["metric"].isin(["rel_rmse", "rel_bias"])
+            s.loc[sel, ["value", "lo", "hi"]] *= f
+    return run
+
+
+def test_one_large_group_does_not_decide_the_ranking(synthetic_run):
+    run = _dominated_run(synthetic_run)
+    df = tables.ranking_table(run, "toy-a")
+    whole = df.set_index(("", "estimator"))[("rel. RMSE, M=1", "whole")]
+    assert whole["headfirst"] < whole["balanced"]  # the whole gradient is the head's
+    assert list(df[("", "estimator")]) == ["balanced", "headfirst"]  # each group weighs the same
+    ranks = df.set_index(("", "estimator"))[tables._GROUP_RANK]
+    assert list(ranks.loc["headfirst"]) == [2, 2, 1] and list(ranks.loc["balanced"]) == [1, 1, 2]
+    caption = tables.ranking_caption("toy-a", df)
+    assert "geometric mean over the 3 parameter groups (layer0, layer1, head)" in caption
+
+
+def test_score_at_the_work_budget(synthetic_run):
+    """At the budget (BUDGET_DRAWS draws of the median-cost estimator) each estimator averages
+    max(1, floor(budget / its draw time)) draws; the score is the geometric mean of sqrt(b^2 + trVar/|g|^2 / M)."""
+    run = synthetic_run(problems=("toy-a",), estimators=("psa", "reinforce", "arm"), failed=(), timings=False)
+    run.tasks.loc[run.tasks["estimator"] == "psa", "seconds_per_draw"] = 1.0  # slower than the whole budget
+    run = validate(run)
+    df = tables.ranking_table(run, "toy-a").set_index(("", "estimator"))
+    spd = {"psa": 1.0, "reinforce": 5e-5, "arm": 1e-4}  # conftest.MODELS, psa slowed down
+    budget = tables.BUDGET_DRAWS * 1e-4  # the median
+    assert df.attrs["budget_s"] == pytest.approx(budget)
+    for est, t in spd.items():
+        m = max(1, int(np.floor(budget / t + 1e-9)))
+        assert df.loc[est, (tables.SUMMARY, "draws in budget")] == m
+        key = run.tasks.loc[run.tasks["estimator"] == est, "task_key"].iloc[0]
+        want = [np.sqrt(_score(run, key, g, "rel_bias") ** 2
+                        + _score(run, key, g, "trace_var") / _score(run, key, g, "grad_norm") ** 2 / m)
+                for g in ("layer0", "layer1", "head")]
+        assert df.loc[est, (tables.SUMMARY, tables.SCORE_BUDGET)] == pytest.approx(np.prod(want) ** (1 / 3))
+    assert [df.loc[e, (tables.SUMMARY, "draws in budget")] for e in spd] == [1, 2 * tables.BUDGET_DRAWS,
+                                                                              tables.BUDGET_DRAWS]
+    at = df[(tables.SUMMARY, tables.SCORE_BUDGET)]
+    assert list(df[("", "rank at budget")]) == list(at.rank(method="min").astype(int))
+    assert "10 ms" in tables.ranking_caption("toy-a", df)
+
+
+def test_bias_zero_and_variance_zero_are_shown_as_such(synthetic_run):
+    assert tables.bias_text(0.05, 0.04, 0.06) == "0.05 [0.04, 0.06]"
+    assert tables.bias_text(0.003, 0.0, 0.0071) == "≈0 (< 0.0071)"  # the CI reaches 0: indistinguishable
+    assert tables.bias_text(np.nan, np.nan, np.nan) == NA
+    assert tables.zero_if_numerical(4.95e-30, 0.22) == 0.0  # tanh's round-off
+    assert tables.zero_if_numerical(1e-8, 0.22) == 1e-8
+    run = validate(synthetic_run(problems=("toy-a",), estimators=("tanh", "reinforce"), failed=(), timings=False))
+    s = run.scores
+    s.loc[(s["estimator"] == "tanh") & (s["metric"] == "trace_var"), "value"] = 4.95e-30
+    df = tables.ranking_table(run, "toy-a").set_index(("", "estimator"))
+    assert df.loc["tanh", ("whole gradient", "tr Var")] == 0.0
+    assert df.loc["tanh", ("work-normalised tr Var", "x seconds")] == 0.0
+    assert fmt_value(df.loc["tanh", ("whole gradient", "tr Var")]) == "0"
+    assert df.loc["reinforce", (tables._BIAS, "layer0")].startswith("≈0 (< ")  # model bias 0, CI [-0.01, 0.01]
+
+
+@pytest.mark.parametrize("facts, marked", [
+    ({"cost": {"median_s": 1e-4, "iqr_s": 5e-5, "noisy": True}}, True),
+    ({"cost": {"median_s": 1e-4, "noisy": False}}, False),
+    ({"cost": {}}, False), ({}, False), (None, False), ('{"cost": {"noisy": true}}', True), ("not json", False),
+])
+def test_noisy_cost_is_marked(synthetic_run, facts, marked):
+    run = synthetic_run(problems=("toy-a",), estimators=("psa", "st"), failed=(), timings=False)
+    run.tasks["facts"] = [facts, {}]
+    df = tables.ranking_table(validate(run), "toy-a")
+    assert ("psa †" in list(df[("", "estimator")])) == marked
+    assert bool(df.attrs["notes"]) == marked
+    run.tasks = run.tasks.drop(columns="facts")  # old runs: no facts at all
+    assert tables.ranking_table(validate(run), "toy-a").attrs["notes"] == []
 
 
 def test_labels_disambiguate_devices(synthetic_run):
@@ -88,8 +177,8 @@ def test_paper_values_transcription_spot_checks():
     ("concrete", {"tau": 0.5}, None),
     ("reinforce", {"baseline": "none", "decay": 0.9}, "REINFORCE"),
     ("reinforce", {"baseline": "ema", "decay": 0.5}, None),
-    ("psa", {"head": "plain", "kernel": "eager"}, "PSA"),
-    ("psa", {"head": "flip-mixed", "kernel": "auto"}, None),
+    ("psa", {"head": "flip-mixed", "kernel": "auto"}, "PSA"),  # the paper's PSA is the flip-mixed head
+    ("psa", {"head": "plain", "kernel": "eager"}, None),
     ("st-tanh", {}, None),
 ])
 def test_method_of_reads_the_stored_options(name, options, method):
@@ -167,3 +256,13 @@ def test_validate_refuses_bad_runs(synthetic_run, breaker, message):
     with pytest.raises(ReportError, match=message) as info:
         validate(breaker(synthetic_run()))
     assert "\n" not in str(info.value)
+
+
+def test_the_tasks_table_names_the_code_that_made_each_result(synthetic_run):
+    base = synthetic_run()
+    tasks = base.tasks.copy()
+    tasks["estimator_origin"] = ["builtin:sbn-bench@0.1.0+src.9f2fa205cd42"] * (len(tasks) - 1) + [
+        "file:/somewhere/my_est.py@" + "ab" * 32]
+    run = RunResults(base.manifest, tasks, base.scores)
+    code = tables.tasks_table(run)["code"].tolist()
+    assert code[0] == "sbn-bench 0.1.0+src.9f2fa205cd42" and code[-1] == "my_est.py sha256 " + "ab" * 6

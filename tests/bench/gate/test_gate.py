@@ -1,8 +1,13 @@
-"""The CI gate (bench.gate.design*, ``sbn-bench check``): its design, its checks, and that it catches
+r"""The CI gate (bench.gate.design*, ``sbn-bench check``): its design, its checks, and that it catches
 injected regressions while the real estimators pass against the committed baseline.
 
-Injected regressions run the gate's own functions on one problem with the real thresholds (the
-Bonferroni family of the full registry), so they fail exactly as ``sbn-bench check`` would.
+Injected regressions run the gate's own functions (real draws, the design's stopping rule) on one
+problem with the real thresholds (the Bonferroni family of the full default run), so they fail
+exactly as ``sbn-bench check`` would.  Those that rotate or lower a bias or break the compiled
+kernel assert that their change is at least the one the run detects within the group with
+probability $1-\beta$ (the SEs of the run's own tests), so each misses with probability at most
+$\beta=10^{-3}$; the real estimators pass with probability
+at least $1-\alpha$ (they reproduce the baseline's own streams, so in fact always).
 """
 
 from __future__ import annotations
@@ -19,16 +24,19 @@ from scipy.stats import norm
 import estimators.families.psa as psa_module
 from bench.gate import design as gate
 from bench.cli import main
+from bench.commands.check import _estimators
 from bench.gate.design import DESIGN, GroupStats, Measurement
 from bench.gate.baseline import DEFAULT_BASELINE, load_baseline, write_baseline
-from bench.gate.measure import load_targets, measure, plan_tasks, run_suite, supported, task_seed
+from bench.gate.measure import load_targets, measure, plan_tasks, run_suite, task_seed
+from estimators.kernels import psa_fc
+from reference.moments import path_moments
 from estimators import registry
 from estimators.families.arm import antithetic_losses, dphi_da
 from estimators.errors import InputError
 from estimators.model import head_grad, layer_grad, sample_path
 from estimators.families.reinforce import score_grads
 
-P1, P2, P3 = range(3)  # indices into DESIGN.problems
+P1, P2, P3, P4 = range(4)  # indices into load_targets(): DESIGN.problems, then the conv problem of DESIGN.paths
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +50,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def setup(one_thread):
     targets = load_targets()
-    _, plan = plan_tasks([registry.get(n) for n in registry.names()], targets)
+    _, plan = plan_tasks(_estimators(None, builtin_only=True), targets)  # the default run's family
     return targets, plan, load_baseline(DEFAULT_BASELINE)
 
 
@@ -56,9 +64,9 @@ def run_gate(setup, estimator, problem=P1):
 # ---- the design --------------------------------------------------------------------------------------
 
 def test_plan_counts_the_family_and_sets_bonferroni_thresholds():
-    tasks = [([9, 12, 4], True), ([9, 12, 4], False)]
+    tasks = [[9, 12, 4], [9, 12, 4]]
     plan = gate.plan_for(tasks)
-    assert plan.m == 25 + 2 * 50 + 6
+    assert plan.m == 2 * 25 + 6  # one test per coordinate (exact or baseline), one variance check per group
     assert plan.z_c == pytest.approx(norm.isf(DESIGN.alpha / (2 * plan.m)), rel=1e-9)
     assert plan.z_v == pytest.approx(norm.isf(DESIGN.alpha / plan.m), rel=1e-9)
     assert plan.z_beta == pytest.approx(norm.isf(DESIGN.beta), rel=1e-9)
@@ -66,12 +74,19 @@ def test_plan_counts_the_family_and_sets_bonferroni_thresholds():
 
 def test_every_registered_estimator_is_in_the_committed_baseline(setup):
     targets, plan, baseline = setup
+    tasks, _ = plan_tasks(_estimators(None, builtin_only=True), targets)
     for name in registry.names():
-        est = registry.get(name)
-        runs = [t for t in targets if supported(est, t.problem)]
-        assert runs, f"estimator {name} supports none of the gate's problems"
-        for t in runs:
-            assert (t.spec, est.spec) in baseline, f"no baseline for {name} on {t.spec}: run sbn-bench check --update-baseline"
+        assert any(e.name == name for _, e in tasks), f"estimator {name} supports none of the gate's problems"
+    for p, spec in DESIGN.paths:
+        assert any((t.spec, e.spec) == (p, spec) for t, e in tasks), f"path {spec} on {p} is not run"
+    for t, est in tasks:
+        assert (t.spec, est.spec) in baseline, f"no baseline for {est.spec} on {t.spec}: run sbn-bench check --update-baseline"
+
+
+def test_the_committed_baseline_is_clean_and_the_gate_reads_it_strictly():
+    data = json.loads(DEFAULT_BASELINE.read_text())
+    assert data["version"] == 2 and data["manifest"]["git_dirty"] is False
+    assert data["manifest"]["git_commit"] not in ("", "unknown")
 
 
 def test_seeds_depend_only_on_the_specs():
@@ -82,15 +97,16 @@ def test_seeds_depend_only_on_the_specs():
 
 # ---- pure checks ---------------------------------------------------------------------------------------
 
-def _meas(mean, var, exact, n=10_000):
-    gs = GroupStats(size=len(mean), n=n, grad_norm=float(np.linalg.norm(exact)), bias_norm=0.0, noise_floor=0.0,
+def _meas(mean, var, exact, n=10_000, declared=("layer0",)):
+    gs = GroupStats(size=len(mean), n=n, grad_norm=float(np.linalg.norm(exact)),
+                    bias_norm=float(np.linalg.norm(np.subtract(mean, exact))), noise_floor=0.0,
                     trace_var=float(np.sum(var)), trace_var_se=0.0, mean=np.asarray(mean, float),
                     var=np.asarray(var, float), exact=np.asarray(exact, float))
-    return Measurement("p", "e", True, n, 0, 0.0, gs.grad_norm, {"layer0": gs})
+    return Measurement("p", "e", tuple(declared), n, 0, 0.0, gs.grad_norm, {"layer0": gs})
 
 
 def test_unbiased_check_is_a_bonferroni_z_test():
-    plan = gate.plan_for([([2], True)])
+    plan = gate.plan_for([[2]])
     se = 0.01  # var 1, n 10_000
     ok = gate.check_unbiased(_meas([1.0 + 0.9 * plan.z_c * se, 2.0], [1.0, 1.0], [1.0, 2.0]), plan)[0]
     bad = gate.check_unbiased(_meas([1.0, 2.0 - 1.1 * plan.z_c * se], [1.0, 1.0], [1.0, 2.0]), plan)[0]
@@ -98,27 +114,50 @@ def test_unbiased_check_is_a_bonferroni_z_test():
     exact_ok = gate.check_unbiased(_meas([1.0, 2.0], [0.0, 0.0], [1.0, 2.0]), plan)[0]
     exact_bad = gate.check_unbiased(_meas([1.0, 2.001], [0.0, 0.0], [1.0, 2.0]), plan)[0]
     assert exact_ok.passed and not exact_bad.passed
+    assert gate.check_unbiased(_meas([9.0, 9.0], [1.0, 1.0], [1.0, 2.0], declared=()), plan) == []  # not declared
 
 
 def test_power_check_asserts_the_design():
-    plan = gate.plan_for([([2], True)])
+    plan = gate.plan_for([[2]])
     g = np.array([3.0, 4.0])  # ||g|| = 5, delta_i = 0.25 / sqrt 2
     need_se = 0.05 * 5 / math.sqrt(2) / plan.power_factor
     n = 10_000
     ok = gate.check_power(_meas(g, [0.99 * (need_se**2) * n] * 2, g, n), plan)
     weak = gate.check_power(_meas(g, [1.01 * (need_se**2) * n] * 2, g, n), plan)
     assert ok.passed and not weak.passed
+    # a group tested against the baseline: its SE is that of the difference, sqrt(2) larger here
+    base = {"groups": {"layer0": {"var": [0.99 * (need_se**2) * n] * 2, "n": n}}}
+    assert not gate.check_power(_meas(g, [0.99 * (need_se**2) * n] * 2, g, n, declared=()), plan, baseline_entry=base).passed
+    assert gate.check_power(_meas(g, [0.49 * (need_se**2) * n] * 2, g, n, declared=()), plan,
+                            baseline_entry={"groups": {"layer0": {"var": [0.49 * (need_se**2) * n] * 2, "n": n}}}).passed
 
 
 def _summary(bias=0.1, floor=0.001, tr=1.0, tr_se=0.01, g=1.0):
     return dict(bias_norm=bias, noise_floor=floor, trace_var=tr, trace_var_se=tr_se, grad_norm=g)
 
 
-def test_bias_and_variance_tolerances():
-    plan = gate.plan_for([([4], False)])
+def test_bias_check_is_a_bonferroni_z_test_of_the_difference_of_mean_vectors():
+    """Var 1 now and in the baseline, n 10_000 each: the SE of a difference is sqrt(2) / 100."""
+    plan = gate.plan_for([[2]])
+    se = math.sqrt(2) / 100
+    exact = [0.0, 0.0]
+    base = dict(_summary(bias=1.0), mean=[0.6, 0.8], var=[1.0, 1.0], n=10_000)  # bias (0.6, 0.8)
+
+    def shift(mean):
+        return gate.check_bias_shift(_meas(mean, [1.0, 1.0], exact, declared=()), "layer0", base, plan)
+
+    assert shift([0.6 + 0.9 * plan.z_c * se, 0.8]).passed
+    assert not shift([0.6, 0.8 - 1.1 * plan.z_c * se]).passed  # a lower bias fails too
+    assert not shift([0.8, 0.6]).passed  # the same norm, turned
+    assert not shift([0.0, 0.0]).passed  # the bias gone
+    det = dict(base, var=[0.0, 0.0])  # zero variance: compared to rounding
+    assert gate.check_bias_shift(_meas([0.6, 0.8], [0.0, 0.0], exact, declared=()), "layer0", det, plan).passed
+    assert not gate.check_bias_shift(_meas([0.6, 0.8001], [0.0, 0.0], exact, declared=()), "layer0", det, plan).passed
+
+
+def test_variance_tolerances():
+    plan = gate.plan_for([[4]])
     base = _summary()
-    assert gate.check_bias("p", "e", "g", _summary(bias=0.105), base, plan).passed  # inside the 10% margin
-    assert not gate.check_bias("p", "e", "g", _summary(bias=0.13), base, plan).passed
     assert gate.check_variance("p", "e", "g", _summary(tr=1.1), base, plan).passed
     assert not gate.check_variance("p", "e", "g", _summary(tr=1.25), base, plan).passed
     # the SE widens the tolerance: the same increase passes when the estimates are noisy
@@ -126,11 +165,11 @@ def test_bias_and_variance_tolerances():
 
 
 def test_missing_or_stale_baseline_entry_fails_the_gate():
-    plan = gate.plan_for([([2], True)])
+    plan = gate.plan_for([[2]])
     meas = _meas([1.0, 2.0], [1.0, 1.0], [1.0, 2.0])
     checks = gate.evaluate([meas], {}, plan)
     assert [c.check for c in gate.failures(checks)] == ["baseline"]
-    entry = {"groups": {"layer0": meas.groups["layer0"].summary()}}
+    entry = {"groups": {"layer0": meas.groups["layer0"].record()}}
     assert not gate.failures(gate.evaluate([meas], {("p", "e"): entry}, plan))
     entry["groups"]["layer0"]["grad_norm"] *= 1.001  # the problem changed since the baseline was made
     failed = gate.failures(gate.evaluate([meas], {("p", "e"): entry}, plan))
@@ -155,11 +194,14 @@ def test_a_crashing_or_nan_estimator_is_a_failed_check_not_bad_input(one_thread)
 # ---- baseline file ---------------------------------------------------------------------------------------
 
 def test_baseline_roundtrip_and_bad_files(tmp_path):
-    plan = gate.plan_for([([2], True)])
-    meas = _meas([1.0, 2.0], [1.0, 1.0], [1.0, 2.0])
-    path = write_baseline(tmp_path / "b.json", [meas], plan, {"git_commit": "abc"})
+    plan = gate.plan_for([[2]])
+    meas = _meas([1.0, 2.0 + 1e-17], [1.0, 1.0], [1.0, 2.0])
+    path = write_baseline(tmp_path / "b.json", [meas], plan, {"git_commit": "abc", "git_dirty": False})
     entries = load_baseline(path)
     assert entries[("p", "e")]["groups"]["layer0"]["trace_var"] == 2.0
+    assert entries[("p", "e")]["groups"]["layer0"]["mean"] == [1.0, 2.0 + 1e-17]  # exact float round trip
+    assert entries[("p", "e")]["unbiased_groups"] == ["layer0"]
+    assert "[1.0, 2.0]" in path.read_text()  # vectors on one line
     assert json.loads(path.read_text())["manifest"]["git_commit"] == "abc"
     with pytest.raises(InputError, match="another gate design"):
         load_baseline(path, replace(DESIGN, root_seed=1))
@@ -173,11 +215,30 @@ def test_baseline_roundtrip_and_bad_files(tmp_path):
     (tmp_path / "neg.json").write_text(json.dumps(data))
     with pytest.raises(InputError, match="malformed"):
         load_baseline(tmp_path / "neg.json")
+    data = json.loads(path.read_text())
+    data["entries"][0]["groups"]["layer0"]["mean"] = [1.0]  # one coordinate short
+    (tmp_path / "short.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="malformed"):
+        load_baseline(tmp_path / "short.json")
+
+
+def test_old_format_and_dirty_baselines_are_refused(tmp_path):
+    plan = gate.plan_for([[2]])
+    meas = _meas([1.0, 2.0], [1.0, 1.0], [1.0, 2.0])
+    path = write_baseline(tmp_path / "b.json", [meas], plan, {"git_commit": "abc", "git_dirty": True})
+    with pytest.raises(InputError, match="dirty tree.*--allow-dirty-baseline"):
+        load_baseline(path)
+    assert ("p", "e") in load_baseline(path, allow_dirty=True)
+    data = json.loads(path.read_text())
+    data["version"] = 1
+    (tmp_path / "v1.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="version 1.*regenerate it with 'sbn-bench check --update-baseline'"):
+        load_baseline(tmp_path / "v1.json", allow_dirty=True)
 
 
 # ---- the real estimators pass; injected regressions fail -------------------------------------------------
 
-@pytest.mark.parametrize("name,problem", [("st", P1), ("psa", P3), ("arm", P1), ("reinforce", P3)])
+@pytest.mark.parametrize("name,problem", [("st", P1), ("psa", P3), ("arm", P1), ("reinforce", P3), ("st-tanh", P2)])
 def test_real_estimators_pass(setup, name, problem):
     failed, _ = run_gate(setup, registry.get(name), problem)
     assert not failed, failed
@@ -235,7 +296,9 @@ def test_reinforce_with_a_state_dependent_baseline_fails(setup, bad):
     assert any(c.check == "unbiased" and c.group.startswith("layer") for c in failed)
 
 
-def test_psa_without_the_exact_last_layer_term_fails(setup, monkeypatch):
+def test_psa_with_a_biased_last_layer_fails(setup, monkeypatch):
+    """The last hidden layer is declared unbiased: linearising its exact flips fails its z-test against the
+    exact gradient (not only a comparison with the baseline)."""
     real = psa_module.last_layer_flips
 
     def linearised(problem, xL):
@@ -245,7 +308,7 @@ def test_psa_without_the_exact_last_layer_term_fails(setup, monkeypatch):
 
     monkeypatch.setattr(psa_module, "last_layer_flips", linearised)
     failed, _ = run_gate(setup, PSA(), P1)
-    assert any(c.check == "bias" and c.group == "layer1" for c in failed)  # the last hidden layer
+    assert any(c.check == "unbiased" and c.group == "layer1" for c in failed)  # the last hidden layer
 
     def zero(problem, xL):
         eta, eta_flip, f0, f_flip = real(problem, xL)
@@ -253,7 +316,78 @@ def test_psa_without_the_exact_last_layer_term_fails(setup, monkeypatch):
 
     monkeypatch.setattr(psa_module, "last_layer_flips", zero)
     failed, _ = run_gate(setup, PSA(), P3)
-    assert {c.group for c in failed if c.check == "bias"} >= {"layer0", "layer1", "layer2"}
+    assert {c.group for c in failed if c.check == "bias"} >= {"layer0", "layer1"}
+    assert any(c.check == "unbiased" and c.group == "layer2" for c in failed)
+
+
+def _shifted_st(setup, problem, group, new_bias):
+    r"""Deep ST plus a constant per-draw shift of ``group`` that turns its bias $b$ (the baseline's mean minus
+    the exact gradient) into ``new_bias(b)``.  Asserts that the change is at least the one the run detects
+    within that group with power $1-\beta$ (any change of that norm has a coordinate of
+    $\max_i\mathrm{SE}_i(z_c+z_{1-\beta})$ or more), so the test misses with probability at most $\beta$."""
+    targets, plan, baseline = setup
+    t = targets[problem]
+    entry = baseline[(t.spec, "st")]
+    b = np.asarray(entry["groups"][group]["mean"]) - t.exact[group]
+    change = new_bias(b) - b
+    shift = torch.as_tensor(change)
+
+    class Shifted(DeepST):
+        def _estimate(self, problem_, draws, generator):
+            out = super()._estimate(problem_, draws, generator)
+            i = problem_.group_names.index(group)
+            return [g + shift if k == i else g for k, g in enumerate(out)]
+
+    failed, meas = run_gate(setup, Shifted(), problem)
+    detectable = gate.detectable_group_bias(meas, plan, entry)[group] * np.linalg.norm(t.exact[group])
+    assert np.linalg.norm(change) >= detectable, (np.linalg.norm(change), detectable)
+    return failed, meas, b
+
+
+def test_a_rotated_bias_fails(setup):
+    """The same bias norm in another direction (coordinates reversed: an orthogonal map) fails the
+    per-coordinate comparison, while the bias norm alone would not have moved."""
+    failed, meas, b = _shifted_st(setup, P1, "layer0", lambda b: b[::-1].copy())
+    assert any(c.check == "bias" and c.group == "layer0" for c in failed)
+    assert meas.groups["layer0"].bias_norm == pytest.approx(float(np.linalg.norm(b)), rel=0.05)
+
+
+def test_a_lowered_bias_fails(setup):
+    """Half the bias is a change too: the baseline must be regenerated (and reviewed) deliberately."""
+    failed, meas, b = _shifted_st(setup, P1, "layer0", lambda b: 0.5 * b)
+    assert any(c.check == "bias" and c.group == "layer0" for c in failed)
+    assert meas.groups["layer0"].bias_norm < 0.6 * float(np.linalg.norm(b))
+
+
+def test_the_fused_kernel_runs_in_the_gate_and_a_wrong_one_fails(setup, monkeypatch):
+    """``psa:kernel=fused`` is gated on the design's paths: the compiled kernel must really run (``path``), and
+    a compiled kernel with the wrong flip scale (that of the 01 encoding on a pm1 problem) fails the
+    comparison of the first layer's mean vector with the baseline."""
+    fused = registry.get("psa:kernel=fused")
+    assert (DESIGN.problems[P1], fused.spec) in DESIGN.paths
+    failed, meas = run_gate(setup, fused, P1)
+    assert not failed and not meas.path, failed
+    real = psa_fc._fused_in_range
+
+    def wrong_scale(x_in, a, W, h, noise, flip_scale, *rest):
+        return real(x_in, a, W, h, noise, 0.5 * flip_scale, *rest)
+
+    targets, plan, baseline = setup
+    right = path_moments(fused, targets[P1].problem)["layer0"][0]
+    monkeypatch.setattr(psa_fc, "_fused_in_range", wrong_scale)
+    change = float((path_moments(fused, targets[P1].problem)["layer0"][0] - right).norm())  # exact, by enumeration
+    failed, meas = run_gate(setup, fused, P1)
+    entry = baseline[(DESIGN.problems[P1], fused.spec)]
+    assert change >= gate.detectable_group_bias(meas, plan, entry)["layer0"] * np.linalg.norm(targets[P1].exact["layer0"])
+    assert not meas.path  # the (wrong) compiled kernel ran
+    assert any(c.check == "bias" and c.group == "layer0" for c in failed)
+    assert not any(c.group in ("layer1", "head") for c in failed)  # exact last layer and head untouched
+
+
+def test_a_fused_kernel_that_falls_back_to_eager_fails_the_path_check(setup, monkeypatch):
+    monkeypatch.setattr(psa_fc, "fused_supported", lambda *a, **k: False)  # as when torch.compile is missing
+    failed, meas = run_gate(setup, registry.get("psa:kernel=fused"), P1)
+    assert [c.check for c in failed] == ["path"] and "never ran" in failed[0].note
 
 
 class SignErrorArm(Arm):
@@ -318,9 +452,13 @@ def test_check_cli_on_a_subset_passes_and_prints_the_table(capsys, tmp_path, one
     code, out, _ = _cli(["check", "--estimators", "st", "tanh", "--json", str(tmp_path / "c.json")], capsys)
     assert code == 0, out
     assert "p1 = random:widths=2-3-3" in out and "hold" in out
-    rows = [line.split() for line in out.splitlines() if line.startswith(("p1 ", "p2 ", "p3 "))]
-    assert len(rows) == 3 * 2 * 2 * 3 + 2 * 2 * 1  # (bias, variance) x groups; p3 has one more layer
+    rows = [line.split() for line in out.splitlines() if line.startswith(("p1 ", "p2 ", "p3 ", "p4 "))]
+    # per problem and estimator: (bias or unbiased, variance) per group plus power; p3 has one more layer
+    assert len(rows) == 2 * (2 * 3 + 1) * 2 + 2 * (2 * 4 + 1)
     assert all(r[-1] == "ok" for r in rows)
+    assert {(r[1], r[2]) for r in rows if r[3] == "unbiased"} == {("st", "head")}  # its declared group
+    assert {(r[1], r[2]) for r in rows if r[3] == "bias"} == {(e, g) for e in ("st", "tanh")
+                                                              for g in ("layer0", "layer1", "layer2")} | {("tanh", "head")}
     data = json.loads((tmp_path / "c.json").read_text())
     assert {c["estimator"] for c in data["checks"]} == {"st", "tanh"}
 
@@ -332,27 +470,33 @@ def test_check_cli_exit_1_on_a_regression_and_update_writes_a_manifest(capsys, t
     data = json.loads(path.read_text())
     assert data["manifest"]["package_version"] and data["manifest"]["root_seed"] == DESIGN.root_seed
     assert {e["estimator"] for e in data["entries"]} == {"tanh"}
-    assert _cli(["check", "--baseline", str(path), "--estimators", "tanh"], capsys)[0] == 0
+    ok = ["check", "--baseline", str(path), "--estimators", "tanh", "--allow-dirty-baseline"]
+    assert _cli(ok, capsys)[0] == 0
     for entry in data["entries"]:
-        entry["groups"]["layer0"]["bias_norm"] *= 0.5  # the baseline claims half the bias
+        entry["groups"]["layer0"]["mean"][0] *= 0.5  # the baseline's mean vector differs in one coordinate
     path.write_text(json.dumps(data))
-    code, out, _ = _cli(["check", "--baseline", str(path), "--estimators", "tanh", "--failures-only"], capsys)
+    code, out, _ = _cli(ok + ["--failures-only"], capsys)
     assert code == 1 and "FAIL" in out and " bias " in out
     rows = [line for line in out.splitlines() if line.startswith(("p1 ", "p2 ", "p3 "))]
     assert len(rows) == len(DESIGN.problems) and all("layer0" in r and "FAIL" in r for r in rows)
 
 
-@pytest.mark.parametrize("argv", [
-    ["check", "--baseline", "/nonexistent/ci.json"],
-    ["check", "--estimators", "no-such-estimator"],
-    ["check", "--baseline", "__corrupt__"],
+@pytest.mark.parametrize("argv,message", [
+    (["check", "--baseline", "/nonexistent/ci.json"], "not found"),
+    (["check", "--estimators", "no-such-estimator"], "no-such-estimator"),
+    (["check", "--baseline", "__corrupt__"], "not an sbn-bench gate baseline"),
+    (["check", "--baseline", "__v1__", "--estimators", "st"], "regenerate it with 'sbn-bench check --update-baseline'"),
+    (["check", "--baseline", "__dirty__", "--estimators", "st"], "dirty tree"),
 ])
-def test_check_cli_bad_input_is_exit_2(argv, capsys, tmp_path):
-    if "__corrupt__" in argv:
-        (tmp_path / "c.json").write_text("[]")
-        argv = [a.replace("__corrupt__", str(tmp_path / "c.json")) for a in argv]
+def test_check_cli_bad_input_is_exit_2(argv, message, capsys, tmp_path):
+    (tmp_path / "c.json").write_text("[]")
+    data = json.loads(DEFAULT_BASELINE.read_text())
+    (tmp_path / "dirty.json").write_text(json.dumps({**data, "manifest": {**data["manifest"], "git_dirty": True}}))
+    (tmp_path / "v1.json").write_text(json.dumps({**data, "version": 1}))
+    names = {"__corrupt__": "c.json", "__dirty__": "dirty.json", "__v1__": "v1.json"}
+    argv = [str(tmp_path / names[a]) if a in names else a for a in argv]
     code, _, err = _cli(argv, capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err and message in err, err
 
 
 @pytest.mark.slow

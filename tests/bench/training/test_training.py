@@ -261,11 +261,11 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path, capsys, monkeyp
     db = str(tmp_path / "r.sqlite")
     real, calls = tt.run_train_task, []
 
-    def flaky(task, tp, ckdir=None, progress=None):
+    def flaky(task, tp, ckdir=None, progress=None, tasks=None):
         calls.append(task["estimator"])
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(task, tp, ckdir, progress)
+        return real(task, tp, ckdir, progress, tasks)
 
     monkeypatch.setattr(tt, "run_train_task", flaky)
     argv = TINY + ["--db", db, "--lr", "0.1"]
