@@ -23,7 +23,7 @@ def test_checkpoint_tasks_store_training_facts(tmp_path):
     assert (tasks["status"] == "done").all() and len(tasks) == 4
     for problem, facts in zip(tasks["problem"], tasks["facts"]):
         if problem == "toy-relax1":
-            assert facts == {}
+            assert "checkpoint" not in facts and "training" not in facts  # only what every task records
             continue
         json.dumps(facts)
         chk = facts["checkpoint"]
