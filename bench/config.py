@@ -71,7 +71,7 @@ class SweepConfig(ConfigMixin):
             raise InputError("the sweep has no problems")
         if not self.estimators:
             raise InputError("the sweep has no estimators")
-        inputs.positive_int(self.draws, "draws (N)")
+        inputs.positive_int(self.draws, "draws (N)", maximum=2**62)  # even --allow-large stops at int64 counts
         inputs.seed(self.seed)
         inputs.safe_name(self.name, "run name")
         if self.grid is not None:
@@ -116,15 +116,13 @@ _TYPES = {"problems": list, "estimators": list, "draws": int, "grid": list, "chu
 
 def load_toml(path: str) -> dict:
     """Parse a sweep TOML file into keyword arguments for :class:`SweepConfig` (checked names and types)."""
+    raw = inputs.read_text_file(path, "config file")  # a regular file of bounded size (not /dev/zero, a FIFO)
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise InputError(f"config file {path!r} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"config file {path!r} is a directory") from None
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"config file {path!r} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise InputError(f"config file {path!r} nests arrays or tables too deeply") from None
     for key, value in data.items():
         if key not in _FIELDS:
             raise InputError(f"config file {path!r}: unknown key {key!r} (keys: {', '.join(_FIELDS)})")

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from estimators import inputs
 from estimators.base import Estimator
 from estimators.errors import InputError
 from estimators.model import Problem
@@ -69,9 +70,8 @@ class CostSettings:
             raise InputError(f"cost time must be a finite number of seconds >= 0, got {self.time_s!r}")
         if self.clock not in CLOCKS:
             raise InputError(f"unknown clock {self.clock!r}; choose one of {', '.join(CLOCKS)}")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 1):
-            raise InputError(f"threads must be a positive integer, got {self.threads!r}")
+        if self.threads is not None:
+            inputs.threads(self.threads, "threads")
         if self.clock == "cpu" and self.threads != 1:
             raise InputError("--clock cpu measures process CPU time, which equals wall time only with --threads 1")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:

@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import threading
@@ -84,6 +85,12 @@ def check_executor(kind: str, workers: int | None = None, scheduler: str | None 
         raise InputError(f"--workers must be positive, got {workers}")
     if kind == "dask" and not scheduler:
         raise InputError("--executor dask needs --scheduler tcp://HOST:PORT")
+    if kind == "dask" and not re.fullmatch(r"(tcp|tls|inproc|ws|wss)://[^\s/:]+:\d{1,5}/?|[^\s/:]+:\d{1,5}", scheduler):
+        raise InputError(f"--scheduler {scheduler!r} is not an address: give tcp://HOST:PORT")
+    if scheduler and kind != "dask":
+        raise InputError(f"--scheduler is for --executor dask (this run uses {kind!r})")
+    if workers is not None and kind == "inprocess":
+        raise InputError("--workers needs --executor process, dask-local or dask (the default, inprocess, has one)")
     if kind in ("dask", "dask-local"):
         _dask()
 

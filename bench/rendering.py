@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench.store import Store
 from estimators.errors import InputError
+from estimators.inputs import comma_items
 from reports import FORMATS, ReportError, build_report
 
 __all__ = ["check_out_dir", "parse_formats", "render"]
@@ -30,7 +31,7 @@ def check_out_dir(path: str | os.PathLike, what: str = "output folder") -> None:
 
 def parse_formats(text: str) -> tuple[str, ...]:
     """``"html,pdf"`` -> ``("html", "pdf")``; unknown or empty -> InputError."""
-    formats = tuple(dict.fromkeys(f.strip().lower() for f in str(text).split(",") if f.strip()))
+    formats = tuple(dict.fromkeys(f.lower() for f in comma_items(text, "--format")))
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise InputError(f"unknown report format {(bad or [text])[0]!r} (choose from {', '.join(FORMATS)})")

@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import socket
+import stat
 import sqlite3
 import urllib.parse
 from typing import Iterable
@@ -114,6 +115,8 @@ class Store:
             raise InputError("the results database path is empty")
         if exists and os.path.isdir(self.path):
             raise InputError(f"results database {self.path!r} is a directory")
+        if exists and not stat.S_ISREG(os.stat(self.path).st_mode):
+            raise InputError(f"results database {self.path!r} is not a regular file (a pipe or device?)")
         if create and exists and not os.access(self.path, os.W_OK):
             raise InputError(f"results database {self.path!r} is read-only; results cannot be stored there "
                              f"(use another --db)")
@@ -266,11 +269,17 @@ class Store:
         return df
 
     def _kinds(self) -> dict[str, str]:
-        """What each run holds: ``accuracy`` (scores), ``training`` (curves), ``timing`` (timings)."""
+        """What each run holds: ``accuracy`` (finished sweep tasks), ``training`` (a training run's tasks
+        or curves), ``timing`` (timings); runs with none of these are absent."""
         out: dict[str, str] = {}
-        for kind, table in (("timing", "timings"), ("training", "curves"), ("accuracy", "scores")):
-            for (rid,) in self.con.execute(f"SELECT DISTINCT run_id FROM {table}"):
-                out[rid] = kind
+        for (rid,) in self.con.execute("SELECT DISTINCT run_id FROM tasks WHERE status IN ('done', 'failed')"):
+            out[rid] = "accuracy"  # finished tasks, even if every one failed (the report says why)
+        for (rid,) in self.con.execute("SELECT DISTINCT run_id FROM curves UNION SELECT run_id FROM runs "
+                                       "WHERE json_extract(manifest, '$.kind') = 'train'"):
+            if rid in out or self.con.execute("SELECT 1 FROM curves WHERE run_id = ? LIMIT 1", (rid,)).fetchone():
+                out[rid] = "training"
+        for (rid,) in self.con.execute("SELECT DISTINCT run_id FROM timings"):
+            out[rid] = "timing"
         return out
 
     def resolve(self, ref: str, kinds: Iterable[str] | None = None) -> str:

@@ -11,6 +11,7 @@ as it arrives.  Ctrl-C or ``kill -9`` loses no completed task.
 from __future__ import annotations
 
 import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
 import dataclasses
 import datetime
 import os
@@ -138,6 +139,14 @@ def check_size(cfg: SweepConfig, tasks: list[dict], problems: dict) -> None:
             f"--allow-large to run it")
 
 
+def _died(task: dict) -> dict:
+    """The failed-task row of a task whose worker process died."""
+    return dict(task_key=task["key"], problem=task["problem"], estimator=task["estimator"],
+                estimator_name=task.get("estimator_name"), device=task["device"], dtype=task["dtype"],
+                draws=task["draws"], seed=task["seed"], status="failed", spec=task,
+                error="the worker process died (killed by a signal or out of memory)")
+
+
 def _progress(total: int, desc: str, unit: str = "task"):
     """A tqdm bar on stderr, silent when stderr is not a terminal (CI logs)."""
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False)
@@ -195,6 +204,7 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
         bar = _progress(len(todo), cfg.name)
         with make_executor(executor, workers, scheduler) as (ex, window):
             pending: set = set()
+            submitted: dict = {}
             queue = iter(todo)
             while True:
                 while len(pending) < window:
@@ -206,12 +216,21 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
                         if bar is not None:
                             bar.update(1)
                         continue
-                    pending.add(_submit(ex, executor, task, cache))
+                    fut = _submit(ex, executor, task, cache)
+                    submitted[fut] = task
+                    pending.add(fut)
                 if not pending:
                     break
                 finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
-                    res = fut.result()
+                    try:
+                        res = fut.result()
+                    except BrokenProcessPool:  # a worker died (killed by a signal, out of memory, os._exit)
+                        task = submitted[fut]
+                        store.write_task(run_id, _died(task))
+                        raise InputError(f"a worker process died while computing {task['estimator']} on "
+                                         f"{task['problem']} (killed, or out of memory?); that task is stored as "
+                                         f"failed and completed tasks are kept: rerun the command to resume") from None
                     store.write_task(run_id, res["task"], res["scores"], res["moments"])
                     if res["task"]["status"] != "done":
                         failed += 1

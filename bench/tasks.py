@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 import traceback
 
@@ -115,7 +116,10 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
         problem = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
         cost = est.cost(problem)
         measured = task_cost(est, problem, task, result.seconds_per_draw)  # docs/timing.md#cost-per-draw
-    except Exception as exc:  # recorded, never lost: the report shows failed tasks
+    except (Exception, SystemExit) as exc:  # recorded, never lost: the report shows failed tasks
+        if isinstance(exc, SystemExit):  # an estimator calling sys.exit() must not end the sweep
+            exc = RuntimeError(f"the estimator called sys.exit({exc.code!r})")
+            exc.__traceback__ = sys.exc_info()[2]
         last = traceback.extract_tb(exc.__traceback__)[-1]
         row.update(error=f"{type(exc).__name__}: {exc} (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})",
                    seconds=time.perf_counter() - t0)

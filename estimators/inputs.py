@@ -11,7 +11,11 @@ import re
 
 from .errors import InputError
 
-__all__ = ["MAX_SEED", "MAX_DRAWS", "seed", "positive_int", "positive_finite", "safe_name"]
+__all__ = ["MAX_SEED", "MAX_DRAWS", "MAX_TEXT_BYTES", "seed", "positive_int", "positive_finite", "safe_name",
+           "read_text_file", "comma_items", "threads"]
+
+#: the largest configuration or baseline text file read (a TOML sweep, a JSON baseline)
+MAX_TEXT_BYTES = 16 * 2**20
 
 MAX_SEED = 2**63 - 1
 #: draws one task may ask for without ``--allow-large`` (about a CPU-day for the cheapest estimator)
@@ -44,6 +48,47 @@ def safe_name(value, what: str = "name") -> str:
     """A name that may become part of a file or folder name: letters, digits and ``._@=+,-``, no
     leading dot or separator, at most 200 characters (so ``../x`` or ``/etc`` never steer a path)."""
     if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
-        raise InputError(f"{what} {value!r} may hold letters, digits and ._@=+,- only (no path separators, "
+        raise InputError(f"{what} {value!r} may hold ASCII letters, digits and ._@=+,- only (no path separators, "
                          f"no leading dot or '..', at most 200 characters)")
     return value
+
+
+def threads(value, what: str = "--threads") -> int:
+    """A torch thread count: a positive integer no larger than 8 x the CPUs (at least 64); more
+    threads than that only exhausts the machine."""
+    import os
+
+    limit = max(64, 8 * (os.cpu_count() or 1))
+    return positive_int(value, what, maximum=limit)
+
+
+def read_text_file(path: str, what: str, limit: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of a small regular file: refuses a missing file, a directory, a FIFO or device (which
+    could block or never end) and anything over ``limit`` bytes, before reading it."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path!r} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"{what} {path!r} cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{what} {path!r} is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{what} {path!r} is not a regular file (a pipe or device?)")
+    if st.st_size > limit:
+        raise InputError(f"{what} {path!r} has {st.st_size} bytes, over the limit of {limit}")
+    with open(path, "rb") as fh:
+        return fh.read(limit + 1)
+
+
+def comma_items(text: str, what: str) -> list[str]:
+    """The items of a comma list, stripped; an empty list or an empty item (``a,,b``) is refused."""
+    items = [t.strip() for t in str(text).split(",")]
+    if not any(items):
+        raise InputError(f"{what} is empty")
+    if not all(items):
+        raise InputError(f"{what} {text!r} has an empty item")
+    return items

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -55,6 +56,10 @@ def parse_options(text: str, spec: str) -> dict[str, object]:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             value = raw  # bare words are strings: baseline=constant
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"option {item.strip()!r} in {spec!r} is not a finite number")
+        if key.strip() in out:
+            raise InputError(f"option {key.strip()!r} is given twice in {spec!r}")
         out[key.strip()] = value
     return out
 
@@ -63,6 +68,8 @@ def parse(spec: str) -> EstimatorSpec:
     """Parse ``name[:options]`` or ``module:Class[:options]`` / ``file.py:Class[:options]``."""
     text = str(spec).strip()
     m = _REF.match(text)
+    if not (m.group("opts") or "" if m else text).isascii():  # full-width digits, look-alike letters
+        raise InputError(f"spec {text!r} holds non-ASCII characters in its name or options")
     if m:
         return EstimatorSpec("", parse_options(m.group("opts") or "", text), m.group("ref"))
     name, _, rest = text.partition(":")
@@ -73,9 +80,11 @@ def split_list(text: str) -> list[str]:
     """A comma list of specs whose options also use commas: ``"psa,reinforce:baseline=ema,decay=0.5,st"``
     -> ``["psa", "reinforce:baseline=ema,decay=0.5", "st"]`` (a ``key=value`` item joins the spec before it)."""
     out: list[str] = []
+    if not str(text).strip():
+        raise InputError("--estimators is empty")
     for token in (t.strip() for t in str(text).split(",")):
         if not token:
-            continue
+            raise InputError(f"--estimators {text!r} has an empty item")
         if "=" in token and ":" not in token.split("=", 1)[0] and out and ":" in out[-1]:
             out[-1] += "," + token
         else:

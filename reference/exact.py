@@ -66,6 +66,9 @@ def memory_estimate(problem: Problem, method: str = "transfer", chunk: int | Non
         per_point = n_paths * (2 * w[0] + 6)
     else:
         raise InputError(f"unknown exact method {method!r}; choose transfer or brute")
+    # the state tables: all_states builds int64 indices and bits, then float64 states, their encoding and
+    # the 0/1 masks of each layer (about ten [2^n, n] tables at the peak; measured, docs/exact.md#memory)
+    fixed += 10 * sum(2**n * n for n in w)
     return fixed * _F64, per_point * _F64
 
 

@@ -55,9 +55,15 @@ def save_problem(problem: Problem, path: str | os.PathLike) -> None:
     for k, geom in enumerate(p.conv, start=1):
         if geom is not None:
             arrays[f"conv{k}"] = np.array(geom.as_array(), dtype=np.int64)
-    tmp = f"{os.fspath(path)}.tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    if os.path.isdir(path):
+        raise InputError(f"{os.fspath(path)!r} is a directory; name the .npz file to write")
+    tmp = f"{os.fspath(path)}.{os.getpid()}.tmp.npz"
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _array(data, key: str) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from estimators.errors import InputError
 from reference import build_problem, load_problem, save_problem
@@ -12,6 +13,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("problem", help="describe a problem; --save writes it in the .npz problem format")
     p.add_argument("spec", help="problem spec (e.g. psa-2-5-5-5:seed=1) or FILE.npz")
     p.add_argument("--save", metavar="FILE.npz", help="write the problem to this file")
+    p.add_argument("--force", action="store_true", help="let --save replace an existing file")
     p.add_argument("--encoding", choices=("pm1", "01"), help="override the encoding of a problem file")
     p.add_argument("--noise", choices=("logistic", "gaussian", "uniform"), help="override the noise of a problem file")
     p.add_argument("--loss", choices=("logistic", "softmax", "squared"), help="override the loss of a problem file")
@@ -21,6 +23,10 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.save and not args.save.endswith(".npz"):
         raise InputError(f"--save {args.save!r}: problem files are .npz archives (name it FILE.npz)")
+    if args.save and os.path.isdir(args.save):
+        raise InputError(f"--save {args.save!r} is a directory; name the .npz file to write")
+    if args.save and os.path.lexists(args.save) and not args.force:
+        raise InputError(f"--save {args.save!r} exists; pass --force to replace it")
     overrides = {"encoding": args.encoding, "noise": args.noise, "loss": args.loss}
     if args.spec.endswith(".npz"):
         problem = load_problem(args.spec, **overrides)

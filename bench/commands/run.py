@@ -13,6 +13,7 @@ from bench.rendering import check_out_dir, parse_formats, render
 from bench.store import DEFAULT_DB
 from bench.sweep import run_sweep
 from estimators.errors import InputError
+from estimators.inputs import comma_items
 from estimators.spec import split_list as split_estimators
 
 
@@ -72,9 +73,9 @@ def build_config(args: argparse.Namespace):
         base["problems"] = problems
     if args.estimators is not None:  # an empty list is an error, never the preset's estimators
         base["estimators"] = split_estimators(args.estimators)
-    if args.grid:
+    if args.grid is not None:
         try:
-            base["grid"] = [int(m) for m in args.grid.split(",") if m.strip()]
+            base["grid"] = [int(m) for m in comma_items(args.grid, "--grid")]
         except ValueError:
             raise InputError(f"--grid {args.grid!r} must be a comma list of integers") from None
     flags = dict(draws=args.draws, chunk=args.chunk, seed=args.seed, device=args.device, dtype=args.dtype,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from bench.validate import check_estimator, check_names, report_json
-from estimators import registry
+from estimators import inputs, registry
+from estimators.inputs import comma_items
 
 
 def add_parser(sub) -> None:
@@ -25,7 +26,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    checks = [c.strip() for c in args.checks.split(",") if c.strip()] if args.checks else None
+    checks = comma_items(args.checks, "--checks") if args.checks is not None else None
+    inputs.seed(args.seed, "--seed")
+    inputs.positive_int(args.max_draws, "--max-draws", maximum=inputs.MAX_DRAWS)
     specs = [s for spec in args.specs for s in (registry.names() if spec.strip() == "*" else [spec])]
     estimators = [registry.get(s) for s in specs]  # bad input: one line, exit 2, before any check runs
     reports = [check_estimator(est, checks, seed=args.seed, max_draws=args.max_draws) for est in estimators]

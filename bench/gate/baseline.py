@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench.gate.design import DESIGN, Design, Measurement, Plan, detectable_bias, detectable_group_bias
 from estimators.errors import InputError
+from estimators.inputs import read_text_file
 
 __all__ = ["DEFAULT_BASELINE", "FORMAT", "load_baseline", "write_baseline", "entry_of"]
 
@@ -47,12 +48,10 @@ def entry_of(meas: Measurement, plan: Plan) -> dict:
 
 
 def _read(path: Path) -> dict:
+    if not path.exists():
+        raise InputError(f"baseline {path} not found; create it with 'sbn-bench check --update-baseline'")
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError(f"baseline {path} not found; create it with 'sbn-bench check --update-baseline'") from None
-    except OSError as exc:
-        raise InputError(f"cannot read baseline {path}: {exc.strerror or exc}") from None
+        text = read_text_file(str(path), "baseline", limit=256 * 2**20).decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"baseline {path} is not a text (JSON) file") from None
     try:

@@ -20,7 +20,7 @@ from bench.timing.peaks import Peaks, device_peaks
 from estimators import inputs, registry
 from estimators.errors import InputError
 from reference.problems import build_problem
-from reference.specs import parse_widths
+from reference.specs import MAX_ELEMENTS, parse_widths
 
 __all__ = ["TimeConfig", "Context", "KERNELS", "DEFAULT_KERNELS", "PSA_VARIANTS"]
 
@@ -84,9 +84,10 @@ class TimeConfig:
             raise InputError(f"unknown clock {self.clock!r}; choose one of {', '.join(CLOCKS)}")
         if self.clock == "cpu" and self.device != "cpu":
             raise InputError("--clock cpu (process CPU time) can only time CPU work; use --device cpu")
-        if not self.min_run_time > 0 or not self.max_single_s > 0:
-            raise InputError("--min-time and --max-single must be positive")
-        parse_widths(self.net)
+        inputs.positive_finite(self.min_run_time, "--min-time")
+        inputs.positive_finite(self.max_single_s, "--max-single")
+        net = parse_widths(self.net)
+        self._check_sizes(net)
         for spec in self.estimators:
             if spec != "*":
                 registry.get(spec)  # unknown names and bad options fail before anything is measured
@@ -96,6 +97,20 @@ class TimeConfig:
             spec = self.conv_net + ("," if ":" in self.conv_net else ":") + "points=1"
             if not build_problem(spec).is_conv:
                 raise InputError(f"--conv-net {self.conv_net!r} has no convolutional layer")
+
+    def _check_sizes(self, net) -> None:
+        """Refuse, before allocating, tensors over :data:`~reference.specs.MAX_ELEMENTS` elements: a
+        layer's weights (width squared) and a call's activations (draws x batch x width)."""
+        limit = MAX_ELEMENTS
+        for name, flag, widths in (("widths", "--widths", self.widths), ("mem_widths", "--mem-widths", self.mem_widths),
+                                   ("net", "--net", tuple(net))):
+            for w in widths:
+                if w * w > limit or self.batch * w > limit:
+                    raise InputError(f"{flag} {w} with --batch {self.batch}: a {w} x {w} layer or a {self.batch} x {w} "
+                                     f"batch is over the limit of {limit:.0e} elements")
+        if self.draws * self.batch * max(net) > limit:
+            raise InputError(f"--draws {self.draws} x --batch {self.batch} x width {max(net)} is over the limit of "
+                             f"{limit:.0e} elements per call")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

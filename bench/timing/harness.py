@@ -26,6 +26,7 @@ from bench.timing import psa as tp
 from bench.timing.config import Context, TimeConfig
 from bench.timing.peaks import cuda_metadata
 from bench.timing.targets import evaluate_targets
+from estimators import inputs
 from estimators.errors import InputError
 
 __all__ = ["SUITES", "TimingRun", "measure_all", "time_and_store"]
@@ -73,9 +74,7 @@ def time_and_store(cfg: TimeConfig, db: str | None, label: str = "", threads: in
     meta_start = cuda_metadata(cfg.device) if cfg.device.startswith("cuda") else None
     old_threads = torch.get_num_threads()
     if threads is not None:
-        if threads < 1:
-            raise InputError(f"--threads must be positive, got {threads}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(inputs.threads(threads))
     if cfg.clock == "cpu" and torch.get_num_threads() != 1:
         torch.set_num_threads(old_threads)
         raise InputError("--clock cpu measures process CPU time, which equals wall time only with --threads 1")

@@ -74,8 +74,8 @@ class TrainConfig(ConfigMixin):
             raise InputError("no estimators to train")
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.lr is not None and not self.lr > 0:
-            raise InputError(f"the learning rate must be positive, got {self.lr}")
+        if self.lr is not None:
+            inputs.positive_finite(self.lr, "the learning rate")
         if len(self.lr_bounds) != 2 or not self.lr_bounds[0] < self.lr_bounds[1]:
             raise InputError(f"lr bounds must be two numbers lo < hi (log10 lr), got {list(self.lr_bounds)}")
         if not self.clip > 0 or not 0 <= self.momentum < 1 or self.crop_pad < 0:

@@ -67,6 +67,8 @@ def _base(rng=np.random.default_rng(0)):
     (["run", *QUICK, "--name", "../../x", "--db", "r.sqlite", "--no-report"], "run name"),
     (["run", *QUICK, "--name", "/etc/passwd", "--db", "r.sqlite", "--no-report"], "run name"),
     (["run", "--problem", "psa-2-5-5-5", "--estimators", "st", "-N", str(2**63 - 1), "--db", "r.sqlite"],
+     "over the limit"),
+    (["run", "--problem", "psa-2-5-5-5", "--estimators", "st", "-N", str(2 * 10**9), "--db", "r.sqlite"],
      "--allow-large"),
     (["run", "--problem", "random:widths=2-100000-100000", "--estimators", "st", "--db", "r.sqlite"], "over the limit"),
     (["problem", "psa-2-5-5-5", "--save", "out.txt"], ".npz"),
@@ -239,3 +241,95 @@ def test_system_failures_are_one_tailored_line(monkeypatch, capsys, exc, expecte
     assert main(["runs"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0] and "Error:" not in err[0], err
+
+
+# ---- the third probe round (373 probes): what it found, each refused with one line and nothing written ----
+@pytest.mark.parametrize("argv, what", [
+    (["run", *QUICK, "--executor", "dask", "--scheduler", "garbage", "--db", "r.sqlite"], "is not an address"),
+    (["run", *QUICK, "--scheduler", "tcp://h:1", "--db", "r.sqlite"], "--scheduler is for --executor dask"),
+    (["run", *QUICK, "--workers", "3", "--db", "r.sqlite"], "--workers needs --executor"),
+    (["run", *QUICK, "--config", "/dev/zero", "--db", "r.sqlite"], "not a regular file"),
+    (["time", "--no-store", "--min-time", "0.01", "--rounds", "1", "--kernels", "psa-fc", "--widths", "100000000"],
+     "over the limit"),
+    (["time", "--no-store", "--kernels", "psa-fc", "--widths", "8", "--batch", "100000000000"], "over the limit"),
+    (["time", "--no-store", "--kernels", "draw", "--net", "2-3", "--batch", "2", "--draws", "1000000000000"],
+     "over the limit"),
+    (["time", "--no-store", "--kernels", "psa-fc-mem", "--mem-widths", "10000000"], "over the limit"),
+    (["time", "--no-store", "--kernels", "sampling", "--net", "2-3", "--batch", "2", "--min-time", "inf"],
+     "--min-time must be a finite number"),
+    (["time", "--no-store", "--kernels", "sampling", "--net", "2-3", "--batch", "2", "--threads", "100000"],
+     "over the limit"),
+    (["exact", "--problem", "random:widths=2-25"], "over the"),
+    (["validate", "st", "--seed", "-1"], "--seed must be an integer"),
+    (["validate", "st", "--max-draws", "0"], "--max-draws must be a positive integer"),
+    (["validate", "st", "--checks", ""], "--checks is empty"),
+    (["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "inf", "--no-report",
+      "--db", "r.sqlite"], "learning rate must be a finite number"),
+    (["run", "--problem", "random:widths=2-3,widths=2-4", "--estimators", "st", "--db", "r.sqlite"], "given twice"),
+    (["run", "--problem", "toy-liu3", "--estimators", "reinforce:baseline=ema,decay=0.9,decay=0.5",
+      "--db", "r.sqlite"], "given twice"),
+    (["run", "--problem", "random:widths=２-３", "--estimators", "st", "--db", "r.sqlite"], "non-ASCII"),
+    (["run", "--problem", "random:widths=2-3,scale=1e400", "--estimators", "st", "--db", "r.sqlite"], "not a finite"),
+    (["run", *QUICK, "--grid", "1,,2", "--db", "r.sqlite"], "--grid"),
+    (["run", *QUICK, "--format", "html,,pdf", "--db", "r.sqlite"], "empty item"),
+    (["run", "--problem", "toy-liu3", "--estimators", "st,,arm", "--db", "r.sqlite"], "empty item"),
+    (["run", *QUICK[:-1], str(10**23), "--allow-large", "--db", "r.sqlite"], "over the limit"),
+])
+def test_third_probe_flags(hostile, argv, what):
+    hostile(argv, what)
+
+
+def test_third_probe_files(hostile, tmp_path):
+    (tmp_path / "deep.toml").write_text("grid = " + "[" * 5000 + "]" * 5000 + "\n")
+    hostile(["run", "--config", "deep.toml", "--db", "r.sqlite"], "too deeply", keep={"deep.toml"})
+    os.mkfifo(tmp_path / "ff")
+    hostile(["run", *QUICK, "--db", "ff"], "not a regular file", keep={"ff"})
+    (tmp_path / "o.npz").mkdir()
+    hostile(["problem", "psa-2-5-5-5", "--save", "o.npz"], "is a directory", keep={"o.npz"})
+    assert main(["problem", "toy-liu3", "--save", "p.npz"]) == 0
+    hostile(["problem", "psa-2-5-5-5", "--save", "p.npz"], "pass --force", keep={"p.npz"})
+    (tmp_path / "cf").write_text("")
+    hostile(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
+             "--checkpoint-epochs", "1", "--checkpoint-dir", "cf", "--db", "r.sqlite"], "is a file",
+            keep={"cf", "p.npz", "o.npz", "ff", "deep.toml"})
+
+
+_EXITING = '''
+import os
+import sys
+
+from estimators.families.straight_through import StraightThrough
+
+
+class E(StraightThrough):
+    """An estimator that ends its process ({how})."""
+
+    name = "exiting-st"
+    summary = "straight-through that ends its process"
+
+    def _estimate(self, problem, draws, generator):
+        {call}
+'''
+
+
+def test_an_estimator_calling_sys_exit_fails_its_task(tmp_path, capsys):
+    path = tmp_path / "exiting.py"
+    path.write_text(_EXITING.format(how="sys.exit(0)", call="sys.exit(0)"))
+    db = str(tmp_path / "r.sqlite")
+    assert main(["run", *QUICK[:2], "--estimators", f"{path}:E", "-N", "10", "--no-report", "--db", db]) == 1
+    err = capsys.readouterr().err
+    assert "the estimator called sys.exit(0)" in err and "Traceback" not in err
+
+
+def test_a_worker_that_dies_is_one_line_and_the_task_is_stored_failed(tmp_path, capsys):
+    path = tmp_path / "dying.py"
+    path.write_text(_EXITING.format(how="os._exit, as a worker killed for memory", call="os._exit(3)"))
+    db = str(tmp_path / "r.sqlite")
+    assert main(["run", *QUICK[:2], "--estimators", f"{path}:E", "-N", "10", "--no-report", "--db", db,
+                 "--executor", "process", "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a worker process died" in err[0], err
+    from bench.store import Store
+    with Store(db) as s:
+        tasks = s.load_run("latest").tasks
+    assert tasks.status.tolist() == ["failed"] and "worker process died" in tasks.error.iloc[0]

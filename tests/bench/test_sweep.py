@@ -237,7 +237,7 @@ def test_results_are_keyed_by_content_not_by_file_name(tmp_path, capsys):
     assert main(args) == 0
     assert "1 tasks, 0 already stored, 1 computed" in capsys.readouterr().out
     first = _scores(db)
-    assert main(["problem", "random:widths=2-3-3,points=4,seed=2", "--save", f]) == 0  # same name, other weights
+    assert main(["problem", "random:widths=2-3-3,points=4,seed=2", "--save", f, "--force"]) == 0  # same name, other weights
     assert main(args) == 0
     cap = capsys.readouterr()
     assert "1 tasks, 0 already stored, 1 computed" in cap.out
@@ -248,7 +248,7 @@ def test_results_are_keyed_by_content_not_by_file_name(tmp_path, capsys):
     assert not _numbers(second.scores).equals(_numbers(first.scores))
     with sqlite3.connect(db) as con:  # ... but not deleted
         assert con.execute("SELECT COUNT(*) FROM tasks WHERE status = 'superseded'").fetchone()[0] == 1
-    assert main(["problem", "random:widths=2-3-3,points=4,seed=1", "--save", f]) == 0  # back to the first content
+    assert main(["problem", "random:widths=2-3-3,points=4,seed=1", "--save", f, "--force"]) == 0  # back to the first content
     assert main(args) == 0
     assert "1 tasks, 1 already stored, 0 computed" in capsys.readouterr().out  # restored, not recomputed
     assert _numbers(_scores(db).scores).equals(_numbers(first.scores))
@@ -282,6 +282,6 @@ def test_a_problem_changed_between_planning_and_running_fails_its_task(tmp_path)
     assert main(["problem", "random:widths=2-3,points=4,seed=1", "--save", f]) == 0
     cfg = SweepConfig(problems=(f,), estimators=("arm",), draws=50)
     tasks, _ = plan_tasks(cfg, {f: build_problem(f)}, ["arm"])
-    assert main(["problem", "random:widths=2-3,points=4,seed=2", "--save", f]) == 0
+    assert main(["problem", "random:widths=2-3,points=4,seed=2", "--save", f, "--force"]) == 0
     row = run_task(tasks[0])["task"]
     assert row["status"] == "failed" and "changed after the sweep was planned" in row["error"]
