@@ -162,7 +162,7 @@ class Problem:
         for a in arrays:
             t = a.detach().to("cpu").contiguous()
             h.update(f"|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.numpy().tobytes())
+            h.update(memoryview(t.numpy()).cast("B"))  # no copy of the array
         return h.hexdigest()[:16]
 
     # ---- sizes and groups --------------------------------------------------------------------
