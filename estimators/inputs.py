@@ -7,7 +7,9 @@ what it accepts, so bad input is refused before anything is computed or written.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 
 from .errors import InputError
 
@@ -56,8 +58,6 @@ def safe_name(value, what: str = "name") -> str:
 def threads(value, what: str = "--threads") -> int:
     """A torch thread count: a positive integer no larger than 8 x the CPUs (at least 64); more
     threads than that only exhausts the machine."""
-    import os
-
     limit = max(64, 8 * (os.cpu_count() or 1))
     return positive_int(value, what, maximum=limit)
 
@@ -65,9 +65,6 @@ def threads(value, what: str = "--threads") -> int:
 def read_text_file(path: str, what: str, limit: int = MAX_TEXT_BYTES) -> bytes:
     """The bytes of a small regular file: refuses a missing file, a directory, a FIFO or device (which
     could block or never end) and anything over ``limit`` bytes, before reading it."""
-    import os
-    import stat
-
     try:
         st = os.stat(path)
     except FileNotFoundError:
