@@ -18,7 +18,7 @@ from .paper_values import CHECKPOINTS, CITATION, PROBLEM_PREFIX
 from .results import RunResults, run_id, slug
 from .throughput import throughput_figure
 from .training_curves import training_sections
-from .trends import trends_section
+from .trends import reference_kinds, trends_section
 
 __all__ = ["RUN_SECTIONS", "RESULT_SECTIONS", "run_sections"]
 
@@ -61,10 +61,18 @@ def problem_section(run: RunResults, ctx: dict) -> list[Section]:
     if not _accuracy_run(run):
         return []
     out = []
+    kinds = reference_kinds(run)
     for problem in tables.problems(run):
         ps = f"{ctx['rid']}_{slug(problem)}"
         rank = tables.ranking_table(run, problem)
-        blocks = [Table(f"{ps}_ranking", tables.ranking_caption(problem, rank), rank)]
+        blocks = []
+        keys = run.tasks.loc[run.tasks["problem"] == problem, "task_key"]
+        if any(kinds.get(k) == "mc" for k in keys):
+            blocks.append(Text("Monte Carlo reference: this problem is too large to enumerate (or the run asked for "
+                               "it), so its scores are measured against an unbiased reference estimator, not the exact "
+                               "gradient. Biases and relative errors are estimates; read them with their intervals "
+                               "(docs: Monte Carlo reference).", "warn"))
+        blocks.append(Table(f"{ps}_ranking", tables.ranking_caption(problem, rank), rank))
         blocks += [Text(note) for note in rank.attrs.get("notes", [])]
         groups = plots.estimator_groups(run, problem)
         for e, (title, labels) in enumerate(groups):

@@ -71,3 +71,12 @@ def test_runs_without_a_family_or_facts_get_no_section(synthetic_run):
     run = synthetic_run(failed=())  # toy problems, no facts column (a store before schema 2)
     assert "facts" not in run.tasks
     assert trends_section(run, {"rid": "r", "styles": styles(run)}) == []
+
+
+def test_each_problem_section_says_when_its_scores_are_monte_carlo(synthetic_run):
+    from reports.sections import problem_section
+    for mc in (True, False):
+        run = _run(synthetic_run, mc=mc)
+        for sec in problem_section(run, {"rid": "r", "styles": styles(run)}):
+            warned = [b for b in sec.blocks if isinstance(b, Text) and "Monte Carlo reference" in b.text]
+            assert bool(warned) == mc and (not mc or sec.blocks[0] is warned[0])
