@@ -72,6 +72,8 @@ class SweepConfig(ConfigMixin):
         if not self.estimators:
             raise InputError("the sweep has no estimators")
         inputs.positive_int(self.draws, "draws (N)", maximum=2**62)  # even --allow-large stops at int64 counts
+        if self.draws < 2:
+            raise InputError("draws (N) must be at least 2: a variance and its interval need two draws")
         inputs.seed(self.seed)
         inputs.safe_name(self.name, "run name")
         if self.grid is not None:

@@ -66,8 +66,8 @@ class CostSettings:
 
     def __post_init__(self) -> None:
         if isinstance(self.time_s, bool) or not isinstance(self.time_s, (int, float)) \
-                or not math.isfinite(self.time_s) or self.time_s < 0:
-            raise InputError(f"cost time must be a finite number of seconds >= 0, got {self.time_s!r}")
+                or not math.isfinite(self.time_s) or not 0 <= self.time_s <= 60:
+            raise InputError(f"cost time must be a number of seconds from 0 to 60 per task, got {self.time_s!r}")
         if self.clock not in CLOCKS:
             raise InputError(f"unknown clock {self.clock!r}; choose one of {', '.join(CLOCKS)}")
         if self.threads is not None:

@@ -85,6 +85,9 @@ def check_executor(kind: str, workers: int | None = None, scheduler: str | None 
         raise InputError(f"--workers must be positive, got {workers}")
     if kind == "dask" and not scheduler:
         raise InputError("--executor dask needs --scheduler tcp://HOST:PORT")
+    port = re.search(r":(\d+)/?$", scheduler or "")
+    if kind == "dask" and port and not 0 < int(port.group(1)) < 65536:
+        raise InputError(f"--scheduler {scheduler!r}: port {port.group(1)} is not a TCP port (1-65535)")
     if kind == "dask" and not re.fullmatch(r"(tcp|tls|inproc|ws|wss)://[^\s/:]+:\d{1,5}/?|[^\s/:]+:\d{1,5}", scheduler):
         raise InputError(f"--scheduler {scheduler!r} is not an address: give tcp://HOST:PORT")
     if scheduler and kind != "dask":

@@ -182,27 +182,28 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
     if cfg.device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InputError("--device cuda was asked for, but CUDA is not available here")
-    store = Store(db, create=True)
-    try:
-        run_id = f"{cfg.name}-{cfg.hash[:10]}"
-        if fresh:
-            run_id += datetime.datetime.now(datetime.timezone.utc).strftime("-%Y%m%dT%H%M%S")
-        if not store.has_run(run_id):
-            manifest = build_manifest(cfg.as_dict(), cfg.hash, cfg.seed, cfg.device, preset=cfg.name, label=label)
-            manifest["run_id"] = run_id
-            manifest["skipped_pairs"] = skipped
-            store.create_run(run_id, manifest, cfg.hash, label=label, preset=cfg.name)
-        cache = checkpoint_dir(db)
-        trained = {spec: build_problem(spec, cache_dir=cache) for spec in cfg.problems if "@" in spec}
-        if trained:  # checkpoints are trained (once, cached) here: key their tasks by the trained content
-            tasks, _ = plan_tasks(cfg, {**problems, **trained}, estimators)
-        superseded = store.supersede(run_id, {t["key"] for t in tasks})
-        done = store.done_keys(run_id)
-        todo = [t for t in tasks if t["key"] not in done]
-        failed = elsewhere = 0
-        errors: list[str] = []
-        bar = _progress(len(todo), cfg.name)
-        with make_executor(executor, workers, scheduler) as (ex, window):
+    # the executor first: a Dask scheduler that cannot be reached is refused before the store is touched
+    with make_executor(executor, workers, scheduler) as (ex, window):
+        store = Store(db, create=True)
+        try:
+            run_id = f"{cfg.name}-{cfg.hash[:10]}"
+            if fresh:
+                run_id += datetime.datetime.now(datetime.timezone.utc).strftime("-%Y%m%dT%H%M%S")
+            if not store.has_run(run_id):
+                manifest = build_manifest(cfg.as_dict(), cfg.hash, cfg.seed, cfg.device, preset=cfg.name, label=label)
+                manifest["run_id"] = run_id
+                manifest["skipped_pairs"] = skipped
+                store.create_run(run_id, manifest, cfg.hash, label=label, preset=cfg.name)
+            cache = checkpoint_dir(db)
+            trained = {spec: build_problem(spec, cache_dir=cache) for spec in cfg.problems if "@" in spec}
+            if trained:  # checkpoints are trained (once, cached) here: key their tasks by the trained content
+                tasks, _ = plan_tasks(cfg, {**problems, **trained}, estimators)
+            superseded = store.supersede(run_id, {t["key"] for t in tasks})
+            done = store.done_keys(run_id)
+            todo = [t for t in tasks if t["key"] not in done]
+            failed = elsewhere = 0
+            errors: list[str] = []
+            bar = _progress(len(todo), cfg.name)
             pending: set = set()
             submitted: dict = {}
             queue = iter(todo)
@@ -237,9 +238,9 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
                         errors.append(f"{res['task']['estimator']} on {res['task']['problem']}: {res['task']['error']}")
                     if bar is not None:
                         bar.update(1)
-        if bar is not None:
-            bar.close()
-        return SweepOutcome(run_id, len(tasks), len(tasks) - len(todo), len(todo) - elsewhere, failed, skipped,
-                            elsewhere, errors, superseded)
-    finally:
-        store.close()
+            if bar is not None:
+                bar.close()
+            return SweepOutcome(run_id, len(tasks), len(tasks) - len(todo), len(todo) - elsewhere, failed, skipped,
+                                elsewhere, errors, superseded)
+        finally:
+            store.close()

@@ -68,6 +68,8 @@ def parse(spec: str) -> EstimatorSpec:
     """Parse ``name[:options]`` or ``module:Class[:options]`` / ``file.py:Class[:options]``."""
     text = str(spec).strip()
     m = _REF.match(text)
+    if any(ord(c) < 32 for c in text):
+        raise InputError(f"spec {text!r} holds control characters (a newline?)")
     if not (m.group("opts") or "" if m else text).isascii():  # full-width digits, look-alike letters
         raise InputError(f"spec {text!r} holds non-ASCII characters in its name or options")
     if m:

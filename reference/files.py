@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import zipfile
 
 import numpy as np
@@ -88,6 +89,8 @@ def inspect_archive(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """
     if not os.path.exists(path):
         raise InputError(f"problem file {path!r} does not exist")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise InputError(f"problem file {path!r} is not a regular file (a directory, pipe or device?)")
     try:
         with zipfile.ZipFile(path) as zf:
             headers = {}

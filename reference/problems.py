@@ -120,8 +120,9 @@ def random_problem(widths: str = "2-5-5-5", scale: float = 1.0, seed: int = 0, p
         raise InputError(f"unknown init {init!r}; use normal or fanin")
     w = parse_widths(widths)
     guard_size(points * w[0], f"{points} points of {w[0]} inputs")
-    rng = np.random.default_rng(seed)
     C = {"logistic": 1, "softmax": classes}.get(loss, classes)
+    guard_size(C * w[-1] + (points * C if loss == "squared" else 0), f"a head of {C} outputs on {w[-1]} units")
+    rng = np.random.default_rng(seed)
     N = lambda *shape, s=scale: _t(rng.normal(0.0, s, shape))  # noqa: E731
     X = N(points, w[0], s=1.0)
     if loss == "logistic":
@@ -240,6 +241,8 @@ def problem_names() -> list[str]:
 def build_problem(spec: str, cache_dir: str | None = None) -> Problem:
     """Build a problem from a named-problem spec (``psa-2-5-5-5:seed=3``), a checkpoint of one
     (``psa-2-5-5-5@chk-100``, trained once and cached under ``cache_dir``) or an ``.npz`` path."""
+    if any(ord(c) < 32 for c in str(spec)):
+        raise InputError(f"problem spec {spec!r} holds control characters (a newline?)")
     base, epoch = split_spec(spec.strip())
     if epoch is not None:
         if cache_dir is None:

@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     targets = [os.path.join(args.out, f"{stem}.{name}.{args.format}") for name in tables]
     targets.append(os.path.join(args.out, f"{stem}.manifest.json"))
     check_out_dir(args.out, "--out")
+    linked = [t for t in targets if os.path.islink(t)]
+    if linked:
+        raise InputError(f"{linked[0]} is a symbolic link; export writes only plain files in --out")
     existing = [t for t in targets if os.path.exists(t)]
     if existing and not args.force:
         raise InputError(f"{existing[0]} exists; export refuses to overwrite (pass --force, or another --out)")

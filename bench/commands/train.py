@@ -96,4 +96,4 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_report:
         for fmt, path in render(args.db, [out.run_id], args.report_dir or f"sbn-report/{out.run_id}", args.format).items():
             print(f"report ({fmt}): {path}")
-    return 0
+    return 1 if out.failed else 0  # failed tasks are stored with their reason; the exit code says so

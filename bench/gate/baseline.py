@@ -56,6 +56,8 @@ def _read(path: Path) -> dict:
         raise InputError(f"baseline {path} is not a text (JSON) file") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise InputError(f"baseline {path} nests its JSON too deeply to be a baseline") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"baseline {path} is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

@@ -84,6 +84,7 @@ class TimeConfig:
             raise InputError(f"unknown clock {self.clock!r}; choose one of {', '.join(CLOCKS)}")
         if self.clock == "cpu" and self.device != "cpu":
             raise InputError("--clock cpu (process CPU time) can only time CPU work; use --device cpu")
+        inputs.positive_int(self.rounds, "--rounds", maximum=1000)
         inputs.positive_finite(self.min_run_time, "--min-time")
         inputs.positive_finite(self.max_single_s, "--max-single")
         net = parse_widths(self.net)

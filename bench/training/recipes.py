@@ -68,6 +68,8 @@ class TrainConfig(ConfigMixin):
         for key, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{key.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.samples > 10**5 or self.epochs > 10**7:  # beyond these a run exhausts memory or never ends
+            raise InputError(f"samples ({self.samples}) must be at most 100000 and epochs ({self.epochs}) at most 1e7")
         inputs.seed(self.seed)
         inputs.safe_name(self.name, "run name")
         if not self.estimators:
@@ -80,8 +82,8 @@ class TrainConfig(ConfigMixin):
             raise InputError(f"lr bounds must be two numbers lo < hi (log10 lr), got {list(self.lr_bounds)}")
         if not self.clip > 0 or not 0 <= self.momentum < 1 or self.crop_pad < 0:
             raise InputError("need clip > 0, 0 <= momentum < 1 and crop padding >= 0")
-        if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.ensemble_sizes):
-            raise InputError(f"ensemble sizes must be positive integers, got {list(self.ensemble_sizes)}")
+        if any(isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= 10**5 for m in self.ensemble_sizes):
+            raise InputError(f"ensemble sizes must be integers from 1 to 100000, got {list(self.ensemble_sizes)}")
         bad = [e for e in self.checkpoint_epochs if not 0 <= e <= self.epochs]
         if bad:
             raise InputError(f"checkpoint epoch {bad[0]} is outside 0..{self.epochs}")

@@ -333,3 +333,54 @@ def test_a_worker_that_dies_is_one_line_and_the_task_is_stored_failed(tmp_path, 
     with Store(db) as s:
         tasks = s.load_run("latest").tasks
     assert tasks.status.tolist() == ["failed"] and "worker process died" in tasks.error.iloc[0]
+
+
+# ---- the fourth probe round (355 probes): its FAILs, each refused up front ----
+@pytest.mark.parametrize("argv, what", [
+    (["run", *QUICK[:-1], "1", "--db", "r.sqlite"], "at least 2"),
+    (["run", *QUICK, "--executor", "dask", "--scheduler", "tcp://127.0.0.1:99999", "--db", "r.sqlite"],
+     "is not a TCP port"),
+    (["run", "--problem", "random:widths=2-3,loss=softmax,classes=1000000000", "--estimators", "st",
+      "--db", "r.sqlite"], "over the limit"),
+    (["problem", "random:widths=2-3,loss=softmax,classes=1000000000"], "over the limit"),
+    (["exact", "--problem", "random:widths=2-3,loss=softmax,classes=1000000000"], "over the limit"),
+    (["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "-k", "1000000000000",
+      "--no-report", "--db", "r.sqlite"], "samples"),
+    (["run", *QUICK, "--cost-time", "1000", "--db", "r.sqlite"], "cost time"),
+    (["time", "--no-store", "--kernels", "sampling", "--net", "2-3", "--batch", "2", "--rounds", "100000000000"],
+     "--rounds"),
+    (["run", "--problem", "random:widths=2-3\n", "--estimators", "st", "--db", "r.sqlite"], "control characters"),
+])
+def test_fourth_probe_flags(hostile, argv, what):
+    argv = [a.replace("\\n", "\n") for a in argv]
+    hostile(argv, what)
+
+
+def test_fourth_probe_files(hostile, tmp_path):
+    os.mkfifo(tmp_path / "ff.npz")
+    hostile(["run", "--problem-file", "ff.npz", "--estimators", "st", "--db", "r.sqlite"], "not a regular file",
+            keep={"ff.npz"})
+    (tmp_path / "b.json").write_text("[" * 100000 + "]" * 100000)
+    hostile(["check", "--estimators", "st", "--baseline", "b.json"], "too deeply", keep={"ff.npz", "b.json"})
+
+
+def test_export_does_not_write_through_a_symbolic_link(tmp_path, capsys):
+    db = str(tmp_path / "r.sqlite")
+    assert main(["run", *QUICK, "--no-report", "--db", db]) == 0
+    out = tmp_path / "o"
+    assert main(["export", "latest", "--db", db, "--out", str(out)]) == 0
+    victim = tmp_path / "victim.csv"
+    victim.write_text("keep me")
+    target = next(p for p in out.iterdir() if p.name.endswith(".scores.csv"))
+    target.unlink()
+    target.symlink_to(victim)
+    capsys.readouterr()
+    assert main(["export", "latest", "--db", db, "--out", str(out), "--force"]) == 2
+    assert "symbolic link" in capsys.readouterr().err and victim.read_text() == "keep me"
+
+
+def test_train_exits_1_when_a_task_fails(tmp_path, capsys):
+    db = str(tmp_path / "r.sqlite")
+    assert main(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "1e308",
+                 "--no-report", "--db", db]) == 1
+    assert "1 failed" in capsys.readouterr().out

@@ -162,6 +162,7 @@ def test_unreachable_dask_scheduler_is_one_line(tmp_path, capsys):
                  "--scheduler", "tcp://127.0.0.1:1"])
     assert code == 2
     assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # refused before the store was created
 
 
 def test_dask_local_cluster_executor(tmp_path, capsys):
