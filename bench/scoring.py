@@ -139,6 +139,10 @@ def score(estimator: Estimator, problem: Problem, exact_grads: dict[str, torch.T
         if problem.device.type == "cuda":
             torch.cuda.synchronize(problem.device)
         seconds += time.perf_counter() - t0
+        if not isinstance(out, dict) or list(out) != list(problem.group_names):
+            raise InputError(f"estimator {estimator.spec} returned groups "
+                             f"{list(out) if isinstance(out, dict) else type(out).__name__}, expected "
+                             f"{list(problem.group_names)} (the contract: one [D, size] tensor per group)")
         X = torch.cat([out[n] for n in problem.group_names], dim=1).detach().cpu().double().numpy()
         if not np.isfinite(X).all():
             bad = int((~np.isfinite(X)).any(1).sum())

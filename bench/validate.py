@@ -179,8 +179,10 @@ def check_output(ctx: Context) -> list[Verdict]:
                 bad.append(f"{g}: shape {tuple(getattr(v, 'shape', ()))}, expected (5, {n})")
             elif v.dtype != dtype or v.device != p.device:
                 bad.append(f"{g}: {v.dtype} on {v.device}, expected {dtype} on {p.device}")
+            elif not bool(torch.isfinite(v).all()):
+                bad.append(f"{g}: non-finite values in {dtype} (NaN or inf)")
     return [Verdict("output", "fail", "; ".join(bad[:3])) if bad else
-            Verdict("output", "ok", "one [D, size] tensor per group, in the problem's dtype and device")]
+            Verdict("output", "ok", "one finite [D, size] tensor per group, in the problem's dtype and device")]
 
 
 def check_determinism(ctx: Context) -> list[Verdict]:

@@ -175,3 +175,22 @@ def test_tanh_trace_of_variance_is_exactly_zero():
     res = score(registry.get("tanh"), problem, ex.grads, 300, torch.Generator().manual_seed(0), grid=[1, 10], chunk=64)
     tv = [r["value"] for r in res.rows if r["metric"] == "trace_var"]
     assert tv and all(v == 0.0 for v in tv)
+
+
+def test_an_estimator_returning_other_groups_is_named_by_the_contract():
+    from estimators import registry
+    from estimators.errors import InputError
+    from reference import exact
+    from reference.problems import build_problem
+
+    class MissingHead:
+        spec = "missing-head"
+
+        def estimate(self, problem, draws, generator):
+            out = registry.get("st").estimate(problem, draws, generator)
+            return {g: v for g, v in out.items() if g != "head"}
+
+    problem = build_problem("toy-liu3")
+    ex = exact(problem, "transfer")
+    with pytest.raises(InputError, match=r"returned groups \['layer0'\], expected \['layer0', 'head'\]"):
+        score(MissingHead(), problem, ex.grads, 10, torch.Generator().manual_seed(0), grid=[1])

@@ -110,8 +110,18 @@ class Overflows(DeepST):
         return torch.exp(a.abs() * 20)
 
 
+@dataclass(frozen=True)
+class ReturnsNaN(DeepST):
+    """Deep ST whose estimates are all NaN: the output check must fail it (test double)."""
+
+    name: ClassVar[str] = "returns-nan"
+
+    def _estimate(self, problem, draws, generator):
+        return [torch.full_like(g, float("nan")) for g in super()._estimate(problem, draws, generator)]
+
+
 @pytest.mark.parametrize("cls, check", [
-    (WrongShape, "output"), (GlobalStream, "determinism"), (ClaimsUnbiased, "unbiasedness"),
+    (WrongShape, "output"), (ReturnsNaN, "output"), (GlobalStream, "determinism"), (ClaimsUnbiased, "unbiasedness"),
     (OnePathPerCall, "draws-in-one-call"), (NotPathDeterministic, "path-determinism"),
     (AcceptsEverything, "declared-support"), (Overflows, "finite"),
 ])
