@@ -79,6 +79,9 @@ class SweepConfig(ConfigMixin):
         if self.grid is not None:
             if not self.grid or min(self.grid) < 1:
                 raise InputError(f"every M of the grid must be positive, got {list(self.grid)}")
+            twice = sorted({m for m in self.grid if self.grid.count(m) > 1})
+            if twice:
+                raise InputError(f"the grid names M = {twice[0]} more than once")
             if max(self.grid) > self.draws:
                 raise InputError(f"M = {max(self.grid)} exceeds the number of draws N = {self.draws}")
         if self.chunk is not None and self.chunk < 1:

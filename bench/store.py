@@ -109,6 +109,8 @@ class Store:
     def __init__(self, path: str | os.PathLike = DEFAULT_DB, create: bool = False):
         self.path = os.fspath(path)
         exists = os.path.exists(self.path)
+        if not exists and os.path.islink(self.path):
+            raise InputError(f"results database {self.path!r} is a symbolic link to a file that does not exist")
         if not exists and not create:
             raise InputError(f"results database {self.path!r} does not exist (run 'sbn-bench run' first)")
         if not self.path:

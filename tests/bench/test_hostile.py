@@ -384,3 +384,10 @@ def test_train_exits_1_when_a_task_fails(tmp_path, capsys):
     assert main(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "1e308",
                  "--no-report", "--db", db]) == 1
     assert "1 failed" in capsys.readouterr().out
+
+
+def test_fourth_probe_questionable_items(hostile, tmp_path):
+    hostile(["run", *QUICK, "--grid", "1,2,2", "--db", "r.sqlite"], "more than once")
+    hostile(["validate", "st", "--checks", "output,output"], "more than once")
+    (tmp_path / "dangling.sqlite").symlink_to(tmp_path / "nowhere.sqlite")
+    hostile(["run", *QUICK, "--db", "dangling.sqlite"], "symbolic link", keep={"dangling.sqlite"})
