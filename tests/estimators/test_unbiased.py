@@ -30,8 +30,6 @@ logistic, Gaussian and uniform noise, depths 2 and 3, and a convolutional networ
 
 from __future__ import annotations
 
-import math
-import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -45,7 +43,7 @@ from estimators.families.arm import DisArm
 from estimators.model import Problem, head_grad, layer_grad, sample_path
 from estimators.families.muprop import MuProp
 from estimators.families.reinforce import Reinforce, score_grads
-from helpers import FlippedArm, draw_moments, drop_analytic_term
+from helpers import FlippedArm, designed_z_test, drop_analytic_term
 from reference.exact import exact
 from reference.problems import build_problem
 
@@ -99,45 +97,13 @@ def z_values() -> tuple[float, float, int]:
     return float(norm.isf(ALPHA / (2 * m))), float(norm.isf(BETA)), m
 
 
-def seed_of(*parts: str) -> int:
-    return zlib.crc32("|".join(parts).encode())
-
-
-def deltas(key: str) -> dict[str, float]:
-    r = PROBLEMS[key][2]
-    return {k: r * float(g.norm()) / math.sqrt(g.numel()) for k, g in get_exact(key).items()}
-
-
-def design_draws(estimator, key: str, seed: int) -> int:
-    """$N=1.5((z_a+z_b)s_{\\max}/\\delta)^2$ from an independent pilot run, at least ``MIN_N``."""
-    za, zb, _ = z_values()
-    pilot = draw_moments(estimator, get_problem(key), PILOT, seed + 1, CHUNK)
-    need = max(1.5 * ((za + zb) * float(pilot.sd(k).max()) / d) ** 2 for k, d in deltas(key).items())
-    return max(MIN_N, int(math.ceil(need / 1024)) * 1024)
-
-
 def z_test(estimator, key: str, label: str) -> tuple[float, list[str]]:
-    """Run the designed test; return the largest |z| and the rows that exceed the threshold."""
-    problem, ex, dl = get_problem(key), get_exact(key), deltas(key)
+    """Run the designed test (:func:`helpers.designed_z_test`); return the largest |z| and the rows
+    that exceed the threshold."""
     za, zb, m = z_values()
-    seed = seed_of(label, key)
-    N = design_draws(estimator, key, seed)
-    cap = PROBLEMS[key][3]
-    assert N <= cap, f"{label} on {key}: the design needs N={N} draws, over the cap {cap} (variance regression?)"
-    mom = draw_moments(estimator, problem, N, seed, CHUNK)
-    worst, bad = 0.0, []
-    for name, g in ex.items():
-        se = mom.se(name)
-        assert float(se.max()) * (za + zb) <= dl[name], (
-            f"power design fails for {label} on {key}, group {name}: SE {float(se.max()):.3g} * "
-            f"{za + zb:.3f} > delta {dl[name]:.3g} (N={N}, seed={seed})")
-        z = (mom.mean[name] - g) / se.clamp_min(1e-300)
-        z = torch.where(se > 0, z, torch.where((mom.mean[name] - g).abs() < 1e-12, 0.0, math.inf))
-        worst = max(worst, float(z.abs().max()))
-        for i in torch.nonzero(z.abs() > za).flatten().tolist():
-            bad.append(f"{label} on {key}: {name}[{i}] mean {float(mom.mean[name][i]):.6g} exact {float(g[i]):.6g} "
-                       f"SE {float(se[i]):.3g} z {float(z[i]):.2f} (threshold {za:.2f}, m={m}) N={N} seed={seed}")
-    return worst, bad
+    _, _, r, cap, _, _ = PROBLEMS[key]
+    return designed_z_test(estimator, get_problem(key), get_exact(key), r=r, cap=cap, za=za, zb=zb, m=m,
+                           label=label, key=key, pilot=PILOT, min_n=MIN_N, chunk=CHUNK)
 
 
 CASES = [pytest.param(e, k, marks=[pytest.mark.stat] + ([pytest.mark.slow] if PROBLEMS[k][4] else []),
