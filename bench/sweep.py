@@ -33,7 +33,7 @@ from .executors import check_executor, make_executor
 from .mc_reference import uses_mc
 from .manifest import build_manifest
 from .store import Store
-from .tasks import plan_tasks, run_task
+from .tasks import failed_row, plan_tasks, run_task
 
 __all__ = ["run_sweep", "SweepOutcome", "expand_estimators", "checkpoint_dir"]
 
@@ -139,14 +139,6 @@ def check_size(cfg: SweepConfig, tasks: list[dict], problems: dict) -> None:
             f"--allow-large to run it")
 
 
-def _died(task: dict) -> dict:
-    """The failed-task row of a task whose worker process died."""
-    return dict(task_key=task["key"], problem=task["problem"], estimator=task["estimator"],
-                estimator_name=task.get("estimator_name"), device=task["device"], dtype=task["dtype"],
-                draws=task["draws"], seed=task["seed"], status="failed", spec=task,
-                error="the worker process died (killed by a signal or out of memory)")
-
-
 def _progress(total: int, desc: str, unit: str = "task"):
     """A tqdm bar on stderr, silent when stderr is not a terminal (CI logs)."""
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False)
@@ -228,7 +220,7 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
                         res = fut.result()
                     except BrokenProcessPool:  # a worker died (killed by a signal, out of memory, os._exit)
                         task = submitted[fut]
-                        store.write_task(run_id, _died(task))
+                        store.write_task(run_id, failed_row(task, "the worker process died (killed by a signal or out of memory)"))
                         raise InputError(f"a worker process died while computing {task['estimator']} on "
                                          f"{task['problem']} (killed, or out of memory?); that task is stored as "
                                          f"failed and completed tasks are kept: rerun the command to resume") from None

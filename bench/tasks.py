@@ -35,7 +35,7 @@ from .costs import task_cost, with_cost
 from .mc_reference import score_task_mc, uses_mc
 from .scoring import score
 
-__all__ = ["plan_tasks", "task_key", "seed_key", "task_seed", "run_task"]
+__all__ = ["plan_tasks", "task_key", "seed_key", "task_seed", "failed_row", "run_task"]
 
 #: spec fields that identify content or code: part of a task's key, not of its random stream
 IDENTITY_FIELDS = ("estimator_origin", "problem_digest")
@@ -79,11 +79,11 @@ def plan_tasks(cfg: SweepConfig, problems: dict, estimators: list[str]) -> tuple
     return tasks, skipped
 
 
-def _score_against_reference(task: dict, est, problem, progress):
-    """Scores of ``est`` on ``problem`` (as built, float64) and the facts naming the reference that produced
-    them: exact enumeration where the task's ``reference`` setting allows and it fits, else Monte Carlo
-    (:mod:`bench.mc_reference`, with its estimators, draws and interval level)."""
-    here = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
+def _score_against_reference(task: dict, est, problem, here, progress):
+    """Scores of ``est`` on ``here`` (the problem in the task's dtype and device) and the facts naming the
+    reference that produced them: exact enumeration of ``problem`` (as built, float64) where the task's
+    ``reference`` setting allows and it fits, else Monte Carlo (:mod:`bench.mc_reference`, with its
+    estimators, draws and interval level)."""
     if uses_mc(task.get("reference", "auto"), problem, task["exact_method"], task["budget"]):
         result = score_task_mc(task, est, here, progress)
         return result, {"reference": result.reference}
@@ -93,6 +93,15 @@ def _score_against_reference(task: dict, est, problem, progress):
     return result, {"reference": {"kind": "exact", "method": ex.method}}
 
 
+def failed_row(task: dict, error: str, **fields) -> dict:
+    """The stored row of a task that failed with ``error`` (``run_task`` starts from it, and a sweep
+    stores it for a task whose worker died)."""
+    row = dict(task_key=task["key"], problem=task["problem"], estimator=task["estimator"],
+               estimator_name=task.get("estimator_name"), device=task["device"], dtype=task["dtype"],
+               draws=task["draws"], seed=task["seed"], status="failed", error=error, spec=task)
+    return {**row, **fields}
+
+
 def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
     """Run one task: build the problem, its exact gradient, stream and score the estimator, measure its cost.
 
@@ -100,9 +109,7 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
     one-line error, so a sweep always records what happened.
     """
     est = registry.from_task(task)
-    row = dict(task_key=task["key"], problem=task["problem"], estimator=task["estimator"], estimator_name=est.name,
-               unbiased=est.unbiased, device=task["device"], dtype=task["dtype"], draws=task["draws"],
-               seed=task["seed"], status="failed", error="", spec=task)
+    row = failed_row(task, "", estimator_name=est.name, unbiased=est.unbiased)
     t0 = time.perf_counter()
     try:
         problem = build_problem(task["problem"], cache_dir=cache_dir)
@@ -111,11 +118,11 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
                              f"digest differs); run the sweep again")
         if cache_dir is not None and "@" in task["problem"]:  # the checkpoint's training facts, for the report
             row["facts"] = checkpoint_facts(cache_dir, task["problem"])
-        result, facts = _score_against_reference(task, est, problem, progress)
+        here = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
+        result, facts = _score_against_reference(task, est, problem, here, progress)
         row.setdefault("facts", {}).update(facts)
-        problem = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
-        cost = est.cost(problem)
-        measured = task_cost(est, problem, task, result.seconds_per_draw)  # docs/timing.md#cost-per-draw
+        cost = est.cost(here)
+        measured = task_cost(est, here, task, result.seconds_per_draw)  # docs/timing.md#cost-per-draw
     except (Exception, SystemExit) as exc:  # recorded, never lost: the report shows failed tasks
         if isinstance(exc, SystemExit):  # an estimator calling sys.exit() must not end the sweep
             exc = RuntimeError(f"the estimator called sys.exit({exc.code!r})")
