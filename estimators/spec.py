@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .errors import InputError
 
-__all__ = ["EstimatorSpec", "options_json", "parse", "parse_options", "split_list"]
+__all__ = ["EstimatorSpec", "no_control_characters", "options_json", "parse", "parse_options", "split_list"]
 
 #: ``module.path:Class`` or ``some/file.py:Class`` (the part before the colon has a dot or a slash)
 _REF = re.compile(r"^(?P<ref>[^:=,\s]*[./\\][^:=,\s]*:[A-Za-z_]\w*)(?::(?P<opts>.*))?$")
@@ -64,12 +64,18 @@ def parse_options(text: str, spec: str) -> dict[str, object]:
     return out
 
 
+def no_control_characters(text: str, what: str) -> str:
+    """Refuse a spec holding control characters (a newline pasted into a flag): it would be stored as typed."""
+    if any(ord(c) < 32 for c in str(text)):
+        raise InputError(f"{what} {text!r} holds control characters (a newline?)")
+    return text
+
+
 def parse(spec: str) -> EstimatorSpec:
     """Parse ``name[:options]`` or ``module:Class[:options]`` / ``file.py:Class[:options]``."""
     text = str(spec).strip()
     m = _REF.match(text)
-    if any(ord(c) < 32 for c in text):
-        raise InputError(f"spec {text!r} holds control characters (a newline?)")
+    no_control_characters(text, "spec")
     if not (m.group("opts") or "" if m else text).isascii():  # full-width digits, look-alike letters
         raise InputError(f"spec {text!r} holds non-ASCII characters in its name or options")
     if m:

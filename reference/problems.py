@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from estimators.errors import InputError
+from estimators.spec import no_control_characters
 from estimators.model import ConvGeom, Problem
 
 from .checkpoints import ensure_checkpoints, load_checkpoint, split_spec
@@ -241,8 +242,7 @@ def problem_names() -> list[str]:
 def build_problem(spec: str, cache_dir: str | None = None) -> Problem:
     """Build a problem from a named-problem spec (``psa-2-5-5-5:seed=3``), a checkpoint of one
     (``psa-2-5-5-5@chk-100``, trained once and cached under ``cache_dir``) or an ``.npz`` path."""
-    if any(ord(c) < 32 for c in str(spec)):
-        raise InputError(f"problem spec {spec!r} holds control characters (a newline?)")
+    no_control_characters(spec, "problem spec")
     base, epoch = split_spec(spec.strip())
     if epoch is not None:
         if cache_dir is None:

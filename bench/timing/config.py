@@ -20,7 +20,7 @@ from bench.timing.peaks import Peaks, device_peaks
 from estimators import inputs, registry
 from estimators.errors import InputError
 from reference.problems import build_problem
-from reference.specs import MAX_ELEMENTS, parse_widths
+from reference.specs import guard_size, parse_widths
 
 __all__ = ["TimeConfig", "Context", "KERNELS", "DEFAULT_KERNELS", "PSA_VARIANTS"]
 
@@ -100,18 +100,13 @@ class TimeConfig:
                 raise InputError(f"--conv-net {self.conv_net!r} has no convolutional layer")
 
     def _check_sizes(self, net) -> None:
-        """Refuse, before allocating, tensors over :data:`~reference.specs.MAX_ELEMENTS` elements: a
+        """Refuse (:func:`~reference.specs.guard_size`), before allocating, tensors over its limit: a
         layer's weights (width squared) and a call's activations (draws x batch x width)."""
-        limit = MAX_ELEMENTS
-        for name, flag, widths in (("widths", "--widths", self.widths), ("mem_widths", "--mem-widths", self.mem_widths),
-                                   ("net", "--net", tuple(net))):
+        for flag, widths in (("--widths", self.widths), ("--mem-widths", self.mem_widths), ("--net", tuple(net))):
             for w in widths:
-                if w * w > limit or self.batch * w > limit:
-                    raise InputError(f"{flag} {w} with --batch {self.batch}: a {w} x {w} layer or a {self.batch} x {w} "
-                                     f"batch is over the limit of {limit:.0e} elements")
-        if self.draws * self.batch * max(net) > limit:
-            raise InputError(f"--draws {self.draws} x --batch {self.batch} x width {max(net)} is over the limit of "
-                             f"{limit:.0e} elements per call")
+                guard_size(w * w, f"{flag} {w}: a {w} x {w} layer")
+                guard_size(self.batch * w, f"--batch {self.batch} of width {w}")
+        guard_size(self.draws * self.batch * max(net), f"--draws {self.draws} x --batch {self.batch} x width {max(net)}")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
