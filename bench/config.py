@@ -20,6 +20,9 @@ from estimators.errors import InputError
 
 from .costs import CostSettings
 
+#: the largest Monte Carlo reference time budget per problem (seconds)
+MAX_REFERENCE_SECONDS = 86400.0
+
 __all__ = ["ConfigMixin", "SweepConfig", "load_toml", "SWEEP_PRESETS", "SWEEP_PRESET_EXECUTORS"]
 
 
@@ -55,6 +58,10 @@ class SweepConfig(ConfigMixin):
     #: ``exact`` (refuse what cannot be enumerated), ``mc`` (always the Monte Carlo reference) or ``auto``
     #: (exact where it fits the memory budget, Monte Carlo beyond: ``docs/monte-carlo.md``)
     reference: str = "auto"
+    #: the Monte Carlo reference's budget per problem (one of them; default: as many draws as ``draws``):
+    #: ``reference_draws`` draws, or as many as ``reference_seconds`` of compute allow (``docs/monte-carlo.md#budget``)
+    reference_draws: int | None = None
+    reference_seconds: float | None = None
     cost_time: float = 0.5  # seconds of timed repeats per task for its cost per draw; 0: off
     cost_clock: str = "wall"  # wall or cpu (process CPU time: needs cost_threads = 1 and a CPU device)
     cost_threads: int | None = None  # torch threads while the cost is timed; None: the worker's
@@ -95,9 +102,28 @@ class SweepConfig(ConfigMixin):
         inputs.positive_finite(self.memory_budget_gib, "memory budget (GiB)")
         if self.reference not in ("auto", "exact", "mc"):
             raise InputError(f"unknown reference {self.reference!r}; use auto, exact or mc")
+        if self.reference_draws is not None and self.reference_seconds is not None:
+            raise InputError("give the Monte Carlo reference either reference_draws or reference_seconds, not both")
+        if self.reference_draws is not None:
+            inputs.positive_int(self.reference_draws, "reference draws", maximum=inputs.MAX_DRAWS)
+            if self.reference_draws < 32:
+                raise InputError(f"reference draws must be at least 32 (16 batches of 2), got {self.reference_draws}")
+        if self.reference_seconds is not None:
+            inputs.positive_finite(self.reference_seconds, "reference seconds")
+            if self.reference_seconds > MAX_REFERENCE_SECONDS:
+                raise InputError(f"reference seconds must be at most {MAX_REFERENCE_SECONDS:g} (one day per problem), "
+                                 f"got {self.reference_seconds:g}")
         self.cost_settings()  # checks the cost measurement's settings
         if self.cost_clock == "cpu" and self.device != "cpu" and self.cost_time > 0:
             raise InputError("--clock cpu (process CPU time) can only time CPU work; use --device cpu")
+
+    def reference_budget(self) -> dict:
+        """The Monte Carlo reference's budget as set (``{}`` when neither is: as many draws as ``draws``)."""
+        if self.reference_draws is not None:
+            return {"draws": self.reference_draws}
+        if self.reference_seconds is not None:
+            return {"seconds": float(self.reference_seconds)}
+        return {}
 
     def cost_settings(self) -> CostSettings:
         """How each task measures its cost per draw (``docs/timing.md#cost-per-draw``)."""
@@ -109,6 +135,9 @@ class SweepConfig(ConfigMixin):
         d = dataclasses.asdict(self)
         if d["reference"] == "auto":
             del d["reference"]
+        for key in ("reference_draws", "reference_seconds"):  # likewise: absent unless set
+            if d[key] is None:
+                del d[key]
         return d
 
 
@@ -116,7 +145,7 @@ class SweepConfig(ConfigMixin):
 _FIELDS = {f.name: f for f in dataclasses.fields(SweepConfig)}
 _TYPES = {"problems": list, "estimators": list, "draws": int, "grid": list, "chunk": int, "device": str,
           "dtype": str, "exact_method": str, "memory_budget_gib": (int, float), "seed": int, "name": str,
-          "reference": str, "cost_time": (int, float), "cost_clock": str, "cost_threads": int}
+          "reference": str, "reference_draws": int, "reference_seconds": (int, float), "cost_time": (int, float), "cost_clock": str, "cost_threads": int}
 
 
 def load_toml(path: str) -> dict:
@@ -177,9 +206,10 @@ SWEEP_PRESETS: dict[str, dict] = {
         + ("conv:input=3x12x12,channels=96-96,kernels=3-3,strides=1-1,paddings=0-0,points=4,seed=0",),
         estimators=("psa", "st", "st-identity", "st-tanh", "st-hardtanh", "concrete:tau=0.5", "st-gumbel", "tanh",
                     "adf"),
-        draws=2048,  # ~22 min on 2 cores (process executor), extrapolated from 256-draw runs: docs/monte-carlo.md#presets
+        draws=2048,
         dtype="float32",
         reference="mc",
+        reference_seconds=120.0,  # per problem, shared by its estimators; measured run time: docs/monte-carlo.md#presets
     ),
 }
 

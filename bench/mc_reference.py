@@ -3,16 +3,18 @@ r"""The Monte Carlo reference: score an estimator on a network too large to enum
 The reference gradient $g$ is not computed; it is estimated by an unbiased reference estimator $R$,
 chosen per parameter group by a pilot run (:func:`pilot`) as the candidate with the lowest
 $\operatorname{tr}\mathrm{Var}\times$ seconds per draw among those that declare the group unbiased
-(:meth:`~estimators.base.Estimator.unbiased_groups`).  Draws of the scored estimator $A$ and of $R$ are
-paired ($A_i$, $R_i$ independent) and streamed in chunks (vectorised over draws, accumulated in float64).
-With $d_i=A_i-R_i$ and $N$ pairs, per group:
+(:meth:`~estimators.base.Estimator.unbiased_groups`).  The reference's draws form one stream per
+problem, shared by every estimator scored on it (:func:`prepare_reference`: computed once, cached, its
+length set by a budget of draws or seconds); each scored estimator $A$ draws its own stream,
+independent of it.  Both are streamed in chunks (vectorised over draws, accumulated in float64).
+With $N_A$ draws $A_i$ and $N_R$ draws $R_j$, per group:
 
-- $\widehat{\lVert b\rVert^2}=(\lVert\sum_id_i\rVert^2-\sum_i\lVert d_i\rVert^2)/(N(N-1))$, unbiased for
-  $\lVert\mathbb EA-g\rVert^2$ (the noise of $R$ does not enter it);
-- $\widehat{\lVert g\rVert^2}$: the same form over the reference draws $R_i$;
-- $\widehat{\operatorname{tr}\mathrm{Var}A}=(\sum_i\lVert A_i\rVert^2-\lVert\sum_iA_i\rVert^2/N)/(N-1)$;
-- $\widehat{\mathbb EA\cdot g}=\sum_{i\ne j}A_i\cdot R_j/(N(N-1))$ and $\widehat{\lVert\mathbb EA\rVert^2}$ as above
-  (pairs $i\ne j$ only, so every estimate stays unbiased if $A_i$ and $R_i$ ever share random numbers).
+- $\widehat{\lVert\mathbb EA\rVert^2}=(\lVert\sum_iA_i\rVert^2-\sum_i\lVert A_i\rVert^2)/(N_A(N_A-1))$ and
+  $\widehat{\lVert g\rVert^2}$ of the same form over the $R_j$ (pairs $i\ne j$ only: unbiased);
+- $\widehat{\mathbb EA\cdot g}=\sum_iA_i\cdot\sum_jR_j/(N_AN_R)$ (unbiased: the streams are independent);
+- $\widehat{\lVert b\rVert^2}=\widehat{\lVert\mathbb EA\rVert^2}-2\,\widehat{\mathbb EA\cdot g}+\widehat{\lVert g\rVert^2}$,
+  unbiased for $\lVert\mathbb EA-g\rVert^2$ (the noise of either stream does not enter its mean);
+- $\widehat{\operatorname{tr}\mathrm{Var}A}=(\sum_i\lVert A_i\rVert^2-\lVert\sum_iA_i\rVert^2/N_A)/(N_A-1)$.
 
 Metrics (names of :mod:`bench.scoring` where the quantity is the same): ``grad_norm``, ``bias_norm``,
 ``rel_bias`` $=\sqrt{\lVert b\rVert^2/\lVert g\rVert^2}$, ``trace_var``, ``rel_rmse`` at each $M$
@@ -22,18 +24,22 @@ the mean-square cosine $\mathbb E[\bar A_M\cdot g]/\sqrt{\mathbb E\lVert\bar A_M
 ``snr``, ``noise_floor`` and the work-normalised variances need no reference and are computed as the exact
 scorer does (``noise_floor`` relative to the estimated $\lVert g\rVert$).
 
-Every metric has a confidence interval from a delete-one-batch jackknife: draws are split into
+Every metric has a confidence interval from a delete-one-batch jackknife: each stream is split into
 $K$ batches (chunk $j$ goes to batch $j\bmod K$, ``batches`` = 16 by default), each statistic is
-recomputed with one batch left out, and the interval is $\hat\theta\pm t_{K-1,1-\alpha/2}\,
+recomputed with batch $k$ of both streams left out, and the interval is $\hat\theta\pm t_{K-1,1-\alpha/2}\,
 \widehat{\mathrm{se}}_{\mathrm{jack}}$ (at ``level`` $=1-\alpha$, 95% by default; $t_{15,0.975}=2.131$).
 Ratios are formed before the jackknife and square roots are taken of the interval's ends.
-Memory: two ``[K, P]`` float64 arrays of batch sums ($P$ parameters).
+Memory: a ``[K, P]`` float64 array of batch sums per stream ($P$ parameters).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import time
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 
@@ -41,20 +47,22 @@ import numpy as np
 import torch
 from scipy import stats as _stats
 
-from estimators import registry
+from estimators import inputs, registry
 from estimators.base import Estimator
 from estimators.errors import InputError
 from estimators.model import Problem
+from estimators.plugins import code_digest
 from reference.exact import check_feasible
 
 from .accumulate import Moments
-from .scoring import _slices, default_grid
+from .scoring import _slices, chunk_size, default_grid
 
-__all__ = ["DEFAULT_CANDIDATES", "Reference", "pilot", "score_mc", "MCScores", "DEFAULT_BATCHES", "uses_mc",
-           "score_task_mc"]
+__all__ = ["DEFAULT_CANDIDATES", "Reference", "ReferenceSums", "pilot", "reference_sums", "score_mc", "MCScores",
+           "DEFAULT_BATCHES", "uses_mc", "reference_settings", "reference_key", "prepare_reference", "score_task_mc"]
 
 #: unbiased (per group) estimators tried by the pilot; PSA and ST take part for the groups they are exact on
-DEFAULT_CANDIDATES = ("arm", "disarm", "reinforce-loo", "local-expectation", "muprop", "psa", "st")
+DEFAULT_CANDIDATES = ("arm", "disarm", "reinforce-loo", "local-expectation", "local-expectation:shared=True", "muprop",
+                      "psa", "st")
 DEFAULT_BATCHES = 16
 _ARRAY_CAP = 2**24  # float64 entries per [chunk, P] array of draws (128 MiB)
 
@@ -78,33 +86,57 @@ def _flat(problem: Problem, out: dict[str, torch.Tensor]) -> np.ndarray:
 
 @dataclass
 class Reference:
-    """An unbiased reference: the estimator that draws each parameter group (``{group: estimator}``)."""
+    """An unbiased reference: the estimator that draws each parameter group (``{group: estimator}``), with
+    the pilot's table and its seconds per draw of each chosen estimator (by spec)."""
 
     by_group: dict[str, Estimator]
     pilot_table: list[dict] = field(default_factory=list)
+    seconds_per_draw: dict[str, float] = field(default_factory=dict)
+    #: per group, a rough ||g||^2 for the time split: ||mean||^2 of the pilot's lowest-variance candidate
+    norm2_proxy: dict[str, float] = field(default_factory=dict)
 
-    def draw(self, problem: Problem, draws: int, generator: torch.Generator) -> np.ndarray:
-        """``[draws, P]`` float64 reference draws; one call per distinct estimator, columns picked per group."""
-        sl = _slices(problem)
-        X = np.empty((draws, sl["all"].stop))
-        for spec, groups in self._calls().items():
-            est = next(e for g, e in self.by_group.items() if e.spec == spec)
-            Y = _flat(problem, est.estimate(problem, draws, generator))
-            if not np.isfinite(Y).all():
-                raise InputError(f"reference estimator {spec} returned non-finite estimates on {problem.name}")
-            for g in groups:
-                X[:, sl[g]] = Y[:, sl[g]]
-        return X
-
-    def _calls(self) -> dict[str, list[str]]:
+    def calls(self) -> dict[str, list[str]]:
+        """The distinct estimators (specs) and the groups each of them draws."""
         calls: dict[str, list[str]] = {}
         for g, e in self.by_group.items():
             calls.setdefault(e.spec, []).append(g)
         return calls
 
+    def draws_per_chunk(self, chunk: int) -> dict[str, int]:
+        r"""Draws of each estimator per chunk under a time budget, from the pilot's figures: half of the time
+        is split equally between the $G$ groups, half in proportion to each group's need
+        $\nu_g=\operatorname{tr}\mathrm{Var}_g\,t_g/\lVert g_g\rVert^2$ (the time that brings its relative noise
+        $\operatorname{tr}\mathrm{Var}_g/(N_g\lVert g_g\rVert^2)$ to 1), so $T_g\propto 1/(2G)+\nu_g/(2\sum_h\nu_h)$;
+        an estimator gets the largest $T_g$ of its groups, and the one with the most draws per chunk draws
+        ``chunk``.  Without a usable $\lVert g_g\rVert^2$ proxy the groups get equal time; without timings
+        every estimator draws ``chunk``.  The split only sets the draws' number, never what they estimate."""
+        calls = self.calls()
+        if not all(self.seconds_per_draw.get(spec, 0) > 0 for spec in calls):
+            return dict.fromkeys(calls, chunk)
+        tv = {(r["estimator"], r["group"]): r["trace_var"] for r in self.pilot_table if r.get("group")}
+        need = {spec: [tv.get((spec, g), math.nan) * self.seconds_per_draw[spec] / self.norm2_proxy.get(g, math.nan)
+                       for g in groups] for spec, groups in calls.items()}
+        if all(math.isfinite(x) and x > 0 for v in need.values() for x in v):
+            total, G = sum(x for v in need.values() for x in v), sum(len(v) for v in need.values())
+            share = {spec: max(0.5 / G + 0.5 * x / total for x in v) for spec, v in need.items()}
+        else:  # no usable proxy: equal time per group
+            share = {spec: float(len(groups)) for spec, groups in calls.items()}
+        rate = {spec: share[spec] / self.seconds_per_draw[spec] for spec in calls}  # draws per unit of time share
+        top = max(rate.values())
+        return {spec: max(1, round(chunk * r / top)) for spec, r in rate.items()}
+
+    def draw_estimator(self, problem: Problem, spec: str, draws: int, generator: torch.Generator) -> np.ndarray:
+        """``[draws, P]`` float64 draws of the reference estimator ``spec`` (all columns; the caller keeps its groups')."""
+        est = next(e for e in self.by_group.values() if e.spec == spec)
+        Y = _flat(problem, est.estimate(problem, draws, generator))
+        if not np.isfinite(Y).all():
+            raise InputError(f"reference estimator {spec} returned non-finite estimates on {problem.name}")
+        return Y
+
     def record(self) -> dict:
         """What a task stores about this reference (JSON-able)."""
-        return dict(kind="mc", by_group={g: e.spec for g, e in self.by_group.items()}, pilot=self.pilot_table)
+        return dict(kind="mc", by_group={g: e.spec for g, e in self.by_group.items()}, pilot=self.pilot_table,
+                    norm2_proxy=self.norm2_proxy)
 
 
 def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDIDATES, draws: int = 256,
@@ -115,6 +147,7 @@ def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDI
     sl = _slices(problem)
     best: dict[str, tuple[float, Estimator]] = {}
     table = []
+    proxy: dict[str, tuple[float, float]] = {}  # group -> (trace_var, ||mean||^2) of its lowest-variance candidate
     for spec in candidates:
         est = registry.get(spec) if isinstance(spec, str) else spec
         try:
@@ -139,6 +172,11 @@ def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDI
         spd = (time.perf_counter() - t0) / n
         if not np.isfinite(X).all():
             continue
+        for g in problem.group_names:
+            Xg = X[:, sl[g]]
+            tr = float(Xg.var(0, ddof=1).sum())
+            if g not in proxy or tr < proxy[g][0]:
+                proxy[g] = (tr, float(Xg.mean(0) @ Xg.mean(0)) - tr / n)
         for g in groups:
             tr = float(X[:, sl[g]].var(0, ddof=1).sum())
             table.append(dict(estimator=est.spec, group=g, trace_var=tr, seconds_per_draw=spd, score=tr * spd))
@@ -148,7 +186,105 @@ def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDI
     if missing:
         raise InputError(f"no unbiased reference estimator for groups {', '.join(missing)} of {problem.name} "
                          f"among {', '.join(map(str, candidates))}")
-    return Reference({g: best[g][1] for g in problem.group_names}, table)
+    chosen = {g: best[g][1] for g in problem.group_names}
+    timing = {r["estimator"]: r["seconds_per_draw"] for r in table if r["group"]}
+    return Reference(chosen, table, {e.spec: timing[e.spec] for e in chosen.values()},
+                     {g: v[1] for g, v in proxy.items()})
+
+
+@dataclass
+class ReferenceSums:
+    r"""A stream of reference draws, summed per batch: what scoring needs of the reference, and all it keeps.
+
+    ``S[k]`` is the sum of the draws of batch ``k`` (``[K, P]``), ``Q[k, i]`` the sum of their squared
+    norms in group ``i`` and ``n[k, i]`` their number (``[K, G]``, groups in the problem's order: each
+    group is drawn by its own estimator, as often as its budget allows).  One stream serves every estimator scored on a problem (:func:`prepare_reference`).
+    """
+
+    S: np.ndarray
+    Q: np.ndarray
+    n: np.ndarray
+    record: dict
+
+    @property
+    def batches(self) -> int:
+        return len(self.n)
+
+    @property
+    def draws(self) -> int:
+        return int(self.n.sum(0).max())
+
+    def save(self, path: str) -> None:
+        """Write atomically (a temporary file in the same folder, then a rename)."""
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, S=self.S, Q=self.Q, n=self.n, record=np.array(json.dumps(self.record, sort_keys=True)))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path: str, params: int, groups: int) -> "ReferenceSums | None":
+        """The sums saved at ``path``, or ``None`` when the file is missing or not a reference of this shape."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                S, Q, n, rec = z["S"], z["Q"], z["n"], json.loads(str(z["record"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
+            return None
+        if S.shape[1:] != (params,) or Q.shape[1:] != (groups,) or n.shape != Q.shape or len(S) != len(Q) \
+                or len(S) < 2 or not isinstance(rec, dict) or not np.isfinite(S).all() or not np.isfinite(Q).all():
+            return None
+        return cls(S.astype(np.float64), Q.astype(np.float64), n.astype(np.float64), rec)
+
+
+def reference_sums(problem: Problem, reference: Reference, generator: torch.Generator, draws: int | None = None,
+                   seconds: float | None = None, batches: int = DEFAULT_BATCHES, chunk: int | None = None,
+                   progress=None) -> ReferenceSums:
+    """Stream reference draws into :class:`ReferenceSums`: ``draws`` of them (rounded up to equal chunks spread
+    evenly over ``batches`` batches), or as many whole rounds of ``batches`` chunks as ``seconds`` allow
+    (at least one round, at most :data:`~estimators.inputs.MAX_DRAWS` draws)."""
+    if batches < 2:
+        raise InputError(f"the jackknife needs at least 2 batches, got {batches}")
+    if (draws is None) == (seconds is None):
+        raise InputError("give the reference either a number of draws or a time budget in seconds")
+    sl = _slices(problem)
+    P, groups = sl["all"].stop, list(problem.group_names)
+    c = max(1, min(chunk_size(problem, draws or 2**62, chunk), _ARRAY_CAP // P))
+    n_chunks = _plan_chunks(draws, batches, c)[0] if draws is not None else None
+    if draws is not None:
+        c = _plan_chunks(draws, batches, c)[1]
+    calls = reference.calls()
+    if seconds is not None and chunk is None and all(reference.seconds_per_draw.get(e, 0) > 0 for e in calls):
+        unit = reference.draws_per_chunk(10**6)  # relative draws; a round of chunks takes at most an 8th of the budget
+        per_draw = sum(unit[e] / 10**6 * reference.seconds_per_draw[e] for e in calls)
+        c = max(1, min(c, int(seconds / (8 * batches * per_draw))))
+    per_chunk = dict.fromkeys(calls, c) if seconds is None else reference.draws_per_chunk(c)
+    S, Q, n = np.zeros((batches, P)), np.zeros((batches, len(groups))), np.zeros((batches, len(groups)))
+    t0 = time.perf_counter()
+    j = 0
+    while n_chunks is None or j < n_chunks:
+        if n_chunks is None and j % batches == 0 and j > 0 and (time.perf_counter() - t0 > seconds
+                                                                 or n.sum(0).max() + batches * c > inputs.MAX_DRAWS):
+            break
+        k = j % batches
+        for spec, its_groups in calls.items():
+            m = per_chunk[spec]
+            R = reference.draw_estimator(problem, spec, m, generator)
+            for g in its_groups:
+                i, s = groups.index(g), sl[g]
+                S[k, s] += R[:, s].sum(0)
+                Q[k, i] += np.einsum("ij,ij->", R[:, s], R[:, s])
+                n[k, i] += m
+            if progress is not None:
+                progress(m)
+        j += 1
+    spent = time.perf_counter() - t0
+    record = dict(reference.record(), draws=int(n.sum(0).max()),
+                  draws_by_group={g: int(v) for g, v in zip(groups, n.sum(0))}, batches=batches, seconds=spent,
+                  budget=dict(draws=draws, seconds=seconds))
+    return ReferenceSums(S, Q, n, record)
 
 
 @dataclass
@@ -170,33 +306,32 @@ def _plan_chunks(draws: int, batches: int, cap: int) -> tuple[int, int]:
     return n_chunks, max(1, math.ceil(draws / n_chunks))
 
 
-def score_mc(estimator: Estimator, problem: Problem, reference: Reference, draws: int,
-             generator: torch.Generator, ref_generator: torch.Generator, grid: list[int] | None = None,
+def score_mc(estimator: Estimator, problem: Problem, reference: "Reference | ReferenceSums", draws: int,
+             generator: torch.Generator, ref_generator: torch.Generator | None = None, grid: list[int] | None = None,
              chunk: int | None = None, batches: int = DEFAULT_BATCHES, level: float = 0.95,
              seconds: float | None = None, progress=None) -> MCScores:
-    """Stream paired draws of ``estimator`` and ``reference`` and score them (module docstring).
+    """Stream draws of ``estimator`` and score them against ``reference`` (module docstring).
 
-    ``draws`` is rounded up to equal chunks spread evenly over ``batches`` batches; with ``seconds``
-    the stream stops early after the first whole round of ``batches`` chunks past that budget."""
-    if batches < 2:
-        raise InputError(f"the jackknife needs at least 2 batches, got {batches}")
+    ``reference`` is a stream already summed (:class:`ReferenceSums`, shared by the estimators of a
+    problem), or a :class:`Reference` whose ``draws`` draws are then streamed here from ``ref_generator``.
+    The estimator's ``draws`` are rounded up to equal chunks spread evenly over the reference's batches;
+    with ``seconds`` the stream stops early after the first whole round of chunks past that budget."""
     if not 0 < level < 1:
         raise InputError(f"confidence level must be in (0, 1), got {level}")
-    if chunk is None:
-        chunk = max(1, min(draws, 2**21 // max(1, problem.batch_size * sum(problem.widths[1:]))))
+    if isinstance(reference, Reference):
+        reference = reference_sums(problem, reference, ref_generator, draws=draws, batches=batches, chunk=chunk)
+    batches = reference.batches
     sl = _slices(problem)
     P = sl["all"].stop
-    chunk = max(1, min(chunk, _ARRAY_CAP // P))  # A, R and A - R are [chunk, P] float64 each
+    chunk = max(1, min(chunk_size(problem, draws, chunk), _ARRAY_CAP // P))
     n_chunks, c = _plan_chunks(draws, batches, chunk)
-    groups = list(sl)
-    Sd, SR = np.zeros((batches, P)), np.zeros((batches, P))
-    Q = {k: np.zeros((batches, len(groups))) for k in ("d", "R", "A", "AR")}
-    n = np.zeros(batches)
+    groups = list(problem.group_names)
+    SA, QA, nA = np.zeros((batches, P)), np.zeros((batches, len(groups))), np.zeros(batches)
     mom = {g: Moments(s.stop - s.start) for g, s in sl.items()}
-    t_a = t_all = 0.0
+    t_a = 0.0
     done = 0
     for j in range(n_chunks):
-        if seconds is not None and j % batches == 0 and j > 0 and t_all > seconds:
+        if seconds is not None and j % batches == 0 and j > 0 and t_a > seconds:
             break
         k = j % batches
         t0 = time.perf_counter()
@@ -206,29 +341,21 @@ def score_mc(estimator: Estimator, problem: Problem, reference: Reference, draws
         t_a += time.perf_counter() - t0
         if not np.isfinite(A).all():
             raise InputError(f"estimator {estimator.spec} returned non-finite estimates on {problem.name}")
-        R = reference.draw(problem, c, ref_generator)
-        t_all += time.perf_counter() - t0
-        D = A - R
-        Sd[k] += D.sum(0)
-        SR[k] += R.sum(0)
+        SA[k] += A.sum(0)
         for i, g in enumerate(groups):
-            s = sl[g]
-            Q["d"][k, i] += np.einsum("ij,ij->", D[:, s], D[:, s])
-            Q["R"][k, i] += np.einsum("ij,ij->", R[:, s], R[:, s])
-            Q["A"][k, i] += np.einsum("ij,ij->", A[:, s], A[:, s])
-            Q["AR"][k, i] += np.einsum("ij,ij->", A[:, s], R[:, s])
+            QA[k, i] += np.einsum("ij,ij->", A[:, sl[g]], A[:, sl[g]])
+        for g, s in sl.items():
             mom[g].update(A[:, s])
-        n[k] += c
+        nA[k] += c
         done += c
         if progress is not None:
             progress(c)
     grid = sorted(set(grid if grid is not None else default_grid(done)))
     grid = [m for m in grid if m >= 1]
     spd = t_a / done
-    rows = _rows(problem, estimator, sl, Sd, SR, Q, n, grid, level)
+    rows = _rows(problem, estimator, sl, (SA, QA, nA), reference, grid, level)
     rows += _work_rows(problem, estimator, mom, rows, spd)
-    return MCScores(rows=rows, moments=mom, reference=dict(reference.record(), draws=done, batches=batches,
-                                                           level=level, seconds=t_all),
+    return MCScores(rows=rows, moments=mom, reference=dict(reference.record, level=level),
                     draws=done, seconds=t_a, seconds_per_draw=spd)
 
 
@@ -254,19 +381,20 @@ def _leave_one_out(total: np.ndarray, parts: np.ndarray) -> np.ndarray:
     return np.concatenate([total[None], total[None] - parts], axis=0)
 
 
-def _rows(problem, estimator, sl, Sd, SR, Q, n, grid, level) -> list[dict]:
-    K = len(n)
-    used = n > 0
-    Sd, SR, n = Sd[used], SR[used], n[used]
-    Q = {k: v[used] for k, v in Q.items()}
-    K = len(n)
+def _rows(problem, estimator, sl, scored, reference: ReferenceSums, grid, level) -> list[dict]:
+    """Scores with jackknife intervals; the unit left out is batch ``k`` of both streams (A's and R's).
+    Each group's estimates use its own number of reference draws; ``all`` sums the groups' estimates
+    (every estimate is a sum over coordinates) before the ratios are formed."""
+    SA, QA, nA = scored
+    SR, QR, nR = reference.S, reference.Q, reference.n
+    used = (nA > 0) & (nR > 0).all(1)
+    SA, QA, nA, SR, QR, nR = SA[used], QA[used], nA[used], SR[used], QR[used], nR[used]
+    K = len(nA)
     if K < 2:
         raise InputError("the Monte Carlo reference needs at least two batches of draws")
     t = float(_stats.t.ppf(0.5 + level / 2, K - 1))
-    N = _leave_one_out(n.sum(), n)  # [K+1]
-    Sd_j = _leave_one_out(Sd.sum(0), Sd)
-    SR_j = _leave_one_out(SR.sum(0), SR)
-    SA_j = Sd_j + SR_j
+    NA = _leave_one_out(nA.sum(), nA)  # [K+1]
+    SA_j, SR_j = _leave_one_out(SA.sum(0), SA), _leave_one_out(SR.sum(0), SR)
     rows: list[dict] = []
 
     def add(group, metric, est, M=0, sqrt=False):
@@ -282,19 +410,22 @@ def _rows(problem, estimator, sl, Sd, SR, Q, n, grid, level) -> list[dict]:
         rows.append(dict(problem=problem.name, estimator=estimator.spec, group=group, metric=metric, M=int(M),
                          value=value, lo=lo, hi=hi))
 
-    pairs = N * (N - 1)
-    for i, (g, s) in enumerate(sl.items()):
-        nd2 = np.einsum("ij,ij->i", Sd_j[:, s], Sd_j[:, s])
-        nr2 = np.einsum("ij,ij->i", SR_j[:, s], SR_j[:, s])
-        na2 = np.einsum("ij,ij->i", SA_j[:, s], SA_j[:, s])
-        dot = np.einsum("ij,ij->i", SA_j[:, s], SR_j[:, s])
-        Qd, QR, QA, QAR = (_leave_one_out(Q[k][:, i].sum(), Q[k][:, i]) for k in ("d", "R", "A", "AR"))
-        b2 = (nd2 - Qd) / pairs
-        g2 = (nr2 - QR) / pairs
-        tr = (QA - na2 / N) / (N - 1)
-        ea2 = (na2 - QA) / pairs
-        eag = (dot - QAR) / pairs
-        with np.errstate(invalid="ignore", divide="ignore"):
+    parts: dict[str, tuple] = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i, g in enumerate(problem.group_names):
+            s = sl[g]
+            NR = _leave_one_out(nR[:, i].sum(), nR[:, i])
+            na2 = np.einsum("ij,ij->i", SA_j[:, s], SA_j[:, s])
+            nr2 = np.einsum("ij,ij->i", SR_j[:, s], SR_j[:, s])
+            dot = np.einsum("ij,ij->i", SA_j[:, s], SR_j[:, s])
+            qa, qr = _leave_one_out(QA[:, i].sum(), QA[:, i]), _leave_one_out(QR[:, i].sum(), QR[:, i])
+            ea2 = (na2 - qa) / (NA * (NA - 1))  # ||E A||^2, pairs i != j of A's draws
+            g2 = (nr2 - qr) / (NR * (NR - 1))  # ||g||^2, pairs of R's draws
+            eag = dot / (NA * NR)  # E A . g: the streams are independent
+            parts[g] = (ea2, g2, eag, ea2 - 2 * eag + g2, (qa - na2 / NA) / (NA - 1))
+        parts["all"] = tuple(sum(v[q] for v in parts.values()) for q in range(5))
+        for g in sl:
+            ea2, g2, eag, b2, tr = parts[g]
             add(g, "grad_norm", g2, sqrt=True)
             add(g, "bias_norm", b2, sqrt=True)
             add(g, "rel_bias", np.where(g2 > 0, b2 / g2, np.nan), sqrt=True)
@@ -306,27 +437,72 @@ def _rows(problem, estimator, sl, Sd, SR, Q, n, grid, level) -> list[dict]:
     return rows
 
 
-_PILOTS: dict[tuple, Reference] = {}
-
-
 def hash_spec(text: str) -> int:
     """A stable 32-bit hash of a problem spec (Python's ``hash`` of a string changes per process)."""
     return zlib.crc32(text.encode())
 
 
-def score_task_mc(task: dict, est: Estimator, problem: Problem, progress=None) -> MCScores:
-    """A sweep task's scores against the Monte Carlo reference: a pilot (one per problem and run, cached in
-    the process, seeded from the problem spec and the run's root seed) picks the reference, then
-    :func:`score_mc` streams ``task["draws"]`` paired draws on generators spawned from the task's seed."""
+def _spawn(task: dict, stream: int) -> int:
+    """A 63-bit seed for the reference's ``stream`` (1: draws, 2: pilot) of the task's problem and run."""
+    ss = np.random.SeedSequence(abs(hash_spec(task["problem"])), spawn_key=(task.get("root_seed") or 0, stream))
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def reference_settings(task: dict) -> dict:
+    """What determines a task's reference stream (JSON-able): problem (spec and content), run seed, dtype,
+    device, the reference budget (``task["mc"]``: ``draws`` or ``seconds``; default: as many draws as the
+    task's own), batches, pilot candidates and the estimators' code."""
+    budget = dict(task.get("mc") or {})
+    if budget.get("draws") is None and budget.get("seconds") is None:
+        budget["draws"] = task["draws"]
+    return dict(problem=task["problem"], problem_digest=task.get("problem_digest"), root_seed=task.get("root_seed"),
+                dtype=task["dtype"], device=task["device"], draws=budget.get("draws"), seconds=budget.get("seconds"),
+                batches=DEFAULT_BATCHES, candidates=list(DEFAULT_CANDIDATES), code=code_digest())
+
+
+def reference_key(task: dict) -> str:
+    """The file name stem of a task's reference stream in the cache: a hash of :func:`reference_settings`."""
+    return hashlib.sha256(json.dumps(reference_settings(task), sort_keys=True).encode()).hexdigest()[:20]
+
+
+_STREAMS: dict[str, ReferenceSums] = {}  # in-process: the last stream used (a wide network's is tens of MB)
+
+
+def prepare_reference(task: dict, problem: Problem, cache_dir: str | None = None, progress=None) -> ReferenceSums:
+    r"""The reference stream of ``task``'s problem, shared by every estimator scored on it: loaded from
+    ``cache_dir/mc-references/KEY.npz`` when present, else computed — a pilot (:func:`pilot`, seeded by
+    problem and run, its per-candidate time a 20th of a ``seconds`` budget, at most 5 s) picks the
+    estimator per group, then :func:`reference_sums` streams the budget's draws — and saved there
+    atomically.  ``problem`` is the problem in the task's dtype and device."""
+    key = reference_key(task)
+    if key in _STREAMS:
+        return _STREAMS[key]
+    sl = _slices(problem)
+    path = os.path.join(cache_dir, "mc-references", f"{key}.npz") if cache_dir is not None else None
+    sums = ReferenceSums.load(path, sl["all"].stop, len(problem.group_names)) if path and os.path.exists(path) else None
+    if sums is None:
+        s = reference_settings(task)
+        dev = problem.device
+        t0 = time.perf_counter()
+        pilot_s = min(5.0, s["seconds"] / 20) if s["seconds"] is not None else 5.0
+        ref = pilot(problem, torch.Generator(device=dev).manual_seed(_spawn(task, 2)), seconds=pilot_s,
+                    draws=256 if s["seconds"] is not None else max(32, min(256, s["draws"] // 20)))
+        spent = time.perf_counter() - t0
+        seconds = max(0.0, s["seconds"] - spent) if s["seconds"] is not None else None
+        sums = reference_sums(problem, ref, torch.Generator(device=dev).manual_seed(_spawn(task, 1)),
+                              draws=s["draws"], seconds=seconds, progress=progress)
+        sums.record.update(pilot_seconds=spent, budget=dict(draws=s["draws"], seconds=s["seconds"]))
+        if path is not None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            sums.save(path)
+    _STREAMS.clear()
+    _STREAMS[key] = sums
+    return sums
+
+
+def score_task_mc(task: dict, est: Estimator, problem: Problem, progress=None, cache_dir: str | None = None) -> MCScores:
+    """A sweep task's scores against the Monte Carlo reference: the problem's shared reference stream
+    (:func:`prepare_reference`), then ``task["draws"]`` draws of ``est`` on a generator seeded by the task."""
+    sums = prepare_reference(task, problem, cache_dir)
     gen = torch.Generator(device=problem.device).manual_seed(task["seed"])
-    ref_seed = int(np.random.SeedSequence(task["seed"], spawn_key=(1,)).generate_state(1, np.uint64)[0] >> np.uint64(1))
-    rgen = torch.Generator(device=problem.device).manual_seed(ref_seed)
-    ident = (task["problem"], task.get("root_seed"), task["dtype"], task["device"])
-    if ident not in _PILOTS:  # one pilot per problem and run in each worker process, seeded by both
-        pseed = int(np.random.SeedSequence(abs(hash_spec(task["problem"])), spawn_key=(task.get("root_seed") or 0, 2))
-                    .generate_state(1, np.uint64)[0] >> np.uint64(1))
-        _PILOTS[ident] = pilot(problem, torch.Generator(device=problem.device).manual_seed(pseed),
-                               draws=max(32, min(256, task["draws"] // 20)))
-    ref = _PILOTS[ident]
-    return score_mc(est, problem, ref, task["draws"], gen, rgen, grid=task["grid"], chunk=task["chunk"],
-                    progress=progress)
+    return score_mc(est, problem, sums, task["draws"], gen, grid=task["grid"], chunk=task["chunk"], progress=progress)

@@ -14,6 +14,7 @@ import concurrent.futures as cf
 from concurrent.futures.process import BrokenProcessPool
 import dataclasses
 import datetime
+import math
 import os
 import sys
 import time
@@ -30,10 +31,10 @@ from reference.problems import build_problem
 
 from .config import SweepConfig
 from .executors import check_executor, make_executor
-from .mc_reference import uses_mc
+from .mc_reference import DEFAULT_CANDIDATES, reference_key, uses_mc
 from .manifest import build_manifest
 from .store import Store
-from .tasks import failed_row, plan_tasks, run_task
+from .tasks import failed_row, plan_tasks, prepare_task_reference, run_task
 
 __all__ = ["run_sweep", "SweepOutcome", "expand_estimators", "checkpoint_dir"]
 
@@ -115,9 +116,11 @@ def check_size(cfg: SweepConfig, tasks: list[dict], problems: dict) -> None:
     :data:`PILOT_DRAWS` draws after a warm-up call; a sweep whose estimated compute exceeds
     :data:`MAX_SWEEP_SECONDS`, or with more than :data:`~estimators.inputs.MAX_DRAWS` draws per task,
     is refused unless ``--allow-large`` is given.  Nothing has touched the disk yet."""
+    dtype = getattr(torch, cfg.dtype)
+    if (cfg.reference_draws or 0) > PILOT_ABOVE_DRAWS:
+        _check_reference_size(cfg, tasks, problems, dtype)
     if cfg.draws <= PILOT_ABOVE_DRAWS:
         return
-    dtype = getattr(torch, cfg.dtype)
     per_draw: list[tuple[float, str, str]] = []
     for task in tasks:
         est = registry.from_task(task)
@@ -139,6 +142,37 @@ def check_size(cfg: SweepConfig, tasks: list[dict], problems: dict) -> None:
             f"--allow-large to run it")
 
 
+def _check_reference_size(cfg: SweepConfig, tasks: list[dict], problems: dict, dtype) -> None:
+    """Refuse ``reference_draws`` that cannot finish in a day: per Monte Carlo problem, the fastest reference
+    candidate's time per draw (timed on :data:`PILOT_DRAWS` draws) times the draws is a lower bound."""
+    total, slowest = 0.0, (0.0, "")
+    for pspec in dict.fromkeys(t["problem"] for t in tasks):
+        task = next(t for t in tasks if t["problem"] == pspec)
+        if not uses_mc(task.get("reference", "auto"), problems[pspec], cfg.exact_method, task["budget"]):
+            continue
+        problem = problems[pspec].to(dtype=dtype, device=cfg.device)
+        best = math.inf
+        for spec in DEFAULT_CANDIDATES:
+            est = registry.get(spec)
+            try:
+                est.check(problem)
+                gen = torch.Generator(device=cfg.device).manual_seed(0)
+                est.estimate(problem, 2, gen)
+                t0 = time.perf_counter()
+                est.estimate(problem, PILOT_DRAWS, gen)
+            except InputError:
+                continue
+            best = min(best, (time.perf_counter() - t0) / PILOT_DRAWS)
+        if math.isfinite(best):
+            total += best * cfg.reference_draws
+            slowest = max(slowest, (best, pspec))
+    if total > MAX_SWEEP_SECONDS:
+        raise InputError(f"{cfg.reference_draws} reference draws per problem would need at least {_duration(total)} of "
+                         f"compute here (on {slowest[1]}: {slowest[0] * 1e3:.3g} ms per draw of the fastest reference "
+                         f"estimator); the limit is {MAX_SWEEP_SECONDS / 3600:g} hours: use --reference-seconds, or pass "
+                         f"--allow-large to run it")
+
+
 def _progress(total: int, desc: str, unit: str = "task"):
     """A tqdm bar on stderr, silent when stderr is not a terminal (CI logs)."""
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None, leave=False)
@@ -154,6 +188,33 @@ def _submit(ex, executor: str, task: dict, cache: str):
     finally:
         if bar is not None:
             bar.close()
+
+
+def _prepare_references(ex, todo: list[dict], problems: dict, cache: str) -> None:
+    """Compute the Monte Carlo reference streams the pending tasks need, one job per problem on the executor,
+    before any task is scored: every estimator of a problem then reads the same stream from the cache
+    (``docs/monte-carlo.md#budget``).  A stream already cached (an interrupted sweep) is not recomputed."""
+    jobs: dict[str, dict] = {}
+    for task in todo:
+        if uses_mc(task.get("reference", "auto"), problems[task["problem"]], task["exact_method"], task["budget"]):
+            key = reference_key(task)
+            if key not in jobs and not os.path.exists(os.path.join(cache, "mc-references", f"{key}.npz")):
+                jobs[key] = task
+    if not jobs:
+        return
+    bar = _progress(len(jobs), "Monte Carlo references", unit="problem")
+    futures = {ex.submit(prepare_task_reference, task, cache): task for task in jobs.values()}
+    for fut in cf.as_completed(futures):
+        try:
+            fut.result()  # an error string: each of the problem's tasks meets it again and reports it
+        except BrokenProcessPool:
+            raise InputError(f"a worker process died while computing the Monte Carlo reference of "
+                             f"{futures[fut]['problem']} (killed, or out of memory?); completed tasks are kept: "
+                             f"rerun the command to resume") from None
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
 
 
 def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: int | None = None,
@@ -193,6 +254,7 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
             superseded = store.supersede(run_id, {t["key"] for t in tasks})
             done = store.done_keys(run_id)
             todo = [t for t in tasks if t["key"] not in done]
+            _prepare_references(ex, todo, {**problems, **trained}, cache)
             failed = elsewhere = 0
             errors: list[str] = []
             bar = _progress(len(todo), cfg.name)

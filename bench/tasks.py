@@ -32,10 +32,10 @@ from reference.problems import build_problem
 
 from .config import SweepConfig
 from .costs import task_cost, with_cost
-from .mc_reference import score_task_mc, uses_mc
+from .mc_reference import prepare_reference, score_task_mc, uses_mc
 from .scoring import score
 
-__all__ = ["plan_tasks", "task_key", "seed_key", "task_seed", "failed_row", "run_task"]
+__all__ = ["plan_tasks", "task_key", "seed_key", "task_seed", "failed_row", "run_task", "prepare_task_reference"]
 
 #: spec fields that identify content or code: part of a task's key, not of its random stream
 IDENTITY_FIELDS = ("estimator_origin", "problem_digest")
@@ -74,23 +74,37 @@ def plan_tasks(cfg: SweepConfig, problems: dict, estimators: list[str]) -> tuple
                         budget=int(cfg.memory_budget_gib * 2**30), root_seed=cfg.seed)
             if cfg.reference != "auto":  # absent for auto: task keys planned before it existed are unchanged
                 spec["reference"] = cfg.reference
+            if cfg.reference_budget():  # the Monte Carlo reference's draws or seconds, when set
+                spec["mc"] = cfg.reference_budget()
             tasks.append(dict(spec, key=task_key(spec), seed=task_seed(cfg.seed, seed_key(spec)),
                               cost=cfg.cost_settings().as_dict()))
     return tasks, skipped
 
 
-def _score_against_reference(task: dict, est, problem, here, progress):
+def _score_against_reference(task: dict, est, problem, here, progress, cache_dir=None):
     """Scores of ``est`` on ``here`` (the problem in the task's dtype and device) and the facts naming the
     reference that produced them: exact enumeration of ``problem`` (as built, float64) where the task's
     ``reference`` setting allows and it fits, else Monte Carlo (:mod:`bench.mc_reference`, with its
     estimators, draws and interval level)."""
     if uses_mc(task.get("reference", "auto"), problem, task["exact_method"], task["budget"]):
-        result = score_task_mc(task, est, here, progress)
+        result = score_task_mc(task, est, here, progress, cache_dir=cache_dir)
         return result, {"reference": result.reference}
     ex = exact(problem, task["exact_method"], budget=task["budget"])
     gen = torch.Generator(device=task["device"]).manual_seed(task["seed"])
     result = score(est, here, ex.grads, task["draws"], gen, grid=task["grid"], chunk=task["chunk"], progress=progress)
     return result, {"reference": {"kind": "exact", "method": ex.method}}
+
+
+def prepare_task_reference(task: dict, cache_dir: str) -> str | None:
+    """Compute and cache the Monte Carlo reference stream that the tasks of ``task``'s problem share
+    (:func:`bench.mc_reference.prepare_reference`); ``None``, or a one-line error (the tasks then report it)."""
+    try:
+        problem = build_problem(task["problem"], cache_dir=cache_dir)
+        here = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
+        prepare_reference(task, here, cache_dir)
+    except (Exception, SystemExit) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def failed_row(task: dict, error: str, **fields) -> dict:
@@ -119,7 +133,7 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
         if cache_dir is not None and "@" in task["problem"]:  # the checkpoint's training facts, for the report
             row["facts"] = checkpoint_facts(cache_dir, task["problem"])
         here = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
-        result, facts = _score_against_reference(task, est, problem, here, progress)
+        result, facts = _score_against_reference(task, est, problem, here, progress, cache_dir)
         row.setdefault("facts", {}).update(facts)
         cost = est.cost(here)
         measured = task_cost(est, here, task, result.seconds_per_draw)  # docs/timing.md#cost-per-draw

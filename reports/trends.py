@@ -146,7 +146,8 @@ def trend_figure(family: pd.DataFrame, axis: str, metric: str, sty: dict) -> Fig
 
 
 def reference_table(run: RunResults) -> pd.DataFrame:
-    """Which reference scored each problem: exact (method) or Monte Carlo (estimators per group, draws, level)."""
+    """Which reference scored each problem: exact (method) or Monte Carlo (estimator and draws per group, the
+    most draws of a group, level)."""
     rows = {}
     facts = run.tasks["facts"] if "facts" in run.tasks else [None] * len(run.tasks)
     for p, st, f in zip(run.tasks["problem"], run.tasks["status"], facts):
@@ -157,9 +158,10 @@ def reference_table(run: RunResults) -> pd.DataFrame:
             rows[p] = dict(problem=p, reference="exact" + (f" ({ref['method']})" if ref and "method" in ref else ""),
                            estimators="", draws="", level="")
         else:
-            by = ref.get("by_group", {})
+            by, n = ref.get("by_group", {}), ref.get("draws_by_group", {})
             rows[p] = dict(problem=p, reference="Monte Carlo",
-                           estimators=", ".join(f"{g}: {by[g]}" for g in group_order(by)),
+                           estimators=", ".join(f"{g}: {by[g]}" + (f" ({n[g]:,} draws)" if g in n else "")
+                                                for g in group_order(by)),
                            draws=str(ref.get("draws", "")), level=f"{ref.get('level', float('nan')):.0%}")
     return pd.DataFrame(list(rows.values()), columns=["problem", "reference", "estimators", "draws", "level"])
 

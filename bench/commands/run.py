@@ -35,6 +35,10 @@ def add_parser(sub) -> None:
     p.add_argument("--memory-budget", type=float, metavar="GIB", help="exact-reference memory budget (GiB)")
     p.add_argument("--reference", choices=("auto", "exact", "mc"),
                    help="reference gradient: exact enumeration, Monte Carlo (mc), or auto (exact where it fits)")
+    p.add_argument("--reference-draws", type=int, metavar="N",
+                   help="Monte Carlo reference: draws per problem, shared by its estimators (default: N)")
+    p.add_argument("--reference-seconds", type=float, metavar="SECONDS",
+                   help="Monte Carlo reference: as many draws per problem as this much compute allows")
     p.add_argument("--name", help="run name (default: the preset's or config file's)")
     p.add_argument("--cost-time", type=float, metavar="SECONDS",
                    help="seconds of warm, repeated timing per task for its cost per draw (default 0.5; 0: off)")
@@ -82,6 +86,10 @@ def build_config(args: argparse.Namespace):
                  exact_method=args.exact_method, memory_budget_gib=args.memory_budget, name=args.name,
                  reference=args.reference, cost_time=args.cost_time, cost_clock=args.clock,
                  cost_threads=args.threads)
+    if args.reference_draws is not None or args.reference_seconds is not None:  # a flag replaces the preset's budget
+        base.pop("reference_draws", None)
+        base.pop("reference_seconds", None)
+        flags.update(reference_draws=args.reference_draws, reference_seconds=args.reference_seconds)
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.draws is not None and "grid" in base and base["grid"] and args.grid is None:
         base["grid"] = [m for m in base["grid"] if m <= args.draws]

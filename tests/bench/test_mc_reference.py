@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.mc_reference import Reference, pilot, score_mc
+from bench.mc_reference import Reference, ReferenceSums, pilot, reference_sums, score_mc
 from bench.scoring import score
 from estimators import registry
 from estimators.errors import InputError
@@ -43,8 +43,9 @@ def _rows(rows, metric, M=0):
     return {r["group"]: r for r in rows if r["metric"] == metric and r["M"] == M}
 
 
-def _validate(problem, reference, estimator, draws, seed):
-    """The failed checks (strings) of the Monte Carlo scores against the exact reference."""
+def _validate(problem, reference, estimator, draws, seed, ref_draws=None):
+    """The failed checks (strings) of the Monte Carlo scores against the exact reference (``ref_draws``
+    reference draws, default ``draws``)."""
     groups = list(problem.group_names) + ["all"]
     m = 3 * len(groups)  # grad_norm interval, MC rel_bias interval, exact rel_bias interval
     level = 1 - ALPHA / m
@@ -52,6 +53,8 @@ def _validate(problem, reference, estimator, draws, seed):
     gnorm = {g: float(v.norm()) for g, v in ex.grads.items()}
     gnorm["all"] = float(ex.flat.norm())
     gen, rgen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    if ref_draws is not None:
+        reference = reference_sums(problem, reference, rgen, draws=ref_draws)
     mc = score_mc(estimator, problem, reference, draws, gen, rgen, grid=[1], level=level)
     xs = score(estimator, problem, ex.grads, draws, torch.Generator().manual_seed(seed + 2), grid=[1], level=level)
     bad = []
@@ -82,6 +85,62 @@ def test_mc_scores_agree_with_exact(key):
     assert mc.draws >= draws and mc.draws % 16 == 0
 
 
+def test_mc_scores_agree_with_exact_with_more_reference_draws():
+    """The reference stream and the scored one need not have the same length: 8 times as many reference
+    draws (the sweep's shared reference), same design and false-fail rate as above."""
+    problem = build_problem("psa-2-5-5-5")
+    ref = Reference({g: registry.get("reinforce-loo") for g in problem.group_names})
+    bad, mc, _ = _validate(problem, ref, registry.get("st"), 1024, seed=41, ref_draws=8192)
+    assert not bad, "; ".join(bad)
+    assert mc.reference["draws"] == 8192 and mc.draws == 1024
+
+
+def test_time_budget_splits_draws_per_group_and_still_agrees_with_exact():
+    """With the pilot's timings, a time budget gives each group equal compute: here PSA (timed 4 times
+    faster, two groups) draws 4 times as often as leave-one-out REINFORCE (two groups).  One round of
+    16 chunks (a budget of 1e-9 s stops after the first); the validation of the first test (same design
+    and false-fail rate) holds with these unequal per-group counts."""
+    problem = build_problem("psa-2-5-5-5")
+    rl, psa = registry.get("reinforce-loo"), registry.get("psa")
+    ref = Reference({"layer0": rl, "layer1": rl, "layer2": psa, "head": psa}, [],
+                    {rl.spec: 4e-3, psa.spec: 1e-3})
+    assert ref.draws_per_chunk(512) == {rl.spec: 128, psa.spec: 512}
+    # with the pilot's variances and a ||g||^2 proxy, half the time goes by need nu = tr Var t / ||g||^2:
+    # layer0 3.2, layer1 0.004, layer2 and head 0.001 (sum 3.206), half equally (1/8 each): reinforce-loo's
+    # share is 1/8 + 3.2 / 6.412 = 0.62406 for 4e-3 s a draw, PSA's 1/8 + 0.001 / 6.412 = 0.12516 for 1e-3 s,
+    # so per chunk of 800 PSA draws 800 * (0.12516 / 1e-3) / (0.62406 / 4e-3) = 641.8
+    table = [dict(estimator=rl.spec, group="layer0", trace_var=8.0), dict(estimator=rl.spec, group="layer1",
+             trace_var=1.0), dict(estimator=psa.spec, group="layer2", trace_var=1.0),
+             dict(estimator=psa.spec, group="head", trace_var=1.0)]
+    proxy = {"layer0": 1e-2, "layer1": 1.0, "layer2": 1.0, "head": 1.0}
+    weighted = Reference(ref.by_group, table, ref.seconds_per_draw, proxy)
+    assert weighted.draws_per_chunk(800) == {rl.spec: 800, psa.spec: 642}
+    assert Reference(ref.by_group, table, ref.seconds_per_draw, dict(proxy, head=-1.0)).draws_per_chunk(512) \
+        == {rl.spec: 128, psa.spec: 512}  # an unusable proxy (an estimate <= 0): equal time per group
+    sums = reference_sums(problem, ref, torch.Generator().manual_seed(7), seconds=1e-9, chunk=512)
+    assert sums.record["draws_by_group"] == {"layer0": 2048, "layer1": 2048, "layer2": 8192, "head": 8192}
+    bad, mc, _ = _validate(problem, sums, registry.get("st"), 2048, seed=43)
+    assert not bad, "; ".join(bad)
+
+
+def test_reference_sums_round_trip_and_refuse_foreign_files(tmp_path):
+    problem = build_problem("random:widths=3-4-4,points=8,seed=2")
+    ref = Reference({g: registry.get("reinforce-loo") for g in problem.group_names})
+    sums = reference_sums(problem, ref, torch.Generator().manual_seed(0), draws=64)
+    path = str(tmp_path / "r.npz")
+    sums.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["r.npz"]  # no temporary file left
+    back = ReferenceSums.load(path, sums.S.shape[1], sums.Q.shape[1])
+    assert np.array_equal(back.S, sums.S) and np.array_equal(back.Q, sums.Q) and back.record == sums.record
+    assert ReferenceSums.load(path, sums.S.shape[1] + 1, sums.Q.shape[1]) is None  # another problem's shape
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    assert ReferenceSums.load(str(tmp_path / "bad.npz"), sums.S.shape[1], sums.Q.shape[1]) is None
+    t = reference_sums(problem, ref, torch.Generator().manual_seed(0), seconds=0.2)
+    assert t.draws >= 16 and t.draws % 16 == 0 and t.record["budget"] == {"draws": None, "seconds": 0.2}
+    with pytest.raises(InputError, match="either a number of draws or a time budget"):
+        reference_sums(problem, ref, torch.Generator(), draws=64, seconds=1.0)
+
+
 class _Offset(Reference):
     """A deliberately biased reference: every draw shifted by a constant vector."""
 
@@ -89,8 +148,8 @@ class _Offset(Reference):
         super().__init__(by_group)
         self.shift = shift
 
-    def draw(self, problem, draws, generator):
-        return super().draw(problem, draws, generator) + self.shift
+    def draw_estimator(self, problem, spec, draws, generator):
+        return super().draw_estimator(problem, spec, draws, generator) + self.shift
 
 
 def test_biased_reference_is_caught():
@@ -269,3 +328,100 @@ def test_scores_that_need_no_reference_match_the_exact_scorer_definitions():
         a, b = _rows(mc.rows, metric), _rows(xs.rows, metric)
         for g in b:
             assert math.isclose(a[g]["value"], b[g]["value"], rel_tol=1e-9), (metric, g)
+
+
+def test_sweep_shares_one_reference_stream_per_problem(tmp_path):
+    """The estimators of a problem are scored against one reference stream, computed once, cached beside
+    the store and reused by a later sweep with the same reference settings (another estimator set)."""
+    from bench.cli import main
+    from bench.store import Store
+
+    db = str(tmp_path / "r.sqlite")
+    args = ["run", "--problem", "random:widths=2-3-3,points=4,seed=1", "-N", "64", "--reference", "mc",
+            "--reference-draws", "256", "--db", db, "--no-report", "--cost-time", "0"]
+    from bench import mc_reference
+
+    assert main(args + ["--estimators", "st,psa"]) == 0
+    mc_reference._STREAMS.clear()  # as in a new process: the second sweep must read the file
+    cache = tmp_path / "sbn_checkpoints" / "mc-references"
+    (stream,) = list(cache.iterdir())
+    stamp = stream.stat().st_mtime_ns
+    assert main(args + ["--estimators", "st,tanh"]) == 0
+    assert list(cache.iterdir()) == [stream] and stream.stat().st_mtime_ns == stamp  # reused, not recomputed
+    mc_reference._STREAMS.clear()
+    norms = {}
+    with Store(db) as st:
+        for run_id in st.runs()["run_id"]:
+            for facts in st.tasks(run_id)["facts"]:
+                assert facts["reference"]["draws"] == 256 and facts["reference"]["budget"]["draws"] == 256
+            sc = st.scores(run_id)
+            for (est, group), v in sc[sc["metric"] == "grad_norm"].set_index(["estimator", "group"])["value"].items():
+                norms.setdefault(group, set()).add(v)
+    assert norms and all(len(v) == 1 for v in norms.values()), norms  # ||g|| comes from the shared stream alone
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--reference-draws", "64", "--reference-seconds", "5"], "either reference_draws or reference_seconds"),
+    (["--reference-draws", "10"], "reference draws must be at least 32"),
+    (["--reference-seconds", "nan"], "reference seconds must be a finite number > 0"),
+    (["--reference-seconds", "1e9"], "reference seconds must be at most 86400"),
+])
+def test_reference_budget_flags_are_checked(tmp_path, capsys, argv, message):
+    from bench.cli import main
+
+    db = tmp_path / "r.sqlite"
+    rc = main(["run", "--problem", "random:widths=2-3-3,points=4,seed=1", "--estimators", "st", "-N", "64",
+               "--reference", "mc", "--db", str(db), "--no-report"] + argv)
+    assert rc == 2 and message in capsys.readouterr().err and not db.exists()
+
+
+def test_reference_budget_in_toml_and_run_identity(tmp_path):
+    from bench.config import SweepConfig, load_toml
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('problems = ["toy-arm4"]\nestimators = ["arm"]\nreference = "mc"\nreference_seconds = 30\n')
+    c = SweepConfig(**load_toml(str(cfg)))
+    assert c.reference_budget() == {"seconds": 30.0}
+    plain = c.replace(reference_seconds=None)
+    plain = SweepConfig(**{**plain.as_dict(), "reference_seconds": None})
+    assert "reference_seconds" not in plain.as_dict() and "reference_draws" not in plain.as_dict()
+    assert plain.hash != c.hash
+    cfg.write_text('problems = ["toy-arm4"]\nestimators = ["arm"]\nreference_draws = "many"\n')
+    with pytest.raises(InputError, match="reference_draws"):
+        load_toml(str(cfg))
+
+
+def test_reference_draws_that_cannot_finish_are_refused_before_writing(tmp_path, capsys):
+    """10^9 reference draws of a 128-wide network: the fastest reference estimator's time per draw, timed
+    here, puts it far over a day of compute; refused with the estimate, nothing written."""
+    from bench.cli import main
+
+    db = tmp_path / "r.sqlite"
+    rc = main(["run", "--problem", "random:widths=16-128-128-128,points=16,init=fanin", "--estimators", "st",
+               "-N", "64", "--reference", "mc", "--reference-draws", str(10**9), "--db", str(db), "--no-report"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "reference draws per problem would need at least" in err and "--allow-large" in err
+    assert not db.exists() and not (tmp_path / "sbn_checkpoints").exists()
+
+
+def test_prepared_reference_is_cached_and_a_damaged_cache_file_is_recomputed(tmp_path):
+    from bench import mc_reference as mcr
+
+    problem = build_problem("random:widths=3-4-4,points=8,seed=2")
+    task = dict(problem="random:widths=3-4-4,points=8,seed=2", problem_digest=problem.digest(), root_seed=0,
+                dtype="float64", device="cpu", draws=64, mc={"draws": 128})
+    mcr._STREAMS.clear()
+    first = mcr.prepare_reference(task, problem, str(tmp_path))
+    path = tmp_path / "mc-references" / f"{mcr.reference_key(task)}.npz"
+    assert path.exists() and first.record["budget"] == {"draws": 128, "seconds": None} and first.draws == 128
+    mcr._STREAMS.clear()
+    again = mcr.prepare_reference(task, problem, str(tmp_path))  # read back: the same sums
+    assert np.array_equal(again.S, first.S) and again.record == first.record
+    path.write_bytes(b"damaged")
+    mcr._STREAMS.clear()
+    redone = mcr.prepare_reference(task, problem, str(tmp_path))  # recomputed (the pilot's choice rests on timings)
+    back = ReferenceSums.load(str(path), first.S.shape[1], first.Q.shape[1])
+    assert back is not None and np.array_equal(back.S, redone.S) and redone.draws == 128
+    other = dict(task, mc={"draws": 256})
+    assert mcr.reference_key(other) != mcr.reference_key(task)  # another budget is another stream
+    mcr._STREAMS.clear()
