@@ -9,6 +9,7 @@ A sweep is problems x estimators x settings.  TOML keys are the field names of :
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -86,7 +87,7 @@ class SweepConfig(ConfigMixin):
         if self.grid is not None:
             if not self.grid or min(self.grid) < 1:
                 raise InputError(f"every M of the grid must be positive, got {list(self.grid)}")
-            twice = sorted({m for m in self.grid if self.grid.count(m) > 1})
+            twice = sorted(m for m, n in collections.Counter(self.grid).items() if n > 1)  # linear: grids may be long
             if twice:
                 raise InputError(f"the grid names M = {twice[0]} more than once")
             if max(self.grid) > self.draws:

@@ -36,7 +36,7 @@ from estimators.model import Problem
 from .scoring import chunk_size
 from .timing.measure import CLOCKS, measure_interleaved, sync
 
-__all__ = ["CostSettings", "measure_cost", "task_cost", "noisy_reasons", "with_cost", "cores_available",
+__all__ = ["CostSettings", "measure_cost", "timed_draws", "task_cost", "noisy_reasons", "with_cost", "cores_available",
            "MAX_REL_IQR", "MIN_RUNS", "MIN_CPU_WALL", "CALLS_PER_BUDGET"]
 
 #: a figure is noisy when its IQR is more than this fraction of its median
@@ -128,6 +128,17 @@ def _timed_call(fn, device: str) -> float:
     fn()
     sync(device)
     return time.perf_counter() - t0
+
+
+def timed_draws(estimator: Estimator, problem: Problem, draws: int, generator: torch.Generator, warmup: int = 2):
+    """``(seconds per draw, estimates)`` of one call of ``draws`` draws, after an untimed warm-up call of
+    ``warmup`` draws (none at 0), the accelerator synchronised around it: the quick one-call estimate that
+    the sweep's size checks and the Monte Carlo pilot use (a task's reported cost is :func:`measure_cost`'s)."""
+    if warmup:
+        estimator.estimate(problem, warmup, generator)
+    out: list = []
+    seconds = _timed_call(lambda: out.append(estimator.estimate(problem, draws, generator)), problem.device.type)
+    return seconds / draws, out[0]
 
 
 def measure_cost(estimator: Estimator, problem: Problem, settings: CostSettings, batch: int,

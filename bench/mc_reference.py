@@ -55,6 +55,7 @@ from estimators.plugins import code_digest
 from reference.exact import check_feasible
 
 from .accumulate import Moments
+from .costs import timed_draws
 from .scoring import _slices, chunk_size, default_grid
 
 __all__ = ["DEFAULT_CANDIDATES", "Reference", "ReferenceSums", "pilot", "reference_sums", "score_mc", "MCScores",
@@ -157,19 +158,15 @@ def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDI
         groups = [g for g in est.unbiased_groups(problem) if g in problem.group_names]
         if not groups:
             continue
-        t0 = time.perf_counter()
         try:
-            est.estimate(problem, 4, generator)  # warm-up (allocations, kernels), also sizes the pilot to its budget
-            n = int(min(draws, max(16, seconds / max((time.perf_counter() - t0) / 4, 1e-9))))
-            t0 = time.perf_counter()
-            X = _flat(problem, est.estimate(problem, n, generator))
+            warm, _ = timed_draws(est, problem, 4, generator, warmup=0)  # warm-up; sizes the pilot to its budget
+            n = int(min(draws, max(16, seconds / max(warm, 1e-9))))
+            spd, out = timed_draws(est, problem, n, generator, warmup=0)
+            X = _flat(problem, out)
         except InputError as exc:  # a candidate too large for this problem (its own size guard) drops out
             table.append(dict(estimator=est.spec, group="", trace_var=math.nan, seconds_per_draw=math.nan,
                               score=math.nan, note=str(exc)))
             continue
-        if problem.device.type == "cuda":
-            torch.cuda.synchronize(problem.device)
-        spd = (time.perf_counter() - t0) / n
         if not np.isfinite(X).all():
             continue
         for g in problem.group_names:

@@ -17,7 +17,6 @@ import datetime
 import math
 import os
 import sys
-import time
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +29,7 @@ from reference.exact import check_feasible, exact
 from reference.problems import build_problem
 
 from .config import SweepConfig
+from .costs import timed_draws
 from .executors import check_executor, make_executor
 from .mc_reference import DEFAULT_CANDIDATES, reference_key, uses_mc
 from .manifest import build_manifest
@@ -125,11 +125,8 @@ def check_size(cfg: SweepConfig, tasks: list[dict], problems: dict) -> None:
     for task in tasks:
         est = registry.from_task(task)
         problem = problems[task["problem"]].to(dtype=dtype, device=cfg.device)
-        gen = torch.Generator(device=cfg.device).manual_seed(0)
-        est.estimate(problem, 2, gen)  # warm-up (compilation, caches)
-        t0 = time.perf_counter()
-        est.estimate(problem, PILOT_DRAWS, gen)
-        per_draw.append(((time.perf_counter() - t0) / PILOT_DRAWS, task["estimator"], task["problem"]))
+        spd, _ = timed_draws(est, problem, PILOT_DRAWS, torch.Generator(device=cfg.device).manual_seed(0))
+        per_draw.append((spd, task["estimator"], task["problem"]))
     if not per_draw:
         return
     total = cfg.draws * sum(t for t, _, _ in per_draw)
@@ -156,13 +153,10 @@ def _check_reference_size(cfg: SweepConfig, tasks: list[dict], problems: dict, d
             est = registry.get(spec)
             try:
                 est.check(problem)
-                gen = torch.Generator(device=cfg.device).manual_seed(0)
-                est.estimate(problem, 2, gen)
-                t0 = time.perf_counter()
-                est.estimate(problem, PILOT_DRAWS, gen)
+                spd, _ = timed_draws(est, problem, PILOT_DRAWS, torch.Generator(device=cfg.device).manual_seed(0))
             except InputError:
                 continue
-            best = min(best, (time.perf_counter() - t0) / PILOT_DRAWS)
+            best = min(best, spd)
         if math.isfinite(best):
             total += best * cfg.reference_draws
             slowest = max(slowest, (best, pspec))

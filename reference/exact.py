@@ -203,7 +203,7 @@ def exact(problem: Problem, method: str = "transfer", budget: int = DEFAULT_BUDG
     grads = {name: (leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)).detach()
              for name, leaf in zip(p.group_names, leaves)}
     if not math.isfinite(float(total)) or not all(bool(torch.isfinite(g).all()) for g in grads.values()):
-        biggest = max(float(w.abs().max()) for w in (*p.weights, p.head_weight))
+        biggest = max(float(t.detach().abs().max()) for t in (*problem.weights, problem.head_weight, problem.X))
         raise InputError(f"the exact expected loss or gradient of {problem.name} is not finite in float64 (largest "
-                         f"weight {biggest:.3g}); such a problem cannot be scored")
+                         f"weight or input {biggest:.3g}); such a problem cannot be scored")
     return Exact(loss=float(total), grads=grads, method=method)

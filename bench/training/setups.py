@@ -37,7 +37,7 @@ from estimators.errors import InputError
 from estimators.model import ConvGeom, Problem
 from reference.datasets import Dataset, load_cifar10, psa2d, shapes
 from reference.problems import CIFAR_S1, moment_rescale
-from reference.specs import build_from_spec, dash_ints
+from reference.specs import build_from_spec, dash_ints, guard_size
 
 __all__ = ["TrainProblem", "build_train_problem", "TRAIN_PROBLEMS", "batch_rescale", "TEMPLATE_POINTS"]
 
@@ -67,6 +67,8 @@ def _widths(n_in: int, widths: str) -> tuple[int, ...]:
 def _network(ds: Dataset, widths: tuple[int, ...], U, head_scale, encoding: str, name: str) -> Problem:
     k = range(len(widths) - 1)
     n_out = ds.n_outputs
+    guard_size(sum(widths[i + 1] * widths[i] for i in k) + n_out * widths[-1],
+               f"{name}: a network of widths {'-'.join(map(str, widths))}")  # before anything is allocated
     X = ds.features(ds.X_train[:TEMPLATE_POINTS], torch.float64)
     return Problem(
         weights=tuple(U((widths[i + 1], widths[i]), widths[i]) for i in k),
@@ -120,6 +122,8 @@ def _conv_network(ds: Dataset, layers, encoding: str, seed: int, name: str, init
         if min(c_out, k, st) < 1 or pad < 0 or min(g.out_hw()) < 1:
             raise InputError(f"{name}: layer with {c_out} channels, kernel {k}, stride {st}, padding {pad} is invalid "
                              f"for a {H}x{W} map (need channels, kernel, stride >= 1, padding >= 0, output >= 1x1)")
+        guard_size(c_out * C * k * k + c_out * g.out_hw()[0] * g.out_hw()[1] * max(init_points, TEMPLATE_POINTS),
+                   f"{name}: conv layer {C}->{c_out} (kernel {k}) on {init_points} images")
         weights.append(U((c_out, C, k, k), C * k * k))
         biases.append(U((c_out,), C * k * k))
         geoms.append(g)

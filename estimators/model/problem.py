@@ -126,7 +126,7 @@ class Problem:
                 if geom.in_size != n_prev:
                     raise InputError(f"array 'conv{k}': input map {geom.as_array()[:3]} has {geom.in_size} "
                                      f"units, the layer below has {n_prev}")
-                if min(geom.out_hw()) < 1 or geom.kernel < 1 or geom.stride < 1 or geom.padding < 0:
+                if geom.kernel < 1 or geom.stride < 1 or geom.padding < 0 or min(geom.out_hw()) < 1:
                     raise InputError(f"array 'conv{k}': kernel/stride/padding {geom.as_array()[3:]} do not fit the map")
                 if w.dim() != 4 or w.shape[1] != geom.channels or w.shape[2:] != (geom.kernel, geom.kernel):
                     raise InputError(f"array 'W{k}' must be [C_out, {geom.channels}, {geom.kernel}, {geom.kernel}], "

@@ -391,3 +391,29 @@ def test_fourth_probe_questionable_items(hostile, tmp_path):
     hostile(["validate", "st", "--checks", "output,output"], "more than once")
     (tmp_path / "dangling.sqlite").symlink_to(tmp_path / "nowhere.sqlite")
     hostile(["run", *QUICK, "--db", "dangling.sqlite"], "symbolic link", keep={"dangling.sqlite"})
+
+
+def test_fifth_probe_items(hostile, tmp_path):
+    """Found after the fourth round: a training network too large is refused from its shape (it hit a
+    MemoryError after allocating before)."""
+    hostile(["train", "--problem", "shapes:widths=100000-100000", "--estimator", "st", "--epochs", "1",
+             "--no-report", "--db", "r.sqlite"], "over the limit")
+    hostile(["train", "--problem", "shapes-conv:channels=100000-100000", "--estimator", "st", "--epochs", "1",
+             "--no-report", "--db", "r.sqlite"], "over the limit")
+    rng = np.random.default_rng(1)  # a conv layer of stride 0 (a ZeroDivisionError traceback before)
+    _npz(tmp_path / "s0.npz", W1=rng.normal(size=(2, 1, 2, 2)), b1=np.zeros(2), W2=rng.normal(size=(4, 4)),
+         b2=np.zeros(4), W_head=rng.normal(size=(1, 4)), b_head=np.zeros(1), X=rng.normal(size=(20, 2)),
+         y=np.ones(20), conv1=np.array([1, 2, 1, 2, 0, 0]))
+    hostile(["run", "--problem-file", "s0.npz", "--estimators", "st", "--db", "r.sqlite"], "do not fit the map",
+            keep={"s0.npz"})
+    big = dict(_base(), W1=np.full((3, 2), 1.5), X=np.full((5, 2), 1e308), y=-np.ones(5))  # inf pre-activations:
+    # a non-finite exact gradient is one line (a torch warning came before it)
+    _npz(tmp_path / "xbig.npz", **big)
+    line = hostile(["run", "--problem-file", "xbig.npz", "--estimators", "st", "--db", "r.sqlite"], "not finite",
+                   keep={"s0.npz", "xbig.npz"})
+    assert "largest weight or input 1e+308" in line
+    grid = ",".join(map(str, range(1, 100_001)))  # a long grid is checked in linear time (it was quadratic: hours)
+    (tmp_path / "g.toml").write_text(f'problems = ["random:widths=2-3-3,points=10"]\nestimators = ["st"]\n'
+                                     f'draws = 50\ngrid = [{grid}]\n')
+    hostile(["run", "--config", "g.toml", "--db", "r.sqlite", "--no-report"], "exceeds the number of draws",
+            keep={"s0.npz", "xbig.npz", "g.toml"})
