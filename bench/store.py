@@ -361,15 +361,16 @@ class Store:
         cur = self.con.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            rows = cur.execute("SELECT task_key, status FROM tasks WHERE run_id = ? AND status IN "
-                               "('done', 'failed', 'superseded')", (run_id,)).fetchall()
-            for key, status in rows:
-                if status != "superseded" and key not in keep:
-                    cur.execute("UPDATE tasks SET status = 'superseded', error = ? WHERE run_id = ? AND task_key = ?",
-                                (status, run_id, key))  # the status it had is kept in error
-                elif status == "superseded" and key in keep:
-                    cur.execute("UPDATE tasks SET status = error, error = '' WHERE run_id = ? AND task_key = ?",
-                                (run_id, key))
+            kept = json.dumps(sorted(keep))  # one set-based UPDATE each way (json_each: SQLite's JSON1)
+            cur.execute("UPDATE tasks SET status = 'superseded', error = status || '|' || COALESCE(error, '') "
+                        "WHERE run_id = ? AND status IN ('done', 'failed') "
+                        "AND task_key NOT IN (SELECT value FROM json_each(?))", (run_id, kept))
+            # restored: the status and error kept as 'status|error' (or 'status' alone, as stores before it wrote)
+            cur.execute("UPDATE tasks SET status = CASE WHEN instr(error, '|') > 0 THEN substr(error, 1, "
+                        "instr(error, '|') - 1) ELSE error END, error = CASE WHEN instr(error, '|') > 0 THEN "
+                        "substr(error, instr(error, '|') + 1) ELSE '' END "
+                        "WHERE run_id = ? AND status = 'superseded' AND task_key IN (SELECT value FROM json_each(?))",
+                        (run_id, kept))
             n = cur.execute("SELECT COUNT(*) FROM tasks WHERE run_id = ? AND status = 'superseded'",
                             (run_id,)).fetchone()[0]
             cur.execute("COMMIT")

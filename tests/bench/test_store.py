@@ -193,3 +193,22 @@ def test_a_read_only_store_is_refused_for_writing_and_left_untouched(tmp_path, m
     assert len(err) == 1 and "is read-only" in err[0]
     assert main(["runs", "--db", str(db)]) == 0 and "run-a" in capsys.readouterr().out
     assert db.read_bytes() == before
+
+
+def test_supersede_hides_and_restores_tasks_with_their_status_and_error(tmp_path):
+    db = tmp_path / "r.sqlite"
+    with Store(db, create=True) as s:
+        s.create_run("r", {}, "h")
+        s.write_task("r", _task("k1"))
+        s.write_task("r", dict(_task("k2", "failed"), error="ValueError: boom | at x.py:3"))
+        s.write_task("r", _task("k3"))
+        assert s.supersede("r", {"k3"}) == 2
+        assert set(s.tasks("r").task_key) == {"k3"}
+        assert s.supersede("r", {"k1", "k2", "k3"}) == 0
+        t = s.tasks("r").set_index("task_key")
+        assert t.loc["k1", "status"] == "done" and t.loc["k1", "error"] == ""
+        assert t.loc["k2", "status"] == "failed" and t.loc["k2", "error"] == "ValueError: boom | at x.py:3"
+        # a row superseded by an earlier version (error = the old status alone) is restored too
+        s.con.execute("UPDATE tasks SET status = 'superseded', error = 'done' WHERE task_key = 'k1'")
+        s.con.commit()
+        assert s.supersede("r", {"k1", "k2", "k3"}) == 0 and s.tasks("r").set_index("task_key").loc["k1", "status"] == "done"
