@@ -2,7 +2,8 @@
 
 A sweep is problems x estimators x settings.  TOML keys are the field names of :class:`SweepConfig`
 (``problems``, ``estimators``, ``draws``, ``grid``, ``chunk``, ``device``, ``dtype``, ``exact_method``,
-``memory_budget_gib``, ``seed``, ``name``, ``reference``, and the cost measurement's ``cost_time``,
+``memory_budget_gib``, ``seed``, ``name``, ``reference``, the Monte Carlo reference's budget ``reference_draws``
+or ``reference_seconds``, and the cost measurement's ``cost_time``,
 ``cost_clock``, ``cost_threads``: :class:`bench.costs.CostSettings`); an unknown key, a wrong type or a malformed file is one
 :class:`InputError` that names the key, or the line and column.
 """
