@@ -65,6 +65,9 @@ __all__ = ["DEFAULT_CANDIDATES", "Reference", "ReferenceSums", "pilot", "referen
 DEFAULT_CANDIDATES = ("arm", "disarm", "reinforce-loo", "local-expectation", "local-expectation:shared=True", "muprop",
                       "psa", "st")
 DEFAULT_BATCHES = 16
+#: the pilot's first draws of a candidate (its warm-up); a candidate too slow for twice as many more in its
+#: time is judged on these alone
+PILOT_MIN_DRAWS = 8
 _ARRAY_CAP = 2**24  # float64 entries per [chunk, P] array of draws (128 MiB)
 
 
@@ -142,8 +145,8 @@ class Reference:
 
 def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDIDATES, draws: int = 256,
           seconds: float = 5.0) -> Reference:
-    r"""Draw ``draws`` draws (fewer, at least 16, where they would take over ``seconds``) of every candidate,
-    time them, and pick per group the lowest
+    r"""Draw ``draws`` draws (fewer where they would take over ``seconds``) of every candidate after
+    :data:`PILOT_MIN_DRAWS` first ones, time them, and pick per group the lowest
     $\operatorname{tr}\mathrm{Var}\times$ seconds per draw among the candidates unbiased for that group."""
     sl = _slices(problem)
     best: dict[str, tuple[float, Estimator]] = {}
@@ -159,10 +162,11 @@ def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDI
         if not groups:
             continue
         try:
-            warm, _ = timed_draws(est, problem, 4, generator, warmup=0)  # warm-up; sizes the pilot to its budget
-            n = int(min(draws, max(16, seconds / max(warm, 1e-9))))
-            spd, out = timed_draws(est, problem, n, generator, warmup=0)
-            X = _flat(problem, out)
+            warm, out = timed_draws(est, problem, PILOT_MIN_DRAWS, generator, warmup=0)  # sizes the pilot to its budget
+            n = int(min(draws, seconds / max(warm, 1e-9)))
+            if n >= 2 * PILOT_MIN_DRAWS:  # else the first draws serve (a slow candidate, timed with its warm-up)
+                warm, out = timed_draws(est, problem, n, generator, warmup=0)
+            spd, X = warm, _flat(problem, out)
         except InputError as exc:  # a candidate too large for this problem (its own size guard) drops out
             table.append(dict(estimator=est.spec, group="", trace_var=math.nan, seconds_per_draw=math.nan,
                               score=math.nan, note=str(exc)))
