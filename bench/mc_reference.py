@@ -68,6 +68,8 @@ DEFAULT_BATCHES = 16
 #: the pilot's first draws of a candidate (its warm-up); a candidate too slow for twice as many more in its
 #: time is judged on these alone
 PILOT_MIN_DRAWS = 8
+#: version of how a reference stream is made and stored (pilot, time split, file layout): part of its cache key
+STREAM_FORMAT = 1
 _ARRAY_CAP = 2**24  # float64 entries per [chunk, P] array of draws (128 MiB)
 
 
@@ -452,13 +454,13 @@ def _spawn(task: dict, stream: int) -> int:
 def reference_settings(task: dict) -> dict:
     """What determines a task's reference stream (JSON-able): problem (spec and content), run seed, dtype,
     device, the reference budget (``task["mc"]``: ``draws`` or ``seconds``; default: as many draws as the
-    task's own), batches, pilot candidates and the estimators' code."""
+    task's own), batches, pilot candidates, the estimators' code and :data:`STREAM_FORMAT`."""
     budget = dict(task.get("mc") or {})
     if budget.get("draws") is None and budget.get("seconds") is None:
         budget["draws"] = task["draws"]
     return dict(problem=task["problem"], problem_digest=task.get("problem_digest"), root_seed=task.get("root_seed"),
                 dtype=task["dtype"], device=task["device"], draws=budget.get("draws"), seconds=budget.get("seconds"),
-                batches=DEFAULT_BATCHES, candidates=list(DEFAULT_CANDIDATES), code=code_digest())
+                batches=DEFAULT_BATCHES, candidates=list(DEFAULT_CANDIDATES), code=code_digest(), format=STREAM_FORMAT)
 
 
 def reference_key(task: dict) -> str:
