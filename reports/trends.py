@@ -109,6 +109,12 @@ def trend_families(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
+#: a panel whose largest value exceeds this many times its median gets a symmetric-log y axis ...
+SYMLOG_SPAN = 30.0
+#: ... linear below this value (relative bias and RMSE of 0 stay on the axis)
+SYMLOG_FLOOR = 0.01
+
+
 def trend_figure(family: pd.DataFrame, axis: str, metric: str, sty: dict) -> Figure:
     """One panel per layer role: ``metric`` against ``axis``, a line per estimator with its CI band;
     Monte Carlo points hollow."""
@@ -137,6 +143,10 @@ def trend_figure(family: pd.DataFrame, axis: str, metric: str, sty: dict) -> Fig
             handles[lab] = Line2D([], [], color=colour, marker=marker, linewidth=1.2)
         if axis == "width" or (axis == "scale" and sub[axis].max() / max(sub[axis].min(), 1e-300) > 4):
             ax.set_xscale("log", base=2)
+        pos = sub["value"][np.isfinite(sub["value"]) & (sub["value"] > 0)]
+        if len(pos) and pos.max() > SYMLOG_SPAN * max(pos.median(), SYMLOG_FLOOR):  # one outlier would flatten the rest
+            ax.set_yscale("symlog", linthresh=SYMLOG_FLOOR)  # linear below the floor (0 included), log above
+            ax.set_ylim(bottom=0)  # relative bias and RMSE are never negative
         ax.set_title(role)
         ax.set_xlabel(axis)
         ax.grid(True, alpha=0.3)

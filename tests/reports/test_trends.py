@@ -80,3 +80,19 @@ def test_each_problem_section_says_when_its_scores_are_monte_carlo(synthetic_run
         for sec in problem_section(run, {"rid": "r", "styles": styles(run)}):
             warned = [b for b in sec.blocks if isinstance(b, Text) and "Monte Carlo reference" in b.text]
             assert bool(warned) == mc and (not mc or sec.blocks[0] is warned[0])
+
+
+def test_a_panel_with_one_outlier_gets_a_symmetric_log_axis(synthetic_run):
+    """One relative bias 1000 times the others' (a badly estimated ||g|| at the widest network) would flatten
+    every other line on a linear axis: that panel switches to symlog (0 stays on it), the others stay linear."""
+    from reports.trends import trend_figure
+
+    run = _run(synthetic_run, mc=True)
+    frame = trend_frame(run)
+    fam = trend_families(frame)["width"].copy()
+    hit = (fam["metric"] == "rel_bias") & (fam["role"] == "first hidden") & (fam["width"] == 16)
+    fam.loc[hit, "value"] = 1000 * fam.loc[(fam["metric"] == "rel_bias") & (fam["role"] == "first hidden"),
+                                           "value"].median()
+    fig = trend_figure(fam, "width", "rel_bias", styles(run))
+    scales = {ax.get_title(): ax.get_yscale() for ax in fig.axes if ax.get_visible() and ax.get_title()}
+    assert scales["first hidden"] == "symlog" and scales["last hidden"] == "linear"
