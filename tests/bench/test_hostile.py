@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -417,3 +418,63 @@ def test_fifth_probe_items(hostile, tmp_path):
                                      f'draws = 50\ngrid = [{grid}]\n')
     hostile(["run", "--config", "g.toml", "--db", "r.sqlite", "--no-report"], "exceeds the number of draws",
             keep={"s0.npz", "xbig.npz", "g.toml"})
+
+
+# ---- the fifth probe round: each finding with its regression test ----
+_RETURNING = '''
+from dataclasses import dataclass
+from typing import ClassVar
+from estimators.base import Cost, Estimator
+from estimators.model import backprop
+
+
+@dataclass(frozen=True)
+class E(Estimator):
+    """Test plugin: deep straight-through, returning {what}."""
+    name: ClassVar[str] = "plug"
+    summary: ClassVar[str] = "test plugin"
+    path_deterministic: ClassVar[bool] = True
+    has_from_path: ClassVar[bool] = True
+
+    def from_path(self, problem, path, generator=None):
+        slopes = [problem.mean_slope * problem.noise_law.pdf(a) for a in path.a]
+        g = backprop(problem, path.inputs, slopes, problem.enc(path.x[-1]))
+        return {returns}
+
+    def cost(self, problem):
+        return Cost(layer_evals=problem.depth, head_evals=1, backward_passes=1)
+'''
+
+
+def _plugin(tmp_path, what, returns):
+    path = tmp_path / "plug.py"
+    path.write_text(_RETURNING.format(what=what, returns=returns))
+    return f"{path}:E"
+
+
+def _run_quietly(argv, capsys):
+    """``main(argv)`` with every warning recorded; returns (exit code, stderr lines, warnings)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = main(argv)
+    return rc, capsys.readouterr().err.strip().splitlines(), [str(w.message) for w in caught]
+
+
+def test_fifth_probe_huge_estimates_fail_their_task_without_warnings(tmp_path, capsys):
+    """k04: finite estimates of 1e200 overflowed when squared (18 numpy warning lines, a task stored done
+    with infinite variance); now the task fails with one contract line."""
+    est = _plugin(tmp_path, "huge values", "[v * 1e200 for v in g]")
+    rc, err, caught = _run_quietly(["run", *QUICK[:2], "--estimators", est, "-N", "50", "--cost-time", "0",
+                                    "--no-report", "--db", str(tmp_path / "r.sqlite")], capsys)
+    assert rc == 1 and caught == [], caught
+    assert len(err) == 1 and "overflow float64 when squared" in err[0] and "largest |value|" in err[0], err
+
+
+def test_fifth_probe_a_deep_network_scores_without_warnings(tmp_path, capsys):
+    """R3-p35: on a deep network the exact gradient of the first layers is 0, so the cosines are 0/0;
+    they are NaN in the scores, without numpy's 'invalid value' warning."""
+    widths = "-".join(["2"] * 400)
+    rc, err, caught = _run_quietly(["run", "--problem", f"random:widths={widths},points=2", "--estimators", "st",
+                                    "-N", "50", "--cost-time", "0", "--no-report",
+                                    "--db", str(tmp_path / "r.sqlite")], capsys)
+    assert rc == 0 and err == [] and caught == [], (err, caught)
