@@ -64,8 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except InputError as exc:
-        print(f"sbn-bench: error: {exc}", file=sys.stderr)
+    except InputError as exc:  # one line whatever the message quotes (a library's multi-line reason)
+        print(f"sbn-bench: error: {' '.join(part.strip() for part in str(exc).splitlines())}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (``sbn-bench show | head``): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

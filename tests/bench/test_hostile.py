@@ -478,3 +478,10 @@ def test_fifth_probe_a_deep_network_scores_without_warnings(tmp_path, capsys):
                                     "-N", "50", "--cost-time", "0", "--no-report",
                                     "--db", str(tmp_path / "r.sqlite")], capsys)
     assert rc == 0 and err == [] and caught == [], (err, caught)
+
+
+def test_fifth_probe_a_cifar_path_that_is_no_archive_is_one_line(hostile, tmp_path):
+    """a03: tarfile lists one failure per compression method, five lines."""
+    (tmp_path / "c.tar.gz").write_text("x\n")
+    hostile(["train", "--recipe", "cifar-psa2020", "--epochs", "1", "--no-report", "--cifar-dir", "c.tar.gz",
+             "--db", "r.sqlite"], "not a tar archive", keep={"c.tar.gz"})
