@@ -7,6 +7,7 @@ run they made.  Rendering reads results only (no recomputation).
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from bench.store import Store
@@ -27,6 +28,11 @@ def check_out_dir(path: str | os.PathLike, what: str = "output folder") -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{what} {str(p)!r} cannot be written ({str(probe)!r} is not a writable folder)")
+    try:  # access() says yes to root everywhere, /proc and /sys included: create (and remove) a folder there
+        os.rmdir(tempfile.mkdtemp(prefix=".sbn-probe-", dir=probe))
+    except OSError as exc:
+        raise InputError(f"{what} {str(p)!r} cannot be written (no folder can be created in {str(probe)!r}: "
+                         f"{(exc.strerror or str(exc)).lower()})") from None
 
 
 def parse_formats(text: str) -> tuple[str, ...]:

@@ -485,3 +485,11 @@ def test_fifth_probe_a_cifar_path_that_is_no_archive_is_one_line(hostile, tmp_pa
     (tmp_path / "c.tar.gz").write_text("x\n")
     hostile(["train", "--recipe", "cifar-psa2020", "--epochs", "1", "--no-report", "--cifar-dir", "c.tar.gz",
              "--db", "r.sqlite"], "not a tar archive", keep={"c.tar.gz"})
+
+
+def test_fifth_probe_a_checkpoint_folder_that_cannot_be_made_is_refused_before_training(hostile, tmp_path):
+    """a22: the folder was first used after training, when the store was written."""
+    (tmp_path / "f").write_text("a file\n")
+    hostile(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
+             "--checkpoint-epochs", "1", "--checkpoint-dir", "f/chk", "--db", "r.sqlite"], "--checkpoint-dir",
+            keep={"f"})
