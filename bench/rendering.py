@@ -15,7 +15,7 @@ from estimators.errors import InputError
 from estimators.inputs import comma_items
 from reports import FORMATS, ReportError, build_report
 
-__all__ = ["check_out_dir", "parse_formats", "render"]
+__all__ = ["check_out_dir", "check_out_files", "parse_formats", "render"]
 
 
 def check_out_dir(path: str | os.PathLike, what: str = "output folder") -> None:
@@ -33,6 +33,23 @@ def check_out_dir(path: str | os.PathLike, what: str = "output folder") -> None:
     except OSError as exc:
         raise InputError(f"{what} {str(p)!r} cannot be written (no folder can be created in {str(probe)!r}: "
                          f"{(exc.strerror or str(exc)).lower()})") from None
+
+
+def check_out_files(folder: str | os.PathLike, names, writer: str) -> None:
+    """Refuse, before anything is written, an output ``folder/name`` that exists as a symbolic link (the
+    write would land outside ``folder``) or as anything but a regular file (a FIFO blocks the writer); a
+    folder on the way (``tables/``) must be a real folder.  ``names`` are relative to ``folder``."""
+    for name in names:
+        path, parts = Path(folder), Path(name).parts
+        for i, part in enumerate(parts):
+            path, last = path / part, i == len(parts) - 1
+            if path.is_symlink():
+                raise InputError(f"{path} is a symbolic link; {writer} writes only plain files in {str(folder)!r}")
+            if path.exists() and not (path.is_file() if last else path.is_dir()):
+                kind = ("a directory" if path.is_dir() else "a pipe (FIFO)" if path.is_fifo() else "a socket"
+                        if path.is_socket() else "a device" if not path.is_file() else "a file")
+                raise InputError(f"{path} is {kind}, not a {'regular file' if last else 'folder'}; "
+                                 f"{writer} writes only plain files in {str(folder)!r}")
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -56,6 +73,6 @@ def render(db: str, refs: list[str], out_dir: str | None, formats: str = "html,p
         runs = [store.load_run(ref) for ref in refs]
     out = out_dir or f"sbn-report/{runs[0].manifest.get('run_id', 'run')}"
     try:
-        return build_report(runs, out, fmts)
+        return build_report(runs, out, fmts, check=lambda names: check_out_files(out, names, "report"))
     except ReportError as exc:
         raise InputError(str(exc)) from None

@@ -291,7 +291,7 @@ def test_third_probe_files(hostile, tmp_path):
     hostile(["problem", "psa-2-5-5-5", "--save", "p.npz"], "pass --force", keep={"p.npz"})
     (tmp_path / "cf").write_text("")
     hostile(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
-             "--checkpoint-epochs", "1", "--checkpoint-dir", "cf", "--db", "r.sqlite"], "is a file",
+             "--checkpoint-epochs", "1", "--checkpoint-dir", "cf", "--db", "r.sqlite"], "is not a folder",
             keep={"cf", "p.npz", "o.npz", "ff", "deep.toml"})
 
 
@@ -493,3 +493,30 @@ def test_fifth_probe_a_checkpoint_folder_that_cannot_be_made_is_refused_before_t
     hostile(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
              "--checkpoint-epochs", "1", "--checkpoint-dir", "f/chk", "--db", "r.sqlite"], "--checkpoint-dir",
             keep={"f"})
+
+
+def test_fifth_probe_no_output_is_written_through_a_link_or_into_a_pipe(hostile, tmp_path):
+    """g06, g01, o13: report wrote through o/report.html -> a file outside --out and hung on a FIFO there;
+    export --force hung on a FIFO; problem --save goes through the same check."""
+    assert main(["run", *QUICK, "--no-report", "--db", "r.sqlite"]) == 0
+    out = tmp_path / "o"
+    out.mkdir()
+    victim = tmp_path / "victim.html"
+    victim.write_text("keep me")
+    (out / "report.html").symlink_to(victim)
+    hostile(["report", "latest", "--db", "r.sqlite", "--out", "o", "--format", "html"], "symbolic link")
+    (out / "report.html").unlink()
+    os.mkfifo(out / "report.html")
+    hostile(["report", "latest", "--db", "r.sqlite", "--out", "o", "--format", "html"], "a pipe (FIFO)")
+    (out / "report.html").unlink()
+    (out / "tables").symlink_to(tmp_path, target_is_directory=True)  # a folder on the way, linked elsewhere
+    hostile(["report", "latest", "--db", "r.sqlite", "--out", "o", "--format", "html"], "symbolic link")
+    (out / "tables").unlink()
+    from bench.store import Store
+    with Store("r.sqlite") as s:
+        stem = s.load_run("latest").manifest["run_id"]
+    os.mkfifo(out / f"{stem}.tasks.csv")
+    hostile(["export", "latest", "--db", "r.sqlite", "--out", "o", "--force"], "a pipe (FIFO)")
+    (tmp_path / "v.npz").symlink_to(victim)
+    hostile(["problem", "psa-2-5-5-5", "--save", "v.npz", "--force"], "symbolic link")
+    assert victim.read_text() == "keep me"
