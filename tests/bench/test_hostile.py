@@ -520,3 +520,14 @@ def test_fifth_probe_no_output_is_written_through_a_link_or_into_a_pipe(hostile,
     (tmp_path / "v.npz").symlink_to(victim)
     hostile(["problem", "psa-2-5-5-5", "--save", "v.npz", "--force"], "symbolic link")
     assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("returns, got", [("None", "returned None"), ("[v.tolist() for v in g]", "a list for group"),
+                                          ("g[:-1]", "items for 3 groups"), ("[v[:, :1] for v in g]", "shape [10, 1]")])
+def test_fifth_probe_an_estimate_off_the_contract_is_a_contract_message(tmp_path, capsys, returns, got):
+    """k01, k03: None or lists of lists failed with an internal TypeError / AttributeError."""
+    est = _plugin(tmp_path, returns, returns)
+    assert main(["run", *QUICK[:2], "--estimators", est, "-N", "10", "--no-report",
+                 "--db", str(tmp_path / "r.sqlite")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and got in err[0] and "it must return a list of tensors, one per parameter group" in err[0], err
