@@ -104,8 +104,10 @@ def module_origin(module) -> Origin:
 
 
 def _import_file(path: str):
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise InputError(f"plugin file {path!r} does not exist")
+    if not os.path.isfile(path):
+        raise InputError(f"plugin file {path!r} is not a regular Python file (a directory, pipe or device?)")
     digest = _file_hash(path)
     mod_name = f"sbn_bench_plugin_{digest[:16]}"
     if mod_name in sys.modules:

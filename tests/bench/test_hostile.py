@@ -531,3 +531,16 @@ def test_fifth_probe_an_estimate_off_the_contract_is_a_contract_message(tmp_path
                  "--db", str(tmp_path / "r.sqlite")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and got in err[0] and "it must return a list of tensors, one per parameter group" in err[0], err
+
+
+def test_fifth_probe_plugin_references(hostile, tmp_path):
+    """k15, k32: a plugin 'file' that is a folder or a device 'did not exist'; k36: 'file.py:' (no class)
+    was an 'unknown estimator'."""
+    (tmp_path / "pkgdir").mkdir()
+    os.mkfifo(tmp_path / "fifo.py")
+    (tmp_path / "okest.py").write_text(_RETURNING.format(what="g", returns="g"))
+    keep = {"pkgdir", "fifo.py", "okest.py"}
+    for ref in ("./pkgdir:E", "./fifo.py:E"):
+        hostile(["run", *QUICK[:2], "--estimators", ref, "--db", "r.sqlite"], "is not a regular Python file", keep)
+    for ref in ("./okest.py:", "./okest.py"):
+        hostile(["run", *QUICK[:2], "--estimators", ref, "--db", "r.sqlite"], "a class name must follow the colon", keep)
