@@ -55,10 +55,19 @@ def system_error(exc: BaseException) -> str:
     return f"{what.rstrip('.').lower()}: {' -> '.join(repr(str(f)) for f in where)}" if where else what
 
 
+#: flags naming files or folders the command writes: made absolute as parsed, before any plugin runs
+#: (a plugin that changes the working directory at import must not move the store or the outputs)
+PATH_FLAGS = ("db", "out", "report_dir", "checkpoint_dir")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call ``main([...])`` directly)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    for flag in PATH_FLAGS:
+        value = getattr(args, flag, None)
+        if isinstance(value, str) and value:  # an empty name stays empty (and is refused as such)
+            setattr(args, flag, os.path.abspath(value))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -118,6 +118,7 @@ def _import_file(path: str):
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
     saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside the user's file
+    cwd = os.getcwd()  # a plugin that changes directory at import must not move the paths given after it
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code becomes one line
@@ -125,6 +126,8 @@ def _import_file(path: str):
         raise InputError(f"plugin file {path!r} failed to import: {type(exc).__name__}: {exc}") from None
     finally:
         sys.dont_write_bytecode = saved
+        if os.getcwd() != cwd:
+            os.chdir(cwd)
     return module, Origin("file", os.path.abspath(path), digest)
 
 

@@ -544,3 +544,18 @@ def test_fifth_probe_plugin_references(hostile, tmp_path):
         hostile(["run", *QUICK[:2], "--estimators", ref, "--db", "r.sqlite"], "is not a regular Python file", keep)
     for ref in ("./okest.py:", "./okest.py"):
         hostile(["run", *QUICK[:2], "--estimators", ref, "--db", "r.sqlite"], "a class name must follow the colon", keep)
+
+
+def test_fifth_probe_a_plugin_that_changes_directory_does_not_move_the_store(tmp_path, monkeypatch, capsys):
+    """k06: a plugin doing os.chdir at import made the default store land in the new directory."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    source = _RETURNING.format(what="g, after changing directory", returns="g")
+    source = source.replace("from estimators.model import backprop",
+                            "from estimators.model import backprop\nimport os\nos.chdir('elsewhere')")
+    source = source.replace("        return g", "        os.chdir(os.path.join(os.path.dirname(__file__), 'elsewhere'))\n"
+                                               "        return g")
+    (tmp_path / "moving.py").write_text(source)
+    assert main(["run", *QUICK[:2], "--estimators", "./moving.py:E", "-N", "10", "--no-report"]) == 0, \
+        capsys.readouterr().err
+    assert (tmp_path / "sbn_results.sqlite").is_file() and not any((tmp_path / "elsewhere").iterdir())
