@@ -15,6 +15,7 @@ import sys
 from typing import Sequence
 
 from estimators.errors import InputError
+from estimators.spec import no_control_characters
 
 from . import __version__
 from .commands import command_names
@@ -58,21 +59,30 @@ def system_error(exc: BaseException) -> str:
 #: flags naming files or folders the command writes: made absolute as parsed, before any plugin runs
 #: (a plugin that changes the working directory at import must not move the store or the outputs)
 PATH_FLAGS = ("db", "out", "report_dir", "checkpoint_dir")
+#: flags stored or printed as typed: a control character (a pasted newline) is refused
+TEXT_FLAGS = PATH_FLAGS + ("label",)
+
+
+def _checked_flags(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with its text flags checked and its path flags absolute (one :class:`InputError`)."""
+    for flag in TEXT_FLAGS:
+        value = getattr(args, flag, None)
+        if isinstance(value, str):
+            no_control_characters(value, f"--{flag.replace('_', '-')}")
+            if value and flag in PATH_FLAGS:  # an empty name stays empty (and is refused as such)
+                setattr(args, flag, os.path.abspath(value))
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call ``main([...])`` directly)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag in PATH_FLAGS:
-        value = getattr(args, flag, None)
-        if isinstance(value, str) and value:  # an empty name stays empty (and is refused as such)
-            setattr(args, flag, os.path.abspath(value))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(_checked_flags(args)) or 0)
     except InputError as exc:  # one line whatever the message quotes (a library's multi-line reason)
         print(f"sbn-bench: error: {' '.join(part.strip() for part in str(exc).splitlines())}", file=sys.stderr)
         return 2

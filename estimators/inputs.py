@@ -81,11 +81,22 @@ def read_text_file(path: str, what: str, limit: int = MAX_TEXT_BYTES) -> bytes:
         return fh.read(limit + 1)
 
 
-def comma_items(text: str, what: str) -> list[str]:
-    """The items of a comma list, stripped; an empty list or an empty item (``a,,b``) is refused."""
+def no_repeats(items, what: str, kind: str = ""):
+    """``items`` unchanged, or :class:`InputError` naming the first one given twice (linear time)."""
+    seen = set()
+    for item in items:
+        if item in seen:
+            raise InputError(f"{what} names {kind + ' ' if kind else ''}{item!r} more than once")
+        seen.add(item)
+    return items
+
+
+def comma_items(text: str, what: str, unique: bool = False) -> list[str]:
+    """The items of a comma list, stripped; an empty list or an empty item (``a,,b``) is refused, and
+    with ``unique`` an item given twice."""
     items = [t.strip() for t in str(text).split(",")]
     if not any(items):
         raise InputError(f"{what} is empty")
     if not all(items):
         raise InputError(f"{what} {text!r} has an empty item")
-    return items
+    return no_repeats(items, f"{what} {text!r}") if unique else items

@@ -559,3 +559,21 @@ def test_fifth_probe_a_plugin_that_changes_directory_does_not_move_the_store(tmp
     assert main(["run", *QUICK[:2], "--estimators", "./moving.py:E", "-N", "10", "--no-report"]) == 0, \
         capsys.readouterr().err
     assert (tmp_path / "sbn_results.sqlite").is_file() and not any((tmp_path / "elsewhere").iterdir())
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["run", *QUICK, "--problem", QUICK[1], "--db", "r.sqlite"], f"names problem {QUICK[1]!r} more than once"),
+    (["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "2", "--lr", "0.1", "--no-report",
+      "--checkpoint-epochs", "1,1", "--db", "r.sqlite"], "names epoch 1 more than once"),
+    (["time", "--no-store", "--kernels", "sampling,sampling"], "names kernel 'sampling' more than once"),
+    (["run", *QUICK, "--db", "r\n.sqlite"], "--db"),
+    (["run", *QUICK, "--db", "r.sqlite", "--label", "a\x1bb"], "--label"),
+    (["time", "--kernels", "sampling", "--db", "r.sqlite", "--label", "a\nb"], "--label"),
+    (["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
+      "--checkpoint-epochs", "1", "--checkpoint-dir", "c\rk", "--db", "r.sqlite"], "--checkpoint-dir"),
+])
+def test_fifth_probe_repeats_and_control_characters(hostile, argv, what):
+    """A problem, checkpoint epoch or kernel given twice ran twice (or once, silently); a control
+    character in a path or a label was stored as typed."""
+    line = hostile(argv, what)
+    assert "more than once" in line or "control characters" in line
