@@ -15,7 +15,7 @@ from estimators.errors import InputError
 from estimators.inputs import comma_items
 from reports import FORMATS, ReportError, build_report
 
-__all__ = ["check_out_dir", "check_out_files", "parse_formats", "render"]
+__all__ = ["check_out_dir", "check_out_files", "check_report_flags", "parse_formats", "render"]
 
 
 def check_out_dir(path: str | os.PathLike, what: str = "output folder") -> None:
@@ -59,6 +59,17 @@ def parse_formats(text: str) -> tuple[str, ...]:
     if bad or not formats:
         raise InputError(f"unknown report format {(bad or [text])[0]!r} (choose from {', '.join(FORMATS)})")
     return formats
+
+
+def check_report_flags(no_report: bool, report_dir: str | None, formats: str) -> None:
+    """The report flags of ``run`` and ``train``, checked before anything runs: ``--no-report`` with a
+    ``--report-dir`` contradicts itself; else the formats and the folder must be usable."""
+    if no_report:
+        if report_dir is not None:
+            raise InputError("--no-report and --report-dir contradict each other; drop one of them")
+        return
+    parse_formats(formats)
+    check_out_dir(report_dir or "sbn-report", "--report-dir")
 
 
 def render(db: str, refs: list[str], out_dir: str | None, formats: str = "html,pdf") -> dict[str, Path]:

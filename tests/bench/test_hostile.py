@@ -577,3 +577,11 @@ def test_fifth_probe_repeats_and_control_characters(hostile, argv, what):
     character in a path or a label was stored as typed."""
     line = hostile(argv, what)
     assert "more than once" in line or "control characters" in line
+
+
+def test_fifth_probe_no_report_with_a_report_folder_is_a_contradiction(hostile):
+    hostile(["run", *QUICK, "--no-report", "--report-dir", "rd", "--db", "r.sqlite"], "contradict")
+    hostile(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
+             "--report-dir", "rd", "--db", "r.sqlite"], "contradict")
+    hostile(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1",
+             "--format", "xyz", "--db", "r.sqlite"], "unknown report format")
