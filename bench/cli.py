@@ -42,15 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def system_error(exc: BaseException) -> str:
+def system_error(exc: BaseException, db: str | None = None) -> str:
     """One line for a failure of the system rather than of the input: a file operation, memory, the
     database.  Completed tasks are committed one transaction each, so the line says what is kept."""
     if isinstance(exc, MemoryError):
         return ("out of memory; completed tasks are stored. Use a smaller problem, fewer draws per call "
                 "(--chunk) or a lower --memory-budget")
-    if isinstance(exc, sqlite3.DatabaseError):
-        return (f"the results database failed ({' '.join(str(exc).split())}); the task being written was rolled back, "
-                f"completed tasks are stored")
+    if isinstance(exc, sqlite3.DatabaseError):  # a task's transaction notes its rollback (Store.write_task)
+        notes = "; ".join(getattr(exc, "__notes__", ()))
+        return (f"the results database{f' {db!r}' if db else ''} failed ({' '.join(str(exc).split())})"
+                f"{f'; {notes}, completed tasks are stored' if notes else ''}")
     what = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
     where = [f for f in (exc.filename, exc.filename2) if f]
     return f"{what.rstrip('.').lower()}: {' -> '.join(repr(str(f)) for f in where)}" if where else what
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (OSError, MemoryError, sqlite3.DatabaseError) as exc:
-        print(f"sbn-bench: error: {system_error(exc)}", file=sys.stderr)
+        print(f"sbn-bench: error: {system_error(exc, getattr(args, 'db', None))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sbn-bench: interrupted; completed tasks are stored, rerun the same command to resume", file=sys.stderr)

@@ -7,12 +7,11 @@ run they made.  Rendering reads results only (no recomputation).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from bench.store import Store
 from estimators.errors import InputError
-from estimators.inputs import comma_items
+from estimators.inputs import cannot_create_in, comma_items
 from reports import FORMATS, ReportError, build_report
 
 __all__ = ["check_out_dir", "check_out_files", "check_report_flags", "parse_formats", "render"]
@@ -28,11 +27,10 @@ def check_out_dir(path: str | os.PathLike, what: str = "output folder") -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{what} {str(p)!r} cannot be written ({str(probe)!r} is not a writable folder)")
-    try:  # access() says yes to root everywhere, /proc and /sys included: create (and remove) a folder there
-        os.rmdir(tempfile.mkdtemp(prefix=".sbn-probe-", dir=probe))
-    except OSError as exc:
+    reason = cannot_create_in(probe)
+    if reason:
         raise InputError(f"{what} {str(p)!r} cannot be written (no folder can be created in {str(probe)!r}: "
-                         f"{(exc.strerror or str(exc)).lower()})") from None
+                         f"{reason})")
 
 
 def check_out_files(folder: str | os.PathLike, names, writer: str) -> None:

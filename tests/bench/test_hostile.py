@@ -585,3 +585,25 @@ def test_fifth_probe_no_report_with_a_report_folder_is_a_contradiction(hostile):
              "--report-dir", "rd", "--db", "r.sqlite"], "contradict")
     hostile(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1",
              "--format", "xyz", "--db", "r.sqlite"], "unknown report format")
+
+
+def test_fifth_probe_a_store_that_cannot_be_opened_is_named_without_a_rollback(hostile, tmp_path, monkeypatch, capsys):
+    """s18, s20, s21: a store that could not even be opened reported 'the task being written was rolled
+    back'; now the line names the store and why (the rollback only when a task's transaction failed)."""
+    assert main(["run", *QUICK, "--no-report", "--db", "r.sqlite"]) == 0
+    (tmp_path / "r.sqlite-wal").mkdir()
+    line = hostile(["run", *QUICK, "--no-report", "--db", "r.sqlite"], "its wal file")
+    assert "rolled back" not in line
+    (tmp_path / "r.sqlite-wal").rmdir()
+    (tmp_path / "f").write_text("a file\n")
+    line = hostile(["run", *QUICK, "--no-report", "--db", "f/r.sqlite"], "cannot be opened or created")
+    assert "rolled back" not in line
+    import sqlite3
+
+    from bench.store import Store
+
+    def full(self, *args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(Store, "done_keys", full)
+    line = hostile(["run", *QUICK, "--no-report", "--db", "r.sqlite"], "'" + str(tmp_path / "r.sqlite") + "' failed")
+    assert "rolled back" not in line and "disk is full" in line
