@@ -120,7 +120,7 @@ def test_bad_files(hostile, tmp_path):
     hostile(["run", "--problem-file", obj, "--estimators", "st", "--db", "r.sqlite"], "Python objects")
     np.save(tmp_path / "x.npy", np.zeros(3))
     os.replace(tmp_path / "x.npy", tmp_path / "x.npz")
-    hostile(["run", "--problem-file", "x.npz", "--estimators", "st", "--db", "r.sqlite"], "not a readable .npz")
+    hostile(["run", "--problem-file", "x.npz", "--estimators", "st", "--db", "r.sqlite"], "not a valid .npz problem file")
     empty = _npz(tmp_path / "empty.npz")
     hostile(["run", "--problem-file", empty, "--estimators", "st", "--db", "r.sqlite"], "missing array 'W1'")
     gap = _npz(tmp_path / "gap.npz", **_base(), W4=np.zeros((3, 3)), b4=np.zeros(3))
@@ -607,3 +607,32 @@ def test_fifth_probe_a_store_that_cannot_be_opened_is_named_without_a_rollback(h
     monkeypatch.setattr(Store, "done_keys", full)
     line = hostile(["run", *QUICK, "--no-report", "--db", "r.sqlite"], "'" + str(tmp_path / "r.sqlite") + "' failed")
     assert "rolled back" not in line and "disk is full" in line
+
+
+def test_fifth_probe_npz_files_that_are_not_problem_files(hostile, tmp_path, monkeypatch):
+    """n30: a folder entry gave 'EOF: reading magic string'; n37: a tar renamed .npz advised loading it
+    'unsafely using allow_pickle='; n24: a record array X was 'shape (20,): every dimension must be positive';
+    g04: a failing --save named its private temporary file."""
+    import tarfile
+    import zipfile
+    _npz(tmp_path / "ok.npz", **_base())
+    with zipfile.ZipFile(tmp_path / "dir.npz", "a") as zf, zipfile.ZipFile(tmp_path / "ok.npz") as ok:
+        for info in ok.infolist():
+            zf.writestr(info, ok.read(info))
+        zf.writestr("sub/", b"")
+    with tarfile.open(tmp_path / "tar.npz", "w") as tar:  # a tar holding a valid .npz: zipfile alone finds it
+        tar.add(tmp_path / "ok.npz", "ok.npz")
+    rec = np.zeros(5, dtype=[("a", "f8"), ("b", "f8")])
+    _npz(tmp_path / "rec.npz", **{**_base(), "X": rec})
+    keep = {"ok.npz", "dir.npz", "tar.npz", "rec.npz"}
+    for name, what in (("dir.npz", "folder entry 'sub/'"), ("tar.npz", "not a zip archive"),
+                       ("rec.npz", "not a real number type")):
+        line = hostile(["run", "--problem-file", name, "--estimators", "st", "--db", "r.sqlite"], what, keep)
+        assert "not a valid .npz problem file" in line and "allow_pickle" not in line
+    import reference.files
+
+    def no_space(file, **arrays):
+        raise OSError(28, "No space left on device", str(file))
+    monkeypatch.setattr(reference.files.np, "savez", no_space)
+    line = hostile(["problem", "psa-2-5-5-5", "--save", "p.npz"], "'p.npz' cannot be written: no space left", keep)
+    assert ".tmp" not in line
