@@ -468,6 +468,8 @@ def test_fifth_probe_huge_estimates_fail_their_task_without_warnings(tmp_path, c
                                     "--no-report", "--db", str(tmp_path / "r.sqlite")], capsys)
     assert rc == 1 and caught == [], caught
     assert len(err) == 1 and "overflow float64 when squared" in err[0] and "largest |value|" in err[0], err
+    rc, err, caught = _run_quietly(["validate", est, "--checks", "unbiasedness", "--max-draws", "200"], capsys)
+    assert rc in (0, 1) and caught == [] and err == [], (err, caught)  # the relative bias is reported as inf
 
 
 def test_fifth_probe_a_deep_network_scores_without_warnings(tmp_path, capsys):
