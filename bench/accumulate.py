@@ -36,10 +36,11 @@ class Moments:
         k = rows.shape[0]
         if k == 0:
             return self
-        mean = rows.mean(0)
-        const = rows.min(0) == rows.max(0)  # a coordinate that never varies: its mean is that value, M2 is 0
-        mean[const] = rows[0, const]
-        m2 = ((rows - mean) ** 2).sum(0)  # exactly 0 where const
+        with np.errstate(all="ignore"):  # an overflow leaves inf/NaN: callers check ``finite``
+            mean = rows.mean(0)
+            const = rows.min(0) == rows.max(0)  # a coordinate that never varies: its mean is that value, M2 is 0
+            mean[const] = rows[0, const]
+            m2 = ((rows - mean) ** 2).sum(0)  # exactly 0 where const
         return self.merge(Moments(self.size, k, mean, m2))
 
     def merge(self, other: "Moments") -> "Moments":
@@ -50,11 +51,17 @@ class Moments:
             self.n, self.mean, self.m2 = other.n, other.mean.copy(), other.m2.copy()
             return self
         n = self.n + other.n
-        delta = other.mean - self.mean
-        self.mean = self.mean + delta * (other.n / n)
-        self.m2 = self.m2 + other.m2 + delta * delta * (self.n * other.n / n)
+        with np.errstate(all="ignore"):
+            delta = other.mean - self.mean
+            self.mean = self.mean + delta * (other.n / n)
+            self.m2 = self.m2 + other.m2 + delta * delta * (self.n * other.n / n)
         self.n = n
         return self
+
+    @property
+    def finite(self) -> bool:
+        """Whether the mean and M2 are still finite (values too large for float64 overflow them)."""
+        return bool(np.isfinite(self.mean).all() and np.isfinite(self.m2).all())
 
     @property
     def var(self) -> np.ndarray:

@@ -15,6 +15,7 @@ import sys
 from typing import Sequence
 
 from estimators.errors import InputError
+from estimators.spec import no_control_characters
 
 from . import __version__
 from .commands import command_names
@@ -41,18 +42,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def system_error(exc: BaseException) -> str:
+def system_error(exc: BaseException, db: str | None = None) -> str:
     """One line for a failure of the system rather than of the input: a file operation, memory, the
     database.  Completed tasks are committed one transaction each, so the line says what is kept."""
     if isinstance(exc, MemoryError):
         return ("out of memory; completed tasks are stored. Use a smaller problem, fewer draws per call "
                 "(--chunk) or a lower --memory-budget")
-    if isinstance(exc, sqlite3.DatabaseError):
-        return (f"the results database failed ({' '.join(str(exc).split())}); the task being written was rolled back, "
-                f"completed tasks are stored")
+    if isinstance(exc, sqlite3.DatabaseError):  # a task's transaction notes its rollback (Store.write_task)
+        notes = "; ".join(getattr(exc, "__notes__", ()))
+        return (f"the results database{f' {db!r}' if db else ''} failed ({' '.join(str(exc).split())})"
+                f"{f'; {notes}, completed tasks are stored' if notes else ''}")
     what = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
     where = [f for f in (exc.filename, exc.filename2) if f]
     return f"{what.rstrip('.').lower()}: {' -> '.join(repr(str(f)) for f in where)}" if where else what
+
+
+#: flags naming files or folders the command writes: made absolute as parsed, before any plugin runs
+#: (a plugin that changes the working directory at import must not move the store or the outputs)
+PATH_FLAGS = ("db", "out", "report_dir", "checkpoint_dir")
+#: flags stored or printed as typed: a control character (a pasted newline) is refused
+TEXT_FLAGS = PATH_FLAGS + ("label",)
+
+
+def _checked_flags(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with its text flags checked and its path flags absolute (one :class:`InputError`)."""
+    for flag in TEXT_FLAGS:
+        value = getattr(args, flag, None)
+        if isinstance(value, str):
+            no_control_characters(value, f"--{flag.replace('_', '-')}")
+            if value and flag in PATH_FLAGS:  # an empty name stays empty (and is refused as such)
+                setattr(args, flag, os.path.abspath(value))
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,15 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
-    except InputError as exc:
-        print(f"sbn-bench: error: {exc}", file=sys.stderr)
+        return int(args.func(_checked_flags(args)) or 0)
+    except InputError as exc:  # one line whatever the message quotes (a library's multi-line reason)
+        print(f"sbn-bench: error: {' '.join(part.strip() for part in str(exc).splitlines())}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (``sbn-bench show | head``): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (OSError, MemoryError, sqlite3.DatabaseError) as exc:
-        print(f"sbn-bench: error: {system_error(exc)}", file=sys.stderr)
+        print(f"sbn-bench: error: {system_error(exc, getattr(args, 'db', None))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sbn-bench: interrupted; completed tasks are stored, rerun the same command to resume", file=sys.stderr)

@@ -10,7 +10,6 @@ or ``reference_seconds``, and the cost measurement's ``cost_time``,
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import json
@@ -78,6 +77,7 @@ class SweepConfig(ConfigMixin):
     def validate(self) -> None:
         if not self.problems:
             raise InputError("the sweep has no problems")
+        inputs.no_repeats(self.problems, "the sweep", "problem")
         if not self.estimators:
             raise InputError("the sweep has no estimators")
         inputs.positive_int(self.draws, "draws (N)", maximum=2**62)  # even --allow-large stops at int64 counts
@@ -88,9 +88,7 @@ class SweepConfig(ConfigMixin):
         if self.grid is not None:
             if not self.grid or min(self.grid) < 1:
                 raise InputError(f"every M of the grid must be positive, got {list(self.grid)}")
-            twice = sorted(m for m, n in collections.Counter(self.grid).items() if n > 1)  # linear: grids may be long
-            if twice:
-                raise InputError(f"the grid names M = {twice[0]} more than once")
+            inputs.no_repeats(self.grid, "the grid", "M =")  # linear: grids may be long
             if max(self.grid) > self.draws:
                 raise InputError(f"M = {max(self.grid)} exceeds the number of draws N = {self.draws}")
         if self.chunk is not None and self.chunk < 1:

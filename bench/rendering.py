@@ -11,10 +11,10 @@ from pathlib import Path
 
 from bench.store import Store
 from estimators.errors import InputError
-from estimators.inputs import comma_items
+from estimators.inputs import cannot_create_in, comma_items
 from reports import FORMATS, ReportError, build_report
 
-__all__ = ["check_out_dir", "parse_formats", "render"]
+__all__ = ["check_out_dir", "check_out_files", "check_report_flags", "parse_formats", "render"]
 
 
 def check_out_dir(path: str | os.PathLike, what: str = "output folder") -> None:
@@ -27,6 +27,27 @@ def check_out_dir(path: str | os.PathLike, what: str = "output folder") -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{what} {str(p)!r} cannot be written ({str(probe)!r} is not a writable folder)")
+    reason = cannot_create_in(probe)
+    if reason:
+        raise InputError(f"{what} {str(p)!r} cannot be written (no folder can be created in {str(probe)!r}: "
+                         f"{reason})")
+
+
+def check_out_files(folder: str | os.PathLike, names, writer: str) -> None:
+    """Refuse, before anything is written, an output ``folder/name`` that exists as a symbolic link (the
+    write would land outside ``folder``) or as anything but a regular file (a FIFO blocks the writer); a
+    folder on the way (``tables/``) must be a real folder.  ``names`` are relative to ``folder``."""
+    for name in names:
+        path, parts = Path(folder), Path(name).parts
+        for i, part in enumerate(parts):
+            path, last = path / part, i == len(parts) - 1
+            if path.is_symlink():
+                raise InputError(f"{path} is a symbolic link; {writer} writes only plain files in {str(folder)!r}")
+            if path.exists() and not (path.is_file() if last else path.is_dir()):
+                kind = ("a directory" if path.is_dir() else "a pipe (FIFO)" if path.is_fifo() else "a socket"
+                        if path.is_socket() else "a device" if not path.is_file() else "a file")
+                raise InputError(f"{path} is {kind}, not a {'regular file' if last else 'folder'}; "
+                                 f"{writer} writes only plain files in {str(folder)!r}")
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -36,6 +57,17 @@ def parse_formats(text: str) -> tuple[str, ...]:
     if bad or not formats:
         raise InputError(f"unknown report format {(bad or [text])[0]!r} (choose from {', '.join(FORMATS)})")
     return formats
+
+
+def check_report_flags(no_report: bool, report_dir: str | None, formats: str) -> None:
+    """The report flags of ``run`` and ``train``, checked before anything runs: ``--no-report`` with a
+    ``--report-dir`` contradicts itself; else the formats and the folder must be usable."""
+    if no_report:
+        if report_dir is not None:
+            raise InputError("--no-report and --report-dir contradict each other; drop one of them")
+        return
+    parse_formats(formats)
+    check_out_dir(report_dir or "sbn-report", "--report-dir")
 
 
 def render(db: str, refs: list[str], out_dir: str | None, formats: str = "html,pdf") -> dict[str, Path]:
@@ -50,6 +82,6 @@ def render(db: str, refs: list[str], out_dir: str | None, formats: str = "html,p
         runs = [store.load_run(ref) for ref in refs]
     out = out_dir or f"sbn-report/{runs[0].manifest.get('run_id', 'run')}"
     try:
-        return build_report(runs, out, fmts)
+        return build_report(runs, out, fmts, check=lambda names: check_out_files(out, names, "report"))
     except ReportError as exc:
         raise InputError(str(exc)) from None

@@ -148,16 +148,30 @@ def score(estimator: Estimator, problem: Problem, exact_grads: dict[str, torch.T
             bad = int((~np.isfinite(X)).any(1).sum())
             raise InputError(f"estimator {estimator.spec} returned non-finite estimates in {bad} of {c} draws on "
                              f"{problem.name} (scores would be NaN)")
-        for n, s in sl.items():
-            mom[n].update(X[:, s])
-            resid[n].update(((X[:, s] - g[s]) ** 2).sum(1))
-        _fold_groups(by_m, X, g, sl)
+        with np.errstate(all="ignore"):  # an overflow is reported below as one error, a 0/0 cosine is NaN
+            for n, s in sl.items():
+                mom[n].update(X[:, s])
+                resid[n].update(((X[:, s] - g[s]) ** 2).sum(1))
+            _fold_groups(by_m, X, g, sl)
+        _check_finite(estimator, problem, X, mom, resid, by_m)
         done += c
         if progress is not None:
             progress(c)
     z = _Z if level == 0.95 else float(NormalDist().inv_cdf(0.5 + level / 2))
-    rows = _rows(problem, estimator, mom, resid, by_m, g, sl, draws, seconds, z)
+    with np.errstate(all="ignore"):  # a zero gradient norm gives NaN relative scores, reported as such
+        rows = _rows(problem, estimator, mom, resid, by_m, g, sl, draws, seconds, z)
     return Scores(rows=rows, moments=mom, seconds=seconds, seconds_per_draw=seconds / draws)
+
+
+def _check_finite(estimator, problem, X, mom, resid, by_m) -> None:
+    """Raise :class:`InputError` when the running statistics left float64: finite estimates so large
+    that their squares (or the squares of squared errors, for the intervals) overflow."""
+    if all(m.finite for m in (*mom.values(), *resid.values())) and all(
+            math.isfinite(v) for gm in by_m for v in gm.err_sq.values()):
+        return
+    raise InputError(f"estimator {estimator.spec}'s estimates on {problem.name} overflow float64 when squared "
+                     f"(largest |value| {float(np.abs(X).max()):.3g}; scoring needs squares of squared errors, "
+                     f"finite only below about 1e77)")
 
 
 def _fold_groups(by_m: list[_GroupsOfM], X: np.ndarray, g: np.ndarray, sl: dict[str, slice]) -> None:
@@ -184,8 +198,7 @@ def _fold_groups(by_m: list[_GroupsOfM], X: np.ndarray, g: np.ndarray, sl: dict[
             gm.err_sq[n] += (err**2).sum()
             gn = np.linalg.norm(g[s])
             mn = np.linalg.norm(means[:, s], axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                cos = (means[:, s] @ g[s]) / (mn * gn)
+            cos = (means[:, s] @ g[s]) / (mn * gn)  # NaN where a norm is 0 (errstate set by the caller)
             gm.cos_sum[n] += cos.sum()
             gm.cos[n].add(cos)
 

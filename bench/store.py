@@ -33,6 +33,7 @@ import pandas as pd
 
 from estimators import registry
 from estimators.errors import InputError
+from estimators.inputs import cannot_create_in
 from estimators.spec import options_json, parse
 from reports.results import RunResults
 
@@ -122,14 +123,35 @@ class Store:
         if create and exists and not os.access(self.path, os.W_OK):
             raise InputError(f"results database {self.path!r} is read-only; results cannot be stored there "
                              f"(use another --db)")
-        if not exists:
-            self._create()
-        version = self._check_existing()
-        self.con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        self.con.execute("PRAGMA foreign_keys = ON")
+        try:
+            if not exists:
+                self._create()
+            version = self._check_existing()
+            self.con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self.con.execute("PRAGMA foreign_keys = ON")
+            self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the file (and its -wal) now
+        except (sqlite3.OperationalError, OSError) as exc:
+            raise self._cannot_open(exc) from None
         self.version = version
         if version < SCHEMA_VERSION and os.access(self.path, os.W_OK):
             self._migrate(version)
+
+    def _cannot_open(self, exc: sqlite3.OperationalError | OSError) -> InputError:
+        """One line naming the store and, where the OS can tell, why it could not be opened or created."""
+        for suffix in ("-wal", "-shm", "-journal"):
+            side = self.path + suffix
+            if os.path.lexists(side) and not os.path.isfile(side):
+                return InputError(f"results database {self.path!r} cannot be opened: its {suffix[1:]} file {side!r} "
+                                  f"is not a regular file (a folder?)")
+        folder = os.path.dirname(os.path.abspath(self.path))
+        why = cannot_create_in(folder) if os.path.isdir(folder) else None
+        if why:
+            why = f"no file can be created in {folder!r}: {why}"
+        elif isinstance(exc, OSError) and exc.strerror:  # making its folder failed
+            why = f"{exc.strerror.lower()}: {exc.filename!r}" if exc.filename else exc.strerror.lower()
+        else:
+            why = " ".join(str(exc).split())
+        return InputError(f"results database {self.path!r} cannot be opened or created ({why})")
 
     def _migrate(self, version: int) -> None:
         """Upgrade an older store in one transaction (another process may have done it already)."""
@@ -349,8 +371,10 @@ class Store:
                     (run_id, key, grp, int(n), np.asarray(mean, np.float64).tobytes(), np.asarray(m2, np.float64).tobytes()),
                 )
             cur.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             cur.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):  # the CLI's line says what was lost
+                exc.add_note("the task being written was rolled back")
             raise
 
     def supersede(self, run_id: str, keep: set[str]) -> int:

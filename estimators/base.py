@@ -81,7 +81,28 @@ class Estimator:
         if draws < 1:
             raise InputError(f"number of draws must be positive, got {draws}")
         grads = self._estimate(problem, draws, generator)
+        self._check_output(problem, draws, grads)
         return {name: g.detach() for name, g in zip(problem.group_names, grads)}
+
+    def _check_output(self, problem: Problem, draws: int, grads) -> None:
+        """Raise :class:`InputError` unless ``grads`` keeps the contract of :meth:`_estimate`."""
+        expected = ", ".join(f"[{draws}, {n}]" for n in problem.group_sizes)
+        got = None
+        if not isinstance(grads, (list, tuple)):
+            got = "None" if grads is None else f"a {type(grads).__name__}"
+        elif len(grads) != len(problem.group_names):
+            got = f"{len(grads)} items for {len(problem.group_names)} groups"
+        else:
+            for name, size, g in zip(problem.group_names, problem.group_sizes, grads):
+                if not isinstance(g, torch.Tensor):
+                    got = f"a {type(g).__name__} for group {name}"
+                elif tuple(g.shape) != (draws, size):
+                    got = f"shape {list(g.shape)} for group {name}"
+                if got:
+                    break
+        if got:
+            raise InputError(f"estimator {self.spec} returned {got}; it must return a list of tensors, one per "
+                             f"parameter group of {problem.name}, each [draws, group size] ({expected})")
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         """Per-draw group gradients ``[draws, size]`` (groups in ``problem.group_names`` order).

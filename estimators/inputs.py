@@ -10,10 +10,11 @@ import math
 import os
 import re
 import stat
+import tempfile
 
 from .errors import InputError
 
-__all__ = ["MAX_SEED", "MAX_DRAWS", "MAX_TEXT_BYTES", "seed", "positive_int", "positive_finite", "safe_name",
+__all__ = ["MAX_SEED", "cannot_create_in", "no_repeats", "MAX_DRAWS", "MAX_TEXT_BYTES", "seed", "positive_int", "positive_finite", "safe_name",
            "read_text_file", "comma_items", "threads"]
 
 #: the largest configuration or baseline text file read (a TOML sweep, a JSON baseline)
@@ -81,11 +82,32 @@ def read_text_file(path: str, what: str, limit: int = MAX_TEXT_BYTES) -> bytes:
         return fh.read(limit + 1)
 
 
-def comma_items(text: str, what: str) -> list[str]:
-    """The items of a comma list, stripped; an empty list or an empty item (``a,,b``) is refused."""
+def no_repeats(items, what: str, kind: str = ""):
+    """``items`` unchanged, or :class:`InputError` naming the first one given twice (linear time)."""
+    seen = set()
+    for item in items:
+        if item in seen:
+            raise InputError(f"{what} names {kind + ' ' if kind else ''}{item!r} more than once")
+        seen.add(item)
+    return items
+
+
+def cannot_create_in(folder: str | os.PathLike) -> str | None:
+    """Why the OS refuses new entries in the existing ``folder`` (its error, in lower case), or ``None``.
+    It creates and removes a probe folder: ``access()`` says yes to root everywhere, /proc and /sys too."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sbn-probe-", dir=folder))
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    return None
+
+
+def comma_items(text: str, what: str, unique: bool = False) -> list[str]:
+    """The items of a comma list, stripped; an empty list or an empty item (``a,,b``) is refused, and
+    with ``unique`` an item given twice."""
     items = [t.strip() for t in str(text).split(",")]
     if not any(items):
         raise InputError(f"{what} is empty")
     if not all(items):
         raise InputError(f"{what} {text!r} has an empty item")
-    return items
+    return no_repeats(items, f"{what} {text!r}") if unique else items

@@ -104,8 +104,10 @@ def module_origin(module) -> Origin:
 
 
 def _import_file(path: str):
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise InputError(f"plugin file {path!r} does not exist")
+    if not os.path.isfile(path):
+        raise InputError(f"plugin file {path!r} is not a regular Python file (a directory, pipe or device?)")
     digest = _file_hash(path)
     mod_name = f"sbn_bench_plugin_{digest[:16]}"
     if mod_name in sys.modules:
@@ -116,6 +118,7 @@ def _import_file(path: str):
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
     saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside the user's file
+    cwd = os.getcwd()  # a plugin that changes directory at import must not move the paths given after it
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code becomes one line
@@ -123,6 +126,8 @@ def _import_file(path: str):
         raise InputError(f"plugin file {path!r} failed to import: {type(exc).__name__}: {exc}") from None
     finally:
         sys.dont_write_bytecode = saved
+        if os.getcwd() != cwd:
+            os.chdir(cwd)
     return module, Origin("file", os.path.abspath(path), digest)
 
 

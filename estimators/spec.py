@@ -81,6 +81,9 @@ def parse(spec: str) -> EstimatorSpec:
     if m:
         return EstimatorSpec("", parse_options(m.group("opts") or "", text), m.group("ref"))
     name, _, rest = text.partition(":")
+    if re.search(r"[./\\]", name):  # no registered name holds these: a plugin reference whose class is missing
+        raise InputError(f"spec {text!r} names a plugin but no class: a class name must follow the colon "
+                         f"({name.strip()}:ClassName)")
     return EstimatorSpec(name.strip(), parse_options(rest, text))
 
 

@@ -62,6 +62,9 @@ def save_problem(problem: Problem, path: str | os.PathLike) -> None:
     try:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)  # atomic: a reader never sees half a file
+    except OSError as exc:  # named by the file asked for, not by the private one written first
+        raise InputError(f"problem file {os.fspath(path)!r} cannot be written: "
+                         f"{(exc.strerror or str(exc)).lower()}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -91,25 +94,38 @@ def inspect_archive(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         raise InputError(f"problem file {path!r} does not exist")
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise InputError(f"problem file {path!r} is not a regular file (a directory, pipe or device?)")
+    invalid = f"problem file {path!r} is not a valid .npz problem file"
     try:
+        with open(path, "rb") as fh:  # numpy reads a file that does not start as a zip as a pickle: refuse it here
+            if fh.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
+                raise InputError(f"{invalid}: it is not a zip archive (an .npz is a zip of .npy arrays)")
         with zipfile.ZipFile(path) as zf:
             headers = {}
             for info in zf.infolist():
+                if info.is_dir():
+                    raise InputError(f"{invalid}: it holds a folder entry {info.filename!r}")
                 name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-                with zf.open(info) as fh:
-                    version = np.lib.format.read_magic(fh)
-                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                            else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read(fh)  # the header only, never the data
+                try:
+                    with zf.open(info) as fh:
+                        version = np.lib.format.read_magic(fh)
+                        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                else np.lib.format.read_array_header_2_0)
+                        shape, _, dtype = read(fh)  # the header only, never the data
+                except (ValueError, EOFError):
+                    raise InputError(f"{invalid}: its member {info.filename!r} is not a .npy array") from None
                 headers[name] = (tuple(shape), dtype)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"problem file {path!r} is not a readable .npz archive of arrays ({exc})") from None
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{invalid}: {' '.join(str(exc).split())}") from None
     for name, (shape, dtype) in headers.items():
         m = _ARRAY.match(name)
         if name not in _FIXED and not m:
             raise InputError(f"problem file {path!r} has an unexpected array {name!r} (see the README's table)")
         if dtype.hasobject:
             raise InputError(f"array {name!r} of {path!r} holds Python objects; only numbers and strings are read")
+        if name not in _SETTINGS and dtype.kind not in "fiu":  # a record, complex, string or date array
+            raise InputError(f"{invalid}: array {name!r} has dtype {dtype}, not a real number type")
     for prefix in ("W", "b", "conv"):
         layers = sorted(int(_ARRAY.match(n).group(2)) for n in headers if _ARRAY.match(n) and
                         _ARRAY.match(n).group(1) == prefix)
@@ -130,8 +146,8 @@ def load_problem(path: str | os.PathLike, **settings: str) -> Problem:
             raise InputError(f"array {name!r} of {path!r} has shape {headers[name][0]}: every dimension must be positive")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise InputError(f"problem file {path!r} is not a readable .npz archive ({exc})") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:  # its headers were read: rare, and never a pickle
+        raise InputError(f"problem file {path!r} is not a valid .npz problem file: {' '.join(str(exc).split())}") from None
     try:
         with data:
             return _read(data, path, settings)

@@ -39,12 +39,13 @@ def _titles(runs: list[RunResults]) -> tuple[str, str]:
     return title, "; ".join(parts)
 
 
-def build_report(runs: list[RunResults], out_dir, formats=FORMATS) -> dict[str, Path]:
+def build_report(runs: list[RunResults], out_dir, formats=FORMATS, check=None) -> dict[str, Path]:
     """Render ``runs`` into ``out_dir``; returns ``{"html": path, "pdf": path, "tables": dir}`` (as requested).
 
     ``formats``: any of ``"html"``, ``"pdf"`` (a sequence or a comma string); ``()`` writes the tables only.
     Raises :class:`ReportError` for no runs, an empty or malformed run, or an unknown format; nothing is
-    written then.
+    written then.  ``check``, if given, is called with the files to be written (relative to ``out_dir``)
+    before any is: it raises to refuse them (the CLI refuses links, pipes and devices).
     """
     formats = tuple(f.strip() for f in formats.split(",")) if isinstance(formats, str) else tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
@@ -57,13 +58,16 @@ def build_report(runs: list[RunResults], out_dir, formats=FORMATS) -> dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     title, subtitle = _titles(runs)
     with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
-        return _build(runs, out, formats, title, subtitle)
+        return _build(runs, out, formats, title, subtitle, check)
 
 
-def _build(runs, out: Path, formats, title: str, subtitle: str) -> dict[str, Path]:
+def _build(runs, out: Path, formats, title: str, subtitle: str, check=None) -> dict[str, Path]:
     sections = run_sections(runs)
     paths: dict[str, Path] = {}
     try:
+        if check is not None:
+            check([f"tables/{b.name}{ext}" for sec in sections for b in sec.blocks if isinstance(b, Table)
+                   for ext in (".csv", ".md", ".tex")] + [f"report.{f}" for f in ("html", "pdf") if f in formats])
         tdir = out / "tables"
         for sec in sections:
             for b in sec.blocks:

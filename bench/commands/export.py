@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from bench.rendering import check_out_dir
+from bench.rendering import check_out_dir, check_out_files
 from bench.store import DEFAULT_DB, RUN_KINDS, Store
 from estimators.errors import InputError
 from estimators.inputs import safe_name
@@ -37,12 +37,10 @@ def run(args: argparse.Namespace) -> int:
                   "timings": store.timings(run_id)}
     tables = {name: df for name, df in tables.items() if not df.empty}  # no empty files: what the run holds
     stem = safe_name(run_id, "run id")  # stored ids from older versions may not be file-safe: refuse them
-    targets = [os.path.join(args.out, f"{stem}.{name}.{args.format}") for name in tables]
-    targets.append(os.path.join(args.out, f"{stem}.manifest.json"))
+    names = [f"{stem}.{name}.{args.format}" for name in tables] + [f"{stem}.manifest.json"]
+    targets = [os.path.join(args.out, n) for n in names]
     check_out_dir(args.out, "--out")
-    linked = [t for t in targets if os.path.islink(t)]
-    if linked:
-        raise InputError(f"{linked[0]} is a symbolic link; export writes only plain files in --out")
+    check_out_files(args.out, names, "export")
     existing = [t for t in targets if os.path.exists(t)]
     if existing and not args.force:
         raise InputError(f"{existing[0]} exists; export refuses to overwrite (pass --force, or another --out)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from bench.rendering import check_out_dir, check_out_files
 from estimators.errors import InputError
 from reference import build_problem, load_problem, save_problem
 
@@ -23,8 +24,12 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.save and not args.save.endswith(".npz"):
         raise InputError(f"--save {args.save!r}: problem files are .npz archives (name it FILE.npz)")
-    if args.save and os.path.isdir(args.save):
-        raise InputError(f"--save {args.save!r} is a directory; name the .npz file to write")
+    if args.save:  # the same checks as every output file: a writable folder, no link, pipe or folder in the way
+        folder, name = os.path.split(args.save)
+        if not os.path.isdir(folder or "."):
+            raise InputError(f"--save {args.save!r}: folder {folder!r} does not exist")
+        check_out_dir(folder or ".", "--save folder")
+        check_out_files(folder or ".", [name], "problem --save")
     if args.save and os.path.lexists(args.save) and not args.force:
         raise InputError(f"--save {args.save!r} exists; pass --force to replace it")
     overrides = {"encoding": args.encoding, "noise": args.noise, "loss": args.loss}

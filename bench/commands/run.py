@@ -9,7 +9,7 @@ import sys
 
 from bench.config import SWEEP_PRESET_EXECUTORS, SWEEP_PRESETS, SweepConfig, load_toml
 from bench.executors import EXECUTORS
-from bench.rendering import check_out_dir, parse_formats, render
+from bench.rendering import check_report_flags, render
 from bench.store import DEFAULT_DB
 from bench.sweep import run_sweep
 from estimators.errors import InputError
@@ -101,9 +101,7 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
-    if not args.no_report:
-        parse_formats(args.format)  # bad input is refused before the sweep runs or the store is created
-        check_out_dir(args.report_dir or "sbn-report", "--report-dir")
+    check_report_flags(args.no_report, args.report_dir, args.format)  # before the sweep runs or the store is made
     executor, workers = args.executor, args.workers
     if executor is None:
         executor, hinted = SWEEP_PRESET_EXECUTORS.get(args.preset or "", ("inprocess", None))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench.rendering import render
+from bench.rendering import check_out_dir, check_report_flags, render
 from bench.store import DEFAULT_DB
 from bench.sweep import expand_estimators
 from bench.training.loop import OPTIMIZERS
@@ -82,9 +82,12 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
+    check_report_flags(args.no_report, args.report_dir, args.format)
+    ckdir = args.checkpoint_dir or os.path.join(os.path.dirname(os.path.abspath(args.db)), "sbn_checkpoints", "train")
+    if cfg.checkpoint_epochs:  # before anything is loaded, trained or stored
+        check_out_dir(ckdir, "--checkpoint-dir")
     tp = build_train_problem(cfg.problem, cifar_dir=args.cifar_dir)
     cfg = prepare(cfg, tp, augment_asked=bool(args.augment))
-    ckdir = args.checkpoint_dir or os.path.join(os.path.dirname(os.path.abspath(args.db)), "sbn_checkpoints", "train")
     out = run_training(cfg, tp, args.db, args.recipe, args.label, ckdir)
     print(f"run {out.run_id}: {len(out.tasks)} tasks, {out.already_done} already stored, {out.trained} trained"
           f"{f', {out.failed} failed' if out.failed else ''} -> {args.db}")

@@ -11,7 +11,6 @@ import argparse
 
 from bench.validate import check_estimator, check_names, report_json
 from estimators import inputs, registry
-from estimators.errors import InputError
 from estimators.inputs import comma_items
 
 
@@ -27,9 +26,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    checks = comma_items(args.checks, "--checks") if args.checks is not None else None
-    if checks is not None and len(set(checks)) != len(checks):
-        raise InputError(f"--checks {args.checks!r} names a check more than once")
+    checks = comma_items(args.checks, "--checks", unique=True) if args.checks is not None else None
     inputs.seed(args.seed, "--seed")
     inputs.positive_int(args.max_draws, "--max-draws", maximum=inputs.MAX_DRAWS)
     specs = [s for spec in args.specs for s in (registry.names() if spec.strip() == "*" else [spec])]

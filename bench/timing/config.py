@@ -64,6 +64,7 @@ class TimeConfig:
         bad = [k for k in self.kernels if k not in KERNELS]
         if bad or not self.kernels:
             raise InputError(f"unknown kernel {', '.join(bad) or '(none)'}; choose from {', '.join(KERNELS)}")
+        inputs.no_repeats(self.kernels, "the timing", "kernel")
         bad = [v for v in self.psa_variants if v not in PSA_VARIANTS]
         if bad:
             raise InputError(f"unknown PSA variant {', '.join(bad)}; choose from {', '.join(PSA_VARIANTS)}")

@@ -84,6 +84,7 @@ class TrainConfig(ConfigMixin):
             raise InputError("need clip > 0, 0 <= momentum < 1 and crop padding >= 0")
         if any(isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= 10**5 for m in self.ensemble_sizes):
             raise InputError(f"ensemble sizes must be integers from 1 to 100000, got {list(self.ensemble_sizes)}")
+        inputs.no_repeats(self.checkpoint_epochs, "the checkpoint epochs", "epoch")
         bad = [e for e in self.checkpoint_epochs if not 0 <= e <= self.epochs]
         if bad:
             raise InputError(f"checkpoint epoch {bad[0]} is outside 0..{self.epochs}")

@@ -88,8 +88,11 @@ def _read_files(path: str) -> tuple[dict[str, bytes], str]:
                     raise InputError(f"CIFAR-10 archive {path!r} has no file {missing[0]!r}")
                 return {n: tar.extractfile(members[n]).read() for n in names}, path
         except (tarfile.TarError, OSError, EOFError) as exc:
+            # tarfile's "r:*" lists one failure per compression on its own line: the gist is one reason
+            why = ("not a tar archive, plain or compressed with gzip, bzip2 or xz" if isinstance(exc, tarfile.ReadError)
+                   and str(exc).startswith("file could not be opened") else " ".join(str(exc).split()))
             raise InputError(f"CIFAR-10 path {path!r} is neither a directory nor a readable tar archive "
-                             f"({exc})") from None
+                             f"({why})") from None
     base = path
     if not os.path.exists(os.path.join(base, TEST_FILE)) and os.path.isdir(os.path.join(base, _SUBDIR)):
         base = os.path.join(base, _SUBDIR)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,7 @@ def test_bad_files(hostile, tmp_path):
     hostile(["run", "--problem-file", obj, "--estimators", "st", "--db", "r.sqlite"], "Python objects")
     np.save(tmp_path / "x.npy", np.zeros(3))
     os.replace(tmp_path / "x.npy", tmp_path / "x.npz")
-    hostile(["run", "--problem-file", "x.npz", "--estimators", "st", "--db", "r.sqlite"], "not a readable .npz")
+    hostile(["run", "--problem-file", "x.npz", "--estimators", "st", "--db", "r.sqlite"], "not a valid .npz problem file")
     empty = _npz(tmp_path / "empty.npz")
     hostile(["run", "--problem-file", empty, "--estimators", "st", "--db", "r.sqlite"], "missing array 'W1'")
     gap = _npz(tmp_path / "gap.npz", **_base(), W4=np.zeros((3, 3)), b4=np.zeros(3))
@@ -290,7 +291,7 @@ def test_third_probe_files(hostile, tmp_path):
     hostile(["problem", "psa-2-5-5-5", "--save", "p.npz"], "pass --force", keep={"p.npz"})
     (tmp_path / "cf").write_text("")
     hostile(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
-             "--checkpoint-epochs", "1", "--checkpoint-dir", "cf", "--db", "r.sqlite"], "is a file",
+             "--checkpoint-epochs", "1", "--checkpoint-dir", "cf", "--db", "r.sqlite"], "is not a folder",
             keep={"cf", "p.npz", "o.npz", "ff", "deep.toml"})
 
 
@@ -417,3 +418,223 @@ def test_fifth_probe_items(hostile, tmp_path):
                                      f'draws = 50\ngrid = [{grid}]\n')
     hostile(["run", "--config", "g.toml", "--db", "r.sqlite", "--no-report"], "exceeds the number of draws",
             keep={"s0.npz", "xbig.npz", "g.toml"})
+
+
+# ---- the fifth probe round: each finding with its regression test ----
+_RETURNING = '''
+from dataclasses import dataclass
+from typing import ClassVar
+from estimators.base import Cost, Estimator
+from estimators.model import backprop
+
+
+@dataclass(frozen=True)
+class E(Estimator):
+    """Test plugin: deep straight-through, returning {what}."""
+    name: ClassVar[str] = "plug"
+    summary: ClassVar[str] = "test plugin"
+    path_deterministic: ClassVar[bool] = True
+    has_from_path: ClassVar[bool] = True
+
+    def from_path(self, problem, path, generator=None):
+        slopes = [problem.mean_slope * problem.noise_law.pdf(a) for a in path.a]
+        g = backprop(problem, path.inputs, slopes, problem.enc(path.x[-1]))
+        return {returns}
+
+    def cost(self, problem):
+        return Cost(layer_evals=problem.depth, head_evals=1, backward_passes=1)
+'''
+
+
+def _plugin(tmp_path, what, returns):
+    path = tmp_path / "plug.py"
+    path.write_text(_RETURNING.format(what=what, returns=returns))
+    return f"{path}:E"
+
+
+def _run_quietly(argv, capsys):
+    """``main(argv)`` with every warning recorded; returns (exit code, stderr lines, warnings)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = main(argv)
+    return rc, capsys.readouterr().err.strip().splitlines(), [str(w.message) for w in caught]
+
+
+def test_fifth_probe_huge_estimates_fail_their_task_without_warnings(tmp_path, capsys):
+    """k04: finite estimates of 1e200 overflowed when squared (18 numpy warning lines, a task stored done
+    with infinite variance); now the task fails with one contract line."""
+    est = _plugin(tmp_path, "huge values", "[v * 1e200 for v in g]")
+    rc, err, caught = _run_quietly(["run", *QUICK[:2], "--estimators", est, "-N", "50", "--cost-time", "0",
+                                    "--no-report", "--db", str(tmp_path / "r.sqlite")], capsys)
+    assert rc == 1 and caught == [], caught
+    assert len(err) == 1 and "overflow float64 when squared" in err[0] and "largest |value|" in err[0], err
+    rc, err, caught = _run_quietly(["validate", est, "--checks", "unbiasedness", "--max-draws", "200"], capsys)
+    assert rc in (0, 1) and caught == [] and err == [], (err, caught)  # the relative bias is reported as inf
+
+
+def test_fifth_probe_a_deep_network_scores_without_warnings(tmp_path, capsys):
+    """R3-p35: on a deep network the exact gradient of the first layers is 0, so the cosines are 0/0;
+    they are NaN in the scores, without numpy's 'invalid value' warning."""
+    widths = "-".join(["2"] * 400)
+    rc, err, caught = _run_quietly(["run", "--problem", f"random:widths={widths},points=2", "--estimators", "st",
+                                    "-N", "50", "--cost-time", "0", "--no-report",
+                                    "--db", str(tmp_path / "r.sqlite")], capsys)
+    assert rc == 0 and err == [] and caught == [], (err, caught)
+
+
+def test_fifth_probe_a_cifar_path_that_is_no_archive_is_one_line(hostile, tmp_path):
+    """a03: tarfile lists one failure per compression method, five lines."""
+    (tmp_path / "c.tar.gz").write_text("x\n")
+    hostile(["train", "--recipe", "cifar-psa2020", "--epochs", "1", "--no-report", "--cifar-dir", "c.tar.gz",
+             "--db", "r.sqlite"], "not a tar archive", keep={"c.tar.gz"})
+
+
+def test_fifth_probe_a_checkpoint_folder_that_cannot_be_made_is_refused_before_training(hostile, tmp_path):
+    """a22: the folder was first used after training, when the store was written."""
+    (tmp_path / "f").write_text("a file\n")
+    hostile(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
+             "--checkpoint-epochs", "1", "--checkpoint-dir", "f/chk", "--db", "r.sqlite"], "--checkpoint-dir",
+            keep={"f"})
+
+
+def test_fifth_probe_no_output_is_written_through_a_link_or_into_a_pipe(hostile, tmp_path):
+    """g06, g01, o13: report wrote through o/report.html -> a file outside --out and hung on a FIFO there;
+    export --force hung on a FIFO; problem --save goes through the same check."""
+    assert main(["run", *QUICK, "--no-report", "--db", "r.sqlite"]) == 0
+    out = tmp_path / "o"
+    out.mkdir()
+    victim = tmp_path / "victim.html"
+    victim.write_text("keep me")
+    (out / "report.html").symlink_to(victim)
+    hostile(["report", "latest", "--db", "r.sqlite", "--out", "o", "--format", "html"], "symbolic link")
+    (out / "report.html").unlink()
+    os.mkfifo(out / "report.html")
+    hostile(["report", "latest", "--db", "r.sqlite", "--out", "o", "--format", "html"], "a pipe (FIFO)")
+    (out / "report.html").unlink()
+    (out / "tables").symlink_to(tmp_path, target_is_directory=True)  # a folder on the way, linked elsewhere
+    hostile(["report", "latest", "--db", "r.sqlite", "--out", "o", "--format", "html"], "symbolic link")
+    (out / "tables").unlink()
+    from bench.store import Store
+    with Store("r.sqlite") as s:
+        stem = s.load_run("latest").manifest["run_id"]
+    os.mkfifo(out / f"{stem}.tasks.csv")
+    hostile(["export", "latest", "--db", "r.sqlite", "--out", "o", "--force"], "a pipe (FIFO)")
+    (tmp_path / "v.npz").symlink_to(victim)
+    hostile(["problem", "psa-2-5-5-5", "--save", "v.npz", "--force"], "symbolic link")
+    assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("returns, got", [("None", "returned None"), ("[v.tolist() for v in g]", "a list for group"),
+                                          ("g[:-1]", "items for 3 groups"), ("[v[:, :1] for v in g]", "shape [10, 1]")])
+def test_fifth_probe_an_estimate_off_the_contract_is_a_contract_message(tmp_path, capsys, returns, got):
+    """k01, k03: None or lists of lists failed with an internal TypeError / AttributeError."""
+    est = _plugin(tmp_path, returns, returns)
+    assert main(["run", *QUICK[:2], "--estimators", est, "-N", "10", "--no-report",
+                 "--db", str(tmp_path / "r.sqlite")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and got in err[0] and "it must return a list of tensors, one per parameter group" in err[0], err
+
+
+def test_fifth_probe_plugin_references(hostile, tmp_path):
+    """k15, k32: a plugin 'file' that is a folder or a device 'did not exist'; k36: 'file.py:' (no class)
+    was an 'unknown estimator'."""
+    (tmp_path / "pkgdir").mkdir()
+    os.mkfifo(tmp_path / "fifo.py")
+    (tmp_path / "okest.py").write_text(_RETURNING.format(what="g", returns="g"))
+    keep = {"pkgdir", "fifo.py", "okest.py"}
+    for ref in ("./pkgdir:E", "./fifo.py:E"):
+        hostile(["run", *QUICK[:2], "--estimators", ref, "--db", "r.sqlite"], "is not a regular Python file", keep)
+    for ref in ("./okest.py:", "./okest.py"):
+        hostile(["run", *QUICK[:2], "--estimators", ref, "--db", "r.sqlite"], "a class name must follow the colon", keep)
+
+
+def test_fifth_probe_a_plugin_that_changes_directory_does_not_move_the_store(tmp_path, monkeypatch, capsys):
+    """k06: a plugin doing os.chdir at import made the default store land in the new directory."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    source = _RETURNING.format(what="g, after changing directory", returns="g")
+    source = source.replace("from estimators.model import backprop",
+                            "from estimators.model import backprop\nimport os\nos.chdir('elsewhere')")
+    source = source.replace("        return g", "        os.chdir(os.path.join(os.path.dirname(__file__), 'elsewhere'))\n"
+                                               "        return g")
+    (tmp_path / "moving.py").write_text(source)
+    assert main(["run", *QUICK[:2], "--estimators", "./moving.py:E", "-N", "10", "--no-report"]) == 0, \
+        capsys.readouterr().err
+    assert (tmp_path / "sbn_results.sqlite").is_file() and not any((tmp_path / "elsewhere").iterdir())
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["run", *QUICK, "--problem", QUICK[1], "--db", "r.sqlite"], f"names problem {QUICK[1]!r} more than once"),
+    (["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "2", "--lr", "0.1", "--no-report",
+      "--checkpoint-epochs", "1,1", "--db", "r.sqlite"], "names epoch 1 more than once"),
+    (["time", "--no-store", "--kernels", "sampling,sampling"], "names kernel 'sampling' more than once"),
+    (["run", *QUICK, "--db", "r\n.sqlite"], "--db"),
+    (["run", *QUICK, "--db", "r.sqlite", "--label", "a\x1bb"], "--label"),
+    (["time", "--kernels", "sampling", "--db", "r.sqlite", "--label", "a\nb"], "--label"),
+    (["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
+      "--checkpoint-epochs", "1", "--checkpoint-dir", "c\rk", "--db", "r.sqlite"], "--checkpoint-dir"),
+])
+def test_fifth_probe_repeats_and_control_characters(hostile, argv, what):
+    """A problem, checkpoint epoch or kernel given twice ran twice (or once, silently); a control
+    character in a path or a label was stored as typed."""
+    line = hostile(argv, what)
+    assert "more than once" in line or "control characters" in line
+
+
+def test_fifth_probe_no_report_with_a_report_folder_is_a_contradiction(hostile):
+    hostile(["run", *QUICK, "--no-report", "--report-dir", "rd", "--db", "r.sqlite"], "contradict")
+    hostile(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
+             "--report-dir", "rd", "--db", "r.sqlite"], "contradict")
+    hostile(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1",
+             "--format", "xyz", "--db", "r.sqlite"], "unknown report format")
+
+
+def test_fifth_probe_a_store_that_cannot_be_opened_is_named_without_a_rollback(hostile, tmp_path, monkeypatch, capsys):
+    """s18, s20, s21: a store that could not even be opened reported 'the task being written was rolled
+    back'; now the line names the store and why (the rollback only when a task's transaction failed)."""
+    assert main(["run", *QUICK, "--no-report", "--db", "r.sqlite"]) == 0
+    (tmp_path / "r.sqlite-wal").mkdir()
+    line = hostile(["run", *QUICK, "--no-report", "--db", "r.sqlite"], "its wal file")
+    assert "rolled back" not in line
+    (tmp_path / "r.sqlite-wal").rmdir()
+    (tmp_path / "f").write_text("a file\n")
+    line = hostile(["run", *QUICK, "--no-report", "--db", "f/r.sqlite"], "cannot be opened or created")
+    assert "rolled back" not in line
+    import sqlite3
+
+    from bench.store import Store
+
+    def full(self, *args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(Store, "done_keys", full)
+    line = hostile(["run", *QUICK, "--no-report", "--db", "r.sqlite"], "'" + str(tmp_path / "r.sqlite") + "' failed")
+    assert "rolled back" not in line and "disk is full" in line
+
+
+def test_fifth_probe_npz_files_that_are_not_problem_files(hostile, tmp_path, monkeypatch):
+    """n30: a folder entry gave 'EOF: reading magic string'; n37: a tar renamed .npz advised loading it
+    'unsafely using allow_pickle='; n24: a record array X was 'shape (20,): every dimension must be positive';
+    g04: a failing --save named its private temporary file."""
+    import tarfile
+    import zipfile
+    _npz(tmp_path / "ok.npz", **_base())
+    with zipfile.ZipFile(tmp_path / "dir.npz", "a") as zf, zipfile.ZipFile(tmp_path / "ok.npz") as ok:
+        for info in ok.infolist():
+            zf.writestr(info, ok.read(info))
+        zf.writestr("sub/", b"")
+    with tarfile.open(tmp_path / "tar.npz", "w") as tar:  # a tar holding a valid .npz: zipfile alone finds it
+        tar.add(tmp_path / "ok.npz", "ok.npz")
+    rec = np.zeros(5, dtype=[("a", "f8"), ("b", "f8")])
+    _npz(tmp_path / "rec.npz", **{**_base(), "X": rec})
+    keep = {"ok.npz", "dir.npz", "tar.npz", "rec.npz"}
+    for name, what in (("dir.npz", "folder entry 'sub/'"), ("tar.npz", "not a zip archive"),
+                       ("rec.npz", "not a real number type")):
+        line = hostile(["run", "--problem-file", name, "--estimators", "st", "--db", "r.sqlite"], what, keep)
+        assert "not a valid .npz problem file" in line and "allow_pickle" not in line
+    import reference.files
+
+    def no_space(file, **arrays):
+        raise OSError(28, "No space left on device", str(file))
+    monkeypatch.setattr(reference.files.np, "savez", no_space)
+    line = hostile(["problem", "psa-2-5-5-5", "--save", "p.npz"], "'p.npz' cannot be written: no space left", keep)
+    assert ".tmp" not in line

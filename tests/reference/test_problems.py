@@ -110,7 +110,7 @@ def test_npz_settings_from_file_and_overrides(tmp_path):
 def test_not_an_npz(tmp_path):
     path = tmp_path / "junk.npz"
     path.write_bytes(b"not a zip")
-    with pytest.raises(InputError, match="not a readable .npz"):
+    with pytest.raises(InputError, match="not a valid .npz problem file"):
         load_problem(path)
 
 
