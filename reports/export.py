@@ -8,7 +8,6 @@ HTML come from the same pandas Styler. Rows whose status is ``failed: ...`` get 
 
 from __future__ import annotations
 
-import html
 import math
 from pathlib import Path
 
