@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in command_names():
         importlib.import_module(f"bench.commands.{name}").add_parser(sub)
+    parser.commands = sub.choices  # each command's parser, for its defaults (_checked_flags)
     return parser
 
 
@@ -64,8 +65,14 @@ PATH_FLAGS = ("db", "out", "report_dir", "checkpoint_dir")
 TEXT_FLAGS = PATH_FLAGS + ("label",)
 
 
-def _checked_flags(args: argparse.Namespace) -> argparse.Namespace:
-    """``args`` with its text flags checked and its path flags absolute (one :class:`InputError`)."""
+def _checked_flags(args: argparse.Namespace, command: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """``args`` with its text flags checked and its path flags absolute (one :class:`InputError`); an empty
+    value given where the command's default is not empty (``--save ''``, ``--widths ''``) is refused, not
+    read as the flag left out."""
+    for key, value in vars(args).items():
+        if value == "" and command is not None and command.get_default(key) != "":
+            names = [max(a.option_strings, key=len) if a.option_strings else a.dest for a in command._actions if a.dest == key]
+            raise InputError(f"{names[0] if names else key} is empty; give a value or leave it out")
     for flag in TEXT_FLAGS:
         value = getattr(args, flag, None)
         if isinstance(value, str):
@@ -83,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(_checked_flags(args)) or 0)
+        return int(args.func(_checked_flags(args, parser.commands.get(args.command))) or 0)
     except InputError as exc:  # one line whatever the message quotes (a library's multi-line reason)
         print(f"sbn-bench: error: {' '.join(part.strip() for part in str(exc).splitlines())}", file=sys.stderr)
         return 2

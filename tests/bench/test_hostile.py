@@ -638,3 +638,12 @@ def test_fifth_probe_npz_files_that_are_not_problem_files(hostile, tmp_path, mon
     monkeypatch.setattr(reference.files.np, "savez", no_space)
     line = hostile(["problem", "psa-2-5-5-5", "--save", "p.npz"], "'p.npz' cannot be written: no space left", keep)
     assert ".tmp" not in line
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["problem", "psa-2-5-5-5", "--save", ""], "--save is empty"),  # was read as no --save: exit 0
+    (["time", "--no-store", "--kernels", "sampling", "--widths", ""], "--widths is empty"),  # was the default widths
+])
+def test_fifth_probe_empty_values_are_refused(hostile, argv, what):
+    """An empty value for a flag whose default is not empty is refused, never read as the flag left out."""
+    hostile(argv, what)
