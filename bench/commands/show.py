@@ -13,7 +13,8 @@ from estimators.errors import InputError
 def add_parser(sub) -> None:
     p = sub.add_parser("show", help="print a score table of a run")
     p.add_argument("run_ref", metavar="RUN", help="run id, unique prefix, or 'latest'")
-    p.add_argument("--metric", default="rel_rmse_emp", help="metric to show (default: rel_rmse_emp)")
+    p.add_argument("--metric", help="metric to show (default: rel_rmse_emp, or rel_rmse where the run has no "
+                                    "empirical one: Monte Carlo scores)")
     p.add_argument("--M", type=int, default=1, help="sample size for M-dependent metrics (default 1)")
     p.add_argument("--db", default=DEFAULT_DB, help="results database")
     p.set_defaults(func=run)
@@ -27,6 +28,12 @@ def run(args: argparse.Namespace) -> int:
         return _show_training(run_id, curves, tasks)
     if scores.empty and tasks.empty:
         raise InputError(f"run {run_id} has no scored tasks (a timing run? see 'sbn-bench runs')")
+    if scores.empty:  # every task failed: say so, with the reasons
+        print(f"run {run_id}: no scores; {len(tasks)} task(s), none done")
+        _print_failed(tasks)
+        return 0
+    if args.metric is None:
+        args.metric = "rel_rmse_emp" if (scores.metric == "rel_rmse_emp").any() else "rel_rmse"
     sel = scores[scores.metric == args.metric]
     if sel.empty:
         raise InputError(f"run {run_id} has no metric {args.metric!r} (metrics: {', '.join(sorted(scores.metric.unique()))})")
@@ -39,10 +46,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"run {run_id}: {args.metric}" + (f" at M = {args.M}" if (sel.M > 0).any() else ""))
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.float_format", "{:.4g}".format):
         print(table[cols].to_string())
-    failed = tasks[tasks.status != "done"]
-    for _, t in failed.iterrows():
-        print(f"FAILED {t.problem} / {t.estimator}: {t.error}")
+    _print_failed(tasks)
     return 0
+
+
+def _print_failed(tasks: pd.DataFrame) -> None:
+    for _, t in tasks[tasks.status != "done"].iterrows():
+        print(f"FAILED {t.problem} / {t.estimator}: {t.error}")
 
 
 def _show_training(run_id: str, curves: pd.DataFrame, tasks: pd.DataFrame) -> int:
@@ -56,6 +66,5 @@ def _show_training(run_id: str, curves: pd.DataFrame, tasks: pd.DataFrame) -> in
     print(f"run {run_id}: training, each metric at the last epoch (per-epoch curves: sbn-bench export)")
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.float_format", "{:.4g}".format):
         print(table.to_string())
-    for _, t in tasks[tasks.status != "done"].iterrows():
-        print(f"FAILED {t.problem} / {t.estimator}: {t.error}")
+    _print_failed(tasks)
     return 0

@@ -470,6 +470,9 @@ def test_fifth_probe_huge_estimates_fail_their_task_without_warnings(tmp_path, c
     assert len(err) == 1 and "overflow float64 when squared" in err[0] and "largest |value|" in err[0], err
     rc, err, caught = _run_quietly(["validate", est, "--checks", "unbiasedness", "--max-draws", "200"], capsys)
     assert rc in (0, 1) and caught == [] and err == [], (err, caught)  # the relative bias is reported as inf
+    assert main(["show", "latest", "--db", str(tmp_path / "r.sqlite")]) == 0  # every task failed: said so
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("no scores; 1 task(s), none done") and out[1].startswith("FAILED ") and len(out) == 2
 
 
 def test_fifth_probe_a_deep_network_scores_without_warnings(tmp_path, capsys):

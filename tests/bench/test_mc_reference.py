@@ -330,7 +330,7 @@ def test_scores_that_need_no_reference_match_the_exact_scorer_definitions():
             assert math.isclose(a[g]["value"], b[g]["value"], rel_tol=1e-9), (metric, g)
 
 
-def test_sweep_shares_one_reference_stream_per_problem(tmp_path):
+def test_sweep_shares_one_reference_stream_per_problem(tmp_path, capsys):
     """The estimators of a problem are scored against one reference stream, computed once, cached beside
     the store and reused by a later sweep with the same reference settings (another estimator set)."""
     from bench.cli import main
@@ -358,6 +358,9 @@ def test_sweep_shares_one_reference_stream_per_problem(tmp_path):
             for (est, group), v in sc[sc["metric"] == "grad_norm"].set_index(["estimator", "group"])["value"].items():
                 norms.setdefault(group, set()).add(v)
     assert norms and all(len(v) == 1 for v in norms.values()), norms  # ||g|| comes from the shared stream alone
+    capsys.readouterr()
+    assert main(["show", "latest", "--db", db]) == 0  # Monte Carlo runs have no rel_rmse_emp: show uses rel_rmse
+    assert ": rel_rmse at M = 1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
