@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict
 
-from bench.gate.baseline import DEFAULT_BASELINE, load_baseline, write_baseline
+from bench.gate.baseline import DEFAULT_BASELINE, check_replaceable, load_baseline, write_baseline
 from bench.gate.design import DESIGN, evaluate, failures
 from bench.gate.measure import run_suite
 from bench.manifest import build_manifest
@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     design = DESIGN
     path = args.baseline or DEFAULT_BASELINE
     estimators = _estimators(args.estimators, builtin_only=args.baseline is None)  # bad names: InputError first
+    if args.update_baseline:
+        check_replaceable(path)  # a file that is not a baseline is never overwritten
     baseline = None if args.update_baseline else load_baseline(path, design, args.allow_dirty_baseline)
     t0 = time.perf_counter()
     measurements, plan = run_suite(estimators, design)

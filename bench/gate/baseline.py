@@ -47,7 +47,23 @@ def entry_of(meas: Measurement, plan: Plan) -> dict:
     }
 
 
-def _read(path: Path) -> dict:
+def check_replaceable(path: str | Path) -> None:
+    """``--update-baseline`` may replace nothing, or an sbn-bench gate baseline of any version: any other
+    file at ``path`` (a results file, notes, a link to elsewhere) is refused before the suite runs."""
+    p = Path(path)
+    if not os.path.lexists(p):
+        return
+    if p.is_symlink() or not p.is_file():
+        raise InputError(f"--update-baseline would replace {path}, which is a link or not a regular file; "
+                         f"choose another --baseline")
+    try:
+        _read(p, any_version=True)
+    except InputError:
+        raise InputError(f"--update-baseline would replace {path}, which is not an sbn-bench gate baseline; remove "
+                         f"it or choose another --baseline") from None
+
+
+def _read(path: Path, any_version: bool = False) -> dict:
     if not path.exists():
         raise InputError(f"baseline {path} not found; create it with 'sbn-bench check --update-baseline'")
     try:
@@ -62,7 +78,7 @@ def _read(path: Path) -> dict:
         raise InputError(f"baseline {path} is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{path} is not an sbn-bench gate baseline (missing format {FORMAT!r})")
-    if data.get("version") != VERSION:
+    if data.get("version") != VERSION and not any_version:
         raise InputError(f"baseline {path} has version {data.get('version')!r} (this sbn-bench reads version {VERSION}, "
                          f"with per-coordinate means); regenerate it with 'sbn-bench check --update-baseline'")
     return data

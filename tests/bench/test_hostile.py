@@ -650,3 +650,16 @@ def test_fifth_probe_npz_files_that_are_not_problem_files(hostile, tmp_path, mon
 def test_fifth_probe_empty_values_are_refused(hostile, argv, what):
     """An empty value for a flag whose default is not empty is refused, never read as the flag left out."""
     hostile(argv, what)
+
+
+def test_fifth_probe_update_baseline_never_replaces_another_file(hostile, tmp_path):
+    """c12: --update-baseline overwrote any file at --baseline; now only a gate baseline (or nothing)."""
+    (tmp_path / "notes.json").write_text("keep me\n")
+    hostile(["check", "--estimators", "st", "--update-baseline", "--baseline", "notes.json"],
+            "not an sbn-bench gate baseline", keep={"notes.json"})
+    assert (tmp_path / "notes.json").read_text() == "keep me\n"
+    from bench.gate.baseline import FORMAT, check_replaceable
+
+    (tmp_path / "old.json").write_text('{"format": "%s", "version": 0}' % FORMAT)
+    check_replaceable(tmp_path / "old.json")  # a baseline of another version may be regenerated
+    check_replaceable(tmp_path / "missing.json")
