@@ -142,7 +142,10 @@ def load_problem(path: str | os.PathLike, **settings: str) -> Problem:
     path = os.fspath(path)
     headers = inspect_archive(path)
     for name in ("X", *[f"W{k}" for k in range(1, 1 + sum(1 for n in headers if _ARRAY.match(n) and n[0] == "W"))]):
-        if name in headers and (len(headers[name][0]) < 2 or min(headers[name][0]) < 1):
+        if name in headers and len(headers[name][0]) < 2:
+            raise InputError(f"array {name!r} of {path!r} has shape {headers[name][0]}: it needs at least two "
+                             f"dimensions ({'points x inputs' if name == 'X' else 'units x inputs'})")
+        if name in headers and min(headers[name][0]) < 1:
             raise InputError(f"array {name!r} of {path!r} has shape {headers[name][0]}: every dimension must be positive")
     try:
         data = np.load(path, allow_pickle=False)

@@ -629,7 +629,10 @@ def test_fifth_probe_npz_files_that_are_not_problem_files(hostile, tmp_path, mon
         tar.add(tmp_path / "ok.npz", "ok.npz")
     rec = np.zeros(5, dtype=[("a", "f8"), ("b", "f8")])
     _npz(tmp_path / "rec.npz", **{**_base(), "X": rec})
-    keep = {"ok.npz", "dir.npz", "tar.npz", "rec.npz"}
+    _npz(tmp_path / "x1d.npz", **{**_base(), "X": np.ones(5)})  # n13: a 1-d X is 'needs two dimensions'
+    hostile(["run", "--problem-file", "x1d.npz", "--estimators", "st", "--db", "r.sqlite"],
+            "needs at least two dimensions (points x inputs)", {"ok.npz", "dir.npz", "tar.npz", "rec.npz", "x1d.npz"})
+    keep = {"ok.npz", "dir.npz", "tar.npz", "rec.npz", "x1d.npz"}
     for name, what in (("dir.npz", "folder entry 'sub/'"), ("tar.npz", "not a zip archive"),
                        ("rec.npz", "not a real number type")):
         line = hostile(["run", "--problem-file", name, "--estimators", "st", "--db", "r.sqlite"], what, keep)
