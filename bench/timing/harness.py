@@ -83,6 +83,8 @@ def time_and_store(cfg: TimeConfig, db: str | None, label: str = "", threads: in
         rows, notes, ctx = measure_all(cfg)
     finally:
         torch.set_num_threads(old_threads)
+    if not rows:  # every kernel asked for was skipped (over its budget, not available): nothing to report or store
+        raise InputError("nothing was timed: " + ("; ".join(notes) if notes else "no kernel produced a timing"))
     targets = evaluate_targets(rows, cfg)
     run_id = None
     if store and db:

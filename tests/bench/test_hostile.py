@@ -666,3 +666,11 @@ def test_fifth_probe_update_baseline_never_replaces_another_file(hostile, tmp_pa
     (tmp_path / "old.json").write_text('{"format": "%s", "version": 0}' % FORMAT)
     check_replaceable(tmp_path / "old.json")  # a baseline of another version may be regenerated
     check_replaceable(tmp_path / "missing.json")
+
+
+def test_fifth_probe_a_timing_run_that_times_nothing_is_refused(hostile):
+    """m20: every kernel skipped (the exact reference over its memory budget) was exit 0 with an empty
+    table; now one line with the reasons, and no timing run stored."""
+    line = hostile(["time", "--min-time", "0.01", "--rounds", "1", "--kernels", "exact", "--exact-problem",
+                    "random:widths=2-40", "--db", "t.sqlite"], "nothing was timed")
+    assert "over the 4.00 GiB budget" in line
