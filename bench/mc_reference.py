@@ -179,7 +179,7 @@ def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDI
             Xg = X[:, sl[g]]
             tr = float(Xg.var(0, ddof=1).sum())
             if g not in proxy or tr < proxy[g][0]:
-                proxy[g] = (tr, float(Xg.mean(0) @ Xg.mean(0)) - tr / n)
+                proxy[g] = (tr, float(Xg.mean(0) @ Xg.mean(0)) - tr / len(Xg))
         for g in groups:
             tr = float(X[:, sl[g]].var(0, ddof=1).sum())
             table.append(dict(estimator=est.spec, group=g, trace_var=tr, seconds_per_draw=spd, score=tr * spd))
@@ -482,6 +482,9 @@ def prepare_reference(task: dict, problem: Problem, cache_dir: str | None = None
         return _STREAMS[key]
     sl = _slices(problem)
     path = os.path.join(cache_dir, "mc-references", f"{key}.npz") if cache_dir is not None else None
+    if path is not None and os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+        raise InputError(f"the Monte Carlo reference cache {path} is a link, folder, pipe or device, not a file "
+                         f"this sweep wrote; remove it and rerun")
     sums = ReferenceSums.load(path, sl["all"].stop, len(problem.group_names)) if path and os.path.exists(path) else None
     if sums is None:
         s = reference_settings(task)

@@ -20,6 +20,7 @@ it: power > 0.999) and that the validation fails on it.  Seeds are fixed.
 from __future__ import annotations
 
 import math
+import os
 from statistics import NormalDist
 
 import numpy as np
@@ -428,3 +429,20 @@ def test_prepared_reference_is_cached_and_a_damaged_cache_file_is_recomputed(tmp
     other = dict(task, mc={"draws": 256})
     assert mcr.reference_key(other) != mcr.reference_key(task)  # another budget is another stream
     mcr._STREAMS.clear()
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "link"])
+def test_a_reference_cache_entry_that_is_not_a_file_is_one_line(tmp_path, kind):
+    """Never read through a link, block on a pipe, or fail deep inside numpy on a folder."""
+    from bench import mc_reference as mcr
+
+    problem = build_problem("random:widths=3-4-4,points=8,seed=2")
+    task = dict(problem="random:widths=3-4-4,points=8,seed=2", problem_digest=problem.digest(), root_seed=0,
+                dtype="float64", device="cpu", draws=64, mc={"draws": 64})
+    path = tmp_path / "mc-references" / f"{mcr.reference_key(task)}.npz"
+    path.parent.mkdir()
+    {"folder": path.mkdir, "fifo": lambda: os.mkfifo(path),
+     "link": lambda: path.symlink_to(tmp_path / "elsewhere.npz")}[kind]()
+    mcr._STREAMS.clear()
+    with pytest.raises(InputError, match="is a link, folder, pipe or device"):
+        mcr.prepare_reference(task, problem, str(tmp_path))
