@@ -68,6 +68,8 @@ DEFAULT_BATCHES = 16
 #: the pilot's first draws of a candidate (its warm-up); a candidate too slow for twice as many more in its
 #: time is judged on these alone
 PILOT_MIN_DRAWS = 8
+#: the fewest reference draws (16 batches of 2); the default is the task's draws, at least this many
+MIN_REFERENCE_DRAWS = 32
 #: version of how a reference stream is made and stored (pilot, time split, file layout): part of its cache key
 STREAM_FORMAT = 1
 _ARRAY_CAP = 2**24  # float64 entries per [chunk, P] array of draws (128 MiB)
@@ -120,7 +122,8 @@ class Reference:
         if not all(self.seconds_per_draw.get(spec, 0) > 0 for spec in calls):
             return dict.fromkeys(calls, chunk)
         tv = {(r["estimator"], r["group"]): r["trace_var"] for r in self.pilot_table if r.get("group")}
-        need = {spec: [tv.get((spec, g), math.nan) * self.seconds_per_draw[spec] / self.norm2_proxy.get(g, math.nan)
+        proxy = {g: v for g, v in self.norm2_proxy.items() if v > 0}  # an estimate <= 0 is no proxy
+        need = {spec: [tv.get((spec, g), math.nan) * self.seconds_per_draw[spec] / proxy.get(g, math.nan)
                        for g in groups] for spec, groups in calls.items()}
         if all(math.isfinite(x) and x > 0 for v in need.values() for x in v):
             total, G = sum(x for v in need.values() for x in v), sum(len(v) for v in need.values())
@@ -217,13 +220,29 @@ class ReferenceSums:
     def draws(self) -> int:
         return int(self.n.sum(0).max())
 
-    def save(self, path: str) -> None:
-        """Write atomically (a temporary file in the same folder, then a rename)."""
+    def digest(self) -> str:
+        """SHA-256 of the sums (stored with them, checked when they are read back)."""
+        h = hashlib.sha256()
+        for a in (self.S, self.Q, self.n):
+            h.update(np.ascontiguousarray(a, np.float64).tobytes())
+        return h.hexdigest()
+
+    def save(self, path: str, replace: bool = False) -> bool:
+        """Write atomically (a temporary file in the same folder, then a link or rename); without ``replace``
+        an existing file wins (another process made the same stream first) and ``False`` is returned."""
         tmp = f"{path}.{os.getpid()}.tmp"
+        record = dict(self.record, digest=self.digest())
         try:
             with open(tmp, "wb") as f:
-                np.savez(f, S=self.S, Q=self.Q, n=self.n, record=np.array(json.dumps(self.record, sort_keys=True)))
-            os.replace(tmp, path)
+                np.savez(f, S=self.S, Q=self.Q, n=self.n, record=np.array(json.dumps(record, sort_keys=True)))
+            if replace:
+                os.replace(tmp, path)
+                return True
+            try:
+                os.link(tmp, path)  # atomic and exclusive: fails when the file exists
+            except FileExistsError:
+                return False
+            return True
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -239,7 +258,10 @@ class ReferenceSums:
         if S.shape[1:] != (params,) or Q.shape[1:] != (groups,) or n.shape != Q.shape or len(S) != len(Q) \
                 or len(S) < 2 or not isinstance(rec, dict) or not np.isfinite(S).all() or not np.isfinite(Q).all():
             return None
-        return cls(S.astype(np.float64), Q.astype(np.float64), n.astype(np.float64), rec)
+        out = cls(S.astype(np.float64), Q.astype(np.float64), n.astype(np.float64), rec)
+        if rec.pop("digest", None) != out.digest():  # damaged or edited since it was written
+            return None
+        return out
 
 
 def reference_sums(problem: Problem, reference: Reference, generator: torch.Generator, draws: int | None = None,
@@ -457,7 +479,7 @@ def reference_settings(task: dict) -> dict:
     task's own), batches, pilot candidates, the estimators' code and :data:`STREAM_FORMAT`."""
     budget = dict(task.get("mc") or {})
     if budget.get("draws") is None and budget.get("seconds") is None:
-        budget["draws"] = task["draws"]
+        budget["draws"] = max(task["draws"], MIN_REFERENCE_DRAWS)
     return dict(problem=task["problem"], problem_digest=task.get("problem_digest"), root_seed=task.get("root_seed"),
                 dtype=task["dtype"], device=task["device"], draws=budget.get("draws"), seconds=budget.get("seconds"),
                 batches=DEFAULT_BATCHES, candidates=list(DEFAULT_CANDIDATES), code=code_digest(), format=STREAM_FORMAT)
@@ -475,8 +497,9 @@ def prepare_reference(task: dict, problem: Problem, cache_dir: str | None = None
     r"""The reference stream of ``task``'s problem, shared by every estimator scored on it: loaded from
     ``cache_dir/mc-references/KEY.npz`` when present, else computed — a pilot (:func:`pilot`, seeded by
     problem and run, its per-candidate time a 20th of a ``seconds`` budget, at most 5 s) picks the
-    estimator per group, then :func:`reference_sums` streams the budget's draws — and saved there
-    atomically.  ``problem`` is the problem in the task's dtype and device."""
+    estimator per group, then :func:`reference_sums` streams the budget's draws (under a time budget, what
+    the pilot left of it and at least half) — and saved there atomically; a file that another process
+    saved meanwhile wins and is used instead.  ``problem`` is the problem in the task's dtype and device."""
     key = reference_key(task)
     if key in _STREAMS:
         return _STREAMS[key]
@@ -485,7 +508,8 @@ def prepare_reference(task: dict, problem: Problem, cache_dir: str | None = None
     if path is not None and os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
         raise InputError(f"the Monte Carlo reference cache {path} is a link, folder, pipe or device, not a file "
                          f"this sweep wrote; remove it and rerun")
-    sums = ReferenceSums.load(path, sl["all"].stop, len(problem.group_names)) if path and os.path.exists(path) else None
+    damaged = path is not None and os.path.exists(path)  # until it loads
+    sums = ReferenceSums.load(path, sl["all"].stop, len(problem.group_names)) if damaged else None
     if sums is None:
         s = reference_settings(task)
         dev = problem.device
@@ -494,13 +518,16 @@ def prepare_reference(task: dict, problem: Problem, cache_dir: str | None = None
         ref = pilot(problem, torch.Generator(device=dev).manual_seed(_spawn(task, 2)), seconds=pilot_s,
                     draws=256 if s["seconds"] is not None else max(32, min(256, s["draws"] // 20)))
         spent = time.perf_counter() - t0
-        seconds = max(0.0, s["seconds"] - spent) if s["seconds"] is not None else None
+        # the draws get what the pilot left, and at least half the budget where the pilot overran
+        seconds = max(s["seconds"] - spent, s["seconds"] / 2) if s["seconds"] is not None else None
         sums = reference_sums(problem, ref, torch.Generator(device=dev).manual_seed(_spawn(task, 1)),
                               draws=s["draws"], seconds=seconds, progress=progress)
         sums.record.update(pilot_seconds=spent, budget=dict(draws=s["draws"], seconds=s["seconds"]))
         if path is not None:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            sums.save(path)
+            if not sums.save(path, replace=damaged):  # a damaged file is replaced ...
+                won = ReferenceSums.load(path, sl["all"].stop, len(problem.group_names))
+                sums = won if won is not None else sums  # ... another process's stream, made meanwhile, is used
     _STREAMS.clear()
     _STREAMS[key] = sums
     return sums

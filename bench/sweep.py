@@ -189,10 +189,16 @@ def _prepare_references(ex, todo: list[dict], problems: dict, cache: str) -> Non
     before any task is scored: every estimator of a problem then reads the same stream from the cache
     (``docs/monte-carlo.md#budget``).  A stream already cached (an interrupted sweep) is not recomputed."""
     jobs: dict[str, dict] = {}
+    folder = os.path.join(cache, "mc-references")
     for task in todo:
         if uses_mc(task.get("reference", "auto"), problems[task["problem"]], task["exact_method"], task["budget"]):
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as exc:  # e.g. sbn_checkpoints is a file: one line, not a failure per task
+                raise InputError(f"cannot create the Monte Carlo reference cache {folder}: "
+                                 f"{exc.strerror or exc}") from None
             key = reference_key(task)
-            if key not in jobs and not os.path.exists(os.path.join(cache, "mc-references", f"{key}.npz")):
+            if key not in jobs and not os.path.exists(os.path.join(folder, f"{key}.npz")):
                 jobs[key] = task
     if not jobs:
         return
@@ -222,6 +228,10 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
     estimators = expand_estimators(cfg.estimators)
     notes: list[str] = []
     problems = _problems(cfg, notes)
+    budget = int(cfg.memory_budget_gib * 2**30)
+    if cfg.reference_budget() and not any(uses_mc(cfg.reference, p, cfg.exact_method, budget) for p in problems.values()):
+        notes.append("the Monte Carlo reference's budget (reference draws or seconds) has no effect: every problem "
+                     "of this sweep is scored against the exact reference")
     tasks, skipped = plan_tasks(cfg, problems, estimators)
     if not allow_large:
         check_size(cfg, tasks, problems)

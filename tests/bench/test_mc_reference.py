@@ -446,3 +446,63 @@ def test_a_reference_cache_entry_that_is_not_a_file_is_one_line(tmp_path, kind):
     mcr._STREAMS.clear()
     with pytest.raises(InputError, match="is a link, folder, pipe or device"):
         mcr.prepare_reference(task, problem, str(tmp_path))
+
+
+def test_an_edited_cache_file_is_recomputed_and_a_stream_saved_first_wins(tmp_path):
+    """B4: sums multiplied by 10 in the file no longer match their stored digest: recomputed, not used.
+    I1: when another process saved the same stream first, its file is kept and used."""
+    from bench import mc_reference as mcr
+
+    problem = build_problem("random:widths=3-4-4,points=8,seed=2")
+    task = dict(problem="random:widths=3-4-4,points=8,seed=2", problem_digest=problem.digest(), root_seed=0,
+                dtype="float64", device="cpu", draws=64, mc={"draws": 64})
+    mcr._STREAMS.clear()
+    first = mcr.prepare_reference(task, problem, str(tmp_path))
+    path = tmp_path / "mc-references" / f"{mcr.reference_key(task)}.npz"
+    with np.load(path) as z:
+        parts = {k: z[k] for k in z.files}
+    np.savez(path, **{**parts, "S": parts["S"] * 10})
+    assert ReferenceSums.load(str(path), first.S.shape[1], first.Q.shape[1]) is None
+    mcr._STREAMS.clear()
+    assert not np.allclose(mcr.prepare_reference(task, problem, str(tmp_path)).S, first.S * 10)
+    other = ReferenceSums(first.S * 2, first.Q, first.n, dict(first.record))
+    assert other.save(str(path)) is False  # the file there wins
+    assert other.save(str(tmp_path / "new.npz")) is True
+    mcr._STREAMS.clear()
+
+
+def test_a_tiny_time_budget_still_gives_a_reference(tmp_path, capsys):
+    """A20/H2: a budget the pilot overruns left the draws 16 (or divided by zero); the draws now get at
+    least half the budget, and the sweep scores."""
+    from bench.cli import main
+    from bench import mc_reference
+    from bench.store import Store
+
+    db = str(tmp_path / "r.sqlite")
+    mc_reference._STREAMS.clear()
+    assert main(["run", "--problem", "psa-2-5-5-5", "--estimators", "st", "-N", "64", "--reference", "mc",
+                 "--reference-seconds", "0.000001", "--cost-time", "0", "--no-report", "--db", db]) == 0
+    with Store(db) as st:
+        (facts,) = list(st.tasks(st.resolve("latest"))["facts"])
+    assert facts["reference"]["draws"] >= 16
+    mc_reference._STREAMS.clear()
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    """F1: sbn_checkpoints is a regular file: one line naming the folder (was a failed task per estimator)."""
+    from bench.cli import main
+
+    (tmp_path / "sbn_checkpoints").write_text("not a folder")
+    rc = main(["run", "--problem", "random:widths=2-3-3,points=4,seed=1", "--estimators", "st", "-N", "64",
+               "--reference", "mc", "--cost-time", "0", "--no-report", "--db", str(tmp_path / "r.sqlite")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "cannot create the Monte Carlo reference cache" in err[0], err
+
+
+def test_a_reference_budget_without_monte_carlo_problems_is_noted(tmp_path, capsys):
+    """A13: --reference-draws on problems scored exactly was silently ignored; now a note says so."""
+    from bench.cli import main
+
+    assert main(["run", "--problem", "psa-2-5-5-5", "--estimators", "st", "-N", "64", "--reference-draws", "100",
+                 "--cost-time", "0", "--no-report", "--db", str(tmp_path / "r.sqlite")]) == 0
+    assert "has no effect: every problem of this sweep is scored against the exact reference" in capsys.readouterr().err
