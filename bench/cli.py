@@ -27,7 +27,8 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line on stderr and exit code 2."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        command = self.prog.split()[1] if len(self.prog.split()) > 1 else ""  # "sbn-bench run" -> "run"
+        self.exit(2, f"sbn-bench: error: {message}{f' (sbn-bench {command} --help)' if command else ''}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -674,3 +674,12 @@ def test_fifth_probe_a_timing_run_that_times_nothing_is_refused(hostile):
     line = hostile(["time", "--min-time", "0.01", "--rounds", "1", "--kernels", "exact", "--exact-problem",
                     "random:widths=2-40", "--db", "t.sqlite"], "nothing was timed")
     assert "over the 4.00 GiB budget" in line
+
+
+def test_fifth_probe_usage_errors_start_like_every_other_error(capsys):
+    """A3: argparse's own errors began 'sbn-bench run: error:'; every refusal now begins 'sbn-bench: error:'."""
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--reference-draws", "nan"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1
+    assert err[0].startswith("sbn-bench: error: argument --reference-draws: invalid int value") and "run --help" in err[0]
