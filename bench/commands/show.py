@@ -41,9 +41,15 @@ def run(args: argparse.Namespace) -> int:
         sel = sel[sel.M == args.M]
         if sel.empty:
             raise InputError(f"metric {args.metric!r} was not scored at M = {args.M}")
-    table = sel.pivot_table(index=["problem", "estimator"], columns="group", values="value", sort=False)
+    ci = sel["lo"].notna() & sel["hi"].notna()
+    if ci.any():  # scores with intervals (Monte Carlo, bias): each cell is "value [lo, hi]"
+        sel = sel.assign(value=[f"{v:.4g} [{lo:.4g}, {hi:.4g}]" if ok else f"{v:.4g}"
+                                for v, lo, hi, ok in zip(sel["value"], sel["lo"], sel["hi"], ci)])
+    table = sel.pivot_table(index=["problem", "estimator"], columns="group", values="value", sort=False,
+                            aggfunc="first")
     cols = [c for c in table.columns if c != "all"] + (["all"] if "all" in table.columns else [])
-    print(f"run {run_id}: {args.metric}" + (f" at M = {args.M}" if (sel.M > 0).any() else ""))
+    print(f"run {run_id}: {args.metric}" + (f" at M = {args.M}" if (sel.M > 0).any() else "")
+          + (" (value [95% interval])" if ci.any() else ""))
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.float_format", "{:.4g}".format):
         print(table[cols].to_string())
     _print_failed(tasks)
