@@ -101,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, MemoryError, sqlite3.DatabaseError) as exc:
         print(f"sbn-bench: error: {system_error(exc, getattr(args, 'db', None))}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # torch reports a failed allocation as a RuntimeError, not a MemoryError
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc).lower():
+            raise
+        print(f"sbn-bench: error: {system_error(MemoryError())}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("sbn-bench: interrupted; completed tasks are stored, rerun the same command to resume", file=sys.stderr)
         return 130

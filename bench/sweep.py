@@ -184,6 +184,19 @@ def _submit(ex, executor: str, task: dict, cache: str):
             bar.close()
 
 
+def _check_cache_folder(folder: str) -> None:
+    """Refuse, before anything is written, a reference cache folder that cannot be made: a part of its path
+    that exists but is no folder (``sbn_checkpoints`` a file), or a nearest existing folder that takes no
+    new entries."""
+    base = os.path.abspath(folder)
+    while not os.path.lexists(base):
+        base = os.path.dirname(base)
+    why = (f"{base} is not a folder" if not os.path.isdir(base) else
+           None if base == os.path.abspath(folder) else inputs.cannot_create_in(base))
+    if why:
+        raise InputError(f"cannot create the Monte Carlo reference cache {folder}: {why}")
+
+
 def _prepare_references(ex, todo: list[dict], problems: dict, cache: str) -> None:
     """Compute the Monte Carlo reference streams the pending tasks need, one job per problem on the executor,
     before any task is scored: every estimator of a problem then reads the same stream from the cache
@@ -239,6 +252,8 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
     if cfg.device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InputError("--device cuda was asked for, but CUDA is not available here")
+    if any(uses_mc(cfg.reference, p, cfg.exact_method, budget) for p in problems.values()):
+        _check_cache_folder(os.path.join(checkpoint_dir(db), "mc-references"))
     # the executor first: a Dask scheduler that cannot be reached is refused before the store is touched
     with make_executor(executor, workers, scheduler) as (ex, window):
         store = Store(db, create=True)

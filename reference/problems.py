@@ -119,6 +119,7 @@ def random_problem(widths: str = "2-5-5-5", scale: float = 1.0, seed: int = 0, p
     ``scale`` at any width (the wide networks of ``docs/monte-carlo.md#presets``)."""
     if init not in ("normal", "fanin"):
         raise InputError(f"unknown init {init!r}; use normal or fanin")
+    scale = float(scale) + 0.0  # -0.0 is 0 (numpy refuses a negative-zero spread)
     w = parse_widths(widths)
     guard_size(points * w[0], f"{points} points of {w[0]} inputs")
     C = {"logistic": 1, "softmax": classes}.get(loss, classes)
@@ -147,6 +148,7 @@ def conv_problem(input: str = "1x4x4", channels: str = "2-2", kernels: str = "3-
                  noise: str = "logistic", loss: str = "softmax", classes: int = 3) -> Problem:
     r"""A random convolutional SBN: ``input=CxHxW`` and per-layer ``channels``, ``kernels``, ``strides``,
     ``paddings`` (dash lists); weights and biases $\mathcal N(0,\mathrm{scale}^2/\text{fan-in})$, Gaussian inputs."""
+    scale = float(scale) + 0.0  # -0.0 is 0 (numpy refuses a negative-zero spread)
     try:
         C, H, W = (int(v) for v in str(input).lower().split("x"))
     except ValueError:

@@ -683,3 +683,20 @@ def test_fifth_probe_usage_errors_start_like_every_other_error(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1
     assert err[0].startswith("sbn-bench: error: argument --reference-draws: invalid int value") and "run --help" in err[0]
+
+
+def test_sixth_probe_items(hostile, monkeypatch, capsys):
+    """p10: scale=-0.0 was a numpy traceback (a negative-zero spread); n37 under a memory limit: torch's
+    failed allocation is a RuntimeError, now the same one line as a MemoryError."""
+    assert main(["problem", "random:widths=2-3,scale=-0.0"]) == 0
+    assert main(["problem", "conv:input=1x4x4,scale=-0.0"]) == 0
+    capsys.readouterr()
+    import bench.commands.problem as command
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory")
+    monkeypatch.setattr(command, "build_problem", no_memory)
+    hostile(["problem", "psa-2-5-5-5"], "out of memory")
+    monkeypatch.setattr(command, "build_problem", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is not hidden
+        main(["problem", "psa-2-5-5-5"])

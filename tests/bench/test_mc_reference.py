@@ -497,6 +497,7 @@ def test_a_cache_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
                "--reference", "mc", "--cost-time", "0", "--no-report", "--db", str(tmp_path / "r.sqlite")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "cannot create the Monte Carlo reference cache" in err[0], err
+    assert not (tmp_path / "r.sqlite").exists()  # refused before the store is created
 
 
 def test_a_reference_budget_without_monte_carlo_problems_is_noted(tmp_path, capsys):
