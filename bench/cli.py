@@ -85,8 +85,12 @@ def _checked_flags(args: argparse.Namespace, command: argparse.ArgumentParser | 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call ``main([...])`` directly)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()  # imports every command (torch): Ctrl-C here is an interruption, not a traceback
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("sbn-bench: interrupted before anything was done", file=sys.stderr)
+        return 130
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -700,3 +700,14 @@ def test_sixth_probe_items(hostile, monkeypatch, capsys):
     monkeypatch.setattr(command, "build_problem", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is not hidden
         main(["problem", "psa-2-5-5-5"])
+
+
+def test_sixth_probe_ctrl_c_while_starting_is_one_line(monkeypatch, capsys):
+    """SIG-1: Ctrl-C while the commands were being imported was a KeyboardInterrupt traceback."""
+    import bench.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["list"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["sbn-bench: interrupted before anything was done"]
