@@ -204,19 +204,28 @@ def _one_draw(look: _Lookup, chk: str, done: dict, failed: dict) -> dict:
     return _row(1, f"{chk}; {', '.join(hidden)}; M = 1", results, missing, "; ".join(parts), "; ".join(paper))
 
 
+def _bias_pairs(look: _Lookup, groups, a: tuple, b: tuple, fmt) -> tuple[list, list[str], list[str]]:
+    """Per group: whether ``a``'s relative bias is below ``b``'s (:func:`below`), the run's values and the
+    paper's plateau relative RMSE (M = 9000) where it has both, each written by ``fmt(group, a, b)``.
+    ``a`` and ``b`` are ``(task key, checkpoint, method)``."""
+    results, parts, paper = [], [], []
+    for g in groups:
+        x, y = look.get(a[0], g, "rel_bias"), look.get(b[0], g, "rel_bias")
+        results.append(below(x, y))
+        parts.append(fmt(g, x.text(), y.text()))
+        px, py = _paper(a[1], "rel_rmse", a[2], g, 9000), _paper(b[1], "rel_rmse", b[2], g, 9000)
+        if not (math.isnan(px) or math.isnan(py)):
+            paper.append(fmt(g, fmt_value(px), fmt_value(py)))
+    return results, parts, paper
+
+
 def _plateau(look: _Lookup, chk: str, done: dict, failed: dict) -> dict:
     missing = _need(done, failed, (PSA, ST))
     if missing:
         return _row(2, chk, [], missing, "", "")
     hidden, _ = look.groups([done[PSA], done[ST]])
-    results, parts, paper = [], [], []
-    for g in hidden:
-        p, s = look.get(done[PSA], g, "rel_bias"), look.get(done[ST], g, "rel_bias")
-        results.append(below(p, s))
-        parts.append(f"{g}: PSA {p.text()}, ST {s.text()}")
-        pp, ps = _paper(chk, "rel_rmse", PSA, g, 9000), _paper(chk, "rel_rmse", ST, g, 9000)
-        if not (math.isnan(pp) or math.isnan(ps)):
-            paper.append(f"{g}: PSA {fmt_value(pp)}, ST {fmt_value(ps)}")
+    results, parts, paper = _bias_pairs(look, hidden, (done[PSA], chk, PSA), (done[ST], chk, ST),
+                                        lambda g, a, b: f"{g}: PSA {a}, ST {b}")
     text = "plateau at M = 9000: " + "; ".join(paper) if paper else ""
     return _row(2, f"{chk}; {', '.join(hidden)}", results, [], "; ".join(parts), text)
 
@@ -341,13 +350,10 @@ def _training(look: _Lookup, by_chk: dict) -> dict:
         hidden, _ = look.groups(have)
         layers = hidden[:-1] if method == PSA else hidden
         where.append(f"{method} {', '.join(layers)}")
-        for g in layers:
-            a, b = look.get(have[0], g, "rel_bias"), look.get(have[1], g, "rel_bias")
-            results.append(below(a, b))
-            parts.append(f"{method} {g}: {a.text()} → {b.text()}")
-            pa, pb = _paper(early, "rel_rmse", method, g, 9000), _paper(late, "rel_rmse", method, g, 9000)
-            if not (math.isnan(pa) or math.isnan(pb)):
-                paper.append(f"{method} {g}: {fmt_value(pa)} → {fmt_value(pb)}")
+        got = _bias_pairs(look, layers, (have[0], early, method), (have[1], late, method),
+                          lambda g, a, b, m=method: f"{m} {g}: {a} → {b}")
+        for into, more in zip((results, parts, paper), got):
+            into.extend(more)
     text = "plateau at M = 9000: " + "; ".join(paper) if paper else ""
     return _row(9, f"{early} → {late}; " + "; ".join(where), results, missing, "; ".join(parts), text)
 
