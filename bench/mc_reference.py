@@ -59,7 +59,8 @@ from .costs import timed_draws
 from .scoring import _slices, chunk_size, default_grid
 
 __all__ = ["DEFAULT_CANDIDATES", "Reference", "ReferenceSums", "pilot", "reference_sums", "score_mc", "MCScores",
-           "DEFAULT_BATCHES", "uses_mc", "reference_settings", "reference_key", "prepare_reference", "score_task_mc"]
+           "DEFAULT_BATCHES", "uses_mc", "reference_settings", "reference_key", "stream_folder", "stream_path",
+           "prepare_reference", "score_task_mc"]
 
 #: unbiased (per group) estimators tried by the pilot; PSA and ST take part for the groups they are exact on
 DEFAULT_CANDIDATES = ("arm", "disarm", "reinforce-loo", "local-expectation", "local-expectation:shared=True", "muprop",
@@ -277,9 +278,9 @@ def reference_sums(problem: Problem, reference: Reference, generator: torch.Gene
     sl = _slices(problem)
     P, groups = sl["all"].stop, list(problem.group_names)
     c = max(1, min(chunk_size(problem, draws or 2**62, chunk), _ARRAY_CAP // P))
-    n_chunks = _plan_chunks(draws, batches, c)[0] if draws is not None else None
+    n_chunks = None  # under a time budget: whole rounds until it is spent
     if draws is not None:
-        c = _plan_chunks(draws, batches, c)[1]
+        n_chunks, c = _plan_chunks(draws, batches, c)
     calls = reference.calls()
     if seconds is not None and chunk is None and all(reference.seconds_per_draw.get(e, 0) > 0 for e in calls):
         unit = reference.draws_per_chunk(10**6)  # relative draws; a round of chunks takes at most an 8th of the budget
@@ -485,6 +486,16 @@ def reference_settings(task: dict) -> dict:
                 batches=DEFAULT_BATCHES, candidates=list(DEFAULT_CANDIDATES), code=code_digest(), format=STREAM_FORMAT)
 
 
+def stream_folder(cache_dir: str) -> str:
+    """The folder of the cached reference streams in a sweep's cache (``sbn_checkpoints`` beside the store)."""
+    return os.path.join(cache_dir, "mc-references")
+
+
+def stream_path(task: dict, cache_dir: str) -> str:
+    """Where the reference stream of ``task``'s problem is cached."""
+    return os.path.join(stream_folder(cache_dir), f"{reference_key(task)}.npz")
+
+
 def reference_key(task: dict) -> str:
     """The file name stem of a task's reference stream in the cache: a hash of :func:`reference_settings`."""
     return hashlib.sha256(json.dumps(reference_settings(task), sort_keys=True).encode()).hexdigest()[:20]
@@ -504,7 +515,7 @@ def prepare_reference(task: dict, problem: Problem, cache_dir: str | None = None
     if key in _STREAMS:
         return _STREAMS[key]
     sl = _slices(problem)
-    path = os.path.join(cache_dir, "mc-references", f"{key}.npz") if cache_dir is not None else None
+    path = stream_path(task, cache_dir) if cache_dir is not None else None
     if path is not None and os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
         raise InputError(f"the Monte Carlo reference cache {path} is a link, folder, pipe or device, not a file "
                          f"this sweep wrote; remove it and rerun")

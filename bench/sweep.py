@@ -31,7 +31,7 @@ from reference.problems import build_problem
 from .config import SweepConfig
 from .costs import timed_draws
 from .executors import check_executor, make_executor
-from .mc_reference import DEFAULT_CANDIDATES, reference_key, uses_mc
+from .mc_reference import DEFAULT_CANDIDATES, reference_key, stream_folder, stream_path, uses_mc
 from .manifest import build_manifest
 from .store import Store
 from .tasks import failed_row, plan_tasks, prepare_task_reference, run_task
@@ -201,17 +201,11 @@ def _prepare_references(ex, todo: list[dict], problems: dict, cache: str) -> Non
     """Compute the Monte Carlo reference streams the pending tasks need, one job per problem on the executor,
     before any task is scored: every estimator of a problem then reads the same stream from the cache
     (``docs/monte-carlo.md#budget``).  A stream already cached (an interrupted sweep) is not recomputed."""
-    jobs: dict[str, dict] = {}
-    folder = os.path.join(cache, "mc-references")
+    jobs: dict[str, dict] = {}  # the folder was checked before the store (_check_cache_folder); a job makes it
     for task in todo:
         if uses_mc(task.get("reference", "auto"), problems[task["problem"]], task["exact_method"], task["budget"]):
-            try:
-                os.makedirs(folder, exist_ok=True)
-            except OSError as exc:  # e.g. sbn_checkpoints is a file: one line, not a failure per task
-                raise InputError(f"cannot create the Monte Carlo reference cache {folder}: "
-                                 f"{exc.strerror or exc}") from None
             key = reference_key(task)
-            if key not in jobs and not os.path.exists(os.path.join(folder, f"{key}.npz")):
+            if key not in jobs and not os.path.exists(stream_path(task, cache)):
                 jobs[key] = task
     if not jobs:
         return
@@ -242,7 +236,8 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
     notes: list[str] = []
     problems = _problems(cfg, notes)
     budget = int(cfg.memory_budget_gib * 2**30)
-    if cfg.reference_budget() and not any(uses_mc(cfg.reference, p, cfg.exact_method, budget) for p in problems.values()):
+    any_mc = any(uses_mc(cfg.reference, p, cfg.exact_method, budget) for p in problems.values())
+    if cfg.reference_budget() and not any_mc:
         notes.append("the Monte Carlo reference's budget (reference draws or seconds) has no effect: every problem "
                      "of this sweep is scored against the exact reference")
     tasks, skipped = plan_tasks(cfg, problems, estimators)
@@ -252,8 +247,8 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
     if cfg.device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InputError("--device cuda was asked for, but CUDA is not available here")
-    if any(uses_mc(cfg.reference, p, cfg.exact_method, budget) for p in problems.values()):
-        _check_cache_folder(os.path.join(checkpoint_dir(db), "mc-references"))
+    if any_mc:
+        _check_cache_folder(stream_folder(checkpoint_dir(db)))
     # the executor first: a Dask scheduler that cannot be reached is refused before the store is touched
     with make_executor(executor, workers, scheduler) as (ex, window):
         store = Store(db, create=True)

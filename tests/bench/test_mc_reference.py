@@ -408,12 +408,18 @@ def test_reference_draws_that_cannot_finish_are_refused_before_writing(tmp_path,
     assert not db.exists() and not (tmp_path / "sbn_checkpoints").exists()
 
 
+def _stream_task(reference_draws: int):
+    """A small problem and a sweep task on it (64 draws) whose reference stream has ``reference_draws`` draws."""
+    spec = "random:widths=3-4-4,points=8,seed=2"
+    problem = build_problem(spec)
+    return problem, dict(problem=spec, problem_digest=problem.digest(), root_seed=0, dtype="float64", device="cpu",
+                         draws=64, mc={"draws": reference_draws})
+
+
 def test_prepared_reference_is_cached_and_a_damaged_cache_file_is_recomputed(tmp_path):
     from bench import mc_reference as mcr
 
-    problem = build_problem("random:widths=3-4-4,points=8,seed=2")
-    task = dict(problem="random:widths=3-4-4,points=8,seed=2", problem_digest=problem.digest(), root_seed=0,
-                dtype="float64", device="cpu", draws=64, mc={"draws": 128})
+    problem, task = _stream_task(128)
     mcr._STREAMS.clear()
     first = mcr.prepare_reference(task, problem, str(tmp_path))
     path = tmp_path / "mc-references" / f"{mcr.reference_key(task)}.npz"
@@ -436,9 +442,7 @@ def test_a_reference_cache_entry_that_is_not_a_file_is_one_line(tmp_path, kind):
     """Never read through a link, block on a pipe, or fail deep inside numpy on a folder."""
     from bench import mc_reference as mcr
 
-    problem = build_problem("random:widths=3-4-4,points=8,seed=2")
-    task = dict(problem="random:widths=3-4-4,points=8,seed=2", problem_digest=problem.digest(), root_seed=0,
-                dtype="float64", device="cpu", draws=64, mc={"draws": 64})
+    problem, task = _stream_task(64)
     path = tmp_path / "mc-references" / f"{mcr.reference_key(task)}.npz"
     path.parent.mkdir()
     {"folder": path.mkdir, "fifo": lambda: os.mkfifo(path),
@@ -453,9 +457,7 @@ def test_an_edited_cache_file_is_recomputed_and_a_stream_saved_first_wins(tmp_pa
     I1: when another process saved the same stream first, its file is kept and used."""
     from bench import mc_reference as mcr
 
-    problem = build_problem("random:widths=3-4-4,points=8,seed=2")
-    task = dict(problem="random:widths=3-4-4,points=8,seed=2", problem_digest=problem.digest(), root_seed=0,
-                dtype="float64", device="cpu", draws=64, mc={"draws": 64})
+    problem, task = _stream_task(64)
     mcr._STREAMS.clear()
     first = mcr.prepare_reference(task, problem, str(tmp_path))
     path = tmp_path / "mc-references" / f"{mcr.reference_key(task)}.npz"
