@@ -395,17 +395,40 @@ def test_reference_budget_in_toml_and_run_identity(tmp_path):
         load_toml(str(cfg))
 
 
-def test_reference_draws_that_cannot_finish_are_refused_before_writing(tmp_path, capsys):
-    """10^9 reference draws of a 128-wide network: the fastest reference estimator's time per draw, timed
-    here, puts it far over a day of compute; refused with the estimate, nothing written."""
+@pytest.mark.parametrize("widths", ["16-128-128-128", "16-32-32-32"])
+def test_reference_draws_that_cannot_finish_are_refused_before_writing(tmp_path, capsys, widths):
+    """10^9 reference draws: the slowest reference candidate of each group, timed here, puts it over a day of
+    compute (round six: on the 32-wide network only the fastest candidate was counted, and it passed);
+    refused with both bounds, nothing written."""
     from bench.cli import main
 
     db = tmp_path / "r.sqlite"
-    rc = main(["run", "--problem", "random:widths=16-128-128-128,points=16,init=fanin", "--estimators", "st",
-               "-N", "64", "--reference", "mc", "--reference-draws", str(10**9), "--db", str(db), "--no-report"])
+    rc = main(["run", "--problem", f"random:widths={widths},points=16,init=fanin", "--estimators", "st",
+               "-N", "64", "--reference", "mc", "--reference-draws", str(999_999_999), "--db", str(db), "--no-report"])
     err = capsys.readouterr().err
-    assert rc == 2 and "reference draws per problem would need at least" in err and "--allow-large" in err
+    assert rc == 2 and "reference draws per problem could need up to" in err and "at least" in err
+    assert "--allow-large" in err and len(err.strip().splitlines()) == 1
     assert not db.exists() and not (tmp_path / "sbn_checkpoints").exists()
+
+
+def test_reference_draws_bound_counts_the_slowest_candidate_per_group(monkeypatch):
+    """The upper bound sums, over groups, the slowest candidate unbiased for the group (capped by the sum over
+    all candidates): with fake timings 1 s and 1000 s per draw, 100 draws are judged by the slow one."""
+    import bench.sweep as sweep
+    from bench.config import SweepConfig
+    problem = build_problem("random:widths=4-6-6,points=4")
+    calls = []
+
+    def fake(est, prob, n, gen, warmup=1):
+        calls.append(est.spec)
+        return (1000.0 if est.spec == "local-expectation" else 1.0), None
+
+    monkeypatch.setattr(sweep, "timed_draws", fake)
+    cfg = SweepConfig(problems=("p",), estimators=("st",), draws=64, reference="mc", reference_draws=100)
+    task = dict(problem="p", reference="mc", budget=0)
+    with pytest.raises(InputError, match=r"could need up to 1\.\d+ days .*at least"):
+        sweep._check_reference_size(cfg, [task], {"p": problem}, torch.float64)
+    assert "local-expectation" in calls
 
 
 def _stream_task(reference_draws: int):
