@@ -79,7 +79,8 @@ def _checked_flags(args: argparse.Namespace, command: argparse.ArgumentParser | 
         if isinstance(value, str):
             no_control_characters(value, f"--{flag.replace('_', '-')}")
             if value and flag in PATH_FLAGS:  # an empty name stays empty (and is refused as such)
-                setattr(args, flag, os.path.abspath(value))
+                # a trailing slash says "a folder": kept, so that a file flag (--db x/) can refuse it
+                setattr(args, flag, os.path.abspath(value) + (os.sep if value.endswith(("/", os.sep)) else ""))
     return args
 
 

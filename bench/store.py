@@ -109,6 +109,9 @@ class Store:
 
     def __init__(self, path: str | os.PathLike = DEFAULT_DB, create: bool = False):
         self.path = os.fspath(path)
+        if self.path.endswith(("/", os.sep)) and not os.path.isdir(self.path):
+            raise InputError(f"results database {self.path!r} ends with a slash, so it names a folder; give a file "
+                             f"name (like {os.path.join(self.path, 'sbn_results.sqlite')!r})")
         exists = os.path.exists(self.path)
         if not exists and os.path.islink(self.path):
             raise InputError(f"results database {self.path!r} is a symbolic link to a file that does not exist")

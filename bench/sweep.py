@@ -31,7 +31,7 @@ from reference.problems import build_problem
 from .config import SweepConfig
 from .costs import timed_draws
 from .executors import check_executor, make_executor
-from .mc_reference import DEFAULT_CANDIDATES, reference_key, stream_folder, stream_path, uses_mc
+from .mc_reference import DEFAULT_CANDIDATES, MIN_REFERENCE_DRAWS, reference_key, stream_folder, stream_path, uses_mc
 from .manifest import build_manifest
 from .store import Store
 from .tasks import failed_row, plan_tasks, prepare_task_reference, run_task
@@ -58,19 +58,27 @@ def checkpoint_dir(db_path: str) -> str:
 
 
 def expand_estimators(specs) -> list[str]:
-    """Canonical estimator specs, ``*`` expanded to every registered estimator, duplicates removed.
+    """Canonical estimator specs, ``*`` expanded to every registered estimator not listed before it.
 
-    A plugin loaded from a module or file keeps its ``module:Class`` / ``file.py:Class`` form (with
-    canonical options), so worker processes can load it too."""
+    An estimator named twice (``st,st``, or ``concrete`` and ``concrete:tau=1.0``: the same canonical
+    spec) is refused; ``*`` only adds what is not listed.  A plugin loaded from a module or file keeps its
+    ``module:Class`` / ``file.py:Class`` form (with canonical options), so worker processes can load it too."""
     out: list[str] = []
+    named: dict[str, str] = {}  # canonical spec -> how the user wrote it
     for spec in specs:
-        names = registry.names() if spec.strip() == "*" else [spec]
-        for s in names:
+        star = spec.strip() == "*"
+        if star and "*" in named.values():
+            raise InputError("the estimators name '*' more than once")
+        for s in registry.names() if star else [spec]:
             parsed = registry.resolve(s)
             est = registry.get(parsed)
             canonical = est.spec if not parsed.source else parsed.source + est.spec[len(est.name):]
+            if not star and canonical in named and named[canonical] != "*":
+                same = "" if named[canonical] == spec else f" (as {named[canonical]!r})"
+                raise InputError(f"the estimators name {spec!r} more than once{same}")
             if canonical not in out:
                 out.append(canonical)
+            named.setdefault(canonical, "*" if star else spec)
     return out
 
 
@@ -250,6 +258,12 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
     problems = _problems(cfg, notes)
     budget = int(cfg.memory_budget_gib * 2**30)
     any_mc = any(uses_mc(cfg.reference, p, cfg.exact_method, budget) for p in problems.values())
+    if any_mc and cfg.draws < MIN_REFERENCE_DRAWS:
+        raise InputError(f"{cfg.draws} draws per task: a Monte Carlo score needs at least {MIN_REFERENCE_DRAWS} (its "
+                         f"interval comes from {MIN_REFERENCE_DRAWS // 2} batches of at least 2 draws)")
+    if any_mc and cfg.exact_method == "brute":
+        notes.append("--exact-method brute applies only to the problems scored exactly; the Monte Carlo ones "
+                     "enumerate nothing")
     if cfg.reference_budget() and not any_mc:
         notes.append("the Monte Carlo reference's budget (reference draws or seconds) has no effect: every problem "
                      "of this sweep is scored against the exact reference")

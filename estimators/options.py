@@ -78,13 +78,22 @@ def check_field(owner: str, field: dataclasses.Field, value: Any) -> Any:
     kind = kind_of(field)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if kind is not None and (not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool))):
-        raise InputError(f"option {field.name}={value!r} of estimator {owner} must be of type {kind.__name__}")
     dom = domain_of(field)
+    if kind is not None and (not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool))):
+        raise InputError(f"option {field.name}={value!r} of estimator {owner} must be {_expected(kind, dom)}")
     if not dom.admits(value):
         what = dom.describe() or "a finite number"
         raise InputError(f"option {field.name}={value!r} of estimator {owner} must be {what}")
     return value
+
+
+def _expected(kind: type, dom: Domain) -> str:
+    """What a value of the wrong type should have been, in words (``inf`` is read as a word, not a float)."""
+    if dom.choices is not None:
+        return dom.describe()
+    what = {float: "a finite number", int: "an integer", bool: "True or False", str: "a string"}.get(kind, "")
+    what = what or f"of type {kind.__name__}"
+    return what + (f" {dom.describe()}" if dom.describe() else "")
 
 
 def describe(field: dataclasses.Field) -> str:

@@ -22,6 +22,8 @@ from .errors import InputError
 __all__ = ["EstimatorSpec", "no_control_characters", "options_json", "parse", "parse_options", "split_list"]
 
 #: ``module.path:Class`` or ``some/file.py:Class`` (the part before the colon has a dot or a slash)
+#: a number as the grammar accepts it: plain decimal, optional sign, fraction and exponent (no ``0x10``, ``1_000``)
+_DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _REF = re.compile(r"^(?P<ref>[^:=,\s]*[./\\][^:=,\s]*:[A-Za-z_]\w*)(?::(?P<opts>.*))?$")
 
 
@@ -56,6 +58,9 @@ def parse_options(text: str, spec: str) -> dict[str, object]:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             value = raw  # bare words are strings: baseline=constant
+        if isinstance(value, (int, float, complex)) and not isinstance(value, bool) and not _DECIMAL.match(raw):
+            raise InputError(f"option {item.strip()!r} in {spec!r}: write numbers in plain decimal (like 1000, 0.5 "
+                             f"or 1e-3)")
         if isinstance(value, float) and not math.isfinite(value):
             raise InputError(f"option {item.strip()!r} in {spec!r} is not a finite number")
         if key.strip() in out:
@@ -76,14 +81,18 @@ def parse(spec: str) -> EstimatorSpec:
     text = str(spec).strip()
     m = _REF.match(text)
     no_control_characters(text, "spec")
+    if any(c.isspace() for c in text):  # 'random: widths=2-3' would be stored, and keyed, as typed
+        raise InputError(f"spec {text!r} holds spaces; write it without them")
     if not (m.group("opts") or "" if m else text).isascii():  # full-width digits, look-alike letters
         raise InputError(f"spec {text!r} holds non-ASCII characters in its name or options")
-    if m:
-        return EstimatorSpec("", parse_options(m.group("opts") or "", text), m.group("ref"))
     name, _, rest = text.partition(":")
-    if re.search(r"[./\\]", name):  # no registered name holds these: a plugin reference whose class is missing
+    if not m and re.search(r"[./\\]", name):  # no registered name holds these: a plugin reference without a class
         raise InputError(f"spec {text!r} names a plugin but no class: a class name must follow the colon "
                          f"({name.strip()}:ClassName)")
+    if text.endswith(":"):
+        raise InputError(f"spec {text!r} ends with a colon but gives no options; drop the colon or add key=value")
+    if m:
+        return EstimatorSpec("", parse_options(m.group("opts") or "", text), m.group("ref"))
     return EstimatorSpec(name.strip(), parse_options(rest, text))
 
 

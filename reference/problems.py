@@ -111,18 +111,28 @@ def psa_2_5_5_5(seed: int = 0, points: int = 200) -> Problem:
     return moment_rescale(p)
 
 
+def _classes(loss: str, classes: int) -> int:
+    """The head's outputs for a loss with classes (0: 3); ``classes`` with the one-output logistic loss is refused."""
+    if loss == "logistic" and classes:
+        raise InputError(f"classes={classes} does not apply to the logistic loss (one output); use loss=softmax or "
+                         f"loss=squared")
+    return classes or 3
+
+
 def random_problem(widths: str = "2-5-5-5", scale: float = 1.0, seed: int = 0, points: int = 20,
-                   encoding: str = "pm1", noise: str = "logistic", loss: str = "logistic", classes: int = 3,
+                   encoding: str = "pm1", noise: str = "logistic", loss: str = "logistic", classes: int = 0,
                    init: str = "normal") -> Problem:
     r"""``init=normal``: every weight and bias $\mathcal N(0,\mathrm{scale}^2)$; ``init=fanin``: stochastic-layer
     weights $\mathcal N(0,\mathrm{scale}^2/n_{k-1})$, so pre-activations keep a standard deviation of about
-    ``scale`` at any width (the wide networks of ``docs/monte-carlo.md#presets``)."""
+    ``scale`` at any width (the wide networks of ``docs/monte-carlo.md#presets``).  ``classes``: outputs of
+    the softmax or squared loss (0: 3); the logistic loss has one output and takes no ``classes``."""
+    classes = _classes(loss, classes)
     if init not in ("normal", "fanin"):
         raise InputError(f"unknown init {init!r}; use normal or fanin")
     scale = float(scale) + 0.0  # -0.0 is 0 (numpy refuses a negative-zero spread)
     w = parse_widths(widths)
     guard_size(points * w[0], f"{points} points of {w[0]} inputs")
-    C = {"logistic": 1, "softmax": classes}.get(loss, classes)
+    C = 1 if loss == "logistic" else classes
     guard_size(C * w[-1] + (points * C if loss == "squared" else 0), f"a head of {C} outputs on {w[-1]} units")
     rng = np.random.default_rng(seed)
     N = lambda *shape, s=scale: _t(rng.normal(0.0, s, shape))  # noqa: E731
@@ -145,9 +155,11 @@ def random_problem(widths: str = "2-5-5-5", scale: float = 1.0, seed: int = 0, p
 
 def conv_problem(input: str = "1x4x4", channels: str = "2-2", kernels: str = "3-2", strides: str = "2-1",
                  paddings: str = "1-0", scale: float = 1.0, seed: int = 0, points: int = 10, encoding: str = "pm1",
-                 noise: str = "logistic", loss: str = "softmax", classes: int = 3) -> Problem:
+                 noise: str = "logistic", loss: str = "softmax", classes: int = 0) -> Problem:
     r"""A random convolutional SBN: ``input=CxHxW`` and per-layer ``channels``, ``kernels``, ``strides``,
-    ``paddings`` (dash lists); weights and biases $\mathcal N(0,\mathrm{scale}^2/\text{fan-in})$, Gaussian inputs."""
+    ``paddings`` (dash lists); weights and biases $\mathcal N(0,\mathrm{scale}^2/\text{fan-in})$, Gaussian inputs;
+    ``classes`` as for :func:`random_problem`."""
+    classes = _classes(loss, classes)
     scale = float(scale) + 0.0  # -0.0 is 0 (numpy refuses a negative-zero spread)
     try:
         C, H, W = (int(v) for v in str(input).lower().split("x"))

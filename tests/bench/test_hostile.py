@@ -711,3 +711,55 @@ def test_sixth_probe_ctrl_c_while_starting_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert cli.main(["list"]) == 130
     assert capsys.readouterr().err.strip().splitlines() == ["sbn-bench: interrupted before anything was done"]
+
+
+_SIX_Q = ["--estimators", "st", "-N", "40", "--cost-time", "0", "--no-report", "--db", "r.sqlite"]
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["run", "--problem", "random:", *_SIX_Q], "ends with a colon"),
+    (["run", "--problem", "conv:", *_SIX_Q], "ends with a colon"),
+    (["run", "--problem", "random:widths=2-3", "--estimators", "psa:", "-N", "40", "--no-report"], "ends with a colon"),
+    (["run", "--problem", "random: widths=2-3", *_SIX_Q], "holds spaces"),
+    (["run", "--problem", "random:widths= 2-3", *_SIX_Q], "holds spaces"),
+    (["run", "--problem", "random:widths=2-3,scale=0x10", *_SIX_Q], "plain decimal"),
+    (["run", "--problem", "random:widths=2-3,scale=1_0", *_SIX_Q], "plain decimal"),
+    (["run", "--problem", "random:widths=2-3", "--estimators", "concrete:tau=1_000", "-N", "40", "--no-report"],
+     "plain decimal"),
+    (["run", "--problem", "random:widths=2-3,classes=3", *_SIX_Q], "does not apply to the logistic loss"),
+    (["run", "--problem", "random:widths=2-3", "--estimators", "concrete:tau=inf", "-N", "40", "--no-report"],
+     "must be a finite number > 0"),
+    (["run", "--problem", "random:widths=2-3", "--estimators", "reinforce:baseline=-1", "-N", "40", "--no-report"],
+     "must be one of none, constant"),
+    (["run", "--problem", "random:widths=2-3", "--estimators", "st,st", "-N", "40", "--no-report"],
+     "name 'st' more than once"),
+    (["run", "--problem", "random:widths=2-3", "--estimators", "concrete,concrete:tau=1.0", "-N", "40", "--no-report"],
+     "more than once (as 'concrete')"),
+    (["run", "--problem", "random:widths=2-3", "--estimators", "*,*", "-N", "40", "--no-report"], "'*' more than once"),
+    (["train", "--problem", "psa2d", "--estimator", "st,st", "--epochs", "1", "--lr", "0.1", "--no-report"],
+     "name 'st' more than once"),
+    (["run", "--problem", "random:widths=2-3", *_SIX_Q[:-2], "--db", "x/"], "ends with a slash"),
+    (["run", "--problem", "psa-2-5-5-5", "--estimators", "st", "-N", "3", "--reference", "mc", "--no-report"],
+     "a Monte Carlo score needs at least 32"),
+])
+def test_sixth_probe_questionable_items_are_refused(hostile, argv, what):
+    """Round six's QUESTIONABLE inputs that were accepted: empty option lists, spaces, non-decimal numbers,
+    classes with the one-output logistic loss, misleading type messages, an estimator listed twice, a store
+    path naming a folder, fewer Monte Carlo draws than the interval's batches."""
+    hostile(argv, what)
+
+
+def test_sixth_probe_star_adds_only_what_is_not_listed(tmp_path, monkeypatch, capsys):
+    """``st,*`` lists st once (the star adds the rest): not an error, one task per estimator."""
+    from bench.sweep import expand_estimators
+    from estimators import registry
+
+    assert expand_estimators(["st", "*"]) == ["st"] + [e for e in expand_estimators(["*"]) if e != "st"]
+    assert len(expand_estimators(["*", "st"])) == len(registry.names())
+
+
+def test_sixth_probe_brute_on_a_monte_carlo_problem_is_noted(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--problem", "random:widths=2-30,points=3", "--estimators", "st", "-N", "32", "--no-report",
+                 "--cost-time", "0", "--exact-method", "brute", "--reference-draws", "32"]) == 0
+    assert "--exact-method brute applies only to the problems scored exactly" in capsys.readouterr().err

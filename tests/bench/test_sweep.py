@@ -65,7 +65,7 @@ def test_toml_config_and_seeds_are_reproducible(tmp_path, capsys):
 @pytest.mark.parametrize("argv, msg", [
     (["--preset", "nope"], "invalid choice"),
     (["--estimators", "frob"], "unknown estimator 'frob'"),
-    (["--estimators", "concrete:tau=oops"], "must be of type float"),
+    (["--estimators", "concrete:tau=oops"], "must be a finite number > 0"),
     (["--problem", "nope"], "unknown problem"),
     (["--draws", "0"], "draws (N) must be a positive integer"),
     (["--draws", "10", "--grid", "1,20"], "M = 20 exceeds the number of draws N = 10"),
