@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.store import Store
 from estimators.errors import InputError
-from estimators.inputs import cannot_create_in, comma_items
+from estimators.inputs import cannot_create_in, comma_items, no_repeats
 from reports import FORMATS, ReportError, build_report
 
 __all__ = ["check_out_dir", "check_out_files", "check_report_flags", "parse_formats", "render"]
@@ -50,9 +50,13 @@ def check_out_files(folder: str | os.PathLike, names, writer: str) -> None:
                                  f"{writer} writes only plain files in {str(folder)!r}")
 
 
+#: the report formats of ``run``, ``train`` and ``report`` when ``--format`` is not given
+DEFAULT_FORMATS = "html,pdf"
+
+
 def parse_formats(text: str) -> tuple[str, ...]:
     """``"html,pdf"`` -> ``("html", "pdf")``; unknown or empty -> InputError."""
-    formats = tuple(dict.fromkeys(f.lower() for f in comma_items(text, "--format")))
+    formats = tuple(no_repeats([f.lower() for f in comma_items(text, "--format")], f"--format {text!r}", "format"))
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise InputError(f"unknown report format {(bad or [text])[0]!r} (choose from {', '.join(FORMATS)})")
@@ -61,16 +65,19 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 def check_report_flags(no_report: bool, report_dir: str | None, formats: str) -> None:
     """The report flags of ``run`` and ``train``, checked before anything runs: ``--no-report`` with a
-    ``--report-dir`` contradicts itself; else the formats and the folder must be usable."""
+    ``--report-dir`` or another ``--format`` than the default contradicts itself; else the formats and the
+    folder must be usable."""
     if no_report:
         if report_dir is not None:
             raise InputError("--no-report and --report-dir contradict each other; drop one of them")
+        if formats != DEFAULT_FORMATS:
+            raise InputError("--no-report and --format contradict each other; drop one of them")
         return
     parse_formats(formats)
     check_out_dir(report_dir or "sbn-report", "--report-dir")
 
 
-def render(db: str, refs: list[str], out_dir: str | None, formats: str = "html,pdf") -> dict[str, Path]:
+def render(db: str, refs: list[str], out_dir: str | None, formats: str = DEFAULT_FORMATS) -> dict[str, Path]:
     """Load ``refs`` from the store at ``db`` and build one report in ``out_dir``; returns the written paths.
 
     Report errors (an empty or malformed run) become :class:`InputError`, which the CLI prints as one line.

@@ -14,7 +14,6 @@ import concurrent.futures as cf
 from concurrent.futures.process import BrokenProcessPool
 import dataclasses
 import datetime
-import math
 import os
 import sys
 from dataclasses import dataclass

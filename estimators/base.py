@@ -98,11 +98,16 @@ class Estimator:
                     got = f"a {type(g).__name__} for group {name}"
                 elif tuple(g.shape) != (draws, size):
                     got = f"shape {list(g.shape)} for group {name}"
+                elif not g.is_floating_point():  # an integer gradient is a truncated one
+                    got = f"{g.dtype} values for group {name} (not floating point)"
+                elif g.device.type == "meta" or g.device != problem.device:
+                    got = f"values on device {g.device} for group {name} (the problem is on {problem.device})"
                 if got:
                     break
         if got:
             raise InputError(f"estimator {self.spec} returned {got}; it must return a list of tensors, one per "
-                             f"parameter group of {problem.name}, each [draws, group size] ({expected})")
+                             f"parameter group of {problem.name}, each [draws, group size] ({expected}) of floating point on the "
+                             f"problem's device")
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         """Per-draw group gradients ``[draws, size]`` (groups in ``problem.group_names`` order).

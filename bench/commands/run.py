@@ -9,7 +9,7 @@ import sys
 
 from bench.config import SWEEP_PRESET_EXECUTORS, SWEEP_PRESETS, SweepConfig, load_toml
 from bench.executors import EXECUTORS
-from bench.rendering import check_report_flags, render
+from bench.rendering import DEFAULT_FORMATS, check_report_flags, render
 from bench.store import DEFAULT_DB
 from bench.sweep import run_sweep
 from estimators.errors import InputError
@@ -54,7 +54,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fresh", action="store_true", help="start a new run even if this config was run before")
     p.add_argument("--no-report", action="store_true", help="skip the report")
     p.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: sbn-report/RUN_ID)")
-    p.add_argument("--format", default="html,pdf", help="report formats (default: html,pdf)")
+    p.add_argument("--format", default=DEFAULT_FORMATS, help="report formats (default: html,pdf)")
     p.add_argument("--allow-large", action="store_true",
                    help="accept more than 10^9 draws per task (refused by default: it would run for days)")
     p.set_defaults(func=run)

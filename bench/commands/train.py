@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench.rendering import check_out_dir, check_report_flags, render
+from bench.rendering import DEFAULT_FORMATS, check_out_dir, check_report_flags, render
 from bench.store import DEFAULT_DB
 from bench.sweep import expand_estimators
 from bench.training.loop import OPTIMIZERS
@@ -52,7 +52,7 @@ def add_parser(sub) -> None:
     p.add_argument("--label", default="", help="free-text label stored with the run")
     p.add_argument("--no-report", action="store_true", help="skip the report")
     p.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: sbn-report/RUN_ID)")
-    p.add_argument("--format", default="html,pdf", help="report formats (default: html,pdf)")
+    p.add_argument("--format", default=DEFAULT_FORMATS, help="report formats (default: html,pdf)")
     p.set_defaults(func=run)
 
 

@@ -528,7 +528,10 @@ def test_fifth_probe_no_output_is_written_through_a_link_or_into_a_pipe(hostile,
 
 
 @pytest.mark.parametrize("returns, got", [("None", "returned None"), ("[v.tolist() for v in g]", "a list for group"),
-                                          ("g[:-1]", "items for 3 groups"), ("[v[:, :1] for v in g]", "shape [10, 1]")])
+                                          ("g[:-1]", "items for 3 groups"), ("[v[:, :1] for v in g]", "shape [10, 1]"),
+                                          # round six: integer and meta-tensor estimates were taken, or failed inside
+                                          ("[v.long() for v in g]", "torch.int64 values for group"),
+                                          ("[v.to('meta') for v in g]", "values on device meta for group")])
 def test_fifth_probe_an_estimate_off_the_contract_is_a_contract_message(tmp_path, capsys, returns, got):
     """k01, k03: None or lists of lists failed with an internal TypeError / AttributeError."""
     est = _plugin(tmp_path, returns, returns)
@@ -763,3 +766,20 @@ def test_sixth_probe_brute_on_a_monte_carlo_problem_is_noted(tmp_path, monkeypat
     assert main(["run", "--problem", "random:widths=2-30,points=3", "--estimators", "st", "-N", "32", "--no-report",
                  "--cost-time", "0", "--exact-method", "brute", "--reference-draws", "32"]) == 0
     assert "--exact-method brute applies only to the problems scored exactly" in capsys.readouterr().err
+
+
+def test_sixth_probe_a_plugin_with_a_non_ascii_name_is_refused(hostile, tmp_path):
+    """N-e31: a plugin named 'eé' was stored, though no spec could name it again (specs are ASCII)."""
+    est = _plugin(tmp_path, "its gradients", "g")
+    (tmp_path / "plug.py").write_text((tmp_path / "plug.py").read_text().replace('"plug"', '"e\\u00e9"'))
+    hostile(["run", *QUICK[:2], "--estimators", est, "-N", "10", "--no-report", "--db", "r.sqlite"],
+            "needs a lower-case ASCII alphanumeric name", keep=("__pycache__",))
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["run", *QUICK, "--no-report", "--format", "html,html"], "--no-report and --format contradict"),
+    (["run", *QUICK, "--format", "html,HTML"], "names format 'html' more than once"),
+])
+def test_sixth_probe_report_formats(hostile, argv, what):
+    """N-o08: --format html,html was accepted (twice, and with --no-report, which ignores it)."""
+    hostile(argv, what)
