@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     with Store(args.db) as store:
         run_id = store.resolve(args.run_ref, ("accuracy", "training"))  # latest: a run with scores or curves
         scores, tasks, curves = store.scores(run_id), store.tasks(run_id), store.curves(run_id)
+        config = store.load_run(run_id).manifest.get("config", {})
     if scores.empty and not curves.empty:
         return _show_training(run_id, curves, tasks)
     if scores.empty and tasks.empty:
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
                                 for v, lo, hi, ok in zip(sel["value"], sel["lo"], sel["hi"], ci)])
     table = sel.pivot_table(index=["problem", "estimator"], columns="group", values="value", sort=False,
                             aggfunc="first")
+    table = table.loc[_planned_order(table.index, config)]
     cols = [c for c in table.columns if c != "all"] + (["all"] if "all" in table.columns else [])
     print(f"run {run_id}: {args.metric}" + (f" at M = {args.M}" if (sel.M > 0).any() else "")
           + (" (value [95% interval])" if ci.any() else ""))
@@ -54,6 +56,15 @@ def run(args: argparse.Namespace) -> int:
         print(table[cols].to_string())
     _print_failed(tasks)
     return 0
+
+
+def _planned_order(index, config: dict) -> list:
+    """The (problem, estimator) rows in the order the run's configuration lists them (the store keeps them in
+    completion order, which differs between a resumed or parallel run and a plain one); others after, sorted."""
+    def rank(items, value):
+        items = list(items or ())
+        return (items.index(value), "") if value in items else (len(items), str(value))
+    return sorted(index, key=lambda pe: (rank(config.get("problems"), pe[0]), rank(config.get("estimators"), pe[1])))
 
 
 def _print_failed(tasks: pd.DataFrame) -> None:

@@ -783,3 +783,13 @@ def test_sixth_probe_a_plugin_with_a_non_ascii_name_is_refused(hostile, tmp_path
 def test_sixth_probe_report_formats(hostile, argv, what):
     """N-o08: --format html,html was accepted (twice, and with --no-report, which ignores it)."""
     hostile(argv, what)
+
+
+def test_sixth_probe_show_lists_rows_in_the_configured_order():
+    """SIG-5: after a resume, ``show`` listed rows in completion order; now the configuration's order."""
+    from bench.commands.show import _planned_order
+
+    done = [("p2", "st"), ("p1", "reinforce"), ("p1", "psa"), ("p2", "psa"), ("p1", "zz-plugin")]
+    config = dict(problems=["p1", "p2"], estimators=["psa", "reinforce", "st"])
+    assert _planned_order(done, config) == [("p1", "psa"), ("p1", "reinforce"), ("p1", "zz-plugin"), ("p2", "psa"),
+                                            ("p2", "st")]
