@@ -230,6 +230,9 @@ def _prepare_references(ex, todo: list[dict], problems: dict, cache: str) -> Non
     if not jobs:
         return
     bar = _progress(len(jobs), "Monte Carlo references", unit="problem")
+    if bar is None or bar.disable:  # no progress bar (stderr is a log): say what the silent minutes are for
+        print(f"computing the Monte Carlo reference stream of {len(jobs)} problem(s) before scoring "
+              f"({', '.join(t['problem'] for t in jobs.values())[:200]})", file=sys.stderr, flush=True)
     futures = {ex.submit(prepare_task_reference, task, cache): task for task in jobs.values()}
     for fut in cf.as_completed(futures):
         try:
