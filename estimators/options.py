@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["Domain", "option", "domain_of", "check_field", "describe"]
+__all__ = ["Domain", "option", "domain_of", "check_field", "check_value", "describe"]
 
 _KEY = "sbn_bench_domain"
 _KINDS = {"float": float, "int": int, "bool": bool, "str": str}
@@ -42,7 +42,7 @@ class Domain:
     def describe(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
-        parts = [f"{op} {v:g}" for op, v in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
+        parts = [f"{op} {v if isinstance(v, int) else format(v, 'g')}" for op, v in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
                  if v is not None]
         return " and ".join(parts)
 
@@ -72,19 +72,23 @@ def kind_of(field: dataclasses.Field) -> type | None:
     return field.type if isinstance(field.type, type) else _KINDS.get(str(field.type))
 
 
-def check_field(owner: str, field: dataclasses.Field, value: Any) -> Any:
-    """``value`` checked against the field's type and domain (an int becomes a float where a float is
-    declared); anything else is one :class:`InputError`."""
-    kind = kind_of(field)
+def check_value(owner: str, name: str, kind: type | None, dom: Domain, value: Any) -> Any:
+    """``value`` of option ``name`` of ``owner`` (``estimator concrete``, ``problem 'random'``) checked against
+    its type and domain (an int becomes a float where a float is declared); anything else is one
+    :class:`InputError`.  The one check of every option an estimator, problem or setup declares."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    dom = domain_of(field)
     if kind is not None and (not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool))):
-        raise InputError(f"option {field.name}={value!r} of estimator {owner} must be {_expected(kind, dom)}")
+        raise InputError(f"option {name}={value!r} of {owner} must be {_expected(kind, dom)}")
     if not dom.admits(value):
         what = dom.describe() or "a finite number"
-        raise InputError(f"option {field.name}={value!r} of estimator {owner} must be {what}")
+        raise InputError(f"option {name}={value!r} of {owner} must be {what}")
     return value
+
+
+def check_field(owner: str, field: dataclasses.Field, value: Any) -> Any:
+    """``value`` checked against the estimator field's type and domain (:func:`check_value`)."""
+    return check_value(f"estimator {owner}", field.name, kind_of(field), domain_of(field), value)
 
 
 def _expected(kind: type, dom: Domain) -> str:

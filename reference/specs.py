@@ -13,7 +13,7 @@ import inspect
 from typing import Callable, Mapping
 
 from estimators.errors import InputError
-from estimators.options import Domain
+from estimators.options import Domain, check_value
 from estimators.registry import parse_spec
 
 __all__ = ["DOMAINS", "MAX_ELEMENTS", "build_from_spec", "checked_options", "dash_ints", "guard_size", "parse_widths"]
@@ -30,7 +30,8 @@ MAX_ELEMENTS = 10**9
 
 def checked_options(fn: Callable, options: dict[str, object], what: str, hidden: tuple[str, ...] = ()) -> dict:
     """``options`` checked against ``fn``'s keyword defaults: known names only, strings for string
-    options, numbers (not booleans) for numeric ones, integers where the default is an integer."""
+    options; numeric ones by :func:`~estimators.options.check_value` (the estimators' check) with the
+    default's type and the :data:`DOMAINS` entry of their name."""
     params = {k: v for k, v in inspect.signature(fn).parameters.items() if k not in hidden}
     out = dict(options)
     for key, value in options.items():
@@ -39,14 +40,8 @@ def checked_options(fn: Callable, options: dict[str, object], what: str, hidden:
         default = params[key].default
         if isinstance(default, str):
             out[key] = str(value)
-        elif isinstance(default, (int, float)) and (
-            isinstance(value, bool) or not isinstance(value, (int, float))
-            or (isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float))
-        ):
-            kind = "an integer" if isinstance(default, int) else "a number"
-            raise InputError(f"option {key}={value!r} of {what} must be {kind}")
-        elif isinstance(default, (int, float)) and key in DOMAINS and not DOMAINS[key].admits(value):
-            raise InputError(f"option {key}={value!r} of {what} must be {DOMAINS[key].describe()}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            out[key] = check_value(what, key, type(default), DOMAINS.get(key, Domain()), value)
     return out
 
 
