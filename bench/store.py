@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import secrets
 import socket
 import stat
@@ -51,6 +52,8 @@ MIGRATIONS = {
 APPLICATION_ID = 0x53424E42
 DEFAULT_DB = "sbn_results.sqlite"
 
+#: a stored run id: printable ASCII without path separators (``safe_name`` for new ids is stricter; older ids pass)
+_STORED_ID = re.compile(r"^[^\x00-\x1f\x7f/\\.][^\x00-\x1f\x7f/\\]{0,254}$")
 TASK_COLUMNS = [
     "task_key", "problem", "estimator", "estimator_name", "unbiased", "device", "dtype", "draws", "seed",
     "status", "error", "seconds", "seconds_per_draw", "layer_evals", "head_evals", "backward_passes",
@@ -279,7 +282,13 @@ class Store:
         row = self.con.execute("SELECT manifest FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise InputError(f"unknown run {run_id!r}")
-        return json.loads(row[0])
+        try:
+            manifest = json.loads(row[0])
+        except (TypeError, ValueError):
+            manifest = None
+        if not isinstance(manifest, dict):
+            raise self._damaged(f"the manifest of run {run_id!r} is not a JSON object")
+        return manifest
 
     def runs(self) -> pd.DataFrame:
         """One row per run: id, creation time, label, preset, kind (:data:`RUN_KINDS`), task counts and
@@ -311,7 +320,38 @@ class Store:
 
     def resolve(self, ref: str, kinds: Iterable[str] | None = None) -> str:
         """A run id from an exact id, a unique prefix, or ``latest``: the latest run of one of ``kinds``
-        (:data:`RUN_KINDS`; all when None), i.e. the latest run the asking command can read."""
+        (:data:`RUN_KINDS`; all when None), i.e. the latest run the asking command can read.  An id that
+        sbn-bench never writes (a path, control characters: an edited store) is refused, since ids name
+        report folders and export files."""
+        run_id = self._resolve(ref, kinds)
+        if not isinstance(run_id, str) or not _STORED_ID.match(run_id) or ".." in run_id:
+            raise self._damaged(f"run id {run_id!r} is not one sbn-bench writes (a path, or control characters)")
+        return run_id
+
+    def _damaged(self, what: str) -> InputError:
+        """The one line for stored data that sbn-bench did not write (an edited or foreign-written store)."""
+        return InputError(f"results database {self.path!r} holds damaged data: {what} (edited by hand or by "
+                          f"another program?)")
+
+    def _checked(self, df: pd.DataFrame, what: str, text=(), numbers=(), ints=()) -> pd.DataFrame:
+        """``df`` read from table ``what`` with its ``text`` columns non-empty strings, its ``numbers`` floats
+        (NULL is NaN) and its ``ints`` integers; anything else is :meth:`_damaged` (one line)."""
+        for col in text:
+            if not all(isinstance(v, str) for v in df[col]):
+                raise self._damaged(f"{what}.{col} holds a missing or non-text value")
+        for col in (*numbers, *ints):
+            try:
+                values = pd.to_numeric(df[col], errors="raise").astype(float)
+            except (TypeError, ValueError):
+                raise self._damaged(f"{what}.{col} holds a non-numeric value") from None
+            if col in ints:
+                if values.isna().any() or not values.map(float.is_integer).all():
+                    raise self._damaged(f"{what}.{col} holds a missing or non-integer value")
+                values = values.astype("int64")
+            df[col] = values
+        return df
+
+    def _resolve(self, ref: str, kinds: Iterable[str] | None = None) -> str:
         ids = [r[0] for r in self.con.execute("SELECT run_id FROM runs ORDER BY created_utc, rowid")]
         if not isinstance(ref, str) or not ref.strip():
             raise InputError("name a run: an id, a unique prefix of one, or 'latest' (see 'sbn-bench runs')")
@@ -431,33 +471,52 @@ class Store:
             "ORDER BY rowid", self.con,
             params=(run_id,)
         )
+        df = self._checked(df, "tasks", text=("task_key", "problem", "estimator", "status"), ints=("draws",),
+                           numbers=("seconds", "seconds_per_draw", "layer_evals", "head_evals", "backward_passes",
+                                    "loss_evals_per_draw"))
         df["unbiased"] = df["unbiased"].astype(bool)
-        df["error"] = df["error"].fillna("")
-        specs = [json.loads(x) if x else {} for x in df.pop("spec")]
+        df["error"] = df["error"].fillna("").astype(str)
+        specs = [self._json(x, "tasks.spec") for x in df.pop("spec")]
         df["estimator_options"] = [options_json(sp["estimator_options"]) if "estimator_options" in sp
                                    else _legacy_options(est) for sp, est in zip(specs, df["estimator"])]
         df["estimator_origin"] = [sp.get("estimator_origin", "") for sp in specs]
-        df["facts"] = [json.loads(x) if isinstance(x, str) and x else {} for x in df["facts"]]
+        df["facts"] = [self._json(x, "tasks.facts") for x in df["facts"]]
         return df
+
+    def _json(self, text, what: str) -> dict:
+        """A stored JSON object (empty or NULL: ``{}``); anything else is :meth:`_damaged`."""
+        if text is None or text == "" or (isinstance(text, float) and text != text):  # NULL (NaN in a float column)
+            return {}
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError):
+            value = None
+        if not isinstance(value, dict):
+            raise self._damaged(f"{what} holds a value that is not a JSON object")
+        return value
 
     def scores(self, run_id: str) -> pd.DataFrame:
         df = pd.read_sql_query(
             "SELECT task_key, problem, estimator, grp AS 'group', metric, M, value, lo, hi FROM scores "
             f"WHERE run_id = ? AND task_key NOT IN ({_SUPERSEDED}) ORDER BY rowid", self.con, params=(run_id, run_id)
         )
-        return df.astype({"M": int, "value": float, "lo": float, "hi": float})
+        return self._checked(df, "scores", text=("task_key", "problem", "estimator", "group", "metric"), ints=("M",),
+                             numbers=("value", "lo", "hi"))
 
     def curves(self, run_id: str) -> pd.DataFrame:
         df = pd.read_sql_query(
             "SELECT task_key, problem, estimator, epoch, metric, value FROM curves WHERE run_id = ? "
             f"AND task_key NOT IN ({_SUPERSEDED}) ORDER BY rowid", self.con, params=(run_id, run_id),
         )
-        return df.astype({"epoch": int, "value": float})
+        return self._checked(df, "curves", text=("task_key", "problem", "estimator", "metric"), ints=("epoch",),
+                             numbers=("value",))
 
     def timings(self, run_id: str) -> pd.DataFrame:
-        return pd.read_sql_query(
+        df = pd.read_sql_query(
             f"SELECT {', '.join(TIMING_COLUMNS)} FROM timings WHERE run_id = ? ORDER BY rowid", self.con, params=(run_id,)
         )
+        return self._checked(df, "timings", text=("kernel", "variant", "device"),
+                             numbers=("items_per_s", "median_s", "iqr_s", "ratio", "pct_peak"))
 
     def load_run(self, ref: str):
         """Everything a report needs, as :class:`reports.results.RunResults` (``latest``: the latest run
@@ -479,6 +538,8 @@ def _code(manifest: str) -> str:
     try:
         m = json.loads(manifest)
     except (TypeError, ValueError):
+        return ""
+    if not isinstance(m, dict):
         return ""
     commit = str(m.get("git_commit") or "unknown")
     return f"{m.get('package_version', '?')}@{commit[:10]}{'+dirty' if m.get('git_dirty') else ''}"

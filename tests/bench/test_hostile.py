@@ -793,3 +793,30 @@ def test_sixth_probe_show_lists_rows_in_the_configured_order():
     config = dict(problems=["p1", "p2"], estimators=["psa", "reinforce", "st"])
     assert _planned_order(done, config) == [("p1", "psa"), ("p1", "reinforce"), ("p1", "zz-plugin"), ("p2", "psa"),
                                             ("p2", "st")]
+
+
+@pytest.mark.parametrize("tamper, what", [
+    ("UPDATE scores SET value = 'abc'", "scores.value holds a non-numeric value"),
+    ("UPDATE tasks SET facts = '{not json'", "tasks.facts holds a value that is not a JSON object"),
+    ("UPDATE tasks SET problem = NULL", "tasks.problem holds a missing or non-text value"),
+    ("UPDATE scores SET M = NULL", "scores.M holds a missing or non-integer value"),
+    ("UPDATE runs SET manifest = '[1]'", "is not a JSON object"),
+    ("UPDATE runs SET run_id = '../../pwned'; UPDATE tasks SET run_id = '../../pwned'; "
+     "UPDATE scores SET run_id = '../../pwned'", "run id '../../pwned' is not one sbn-bench writes"),
+    ("UPDATE runs SET run_id = char(27) || 'x'; UPDATE tasks SET run_id = char(27) || 'x'; "
+     "UPDATE scores SET run_id = char(27) || 'x'", "is not one sbn-bench writes"),
+])
+@pytest.mark.parametrize("command", [["show", "latest"], ["report", "latest", "--format", "html", "--out", "o"],
+                                     ["export", "latest", "--out", "o"]])
+def test_seventh_probe_edited_stores_are_damaged_data_not_tracebacks(hostile, tmp_path, capsys, tamper, what, command):
+    """Round seven: values of the wrong type in a store of our schema (text scores, broken JSON, NULLs) gave
+    tracebacks, and a stored run id '../../pwned' steered the report folder outside sbn-report/."""
+    import sqlite3
+
+    assert main(["run", *QUICK, "--no-report", "--cost-time", "0", "--db", "r.sqlite"]) == 0
+    capsys.readouterr()
+    con = sqlite3.connect(tmp_path / "r.sqlite")
+    con.executescript(tamper)
+    con.close()
+    msg = hostile([*command, "--db", "r.sqlite"], what)
+    assert "holds damaged data" in msg and not (tmp_path / "pwned").exists()
