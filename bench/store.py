@@ -249,9 +249,10 @@ class Store:
 
         Concurrent runs of one sweep on one store share the work this way (each skips what another
         has claimed or finished), which also spreads a sweep over several processes or machines
-        with a shared file system.  A claim is a ``claimed`` task row naming ``host:pid``; it is void
-        when that process is gone (same host) or older than :data:`CLAIM_TTL_S` (another host)."""
-        me = f"{_HOST}:{os.getpid()}"
+        with a shared file system.  A claim is a ``claimed`` task row naming ``host:pid:start`` (the
+        process's start time, so that a reused process id does not keep it); it is void when that process
+        is gone (same host) or older than :data:`CLAIM_TTL_S` (another host)."""
+        me = _owner()
         cur = self.con.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -269,6 +270,17 @@ class Store:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+
+    def claim_state(self, run_id: str, task_key: str) -> str:
+        """``finished`` (done or failed), ``held`` (claimed by a live process other than this one) or ``free``
+        (absent, superseded, or a void claim): what a run waiting on another run's task needs to know."""
+        row = self.con.execute("SELECT status, error, finished_utc FROM tasks WHERE run_id = ? AND task_key = ?",
+                               (run_id, task_key)).fetchone()
+        if row is not None and row[0] in ("done", "failed"):
+            return "finished"
+        if row is not None and row[0] == "claimed" and row[1] != _owner() and not _claim_void(row[1], row[2]):
+            return "held"
+        return "free"
 
     def has_run(self, run_id: str) -> bool:
         return self.con.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
@@ -545,9 +557,25 @@ def _code(manifest: str) -> str:
     return f"{m.get('package_version', '?')}@{commit[:10]}{'+dirty' if m.get('git_dirty') else ''}"
 
 
+def _start_time(pid: int) -> str:
+    """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), or ``""`` where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()  # field 22; the name may hold spaces
+    except (OSError, IndexError, UnicodeDecodeError):
+        return ""
+
+
+def _owner() -> str:
+    """This process as a claim's owner: ``host:pid:start``."""
+    return f"{_HOST}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
 def _claim_void(owner: str | None, when: str | None) -> bool:
-    """Whether a claim no longer holds: its process is gone (same host) or it is too old (another host)."""
-    host, _, pid = (owner or "").rpartition(":")
+    """Whether a claim no longer holds: its process is gone or its id now names another process (same
+    host: the start time differs), or it is too old (another host)."""
+    parts = (owner or "").split(":")
+    host, pid, start = (parts + [""])[:3] if len(parts) in (2, 3) else ("", "", "")
     if host == _HOST and pid.isdigit():
         try:
             os.kill(int(pid), 0)
@@ -555,7 +583,8 @@ def _claim_void(owner: str | None, when: str | None) -> bool:
             return True
         except PermissionError:
             return False
-        return False
+        now = _start_time(int(pid))
+        return not start or (bool(now) and now != start)  # an old-style claim or a reused id: its process is gone
     try:
         age = (datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(when)).total_seconds()
     except (TypeError, ValueError):

@@ -16,6 +16,7 @@ import dataclasses
 import datetime
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -101,6 +102,9 @@ def _problems(cfg: SweepConfig, notes: list[str] | None = None) -> dict:
         problems[spec] = problem
     return problems
 
+
+#: seconds between looks at the store while waiting for tasks another run of the same sweep computes
+CLAIM_POLL_S = 1.0
 
 #: draws per task above which a sweep's compute time is estimated (by a pilot) before it starts
 PILOT_ABOVE_DRAWS = 10**6
@@ -303,20 +307,33 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
             bar = _progress(len(todo), cfg.name)
             pending: set = set()
             submitted: dict = {}
-            queue = iter(todo)
+            queue = list(reversed(todo))  # popped from the end: the planned order
+            held: list[dict] = []  # tasks another run of this sweep is computing: waited for below
+            waited = False
             while True:
-                while len(pending) < window:
-                    task = next(queue, None)
-                    if task is None:
-                        break
+                while len(pending) < window and queue:
+                    task = queue.pop()
                     if not store.claim(run_id, task["key"], task["problem"], task["estimator"]):
-                        elsewhere += 1  # another run of this sweep on this store computes it
-                        if bar is not None:
-                            bar.update(1)
+                        held.append(task)  # another run of this sweep on this store computes it
                         continue
                     fut = _submit(ex, executor, task, cache)
                     submitted[fut] = task
                     pending.add(fut)
+                if not pending and not queue and held:  # ours are done: wait for the others' (or take them over)
+                    if not waited:
+                        print(f"waiting for {len(held)} task(s) another run of this sweep is computing on this "
+                              f"store", file=sys.stderr, flush=True)
+                        waited = True
+                    time.sleep(CLAIM_POLL_S)
+                    state = {id(t): store.claim_state(run_id, t["key"]) for t in held}
+                    for t in held:
+                        if state[id(t)] == "finished":
+                            elsewhere += 1
+                            if bar is not None:
+                                bar.update(1)
+                    queue = [t for t in reversed(held) if state[id(t)] == "free"]  # its run died: computed here
+                    held = [t for t in held if state[id(t)] == "held"]
+                    continue
                 if not pending:
                     break
                 finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)

@@ -18,6 +18,6 @@ def run(args: argparse.Namespace) -> int:
         df = store.runs()
     if df.empty:
         print(f"no runs in {args.db}")
-    else:
-        print(df.to_string(index=False))
+    else:  # text from the store is printed escaped where it holds control characters (an edited store)
+        print(df.map(lambda v: ascii(v)[1:-1] if isinstance(v, str) and not v.isprintable() else v).to_string(index=False))
     return 0

@@ -217,12 +217,19 @@ def test_concurrent_runs_of_one_sweep_share_the_work(tmp_path):
             "-N", "4000", "--db", db, "--no-report"]
     procs = [subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
+    import time
+
+    from bench.store import Store
+
+    while all(p.poll() is None for p in procs):  # round seven: the first to finish exited while the other computed
+        time.sleep(0.05)
+    with Store(db) as st:
+        first_done = st.load_run("latest").tasks
+    assert len(first_done) == 12 and set(first_done["status"]) == {"done"}, "a run exited before the sweep was done"
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e[-500:] for _, e in outs]
     computed = [int(re.search(r"(\d+) computed", o).group(1)) for o, _ in outs]
     assert sum(computed) == 12, outs
-    from bench.store import Store
-
     with Store(db) as st:
         tasks = st.load_run("latest").tasks
     assert len(tasks) == 12 and set(tasks["status"]) == {"done"}
@@ -286,3 +293,50 @@ def test_a_problem_changed_between_planning_and_running_fails_its_task(tmp_path)
     assert main(["problem", "random:widths=2-3,points=4,seed=2", "--save", f, "--force"]) == 0
     row = run_task(tasks[0])["task"]
     assert row["status"] == "failed" and "changed after the sweep was planned" in row["error"]
+
+
+def test_a_claim_whose_process_id_was_reused_or_ended_is_void():
+    """Round seven: a claim naming a live but unrelated process (a reused id) held its task for ever."""
+    import subprocess
+
+    from bench import store
+
+    me = store._owner()
+    host, pid, start = me.split(":")
+    assert not store._claim_void(me, None)
+    assert store._claim_void(f"{host}:{pid}:{int(start) + 1}", None)  # the id now names another process
+    assert store._claim_void(f"{host}:{pid}", None)  # an old-style claim of a live id: cannot tell, void
+    child = subprocess.Popen(["sleep", "0"])
+    child.wait()
+    assert store._claim_void(f"{host}:{child.pid}:{start}", None)  # the process is gone
+
+
+def test_a_run_waits_for_a_task_another_run_holds_and_takes_it_over_when_that_run_dies(tmp_path, capsys):
+    """The task is claimed by a live process (a stand-in for another run of the sweep); the run computes what
+    it can, waits, and computes the held task itself once that process ends."""
+    import subprocess
+    import threading
+
+    from bench import store as store_mod
+    from bench.cli import main
+    from bench.store import Store
+
+    db = str(tmp_path / "w.sqlite")
+    argv = ["run", "--problem", "random:widths=2-3,points=4", "--estimators", "st,psa", "-N", "40", "--no-report",
+            "--cost-time", "0", "--db", db]
+    assert main(argv) == 0  # creates the run: both tasks done
+    with Store(db) as st:
+        run_id = st.resolve("latest")
+        key = st.load_run(run_id).tasks.task_key.iloc[0]
+        st.con.execute("DELETE FROM scores WHERE task_key = ?", (key,))
+        other = subprocess.Popen(["sleep", "2"])
+        owner = f"{store_mod._HOST}:{other.pid}:{store_mod._start_time(other.pid)}"
+        st.con.execute("UPDATE tasks SET status = 'claimed', error = ? WHERE task_key = ?", (owner, key))
+    capsys.readouterr()
+    threading.Thread(target=other.wait, daemon=True).start()  # reaped when it ends, so its id is gone
+    assert main(argv) == 0
+    cap = capsys.readouterr()
+    assert "waiting for 1 task(s) another run of this sweep is computing" in cap.err
+    assert "2 tasks, 1 already stored, 1 computed" in cap.out  # taken over here, after the holder ended
+    with Store(db) as st:
+        assert set(st.load_run(run_id).tasks.status) == {"done"}
