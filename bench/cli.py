@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sqlite3
 import sys
+import threading
 from typing import Sequence
 
 from estimators.errors import InputError
@@ -84,6 +86,22 @@ def _checked_flags(args: argparse.Namespace, command: argparse.ArgumentParser | 
     return args
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every clean-up path of an interruption runs (workers stopped,
+    nothing half-written); the exit status is 143 (128 + SIGTERM)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM (main thread only: a test may call :func:`main` from another)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call ``main([...])`` directly)."""
     try:
@@ -95,8 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    previous = _on_sigterm(_terminate)
     try:
         return int(args.func(_checked_flags(args, parser.commands.get(args.command))) or 0)
+    except Terminated:
+        print("sbn-bench: terminated (SIGTERM); completed tasks are stored, rerun the same command to resume",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM
     except InputError as exc:  # one line whatever the message quotes (a library's multi-line reason)
         print(f"sbn-bench: error: {' '.join(part.strip() for part in str(exc).splitlines())}", file=sys.stderr)
         return 2
@@ -114,3 +137,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sbn-bench: interrupted; completed tasks are stored, rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            _on_sigterm(previous)

@@ -76,6 +76,10 @@ def _init_process_worker(parent: int) -> None:
     _init_worker()
 
 
+#: local worker processes at most (8 per CPU, at least 64; like ``--threads``): more only exhausts the machine
+MAX_LOCAL_WORKERS = max(64, 8 * (os.cpu_count() or 1))
+
+
 def check_executor(kind: str, workers: int | None = None, scheduler: str | None = None) -> None:
     """Refuse an unknown executor, a non-positive worker count, dask without a scheduler or without the
     extra, before anything is planned or written."""
@@ -83,6 +87,9 @@ def check_executor(kind: str, workers: int | None = None, scheduler: str | None 
         raise InputError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InputError(f"--workers must be positive, got {workers}")
+    if workers is not None and kind != "dask" and workers > MAX_LOCAL_WORKERS:  # a remote cluster sizes itself
+        raise InputError(f"--workers {workers} is more than this machine can run ({MAX_LOCAL_WORKERS}: 8 per CPU, at "
+                         f"least 64)")
     if kind == "dask" and not scheduler:
         raise InputError("--executor dask needs --scheduler tcp://HOST:PORT")
     port = re.search(r":(\d+)/?$", scheduler or "")

@@ -20,6 +20,8 @@ __all__ = ["check_out_dir", "check_out_files", "check_report_flags", "parse_form
 def check_out_dir(path: str | os.PathLike, what: str = "output folder") -> None:
     """Refuse, before anything runs, a folder that is a file or cannot be created or written."""
     p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise InputError(f"{what} {str(p)!r} is a symbolic link to nothing (it cannot be made into a folder)")
     if p.exists() and not p.is_dir():
         raise InputError(f"{what} {str(p)!r} exists and is not a folder")
     probe = p
@@ -73,8 +75,10 @@ def check_report_flags(no_report: bool, report_dir: str | None, formats: str) ->
         if formats != DEFAULT_FORMATS:
             raise InputError("--no-report and --format contradict each other; drop one of them")
         return
-    parse_formats(formats)
+    fmts = parse_formats(formats)
     check_out_dir(report_dir or "sbn-report", "--report-dir")
+    if report_dir is not None:  # the files the report will write there (the run's default folder is new)
+        check_out_files(report_dir, [f"report.{f}" for f in fmts] + ["tables/x"], "the report")
 
 
 def render(db: str, refs: list[str], out_dir: str | None, formats: str = DEFAULT_FORMATS) -> dict[str, Path]:

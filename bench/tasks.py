@@ -102,9 +102,15 @@ def prepare_task_reference(task: dict, cache_dir: str) -> str | None:
         problem = build_problem(task["problem"], cache_dir=cache_dir)
         here = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
         prepare_reference(task, here, cache_dir)
-    except (Exception, SystemExit) as exc:
-        return f"{type(exc).__name__}: {exc}"
+    except (Exception, SystemExit, GeneratorExit) as exc:
+        return f"{type(exc).__name__}: {_one_line(exc)}"
     return None
+
+
+def _one_line(exc: BaseException, limit: int = 500) -> str:
+    """An exception's message as one line of at most ``limit`` characters (a plugin's may span many)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def failed_row(task: dict, error: str, **fields) -> dict:
@@ -137,12 +143,12 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
         row.setdefault("facts", {}).update(facts)
         cost = est.cost(here)
         measured = task_cost(est, here, task, result.seconds_per_draw)  # docs/timing.md#cost-per-draw
-    except (Exception, SystemExit) as exc:  # recorded, never lost: the report shows failed tasks
+    except (Exception, SystemExit, GeneratorExit) as exc:  # recorded, never lost: the report shows failed tasks
         if isinstance(exc, SystemExit):  # an estimator calling sys.exit() must not end the sweep
             exc = RuntimeError(f"the estimator called sys.exit({exc.code!r})")
             exc.__traceback__ = sys.exc_info()[2]
         last = traceback.extract_tb(exc.__traceback__)[-1]
-        row.update(error=f"{type(exc).__name__}: {exc} (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})",
+        row.update(error=f"{type(exc).__name__}: {_one_line(exc)} (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})",
                    seconds=time.perf_counter() - t0)
         return dict(task=row, scores=[], moments={})
     row.update(status="done", seconds=time.perf_counter() - t0, seconds_per_draw=measured["s_per_draw"],

@@ -383,8 +383,9 @@ def check_estimator(estimator: Estimator | str, checks: list[str] | None = None,
                 report.verdicts.extend(CHECKS[name](ctx))
         except InputError as exc:
             report.verdicts.append(Verdict(name, "fail", f"refused the check's problem: {exc}"))
-        except Exception as exc:  # noqa: BLE001 - a crashing estimator is a failed check, not a crash
-            report.verdicts.append(Verdict(name, "fail", f"raised {type(exc).__name__}: {exc}"))
+        except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - a crashing estimator fails its check
+            text = " ".join(str(exc).split())[:500]
+            report.verdicts.append(Verdict(name, "fail", f"raised {type(exc).__name__}: {text}"))
     return report
 
 

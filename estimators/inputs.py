@@ -41,9 +41,12 @@ def positive_int(value, what: str, maximum: int | None = None) -> int:
     return value
 
 
-def positive_finite(value, what: str) -> float:
+def positive_finite(value, what: str, maximum: float | None = None) -> float:
+    """A finite number > 0 (and at most ``maximum`` where given), as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise InputError(f"{what} must be a finite number > 0, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{what} must be at most {maximum:g}, got {value!r}")
     return float(value)
 
 

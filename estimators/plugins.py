@@ -121,7 +121,7 @@ def _import_file(path: str):
     cwd = os.getcwd()  # a plugin that changes directory at import must not move the paths given after it
     try:
         spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code becomes one line
+    except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - any failure of user code: one line
         del sys.modules[mod_name]
         raise InputError(f"plugin file {path!r} failed to import: {type(exc).__name__}: {exc}") from None
     finally:
@@ -139,7 +139,7 @@ def load_class(ref: str):
     else:
         try:
             module = importlib.import_module(target)
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code becomes one line
+        except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - any failure of user code: one line
             raise InputError(f"plugin module {target!r} failed to import: {type(exc).__name__}: {exc}") from None
         origin = module_origin(module)
     cls = getattr(module, cls_name, None)
@@ -157,7 +157,7 @@ def load_entry_point(ep):
     """``(object, origin)`` of one entry point: a class, or a module whose import registered its estimators."""
     try:
         obj = ep.load()
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code becomes one line
+    except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - any failure of user code: one line
         raise InputError(f"estimator plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from None
     dist = getattr(ep, "dist", None)
     origin = (Origin("distribution", dist.name, dist.version) if dist is not None

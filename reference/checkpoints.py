@@ -56,6 +56,8 @@ MAX_TRIES = 4
 
 def split_spec(spec: str) -> tuple[str, int | None]:
     """``"psa-2-5-5-5@chk-100"`` -> ``("psa-2-5-5-5", 100)``; a spec without ``@`` -> ``(spec, None)``."""
+    if any(c.isspace() for c in str(spec)):  # 'psa-2-5-5-5 @chk-1' would be stored, and keyed, as typed
+        raise InputError(f"problem {spec!r} holds spaces; write it without them")
     base, at, tail = spec.partition("@")
     if not at:
         return spec, None

@@ -74,8 +74,8 @@ def _array(data, key: str) -> torch.Tensor:
     if key not in data.files:
         raise InputError(f"problem file is missing array {key!r}")
     arr = data[key]
-    if arr.dtype.kind not in "fiu":
-        raise InputError(f"array {key!r} must be numeric, got dtype {arr.dtype}")
+    if arr.dtype.kind not in "fiu" or (arr.dtype.kind == "f" and arr.dtype.itemsize > 8):
+        raise InputError(f"array {key!r} must hold integers or float16/32/64 numbers, got dtype {arr.dtype}")
     return torch.as_tensor(arr)
 
 

@@ -178,6 +178,8 @@ def conv_problem(input: str = "1x4x4", channels: str = "2-2", kernels: str = "3-
     for c_out, k, st, pd in zip(chans, ks, ss, ps):
         if k < 1 or st < 1:
             raise InputError(f"kernel {k} and stride {st} must be positive")
+        if not 0 <= pd < k:  # a border of pd >= k pixels makes output units that see only zeros
+            raise InputError(f"padding {pd} must be from 0 to kernel - 1 = {k - 1}")
         guard_size(c_out * C * k * k + (H + 2 * pd) * (W + 2 * pd) * c_out * points, f"conv layer {C}->{c_out}")
         g = ConvGeom(C, H, W, k, st, pd)
         if min(g.out_hw()) < 1:

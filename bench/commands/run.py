@@ -67,6 +67,11 @@ def build_config(args: argparse.Namespace):
         base.setdefault("name", stem or "config")
         base.setdefault("problems", [])
         base.setdefault("estimators", ["*"])
+        # the file's own values are checked as written, even those a flag replaces below (its cost_time = -1
+        # was accepted when --cost-time was also given); problems are checked when the sweep is planned
+        own = {k: v for k, v in base.items() if k != "grid" or "draws" in base}  # -N may lift a grid's M
+        SweepConfig(**{**own, "problems": tuple(base["problems"]) or ("psa-2-5-5-5",),
+                       "estimators": tuple(base["estimators"])})
     else:
         base = dict(SWEEP_PRESETS[args.preset or "quick"])
     problems = list(args.problem or []) + list(args.problem_file or [])

@@ -162,9 +162,20 @@ def write_baseline(path: str | os.PathLike, measurements: list[Measurement], pla
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(_dumps(data) + "\n")
+        os.chmod(tmp, _mode_for(path))  # mkstemp makes 0600: keep the replaced file's mode, or the usual one
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits a rewritten ``path`` should keep: its own, or those of a new file under the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

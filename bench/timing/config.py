@@ -30,6 +30,10 @@ KERNELS = DEFAULT_KERNELS + ("psa-conv", "draw-conv")
 PSA_VARIANTS = ("eager", "fused", "ratio", "cuda", "reference")
 
 
+#: the longest --min-time or --max-single accepted (seconds per timed function: a minute, like --cost-time's cap)
+MAX_SECONDS = 60.0
+
+
 @dataclass(frozen=True)
 class TimeConfig:
     """What to time.  ``widths`` are square FC layer sizes for ``psa-fc``; ``net`` is the network of ``sampling``/``draw``."""
@@ -86,8 +90,8 @@ class TimeConfig:
         if self.clock == "cpu" and self.device != "cpu":
             raise InputError("--clock cpu (process CPU time) can only time CPU work; use --device cpu")
         inputs.positive_int(self.rounds, "--rounds", maximum=1000)
-        inputs.positive_finite(self.min_run_time, "--min-time")
-        inputs.positive_finite(self.max_single_s, "--max-single")
+        inputs.positive_finite(self.min_run_time, "--min-time", maximum=MAX_SECONDS)  # seconds per function
+        inputs.positive_finite(self.max_single_s, "--max-single", maximum=MAX_SECONDS)
         net = parse_widths(self.net)
         self._check_sizes(net)
         for spec in self.estimators:

@@ -32,6 +32,10 @@ __all__ = ["TrainConfig", "RECIPES", "PAPER_METHODS"]
 PAPER_METHODS = ("psa", "st", "concrete:tau=0.5", "tanh", "reinforce", "adf", "local-reparam", "st-hardtanh")
 
 
+#: the widest padding of the flip-and-crop augmentation (pixels per side; images here are at most 32 wide)
+MAX_CROP_PAD = 32
+
+
 @dataclass(frozen=True)
 class TrainConfig(ConfigMixin):
     problem: str
@@ -80,8 +84,8 @@ class TrainConfig(ConfigMixin):
             inputs.positive_finite(self.lr, "the learning rate")
         if len(self.lr_bounds) != 2 or not self.lr_bounds[0] < self.lr_bounds[1]:
             raise InputError(f"lr bounds must be two numbers lo < hi (log10 lr), got {list(self.lr_bounds)}")
-        if not self.clip > 0 or not 0 <= self.momentum < 1 or self.crop_pad < 0:
-            raise InputError("need clip > 0, 0 <= momentum < 1 and crop padding >= 0")
+        if not self.clip > 0 or not 0 <= self.momentum < 1 or not 0 <= self.crop_pad <= MAX_CROP_PAD:
+            raise InputError(f"need clip > 0, 0 <= momentum < 1 and crop padding from 0 to {MAX_CROP_PAD} pixels")
         if any(isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= 10**5 for m in self.ensemble_sizes):
             raise InputError(f"ensemble sizes must be integers from 1 to 100000, got {list(self.ensemble_sizes)}")
         inputs.no_repeats(self.checkpoint_epochs, "the checkpoint epochs", "epoch")

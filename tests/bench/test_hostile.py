@@ -820,3 +820,111 @@ def test_seventh_probe_edited_stores_are_damaged_data_not_tracebacks(hostile, tm
     con.close()
     msg = hostile([*command, "--db", "r.sqlite"], what)
     assert "holds damaged data" in msg and not (tmp_path / "pwned").exists()
+
+
+def test_seventh_probe_sigterm_is_one_line(tmp_path):
+    """Round seven: SIGTERM ended a sweep with no message (and a process pool's warnings); now one line, exit 143."""
+    db = tmp_path / "t.sqlite"
+    argv = [sys.executable, "-m", "bench", "run", "--problem", "random:widths=2-3-3,points=4", "--estimators",
+            "st,psa,reinforce,arm,tanh", "-N", "200000", "--chunk", "500", "--no-report", "--cost-time", "0",
+            "--db", str(db)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not db.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (proc.returncode, err[-500:])
+    assert err.strip().splitlines()[-1].startswith("sbn-bench: terminated (SIGTERM)") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["time", "--no-store", "--kernels", "sampling", "--net", "2-3", "--batch", "2", "--min-time", "1e9"],
+     "--min-time must be at most 60"),
+    (["run", *QUICK, "--no-report", "--executor", "process", "--workers", "100000"], "more than this machine can run"),
+    (["run", "--problem", "conv:input=1x3x3,channels=2,kernels=2,strides=1,paddings=99", "--estimators", "st",
+      "--no-report"], "padding 99 must be from 0 to kernel - 1"),
+    (["run", "--problem", "psa-2-5-5-5 @chk-1", "--estimators", "st", "--no-report"], "holds spaces"),
+    (["run", "--problem", "random:widths=2-3,points=1_000", "--estimators", "st", "--no-report"], "plain decimal"),
+    (["train", "--problem", "shapes:widths=8-8", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
+      "--augment", "--crop-pad", "3000"], "crop padding from 0 to 32"),
+])
+def test_seventh_probe_limits(hostile, argv, what):
+    """Round seven: a 31-year timer, 100000 local workers, a padding wider than the kernel (81,608 units of
+    zeros), a space before @chk, an underscore number and a 3000-pixel crop padding were accepted."""
+    hostile(argv, what)
+
+
+def test_seventh_probe_output_files_are_checked_before_the_work(hostile, tmp_path):
+    """A report folder that is a dangling link or holds a folder named report.html was found only after the
+    sweep had run (and made the store); a FIFO as validate --json hung."""
+    (tmp_path / "r").symlink_to(tmp_path / "nowhere" / "x")
+    hostile(["run", *QUICK, "--report-dir", "r", "--format", "html", "--db", "s.sqlite"], "symbolic link to nothing")
+    (tmp_path / "q" / "report.html").mkdir(parents=True)
+    hostile(["run", *QUICK, "--report-dir", "q", "--format", "html", "--db", "s.sqlite"], "is a directory")
+    os.mkfifo(tmp_path / "j")
+    hostile(["validate", "st", "--checks", "output", "--json", "j"], "a pipe (FIFO)")
+
+
+def test_seventh_probe_a_config_file_value_is_checked_even_when_a_flag_replaces_it(hostile, tmp_path):
+    (tmp_path / "c.toml").write_text('problems = ["random:widths=2-3"]\nestimators = ["st"]\ncost_time = -1.0\n')
+    hostile(["run", "--config", "c.toml", "--cost-time", "0", "--no-report", "--db", "c.sqlite"],
+            "cost time must be a number of seconds from 0 to 60")
+
+
+def test_seventh_probe_a_long_double_problem_file_is_one_line(hostile, tmp_path):
+    arrays = {k: v.astype(np.longdouble) if k == "W1" else v for k, v in _base().items()}
+    f = _npz(tmp_path / "ld.npz", **arrays)
+    for argv in (["problem", f], ["exact", "--problem", f], ["run", "--problem-file", f, "--estimators", "st"]):
+        hostile(argv, "must hold integers or float16/32/64 numbers")
+
+
+@pytest.mark.parametrize("body, got", [
+    ("raise GeneratorExit()", "GeneratorExit"),
+    ("raise ValueError('line1\\nline2\\n' + 'x' * 5000)", "ValueError: line1 line2 xxx"),
+])
+def test_seventh_probe_odd_failures_of_an_estimator_fail_its_task_on_one_line(tmp_path, capsys, body, got):
+    """GeneratorExit escaped the task (a traceback); a plugin's multi-line message made a 3-line, 5 kB note."""
+    path = tmp_path / "odd.py"
+    path.write_text(_RETURNING.format(what="nothing", returns="g").replace(
+        "    def from_path(self, problem, path, generator=None):\n",
+        f"    def from_path(self, problem, path, generator=None):\n        {body}\n"))
+    assert main(["run", *QUICK[:2], "--estimators", f"{path}:E", "-N", "10", "--no-report", "--cost-time", "0",
+                 "--db", str(tmp_path / "r.sqlite")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and got in err[0] and len(err[0]) < 800 and "Traceback" not in err[0], err
+
+
+def test_seventh_probe_a_rewritten_baseline_keeps_its_file_mode(tmp_path):
+    """check --update-baseline replaced a 0644 baseline with a 0600 one (the temporary file's mode)."""
+    from bench.gate import baseline
+
+    target = tmp_path / "b.json"
+    target.write_text("{}")
+    os.chmod(target, 0o644)
+    assert baseline._mode_for(target) == 0o644
+    os.chmod(target, 0o640)
+    assert baseline._mode_for(target) == 0o640
+    assert baseline._mode_for(tmp_path / "new.json") == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_seventh_probe_runs_escapes_control_characters(tmp_path, monkeypatch, capsys):
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *QUICK, "--no-report", "--cost-time", "0", "--db", "r.sqlite"]) == 0
+    con = sqlite3.connect(tmp_path / "r.sqlite")
+    con.execute("UPDATE runs SET label = char(27) || '[31mred' || char(10) || 'x'")
+    con.commit()
+    con.close()
+    capsys.readouterr()
+    assert main(["runs", "--db", "r.sqlite"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[31mred\\nx" in out
