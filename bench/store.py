@@ -251,7 +251,7 @@ class Store:
         has claimed or finished), which also spreads a sweep over several processes or machines
         with a shared file system.  A claim is a ``claimed`` task row naming ``host:pid:start`` (the
         process's start time, so that a reused process id does not keep it); it is void when that process
-        is gone (same host) or older than :data:`CLAIM_TTL_S` (another host)."""
+        is gone (same host) or its heartbeat is older than :data:`CLAIM_TTL_S` (another host)."""
         me = _owner()
         cur = self.con.cursor()
         cur.execute("BEGIN IMMEDIATE")
@@ -270,6 +270,12 @@ class Store:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+
+    def heartbeat(self, run_id: str) -> int:
+        """Renew the time of this process's claims of ``run_id`` (a claim on another host lives on it)."""
+        cur = self.con.execute("UPDATE tasks SET finished_utc = ? WHERE run_id = ? AND status = 'claimed' AND error = ?",
+                               (_utc(), run_id, _owner()))
+        return cur.rowcount
 
     def claim_state(self, run_id: str, task_key: str) -> str:
         """``finished`` (done or failed), ``held`` (claimed by a live process other than this one) or ``free``
@@ -541,8 +547,10 @@ class Store:
 
 
 _HOST = socket.gethostname()
-#: a claim by a process on another host is void after this long (no heartbeat crosses hosts)
-CLAIM_TTL_S = 12 * 3600
+#: a claim by a process on another host is void when its heartbeat (:meth:`Store.heartbeat`, every
+#: :data:`HEARTBEAT_S`) is older than this: that process died, or its machine did
+CLAIM_TTL_S = 10 * 60
+HEARTBEAT_S = 60.0
 
 
 def _code(manifest: str) -> str:
@@ -574,7 +582,9 @@ def _owner() -> str:
 def _claim_void(owner: str | None, when: str | None) -> bool:
     """Whether a claim no longer holds: its process is gone or its id now names another process (same
     host: the start time differs), or it is too old (another host)."""
-    parts = (owner or "").split(":")
+    if not owner:  # a claim that names no process: nothing can hold it
+        return True
+    parts = owner.split(":")
     host, pid, start = (parts + [""])[:3] if len(parts) in (2, 3) else ("", "", "")
     if host == _HOST and pid.isdigit():
         try:

@@ -15,7 +15,9 @@ from concurrent.futures.process import BrokenProcessPool
 import dataclasses
 import datetime
 import os
+import sqlite3
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -33,7 +35,7 @@ from .costs import timed_draws
 from .executors import check_executor, make_executor
 from .mc_reference import DEFAULT_CANDIDATES, MIN_REFERENCE_DRAWS, reference_key, stream_folder, stream_path, uses_mc
 from .manifest import build_manifest
-from .store import Store
+from .store import HEARTBEAT_S, Store
 from .tasks import failed_row, plan_tasks, prepare_task_reference, run_task
 
 __all__ = ["run_sweep", "SweepOutcome", "expand_estimators", "checkpoint_dir"]
@@ -221,6 +223,27 @@ def _check_cache_folder(folder: str) -> None:
         raise InputError(f"cannot create the Monte Carlo reference cache {folder}: {why}")
 
 
+class _Heartbeat:
+    """A daemon thread renewing this process's claims every :data:`~bench.store.HEARTBEAT_S` seconds (its own
+    connection: SQLite connections stay in their thread), until :meth:`stop` or the process ends."""
+
+    def __init__(self, db: str, run_id: str):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(db, run_id), name="sbn-bench-claims", daemon=True)
+        self._thread.start()
+
+    def _run(self, db: str, run_id: str) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                with Store(db) as store:
+                    store.heartbeat(run_id)
+            except (InputError, OSError, sqlite3.DatabaseError):  # the sweep itself reports a store gone bad
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def _prepare_references(ex, todo: list[dict], problems: dict, cache: str) -> None:
     """Compute the Monte Carlo reference streams the pending tasks need, one job per problem on the executor,
     before any task is scored: every estimator of a problem then reads the same stream from the cache
@@ -285,6 +308,7 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
     # the executor first: a Dask scheduler that cannot be reached is refused before the store is touched
     with make_executor(executor, workers, scheduler) as (ex, window):
         store = Store(db, create=True)
+        beat = None
         try:
             run_id = f"{cfg.name}-{cfg.hash[:10]}"
             if fresh:
@@ -304,6 +328,7 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
             _prepare_references(ex, todo, {**problems, **trained}, cache)
             failed = elsewhere = 0
             errors: list[str] = []
+            beat = _Heartbeat(db, run_id)  # keeps this process's claims alive for runs on other hosts
             bar = _progress(len(todo), cfg.name)
             pending: set = set()
             submitted: dict = {}
@@ -357,4 +382,6 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
             return SweepOutcome(run_id, len(tasks), len(tasks) - len(todo), len(todo) - elsewhere, failed, skipped,
                                 elsewhere, errors, superseded)
         finally:
+            if beat is not None:
+                beat.stop()
             store.close()

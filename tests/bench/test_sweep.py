@@ -340,3 +340,26 @@ def test_a_run_waits_for_a_task_another_run_holds_and_takes_it_over_when_that_ru
     assert "2 tasks, 1 already stored, 1 computed" in cap.out  # taken over here, after the holder ended
     with Store(db) as st:
         assert set(st.load_run(run_id).tasks.status) == {"done"}
+
+
+def test_claims_from_another_host_live_on_their_heartbeat(tmp_path, monkeypatch):
+    """A claim from another host is void once its heartbeat is older than CLAIM_TTL_S (it was 12 hours with no
+    heartbeat: a crashed machine's tasks made every other run wait, or skip them, for half a day); a claim naming
+    no owner is void; this process's heartbeat renews its own claims."""
+    import datetime
+
+    from bench import store as store_mod
+    from bench.store import Store
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    fresh, stale = (now - datetime.timedelta(seconds=s) for s in (30, store_mod.CLAIM_TTL_S + 30))
+    assert not store_mod._claim_void("elsewhere:123:456", fresh.isoformat())
+    assert store_mod._claim_void("elsewhere:123:456", stale.isoformat())
+    assert store_mod._claim_void("", fresh.isoformat()) and store_mod._claim_void(None, fresh.isoformat())
+    with Store(str(tmp_path / "h.sqlite"), create=True) as st:
+        st.create_run("r", {"run_id": "r"}, "h")
+        assert st.claim("r", "k1", "p", "e")
+        st.con.execute("UPDATE tasks SET finished_utc = ?", (stale.isoformat(),))
+        assert st.heartbeat("r") == 1
+        when = st.con.execute("SELECT finished_utc FROM tasks").fetchone()[0]
+        assert datetime.datetime.fromisoformat(when) > fresh

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
-
 from reports.document import Plot, Table, Text
 from reports.plots import styles
 from reports.trends import problem_axes, reference_table, trend_families, trend_frame, trends_section
