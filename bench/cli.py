@@ -33,6 +33,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"sbn-bench: error: {message}{f' (sbn-bench {command} --help)' if command else ''}\n")
 
 
+class _StoreOnce(argparse._StoreAction):
+    """A single-valued flag given twice (``--estimators st --estimators arm``) is a usage error: argparse keeps
+    the last one silently.  Repeatable flags are ``append`` actions and are not affected."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = namespace.__dict__.setdefault("_sbn_given", set())
+        if self.dest in seen:
+            raise argparse.ArgumentError(self, "given more than once; give it once (lists are comma-separated)")
+        seen.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _once(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if type(action) is argparse._StoreAction and action.option_strings:
+            action.__class__ = _StoreOnce
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sbn-bench",
@@ -43,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in command_names():
         importlib.import_module(f"bench.commands.{name}").add_parser(sub)
     parser.commands = sub.choices  # each command's parser, for its defaults (_checked_flags)
+    for command in sub.choices.values():
+        _once(command)
     return parser
 
 
@@ -107,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()  # imports every command (torch): Ctrl-C here is an interruption, not a traceback
         args = parser.parse_args(argv)
+        vars(args).pop("_sbn_given", None)  # _StoreOnce's bookkeeping
     except KeyboardInterrupt:
         print("sbn-bench: interrupted before anything was done", file=sys.stderr)
         return 130

@@ -91,7 +91,7 @@ class Reinforce(Estimator):
 
     baseline: str = option("none", choices=BASELINES, help="control variate subtracted from the loss")
     value: float = option(0.0, help="the constant baseline (and the EMA's starting value)")
-    pilot_draws: int = option(64, ge=1, help="paths of the pilot baseline, once per call")
+    pilot_draws: int = option(64, ge=1, le=10**6, help="paths of the pilot baseline, once per call")
     decay: float = option(0.9, ge=0.0, le=1.0, help="EMA decay")
 
     @property
@@ -152,7 +152,7 @@ class ReinforceLOO(Estimator):
     has_from_path: ClassVar[bool] = True
     summary: ClassVar[str] = "leave-one-out REINFORCE over K paths per draw; unbiased"
 
-    K: int = option(2, ge=2, help="paths per draw, each baselined by the other K-1")
+    K: int = option(2, ge=2, le=10**4, help="paths per draw, each baselined by the other K-1")
 
     @property
     def paths_per_draw(self) -> int:  # type: ignore[override]

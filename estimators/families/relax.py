@@ -243,10 +243,10 @@ class Relax(Estimator):
                               "Adam-adapted to minimise the variance")
 
     tau: float = option(0.5, gt=0.0, help="initial temperature of the Concrete part of the surrogate (learned)")
-    hidden: int = option(16, ge=1, help="hidden width of the surrogate MLP of each layer")
-    adapt_steps: int = option(50, ge=0, help="most Adam steps on the surrogate per estimate() call, before the draws "
+    hidden: int = option(16, ge=1, le=4096, help="hidden width of the surrogate MLP of each layer")
+    adapt_steps: int = option(50, ge=0, le=10**6, help="most Adam steps on the surrogate per estimate() call, before the draws "
                                              "(a call of D draws takes at most D // adapt_draws)")
-    adapt_draws: int = option(32, ge=1, help="draws per adaptation step (the variance estimate it minimises)")
+    adapt_draws: int = option(32, ge=1, le=10**6, help="draws per adaptation step (the variance estimate it minimises)")
     lr: float = option(0.01, gt=0.0, help="Adam learning rate of the adaptation")
 
     # ---- the contract ------------------------------------------------------------------------

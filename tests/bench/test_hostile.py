@@ -849,6 +849,10 @@ def test_seventh_probe_sigterm_is_one_line(tmp_path):
     (["run", "--problem", "random:widths=2-3,points=1_000", "--estimators", "st", "--no-report"], "plain decimal"),
     (["train", "--problem", "shapes:widths=8-8", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
       "--augment", "--crop-pad", "3000"], "crop padding from 0 to 32"),
+    (["run", *QUICK[:2], "--estimators", "reinforce-loo:K=100000000", "--no-report"], "must be >= 2 and <= 10000"),
+    (["run", *QUICK[:2], "--estimators", "relax:hidden=100000000", "--no-report"], "must be >= 1 and <= 4096"),
+    (["run", *QUICK[:2], "--estimators", "reinforce:baseline=pilot,pilot_draws=100000000", "--no-report"],
+     "must be >= 1 and <= 1000000"),
 ])
 def test_seventh_probe_limits(hostile, argv, what):
     """Round seven: a 31-year timer, 100000 local workers, a padding wider than the kernel (81,608 units of
@@ -928,3 +932,17 @@ def test_seventh_probe_runs_escapes_control_characters(tmp_path, monkeypatch, ca
     assert main(["runs", "--db", "r.sqlite"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\\x1b[31mred\\nx" in out
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["run", *QUICK, "--estimators", "arm", "--no-report"], "argument --estimators: given more than once"),
+    (["run", *QUICK, "--no-report", "--db=a.sqlite", "--db", "b.sqlite"], "argument --db: given more than once"),
+])
+def test_seventh_probe_a_single_valued_flag_given_twice_is_refused(tmp_path, monkeypatch, capsys, argv, what):
+    """`--estimators st --estimators arm` kept the last silently; repeatable flags (--problem) still repeat."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:  # a usage error, like every argparse refusal
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and what in err[0] and err[0].startswith("sbn-bench: error:")
+    assert list(tmp_path.iterdir()) == []
