@@ -173,6 +173,9 @@ def _read(data, path: str, settings: dict) -> Problem:
             if data[key].dtype.kind != "U" or data[key].ndim != 0:
                 raise InputError(f"array {key!r} must be a 0-d string")
             stored[key] = str(data[key])
+            if not stored[key].isprintable() or len(stored[key]) > 200:  # printed and stored as the problem's name
+                raise InputError(f"array {key!r} must be a printable string of at most 200 characters, got "
+                                 f"{stored[key][:60]!r}")
     stored.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     stored.update({k: v for k, v in settings.items() if v is not None})
     loss = stored.get("loss", "logistic")

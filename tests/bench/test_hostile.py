@@ -946,3 +946,8 @@ def test_seventh_probe_a_single_valued_flag_given_twice_is_refused(tmp_path, mon
     err = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and len(err) == 1 and what in err[0] and err[0].startswith("sbn-bench: error:")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_seventh_probe_a_problem_name_with_a_newline_is_refused(hostile, tmp_path):
+    f = _npz(tmp_path / "nl.npz", **_base(), name=np.array("a\nb"))
+    hostile(["problem", f], "must be a printable string")
