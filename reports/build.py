@@ -8,6 +8,8 @@ and PDF writers. The same inputs give byte-identical files.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -63,22 +65,28 @@ def build_report(runs: list[RunResults], out_dir, formats=FORMATS, check=None) -
 
 def _build(runs, out: Path, formats, title: str, subtitle: str, check=None) -> dict[str, Path]:
     sections = run_sections(runs)
-    paths: dict[str, Path] = {}
-    try:
+    names = [f"tables/{b.name}{ext}" for sec in sections for b in sec.blocks if isinstance(b, Table)
+             for ext in (".csv", ".md", ".tex")] + [f"report.{f}" for f in ("html", "pdf") if f in formats]
+    stage = out / f".report-{os.getpid()}"  # written here whole, then moved into place: an interruption
+    try:                                    # (Ctrl-C, an error) leaves the earlier report, not half of a new one
         if check is not None:
-            check([f"tables/{b.name}{ext}" for sec in sections for b in sec.blocks if isinstance(b, Table)
-                   for ext in (".csv", ".md", ".tex")] + [f"report.{f}" for f in ("html", "pdf") if f in formats])
-        tdir = out / "tables"
+            check(names)
+        stage.mkdir(parents=True, exist_ok=True)
         for sec in sections:
             for b in sec.blocks:
                 if isinstance(b, Table):
-                    write_table(b.frame, tdir / b.name, b.caption)
-        paths["tables"] = tdir
+                    write_table(b.frame, stage / "tables" / b.name, b.caption)
         if "html" in formats:
-            paths["html"] = out / "report.html"
-            paths["html"].write_text(render_html(sections, title, subtitle), encoding="utf-8")
+            (stage / "report.html").write_text(render_html(sections, title, subtitle), encoding="utf-8")
         if "pdf" in formats:
-            paths["pdf"] = write_pdf(sections, out / "report.pdf", title, subtitle, generator())
+            write_pdf(sections, stage / "report.pdf", title, subtitle, generator())
+        (out / "tables").mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if (stage / name).exists():
+                os.replace(stage / name, out / name)
     finally:
         close_figures(sections)
+        shutil.rmtree(stage, ignore_errors=True)
+    paths: dict[str, Path] = {"tables": out / "tables"}
+    paths.update({f: out / f"report.{f}" for f in ("html", "pdf") if f in formats})
     return paths

@@ -182,3 +182,24 @@ def test_table_files_keep_the_dots_of_problem_specs(tmp_path, synthetic_run):
     build_report([run], tmp_path, formats=())
     names = {p.name for p in (tmp_path / "tables").iterdir()}
     assert any("scale_1.0_ranking.csv" in n for n in names) and any("scale_1.5_ranking.csv" in n for n in names)
+
+
+def test_an_interrupted_report_leaves_the_earlier_one_whole(tmp_path, synthetic_run, monkeypatch):
+    """Round seven: Ctrl-C while the PDF was drawn left new tables beside an old report.html, and no
+    report.html at all on a first run; the report is now written aside and moved into place at the end."""
+    import reports.build as build
+
+    build_report([synthetic_run()], tmp_path, formats=("html",))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()} | {
+        "report.html": (tmp_path / "report.html").read_bytes()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "write_pdf", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_report([synthetic_run(seed=1)], tmp_path, formats=("html", "pdf"))  # other numbers
+    after = {p.name: p.read_bytes() for p in (tmp_path / "tables").iterdir()} | {
+        "report.html": (tmp_path / "report.html").read_bytes()}
+    assert after == before and not (tmp_path / "report.pdf").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".report-")] == []
