@@ -77,7 +77,8 @@ def test_toml_config_and_seeds_are_reproducible(tmp_path, capsys):
 def test_bad_input_exit_2_and_nothing_written(tmp_path, capsys, argv, msg):
     db = tmp_path / "r.sqlite"
     try:
-        code = main(["run", "--db", str(db), "--no-report", "--estimators", "reinforce", *argv])
+        default = [] if "--estimators" in argv else ["--estimators", "reinforce"]  # a flag given twice is refused
+        code = main(["run", "--db", str(db), "--no-report", *default, *argv])
     except SystemExit as exc:
         code = exc.code
     err = capsys.readouterr().err
