@@ -54,7 +54,7 @@ from scipy.stats import norm
 from bench.accumulate import Moments
 from estimators import registry
 from estimators.base import Cost, Estimator
-from estimators.errors import InputError
+from estimators.errors import InputError, OutputError
 from estimators.model import sample_path
 from estimators.model.losses import LOSSES
 from estimators.model.noise import NOISES
@@ -166,19 +166,15 @@ def _coords(ctx: Context) -> int:
 
 
 def check_output(ctx: Context) -> list[Verdict]:
+    """Shapes, floating point and the device are :meth:`Estimator.estimate`'s own contract check (its
+    :class:`~estimators.errors.OutputError` fails this check with its message); this adds, in float64 and
+    float32, that the values come in the problem's dtype and are finite."""
     bad = []
     for dtype in (torch.float64, torch.float32):
         p = ctx.problem.to(dtype=dtype)
-        out = ctx.estimator.estimate(p, 5, ctx.gen(1))
-        if not isinstance(out, dict) or list(out) != list(p.group_names):
-            return [Verdict("output", "fail", f"groups {list(out) if isinstance(out, dict) else type(out).__name__}, "
-                                              f"expected {list(p.group_names)}")]
-        for g, n in zip(p.group_names, p.group_sizes):
-            v = out[g]
-            if not isinstance(v, torch.Tensor) or tuple(v.shape) != (5, n):
-                bad.append(f"{g}: shape {tuple(getattr(v, 'shape', ()))}, expected (5, {n})")
-            elif v.dtype != dtype or v.device != p.device:
-                bad.append(f"{g}: {v.dtype} on {v.device}, expected {dtype} on {p.device}")
+        for g, v in ctx.estimator.estimate(p, 5, ctx.gen(1)).items():
+            if v.dtype != dtype:
+                bad.append(f"{g}: {v.dtype}, expected {dtype}")
             elif not bool(torch.isfinite(v).all()):
                 bad.append(f"{g}: non-finite values in {dtype} (NaN or inf)")
     return [Verdict("output", "fail", "; ".join(bad[:3])) if bad else
@@ -381,6 +377,8 @@ def check_estimator(estimator: Estimator | str, checks: list[str] | None = None,
         try:
             with np.errstate(all="ignore"):  # an estimate too large for float64 shows as inf in its verdict
                 report.verdicts.extend(CHECKS[name](ctx))
+        except OutputError as exc:  # the estimator broke its output contract (Estimator.estimate checks it)
+            report.verdicts.append(Verdict(name, "fail", str(exc)))
         except InputError as exc:
             report.verdicts.append(Verdict(name, "fail", f"refused the check's problem: {exc}"))
         except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - a crashing estimator fails its check

@@ -35,7 +35,7 @@ from typing import ClassVar
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, OutputError
 from .model import Path, Problem, sample_path
 from .options import check_field
 
@@ -105,7 +105,7 @@ class Estimator:
                 if got:
                     break
         if got:
-            raise InputError(f"estimator {self.spec} returned {got}; it must return a list of tensors, one per "
+            raise OutputError(f"estimator {self.spec} returned {got}; it must return a list of tensors, one per "
                              f"parameter group of {problem.name}, each [draws, group size] ({expected}) of floating point on the "
                              f"problem's device")
 

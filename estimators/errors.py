@@ -5,8 +5,13 @@ NaN weights, oversize exact problems, corrupt stores).  The CLI turns it into on
 and exit code 2; library users catch it like any ``ValueError``.
 """
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "OutputError"]
 
 
 class InputError(ValueError):
     """Input that sbn-bench refuses: the message is one line that names the offending item."""
+
+
+class OutputError(InputError):
+    """An estimator's output off its contract (not a list of one floating-point ``[draws, size]`` tensor per
+    group on the problem's device): a fault of the estimator, not of the problem it was given."""

@@ -131,6 +131,13 @@ def test_a_broken_estimator_fails_its_check(cls, check):
     assert check in failed, report.table()
 
 
+def test_an_output_off_the_contract_is_the_estimators_fault_not_the_problems():
+    """Estimator.estimate's contract check (OutputError) fails the output check with its own message; it
+    read "refused the check's problem" when the contract check came to raise before the verdict's own."""
+    verdict = next(v for v in check_estimator(WrongShape(), ["output"]).verdicts if v.check == "output")
+    assert verdict.verdict == "fail" and verdict.detail.startswith("estimator wrong-shape returned shape"), verdict
+
+
 # ---- the command ----------------------------------------------------------------------------------------------------
 
 def test_validate_command_exit_codes(tmp_path, capsys):
