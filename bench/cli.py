@@ -66,10 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def system_error(exc: BaseException, db: str | None = None) -> str:
+def system_error(exc: BaseException, db: str | None = None, command: str | None = "run") -> str:
     """One line for a failure of the system rather than of the input: a file operation, memory, the
-    database.  Completed tasks are committed one transaction each, so the line says what is kept."""
+    database.  Completed tasks are committed one transaction each, so the line says what is kept (for
+    the commands that store tasks: ``run`` and ``train``)."""
     if isinstance(exc, MemoryError):
+        if command not in ("run", "train"):
+            return f"out of memory in '{command}'; use a smaller problem or a lower --memory-budget where it applies"
         return ("out of memory; completed tasks are stored. Use a smaller problem, fewer draws per call "
                 "(--chunk) or a lower --memory-budget")
     if isinstance(exc, sqlite3.DatabaseError):  # a task's transaction notes its rollback (Store.write_task)
@@ -148,12 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (OSError, MemoryError, sqlite3.DatabaseError) as exc:
-        print(f"sbn-bench: error: {system_error(exc, getattr(args, 'db', None))}", file=sys.stderr)
+        print(f"sbn-bench: error: {system_error(exc, getattr(args, 'db', None), args.command)}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # torch reports a failed allocation as a RuntimeError, not a MemoryError
         if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc).lower():
             raise
-        print(f"sbn-bench: error: {system_error(MemoryError())}", file=sys.stderr)
+        print(f"sbn-bench: error: {system_error(MemoryError(), command=args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sbn-bench: interrupted; completed tasks are stored, rerun the same command to resume", file=sys.stderr)

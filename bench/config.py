@@ -99,7 +99,7 @@ class SweepConfig(ConfigMixin):
             raise InputError(f"unknown dtype {self.dtype!r}; use float32 or float64")
         if self.exact_method not in ("transfer", "brute"):
             raise InputError(f"unknown exact method {self.exact_method!r}; use transfer or brute")
-        inputs.positive_finite(self.memory_budget_gib, "memory budget (GiB)")
+        inputs.memory_budget(self.memory_budget_gib, "memory budget (GiB)")
         if self.reference not in ("auto", "exact", "mc"):
             raise InputError(f"unknown reference {self.reference!r}; use auto, exact or mc")
         if self.reference_draws is not None and self.reference_seconds is not None:

@@ -50,6 +50,24 @@ def positive_finite(value, what: str, maximum: float | None = None) -> float:
     return float(value)
 
 
+def physical_memory_gib() -> float | None:
+    """This machine's memory in GiB (``None`` where the OS does not tell)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_budget(value, what: str = "--memory-budget (GiB)") -> float:
+    """A memory budget in GiB: finite, > 0, and at most this machine's memory (a larger one lets the exact
+    reference allocate until the kernel kills the process, with no message)."""
+    value = positive_finite(value, what)
+    total = physical_memory_gib()
+    if total is not None and value > max(total, 4.0):  # the default (4 GiB) stands on any machine
+        raise InputError(f"{what} {value:g} is more than this machine's memory ({total:.3g} GiB)")
+    return value
+
+
 def safe_name(value, what: str = "name") -> str:
     """A name that may become part of a file or folder name: letters, digits and ``._@=+,-``, no
     leading dot or separator, at most 200 characters (so ``../x`` or ``/etc`` never steer a path)."""

@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    budget = inputs.positive_finite(args.memory_budget, "--memory-budget (GiB)")
+    budget = inputs.memory_budget(args.memory_budget)
     problem = build_problem(args.problem)
     t0 = time.perf_counter()
     ex = exact(problem, args.method, budget=int(budget * 2**30))

@@ -229,7 +229,7 @@ def test_second_round_of_probes(hostile, tmp_path):
     (PermissionError(13, "Permission denied", "out/report.html"), "permission denied: 'out/report.html'"),
     (FileNotFoundError(2, "No such file or directory", "a", None, "b"), "no such file or directory: 'a' -> 'b'"),
     (OSError(28, "No space left on device"), "No space left on device"),
-    (MemoryError(), "out of memory; completed tasks are stored"),
+    (MemoryError(), "out of memory in 'runs'"),
 ])
 def test_system_failures_are_one_tailored_line(monkeypatch, capsys, exc, expected):
     import sqlite3  # noqa: F401
@@ -951,3 +951,24 @@ def test_seventh_probe_a_single_valued_flag_given_twice_is_refused(tmp_path, mon
 def test_seventh_probe_a_problem_name_with_a_newline_is_refused(hostile, tmp_path):
     f = _npz(tmp_path / "nl.npz", **_base(), name=np.array("a\nb"))
     hostile(["problem", f], "must be a printable string")
+
+
+def test_seventh_probe_a_memory_budget_beyond_the_machine_is_refused(hostile, monkeypatch):
+    """exact --memory-budget 1000 on a 24 GiB machine enumerated until the kernel killed it (exit 137, no
+    message; under a ulimit it was a MemoryError worded for 'run')."""
+    from estimators import inputs
+
+    monkeypatch.setattr(inputs, "physical_memory_gib", lambda: 8.0)
+    hostile(["exact", "--problem", "random:widths=2-25", "--memory-budget", "1000"], "more than this machine's memory")
+    hostile(["run", *QUICK, "--memory-budget", "9", "--no-report"], "more than this machine's memory (8 GiB)")
+    assert inputs.memory_budget(4.0) == 4.0
+    monkeypatch.setattr(inputs, "physical_memory_gib", lambda: 2.0)
+    assert inputs.memory_budget(4.0) == 4.0  # the default stands on a small machine
+
+
+def test_seventh_probe_out_of_memory_outside_a_sweep_is_worded_for_its_command():
+    from bench.cli import system_error
+
+    assert "completed tasks are stored" in system_error(MemoryError(), command="run")
+    assert "completed tasks" not in system_error(MemoryError(), command="exact") and "'exact'" in system_error(
+        MemoryError(), command="exact")
