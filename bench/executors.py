@@ -67,6 +67,20 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="sbn-bench-parent-watchdog", daemon=True).start()
 
 
+def _close_pool(ex: cf.ProcessPoolExecutor, grace_s: float = 5.0) -> None:
+    """Shut a process pool down without waiting on a dead worker: ``shutdown(wait=True)`` hung when a worker
+    was killed between tasks.  By the time the sweep leaves the pool its results are stored; workers still
+    alive after ``grace_s`` are terminated."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(1.0)
+
+
 def _init_worker() -> None:
     torch.set_num_threads(1)
 
@@ -122,9 +136,12 @@ def make_executor(kind: str = "inprocess", workers: int | None = None, scheduler
     elif kind == "process":
         n = workers or 2
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_process_worker,
-                                    initargs=(os.getpid(),)) as ex:
+        ex = cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_process_worker,
+                                    initargs=(os.getpid(),))
+        try:
             yield ex, 2 * n
+        finally:
+            _close_pool(ex)
     elif kind == "dask":
         if not scheduler:
             raise InputError("--executor dask needs --scheduler tcp://HOST:PORT")

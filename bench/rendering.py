@@ -91,6 +91,7 @@ def render(db: str, refs: list[str], out_dir: str | None, formats: str = DEFAULT
         check_out_dir(out_dir)
     with Store(db) as store:
         runs = [store.load_run(ref) for ref in refs]
+    no_repeats([r.manifest.get("run_id") for r in runs], "the report", "run")  # 'latest latest': one run twice
     out = out_dir or f"sbn-report/{runs[0].manifest.get('run_id', 'run')}"
     try:
         return build_report(runs, out, fmts, check=lambda names: check_out_files(out, names, "report"))

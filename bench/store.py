@@ -170,7 +170,7 @@ class Store:
             cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            self._rollback()
             raise
         self.version = SCHEMA_VERSION
 
@@ -260,7 +260,7 @@ class Store:
                               (run_id, task_key)).fetchone()
             if row is not None and (row[0] == "done" or (row[0] == "claimed" and row[1] != me
                                                           and not _claim_void(row[1], row[2]))):
-                cur.execute("ROLLBACK")
+                self._rollback()
                 return False
             cur.execute("INSERT OR REPLACE INTO tasks (run_id, task_key, problem, estimator, status, error, "
                         "finished_utc) VALUES (?, ?, ?, ?, 'claimed', ?, ?)", (run_id, task_key, problem, estimator,
@@ -268,7 +268,7 @@ class Store:
             cur.execute("COMMIT")
             return True
         except BaseException:
-            cur.execute("ROLLBACK")
+            self._rollback()
             raise
 
     def heartbeat(self, run_id: str) -> int:
@@ -276,6 +276,15 @@ class Store:
         cur = self.con.execute("UPDATE tasks SET finished_utc = ? WHERE run_id = ? AND status = 'claimed' AND error = ?",
                                (_utc(), run_id, _owner()))
         return cur.rowcount
+
+    def _rollback(self) -> None:
+        """Undo the open transaction, if one is open: an interruption (Ctrl-C, SIGTERM) may land after the
+        COMMIT, and a failed ROLLBACK must not replace the exception being handled."""
+        if self.con.in_transaction:
+            try:
+                self.con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def claim_state(self, run_id: str, task_key: str) -> str:
         """``finished`` (done or failed), ``held`` (claimed by a live process other than this one) or ``free``
@@ -433,7 +442,7 @@ class Store:
                 )
             cur.execute("COMMIT")
         except BaseException as exc:
-            cur.execute("ROLLBACK")
+            self._rollback()
             if isinstance(exc, sqlite3.Error):  # the CLI's line says what was lost
                 exc.add_note("the task being written was rolled back")
             raise
@@ -460,7 +469,7 @@ class Store:
                             (run_id,)).fetchone()[0]
             cur.execute("COMMIT")
         except BaseException:
-            cur.execute("ROLLBACK")
+            self._rollback()
             raise
         return n
 
@@ -599,7 +608,7 @@ def _claim_void(owner: str | None, when: str | None) -> bool:
         age = (datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(when)).total_seconds()
     except (TypeError, ValueError):
         return True
-    return age > CLAIM_TTL_S
+    return abs(age) > CLAIM_TTL_S  # a heartbeat from the future (a skewed clock) does not hold a task for ever
 
 
 def _legacy_options(spec: str) -> str:

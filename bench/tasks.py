@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 import traceback
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from estimators import registry
-from estimators.errors import InputError
+from estimators.errors import EstimatorError, InputError, one_line
 from reference import exact
 from reference.checkpoints import checkpoint_facts
 from reference.problems import build_problem
@@ -102,15 +101,11 @@ def prepare_task_reference(task: dict, cache_dir: str) -> str | None:
         problem = build_problem(task["problem"], cache_dir=cache_dir)
         here = problem.to(dtype=getattr(torch, task["dtype"]), device=task["device"]).replace(name=task["problem"])
         prepare_reference(task, here, cache_dir)
-    except (Exception, SystemExit, GeneratorExit) as exc:
-        return f"{type(exc).__name__}: {_one_line(exc)}"
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - each of the problem's tasks meets it again and reports it
+        return f"{type(exc).__name__}: {one_line(exc)}"
     return None
-
-
-def _one_line(exc: BaseException, limit: int = 500) -> str:
-    """An exception's message as one line of at most ``limit`` characters (a plugin's may span many)."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def failed_row(task: dict, error: str, **fields) -> dict:
@@ -143,13 +138,17 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
         row.setdefault("facts", {}).update(facts)
         cost = est.cost(here)
         measured = task_cost(est, here, task, result.seconds_per_draw)  # docs/timing.md#cost-per-draw
-    except (Exception, SystemExit, GeneratorExit) as exc:  # recorded, never lost: the report shows failed tasks
-        if isinstance(exc, SystemExit):  # an estimator calling sys.exit() must not end the sweep
-            exc = RuntimeError(f"the estimator called sys.exit({exc.code!r})")
-            exc.__traceback__ = sys.exc_info()[2]
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        row.update(error=f"{type(exc).__name__}: {_one_line(exc)} (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno})",
-                   seconds=time.perf_counter() - t0)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - recorded, never lost: the report shows failed tasks
+        if isinstance(exc, EstimatorError):  # names the estimator and where its code raised
+            error = f"{type(exc).__name__}: {one_line(exc)}"
+        else:  # a failure of the problem or the scoring (an estimator's own is an EstimatorError)
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
+            what = f"sys.exit({exc.code!r}) was called" if isinstance(exc, SystemExit) else one_line(exc)
+            error = f"{type(exc).__name__}: {what}{where}"
+        row.update(error=error, seconds=time.perf_counter() - t0)
         return dict(task=row, scores=[], moments={})
     row.update(status="done", seconds=time.perf_counter() - t0, seconds_per_draw=measured["s_per_draw"],
                layer_evals=cost.layer_evals, head_evals=cost.head_evals, backward_passes=cost.backward_passes,

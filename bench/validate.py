@@ -54,7 +54,7 @@ from scipy.stats import norm
 from bench.accumulate import Moments
 from estimators import registry
 from estimators.base import Cost, Estimator
-from estimators.errors import InputError, OutputError
+from estimators.errors import EstimatorError, InputError, one_line
 from estimators.model import sample_path
 from estimators.model.losses import LOSSES
 from estimators.model.noise import NOISES
@@ -377,13 +377,14 @@ def check_estimator(estimator: Estimator | str, checks: list[str] | None = None,
         try:
             with np.errstate(all="ignore"):  # an estimate too large for float64 shows as inf in its verdict
                 report.verdicts.extend(CHECKS[name](ctx))
-        except OutputError as exc:  # the estimator broke its output contract (Estimator.estimate checks it)
-            report.verdicts.append(Verdict(name, "fail", str(exc)))
+        except EstimatorError as exc:  # its code raised, or broke the output contract (Estimator.estimate)
+            report.verdicts.append(Verdict(name, "fail", one_line(exc)))
         except InputError as exc:
-            report.verdicts.append(Verdict(name, "fail", f"refused the check's problem: {exc}"))
-        except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - a crashing estimator fails its check
-            text = " ".join(str(exc).split())[:500]
-            report.verdicts.append(Verdict(name, "fail", f"raised {type(exc).__name__}: {text}"))
+            report.verdicts.append(Verdict(name, "fail", f"refused the check's problem: {one_line(exc)}"))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a crash outside estimate() (cost(), from_path) fails its check
+            report.verdicts.append(Verdict(name, "fail", f"raised {type(exc).__name__}: {one_line(exc)}"))
     return report
 
 

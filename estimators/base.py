@@ -30,12 +30,14 @@ whole contract, with what ``bench.validate.check_estimator`` verifies, is in
 from __future__ import annotations
 
 import dataclasses
+import os
+import traceback
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from .errors import InputError, OutputError
+from .errors import EstimatorError, InputError, OutputError, one_line
 from .model import Path, Problem, sample_path
 from .options import check_field
 
@@ -80,9 +82,22 @@ class Estimator:
         self.check(problem)
         if draws < 1:
             raise InputError(f"number of draws must be positive, got {draws}")
-        grads = self._estimate(problem, draws, generator)
+        try:
+            grads = self._estimate(problem, draws, generator)
+        except (KeyboardInterrupt, InputError):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the estimator's own failure, whatever it raised: one line
+            raise EstimatorError(self._failure(exc)) from None
         self._check_output(problem, draws, grads)
         return {name: g.detach() for name, g in zip(problem.group_names, grads)}
+
+    def _failure(self, exc: BaseException) -> str:
+        """``estimator SPEC raised TYPE: message (at file:line)``, or ``... called sys.exit(code)``."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+        if isinstance(exc, SystemExit):
+            return f"estimator {self.spec} called sys.exit({exc.code!r}){where}"
+        return f"estimator {self.spec} raised {type(exc).__name__}: {one_line(exc)}{where}"
 
     def _check_output(self, problem: Problem, draws: int, grads) -> None:
         """Raise :class:`InputError` unless ``grads`` keeps the contract of :meth:`_estimate`."""
@@ -98,16 +113,16 @@ class Estimator:
                     got = f"a {type(g).__name__} for group {name}"
                 elif tuple(g.shape) != (draws, size):
                     got = f"shape {list(g.shape)} for group {name}"
-                elif not g.is_floating_point():  # an integer gradient is a truncated one
-                    got = f"{g.dtype} values for group {name} (not floating point)"
+                elif g.dtype != problem.dtype:  # an integer gradient is a truncated one, a float16 one a rounded one
+                    got = f"{g.dtype} values for group {name} (the problem is {problem.dtype})"
                 elif g.device.type == "meta" or g.device != problem.device:
                     got = f"values on device {g.device} for group {name} (the problem is on {problem.device})"
                 if got:
                     break
         if got:
             raise OutputError(f"estimator {self.spec} returned {got}; it must return a list of tensors, one per "
-                             f"parameter group of {problem.name}, each [draws, group size] ({expected}) of floating point on the "
-                             f"problem's device")
+                             f"parameter group of {problem.name}, each [draws, group size] ({expected}) in the problem's dtype "
+                             f"and on its device")
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         """Per-draw group gradients ``[draws, size]`` (groups in ``problem.group_names`` order).

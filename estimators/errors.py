@@ -5,13 +5,31 @@ NaN weights, oversize exact problems, corrupt stores).  The CLI turns it into on
 and exit code 2; library users catch it like any ``ValueError``.
 """
 
-__all__ = ["InputError", "OutputError"]
+__all__ = ["EstimatorError", "InputError", "OutputError", "one_line"]
 
 
 class InputError(ValueError):
     """Input that sbn-bench refuses: the message is one line that names the offending item."""
 
 
-class OutputError(InputError):
+class EstimatorError(InputError):
+    """An estimator's own code failed (it raised, or called ``sys.exit``): one line naming the estimator,
+    the exception and where it was raised.  A sweep stores it as the task's failure; elsewhere it is one
+    line and exit code 2, like any refusal."""
+
+
+class OutputError(EstimatorError):
     """An estimator's output off its contract (not a list of one floating-point ``[draws, size]`` tensor per
     group on the problem's device): a fault of the estimator, not of the problem it was given."""
+
+
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """``str(exc)`` as one printable line of at most ``limit`` characters, whatever user code put in it:
+    newlines joined, control characters (ANSI escapes) escaped, a ``__str__`` that raises survived."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a message that cannot be made is named as such
+        text = f"<{type(exc).__name__} whose message cannot be printed>"
+    text = " ".join(text.split())
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, one_line
 
 __all__ = ["ENTRY_POINT_GROUP", "Origin", "builtin_origin", "code_digest", "entry_points", "load_class", "module_origin",
            "package_version"]
@@ -121,9 +121,12 @@ def _import_file(path: str):
     cwd = os.getcwd()  # a plugin that changes directory at import must not move the paths given after it
     try:
         spec.loader.exec_module(module)
-    except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - any failure of user code: one line
+    except KeyboardInterrupt:
         del sys.modules[mod_name]
-        raise InputError(f"plugin file {path!r} failed to import: {type(exc).__name__}: {exc}") from None
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure of user code: one line
+        del sys.modules[mod_name]
+        raise InputError(f"plugin file {path!r} failed to import: {type(exc).__name__}: {one_line(exc)}") from None
     finally:
         sys.dont_write_bytecode = saved
         if os.getcwd() != cwd:
@@ -139,8 +142,11 @@ def load_class(ref: str):
     else:
         try:
             module = importlib.import_module(target)
-        except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - any failure of user code: one line
-            raise InputError(f"plugin module {target!r} failed to import: {type(exc).__name__}: {exc}") from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any failure of user code: one line
+            raise InputError(f"plugin module {target!r} failed to import: {type(exc).__name__}: {one_line(exc)}") \
+                from None
         origin = module_origin(module)
     cls = getattr(module, cls_name, None)
     if cls is None:
@@ -157,8 +163,11 @@ def load_entry_point(ep):
     """``(object, origin)`` of one entry point: a class, or a module whose import registered its estimators."""
     try:
         obj = ep.load()
-    except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - any failure of user code: one line
-        raise InputError(f"estimator plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure of user code: one line
+        raise InputError(f"estimator plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: "
+                         f"{one_line(exc)}") from None
     dist = getattr(ep, "dist", None)
     origin = (Origin("distribution", dist.name, dist.version) if dist is not None
               else module_origin(sys.modules[obj.__module__] if isinstance(obj, type) else obj))

@@ -113,6 +113,9 @@ def inspect_archive(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                         shape, _, dtype = read(fh)  # the header only, never the data
                 except (ValueError, EOFError):
                     raise InputError(f"{invalid}: its member {info.filename!r} is not a .npy array") from None
+                except (RuntimeError, NotImplementedError) as exc:  # encrypted, or an unknown compression method
+                    raise InputError(f"{invalid}: its member {info.filename!r} cannot be read "
+                                     f"({' '.join(str(exc).split())})") from None
                 headers[name] = (tuple(shape), dtype)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         if isinstance(exc, InputError):
@@ -149,15 +152,15 @@ def load_problem(path: str | os.PathLike, **settings: str) -> Problem:
             raise InputError(f"array {name!r} of {path!r} has shape {headers[name][0]}: every dimension must be positive")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:  # its headers were read: rare, and never a pickle
+    except (OSError, ValueError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:  # never a pickle
         raise InputError(f"problem file {path!r} is not a valid .npz problem file: {' '.join(str(exc).split())}") from None
     try:
         with data:
             return _read(data, path, settings)
-    except (ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (ValueError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as exc:
         if isinstance(exc, InputError):
             raise
-        raise InputError(f"problem file {path!r} could not be read: {exc}") from None
+        raise InputError(f"problem file {path!r} could not be read: {' '.join(str(exc).split())}") from None
 
 
 def _read(data, path: str, settings: dict) -> Problem:

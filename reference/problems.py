@@ -18,6 +18,7 @@ r"""Named problems, built from a spec string ``name`` or ``name:key=value,...``.
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import numpy as np
@@ -267,4 +268,6 @@ def build_problem(spec: str, cache_dir: str | None = None) -> Problem:
         return load_checkpoint(cache_dir, base, epoch)
     if spec.strip().endswith(".npz"):
         return load_problem(spec.strip())
+    if ":" not in spec and ("/" in spec or os.sep in spec):  # a path, not a spec: '/dev/zero', 'data/p.np'
+        raise InputError(f"problem {spec!r} is a path but not an .npz problem file (problem files end in .npz)")
     return build_from_spec(spec, NAMED_PROBLEMS, "problem", " or an .npz file")

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     inputs.positive_int(args.max_draws, "--max-draws", maximum=inputs.MAX_DRAWS)
     specs = [s for spec in args.specs for s in (registry.names() if spec.strip() == "*" else [spec])]
     estimators = [registry.get(s) for s in specs]  # bad input: one line, exit 2, before any check runs
+    inputs.no_repeats([e.spec for e in estimators], "validate", "estimator")  # 'st st' ran st twice
     if args.json:  # a FIFO, a folder or a link there is refused now, not after the checks ran (a FIFO blocked)
         folder, name = os.path.split(os.path.abspath(args.json))
         check_out_dir(folder, "--json folder")
