@@ -152,7 +152,7 @@ def load_toml(path: str) -> dict:
     """Parse a sweep TOML file into keyword arguments for :class:`SweepConfig` (checked names and types)."""
     raw = inputs.read_text_file(path, "config file")  # a regular file of bounded size (not /dev/zero, a FIFO)
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(raw.decode("utf-8-sig"))  # a byte-order mark (some editors write one) is dropped
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"config file {path!r} is not valid TOML: {exc}") from None
     except RecursionError:

@@ -18,6 +18,11 @@ from . import __version__
 __all__ = ["build_manifest"]
 
 
+#: the command line as the process started: a copy taken at import, before any plugin runs (a plugin that
+#: rewrites ``sys.argv`` must not rewrite the manifest's record of the command)
+COMMAND_LINE: list[str] = list(sys.argv)
+
+
 def _git(*args: str) -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
@@ -50,7 +55,7 @@ def build_manifest(config: dict | None = None, config_hash: str = "", root_seed:
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "label": label,
         "preset": preset,
-        "command": " ".join(["sbn-bench"] + sys.argv[1:]),
+        "command": " ".join(["sbn-bench"] + COMMAND_LINE[1:]),
         "git_commit": commit or "unknown",
         "git_dirty": dirty,
         "package_version": __version__,

@@ -52,8 +52,9 @@ def _check_class(cls: type) -> Estimator:
         raise ContractError(f"estimator {where} must be a frozen dataclass")
     name = cls.name
     if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum() \
-            or name.lower() != name or not name.isascii():  # specs are ASCII: 'eé' could not be named again
-        raise ContractError(f"estimator {where} needs a lower-case ASCII alphanumeric name, got {name!r}")
+            or name.lower() != name or not name.isascii() or len(name) > 64:  # specs are ASCII: 'eé' ...
+        raise ContractError(f"estimator {where} needs a lower-case ASCII alphanumeric name of at most 64 "
+                            f"characters, got {name[:80]!r}")
     if not cls.__doc__ or len(cls.__doc__.strip()) < 40:
         raise ContractError(f"estimator {name!r} needs a docstring stating its formula, bias and cost")
     if not isinstance(cls.summary, str) or not cls.summary:

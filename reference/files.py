@@ -25,6 +25,7 @@ Settings given to :func:`load_problem` override those stored in the file.  Loadi
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -76,6 +77,8 @@ def _array(data, key: str) -> torch.Tensor:
     arr = data[key]
     if arr.dtype.kind not in "fiu" or (arr.dtype.kind == "f" and arr.dtype.itemsize > 8):
         raise InputError(f"array {key!r} must hold integers or float16/32/64 numbers, got dtype {arr.dtype}")
+    if not arr.dtype.isnative:  # big-endian data from another machine: read in this machine's byte order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     return torch.as_tensor(arr)
 
 
@@ -136,8 +139,33 @@ def inspect_archive(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
             missing = min(set(range(1, max(layers) + 1)) - set(layers))
             raise InputError(f"problem file {path!r} has {prefix}{max(layers)} but no {prefix}{missing}: "
                              f"layers are numbered 1..L without gaps")
-    guard_size(sum(int(np.prod(s)) for s, _ in headers.values()), f"problem file {path!r}")
+    guard_size(sum(math.prod(int(d) for d in s) for s, _ in headers.values()), f"problem file {path!r}")  # exact
+    _check_shapes(headers, path)
     return headers
+
+
+def _check_shapes(headers: dict, path: str) -> None:
+    """The fully connected arrays' shapes agree with each other (from the headers, before any data is read:
+    a W2 declared 30000 x 30000 after a 3 x 2 W1 allocated gigabytes before the mismatch was found)."""
+    if any(_ARRAY.match(n) and n.startswith("conv") for n in headers):
+        return  # convolutional layers: their geometry arrays set the shapes, checked when the problem is built
+    shape = {n: s for n, (s, _) in headers.items()}
+    L = sum(1 for n in shape if _ARRAY.match(n) and n[0] == "W")
+    prev = shape["X"][-1] if "X" in shape and len(shape["X"]) == 2 else None
+    for k in range(1, L + 1):
+        w, b = shape.get(f"W{k}"), shape.get(f"b{k}")
+        if w is None or len(w) != 2:
+            continue  # named by the reader
+        if prev is not None and w[1] != prev:
+            raise InputError(f"array 'W{k}' of {path!r} has shape {list(w)}: it takes {w[1]} inputs, but the layer "
+                             f"before gives {prev}")
+        if b is not None and tuple(b) != (w[0],):
+            raise InputError(f"array 'b{k}' of {path!r} has shape {list(b)}, expected [{w[0]}]")
+        prev = w[0]
+    head = shape.get("W_head")
+    if head is not None and prev is not None and len(head) == 2 and head[1] != prev:
+        raise InputError(f"array 'W_head' of {path!r} has shape {list(head)}: it reads {head[1]} units, but the "
+                         f"last layer has {prev}")
 
 
 def load_problem(path: str | os.PathLike, **settings: str) -> Problem:

@@ -24,6 +24,8 @@ DOMAINS = {
     "train": Domain(ge=1), "val": Domain(ge=1), "test": Domain(ge=1), "init_points": Domain(ge=1),
     "size": Domain(ge=1), "noise": Domain(ge=0),
 }
+#: stochastic layers a network may have (the deepest preset has 8; the PSA paper's CIFAR network 8)
+MAX_LAYERS = 64
 #: parameters plus inputs a spec may ask for (float64: 8 GB); larger specs are refused before allocating
 MAX_ELEMENTS = 10**9
 
@@ -86,5 +88,7 @@ def parse_widths(widths: str | int) -> tuple[int, ...]:
         raise InputError(f"bad widths {widths!r}; write them as n0-n1-...-nL, e.g. 2-5-5-5") from None
     if len(out) < 2 or min(out) < 1:
         raise InputError(f"bad widths {widths!r}; need an input width and at least one layer, all positive")
+    if len(out) - 1 > MAX_LAYERS:  # 5000 layers ran for minutes without a word
+        raise InputError(f"widths {str(widths)[:40]}... give {len(out) - 1} layers; at most {MAX_LAYERS} are accepted")
     guard_size(sum(a * b + b for a, b in zip(out, out[1:])), f"widths {widths}")
     return out

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     for rep in reports:
         print(rep.table())
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)  # like --db: a new folder is made
         tmp = f"{args.json}.tmp-{os.getpid()}"  # written whole, then moved into place
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(report_json(reports))

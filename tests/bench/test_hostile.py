@@ -478,11 +478,12 @@ def test_fifth_probe_huge_estimates_fail_their_task_without_warnings(tmp_path, c
 def test_fifth_probe_a_deep_network_scores_without_warnings(tmp_path, capsys):
     """R3-p35: on a deep network the exact gradient of the first layers is 0, so the cosines are 0/0;
     they are NaN in the scores, without numpy's 'invalid value' warning."""
-    widths = "-".join(["2"] * 400)
-    rc, err, caught = _run_quietly(["run", "--problem", f"random:widths={widths},points=2", "--estimators", "st",
-                                    "-N", "50", "--cost-time", "0", "--no-report",
+    # 400 layers of width 2 gave it; depth is now capped at 64, and saturated units give it sooner
+    rc, err, caught = _run_quietly(["run", "--problem", "random:widths=2-2-2-2-2-2,points=2,scale=1000",
+                                    "--estimators", "st", "-N", "50", "--cost-time", "0", "--no-report",
                                     "--db", str(tmp_path / "r.sqlite")], capsys)
-    assert rc == 0 and err == [] and caught == [], (err, caught)
+    assert rc == 0 and caught == [], (err, caught)
+    assert len(err) == 1 and "the exact gradient of layer1, layer2 is exactly zero" in err[0], err
 
 
 def test_fifth_probe_a_cifar_path_that_is_no_archive_is_one_line(hostile, tmp_path):
@@ -1075,3 +1076,66 @@ def test_eighth_probe_a_heartbeat_from_the_future_does_not_hold_a_task():
 
     future = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=3)
     assert store._claim_void("elsewhere:1:2", future.isoformat())
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["problem", "random:widths=" + "-".join(["2"] * 5000)], "at most 64 are accepted"),
+])
+def test_eighth_probe_depth_limit(hostile, argv, what):
+    """5000 layers ran for minutes with no output."""
+    hostile(argv, what)
+
+
+def test_eighth_probe_problem_file_shapes_are_checked_from_the_headers(hostile, tmp_path):
+    """A W2 declared 30000 x 30000 after a 3 x 2 W1 allocated gigabytes before the mismatch was found; a
+    header whose element count overflowed int64 passed the size guard."""
+    from numpy.lib import format as npformat
+
+    arrays = _base()
+    arrays["W2"] = np.zeros((4, 5))
+    f = _npz(tmp_path / "mis.npz", **arrays)
+    hostile(["problem", f], "it takes 5 inputs, but the layer before gives 3")
+    arrays = _base()
+    arrays["b2"] = np.zeros(7)
+    hostile(["problem", _npz(tmp_path / "b.npz", **arrays)], "array 'b2'")
+    # a header declaring 2^40 x 2^40 (overflows int64 when multiplied in numpy) and no data
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "over.npz", "w") as zf:
+        for name, arr in _base().items():
+            with zf.open(f"{name}.npy", "w") as fh:
+                if name == "W2":
+                    npformat.write_array_header_1_0(fh, {"descr": "<f8", "fortran_order": False,
+                                                         "shape": (2**40, 2**40)})
+                else:
+                    npformat.write_array(fh, np.asarray(arr))
+    hostile(["problem", str(tmp_path / "over.npz")], "over the limit")
+
+
+def test_eighth_probe_big_endian_and_bom_inputs_are_read(tmp_path, monkeypatch, capsys):
+    """A big-endian archive failed with torch's byte-order text; a TOML file with a byte-order mark was
+    'not valid TOML' at line 1, column 1."""
+    monkeypatch.chdir(tmp_path)
+    arrays = {k: np.asarray(v).astype(np.asarray(v).dtype.newbyteorder(">")) for k, v in _base().items()}
+    f = _npz(tmp_path / "be.npz", **arrays)
+    assert main(["problem", f]) == 0
+    (tmp_path / "c.toml").write_bytes(b"\xef\xbb\xbf" + b'problems = ["random:widths=2-3"]\nestimators = ["st"]\n')
+    assert main(["run", "--config", "c.toml", "-N", "40", "--no-report", "--cost-time", "0", "--db", "r.sqlite"]) == 0
+
+
+def test_eighth_probe_a_plugin_cannot_rewrite_the_recorded_command(tmp_path, monkeypatch, capsys):
+    """A plugin that set sys.argv at import changed the manifest's command."""
+    from bench import manifest
+
+    path = tmp_path / "argvplug.py"
+    path.write_text("import sys\nsys.argv[:] = ['sbn-bench', '--help']\n" + _RETURNING.format(what="its gradients",
+                                                                                          returns="g"))
+    monkeypatch.setattr(manifest, "COMMAND_LINE", ["sbn-bench", "run", "--estimators", f"{path}:E"])
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *QUICK[:2], "--estimators", f"{path}:E", "-N", "10", "--no-report", "--cost-time", "0",
+                 "--db", "r.sqlite"]) == 0
+    from bench.store import Store
+
+    with Store("r.sqlite") as st:
+        assert st.load_run("latest").manifest["command"] == f"sbn-bench run --estimators {path}:E"

@@ -79,7 +79,7 @@ def _arrays(p):
 
 
 @pytest.mark.parametrize("mutate, msg", [
-    (lambda a: a.update(W2=a["W2"][:, :3]), "array 'W2' must be"),
+    (lambda a: a.update(W2=a["W2"][:, :3]), "it takes 3 inputs, but the layer before gives 5"),
     (lambda a: a.pop("b_head"), "missing array 'b_head'"),
     (lambda a: a["W1"].__setitem__((0, 0), np.nan), "array 'W1' contains NaN"),
     (lambda a: a.update(y=a["y"] * 2), "array 'y'"),
