@@ -100,7 +100,7 @@ class Estimator:
         return f"estimator {self.spec} raised {type(exc).__name__}: {one_line(exc)}{where}"
 
     def _check_output(self, problem: Problem, draws: int, grads) -> None:
-        """Raise :class:`InputError` unless ``grads`` keeps the contract of :meth:`_estimate`."""
+        """Raise :class:`~estimators.errors.OutputError` unless ``grads`` keeps the contract of :meth:`_estimate`."""
         expected = ", ".join(f"[{draws}, {n}]" for n in problem.group_sizes)
         got = None
         if not isinstance(grads, (list, tuple)):
@@ -121,8 +121,8 @@ class Estimator:
                     break
         if got:
             raise OutputError(f"estimator {self.spec} returned {got}; it must return a list of tensors, one per "
-                             f"parameter group of {problem.name}, each [draws, group size] ({expected}) in the problem's dtype "
-                             f"and on its device")
+                              f"parameter group of {problem.name}, each [draws, group size] ({expected}) in the "
+                              f"problem's dtype and on its device")
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         """Per-draw group gradients ``[draws, size]`` (groups in ``problem.group_names`` order).

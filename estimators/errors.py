@@ -19,8 +19,8 @@ class EstimatorError(InputError):
 
 
 class OutputError(EstimatorError):
-    """An estimator's output off its contract (not a list of one floating-point ``[draws, size]`` tensor per
-    group on the problem's device): a fault of the estimator, not of the problem it was given."""
+    """An estimator's output off its contract (not a list of one ``[draws, size]`` tensor per group in the
+    problem's dtype and on its device): a fault of the estimator, not of the problem it was given."""
 
 
 def one_line(exc: BaseException, limit: int = 500) -> str:
