@@ -157,7 +157,8 @@ def make_executor(kind: str = "inprocess", workers: int | None = None, scheduler
     else:
         dd = _dask()
         n = workers or 2
+        # a free port for its HTTP server (":8787", its default, is taken when two clusters run at once)
         with dd.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address=None) as cluster, dd.Client(cluster) as client:
+                             dashboard_address=":0") as cluster, dd.Client(cluster) as client:
             client.run(_init_worker)
             yield client.get_executor(pure=False), 2 * n

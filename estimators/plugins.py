@@ -148,7 +148,13 @@ def load_class(ref: str):
             raise InputError(f"plugin module {target!r} failed to import: {type(exc).__name__}: {one_line(exc)}") \
                 from None
         origin = module_origin(module)
-    cls = getattr(module, cls_name, None)
+    try:
+        cls = getattr(module, cls_name, None)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a module __getattr__ of user code: one line
+        raise InputError(f"plugin {ref!r}: looking up {cls_name!r} in {target!r} raised {type(exc).__name__}: "
+                         f"{one_line(exc)}") from None
     if cls is None:
         raise InputError(f"plugin {ref!r}: {target!r} has no class {cls_name!r}")
     return cls, origin

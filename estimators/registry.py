@@ -54,7 +54,7 @@ def _check_class(cls: type) -> Estimator:
     if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum() \
             or name.lower() != name or not name.isascii() or len(name) > 64:  # specs are ASCII: 'eé' ...
         raise ContractError(f"estimator {where} needs a lower-case ASCII alphanumeric name of at most 64 "
-                            f"characters, got {name[:80]!r}")
+                            f"characters, got {repr(name)[:80]}")
     if not cls.__doc__ or len(cls.__doc__.strip()) < 40:
         raise ContractError(f"estimator {name!r} needs a docstring stating its formula, bias and cost")
     if not isinstance(cls.summary, str) or not cls.summary:
@@ -110,6 +110,8 @@ def register(cls: E) -> E:
 def _register_loaded(obj, origin: plugins.Origin, what: str) -> list[str]:
     """Register a loaded plugin class (or collect what a loaded module registered)."""
     if isinstance(obj, type):
+        if not isinstance(getattr(obj, "name", None), str):  # not a name at all (123, None, a list): the contract says so
+            _check_class(obj)
         if obj.name in _REGISTRY and _REGISTRY[obj.name] is obj:
             _ORIGINS[obj.name] = origin
             return [obj.name]

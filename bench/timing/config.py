@@ -107,7 +107,12 @@ class TimeConfig:
     def _check_sizes(self, net) -> None:
         """Refuse (:func:`~reference.specs.guard_size`), before allocating, tensors over its limit: a
         layer's weights (width squared) and a call's activations (draws x batch x width)."""
-        for flag, widths in (("--widths", self.widths), ("--mem-widths", self.mem_widths), ("--net", tuple(net))):
+        kernels = set(self.kernels)  # only the sizes of the kernels asked for (psa-fc's widths do not limit sampling)
+        sized = (("--widths", self.widths, {"psa-fc"}), ("--mem-widths", self.mem_widths, {"psa-fc-mem"}),
+                 ("--net", tuple(net), None))
+        for flag, widths, users in sized:
+            if users is not None and not kernels & users:
+                continue
             for w in widths:
                 guard_size(w * w, f"{flag} {w}: a {w} x {w} layer")
                 guard_size(self.batch * w, f"--batch {self.batch} of width {w}")

@@ -975,10 +975,6 @@ def test_seventh_probe_out_of_memory_outside_a_sweep_is_worded_for_its_command()
         MemoryError(), command="exact")
 
 
-def _square(x):
-    return x * x
-
-
 def test_eighth_probe_a_pool_with_a_worker_killed_between_tasks_closes(tmp_path):
     """Round eight: kill -9 of an idle worker of --executor process made the sweep hang after its last task
     (the pool's shutdown waited on it); the pool is now closed without waiting on the dead."""
@@ -986,7 +982,7 @@ def test_eighth_probe_a_pool_with_a_worker_killed_between_tasks_closes(tmp_path)
 
     t0 = time.monotonic()
     with make_executor("process", 2) as (ex, _):
-        assert ex.submit(_square, 3).result(timeout=120) == 9
+        assert ex.submit(pow, 3, 2).result(timeout=120) == 9  # a builtin: the workers cannot import tests/
         procs = list(ex._processes.values())
         os.kill(procs[0].pid, signal.SIGKILL)
         time.sleep(0.5)
@@ -1139,3 +1135,27 @@ def test_eighth_probe_a_plugin_cannot_rewrite_the_recorded_command(tmp_path, mon
 
     with Store("r.sqlite") as st:
         assert st.load_run("latest").manifest["command"] == f"sbn-bench run --estimators {path}:E"
+
+
+def test_ninth_probe_plugin_names_and_lookups(hostile, tmp_path):
+    """Round nine: a plugin whose name is not a string crashed the registry's own name check, and a module
+    whose __getattr__ raised crashed the class lookup (tracebacks)."""
+    for i, name in enumerate(("123", "None", "['a']")):
+        path = tmp_path / f"n{i}.py"
+        path.write_text(_RETURNING.format(what="its gradients", returns="g").replace('"plug"', name))
+        hostile(["run", *QUICK[:2], "--estimators", f"{path}:E", "--no-report", "--db", "r.sqlite"],
+                "needs a lower-case ASCII alphanumeric name")
+    (tmp_path / "ga.py").write_text("def __getattr__(name):\n    raise RuntimeError('boom ' + name)\n")
+    hostile(["run", *QUICK[:2], "--estimators", f"{tmp_path / 'ga.py'}:E", "--no-report", "--db", "r.sqlite"],
+            "looking up 'E'")
+
+
+def test_ninth_probe_time_limits_only_the_kernels_asked_for():
+    """`time --kernels sampling --net 2-3 --batch 5000000` was refused by psa-fc's default width 512."""
+    from bench.timing.config import TimeConfig
+
+    TimeConfig(kernels=("sampling",), net="2-3", batch=5_000_000)
+    from estimators.errors import InputError
+
+    with pytest.raises(InputError, match="of width 512"):
+        TimeConfig(kernels=("psa-fc",), batch=5_000_000)

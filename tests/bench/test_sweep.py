@@ -142,7 +142,7 @@ def test_kill_9_loses_no_completed_task_and_rerun_resumes(tmp_path):
 def _dask_cluster():
     distributed = pytest.importorskip("distributed")
     return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
-                                    dashboard_address=None)
+                                    dashboard_address=":0")
 
 
 def test_process_pool_and_dask_give_the_same_numbers(tmp_path, capsys):
