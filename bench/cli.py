@@ -89,6 +89,8 @@ def system_error(exc: BaseException, db: str | None = None, command: str | None 
 PATH_FLAGS = ("db", "out", "report_dir", "checkpoint_dir")
 #: flags stored or printed as typed: a control character (a pasted newline) is refused
 TEXT_FLAGS = PATH_FLAGS + ("label",)
+#: the longest text flag accepted (a path or a label)
+MAX_TEXT_FLAG = 4096
 
 
 def _checked_flags(args: argparse.Namespace, command: argparse.ArgumentParser | None = None) -> argparse.Namespace:
@@ -103,6 +105,8 @@ def _checked_flags(args: argparse.Namespace, command: argparse.ArgumentParser | 
         value = getattr(args, flag, None)
         if isinstance(value, str):
             no_control_characters(value, f"--{flag.replace('_', '-')}")
+            if len(value) > MAX_TEXT_FLAG:  # stored with every run and printed by 'runs'
+                raise InputError(f"--{flag.replace('_', '-')} has {len(value)} characters; at most {MAX_TEXT_FLAG}")
             if value and flag in PATH_FLAGS:  # an empty name stays empty (and is refused as such)
                 # a trailing slash says "a folder": kept, so that a file flag (--db x/) can refuse it
                 setattr(args, flag, os.path.abspath(value) + (os.sep if value.endswith(("/", os.sep)) else ""))

@@ -86,7 +86,9 @@ class SweepConfig(ConfigMixin):
         inputs.seed(self.seed)
         inputs.safe_name(self.name, "run name")
         if self.grid is not None:
-            if not self.grid or min(self.grid) < 1:
+            if not self.grid:
+                raise InputError("the grid is empty; give at least one M, or leave it out for the default")
+            if min(self.grid) < 1:
                 raise InputError(f"every M of the grid must be positive, got {list(self.grid)}")
             inputs.no_repeats(self.grid, "the grid", "M =")  # linear: grids may be long
             if max(self.grid) > self.draws:

@@ -66,7 +66,7 @@ def expand_estimators(specs) -> list[str]:
     spec) is refused; ``*`` only adds what is not listed.  A plugin loaded from a module or file keeps its
     ``module:Class`` / ``file.py:Class`` form (with canonical options), so worker processes can load it too."""
     out: list[str] = []
-    named: dict[str, str] = {}  # canonical spec -> how the user wrote it
+    named: dict[str, str] = {}  # the estimator (registered name and options) -> how the user wrote it
     for spec in specs:
         star = spec.strip() == "*"
         if star and "*" in named.values():
@@ -75,12 +75,12 @@ def expand_estimators(specs) -> list[str]:
             parsed = registry.resolve(s)
             est = registry.get(parsed)
             canonical = est.spec if not parsed.source else parsed.source + est.spec[len(est.name):]
-            if not star and canonical in named and named[canonical] != "*":
-                same = "" if named[canonical] == spec else f" (as {named[canonical]!r})"
+            if not star and est.spec in named and named[est.spec] != "*":  # also a plugin and its bare name
+                same = "" if named[est.spec] == spec else f" (as {named[est.spec]!r})"
                 raise InputError(f"the estimators name {spec!r} more than once{same}")
-            if canonical not in out:
+            if est.spec not in named:
                 out.append(canonical)
-            named.setdefault(canonical, "*" if star else spec)
+            named.setdefault(est.spec, "*" if star else spec)
     return out
 
 

@@ -113,6 +113,8 @@ class Estimator:
                     got = f"a {type(g).__name__} for group {name}"
                 elif tuple(g.shape) != (draws, size):
                     got = f"shape {list(g.shape)} for group {name}"
+                elif g.layout != torch.strided:  # sparse: every consumer reads dense rows
+                    got = f"a {g.layout} tensor for group {name} (dense tensors only)"
                 elif g.dtype != problem.dtype:  # an integer gradient is a truncated one, a float16 one a rounded one
                     got = f"{g.dtype} values for group {name} (the problem is {problem.dtype})"
                 elif g.device.type == "meta" or g.device != problem.device:

@@ -157,8 +157,11 @@ def write_baseline(path: str | os.PathLike, measurements: list[Measurement], pla
         "manifest": manifest,
         "entries": [merged[k] for k in sorted(merged)],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".baseline-", suffix=".json", dir=path.parent)
+    try:  # named by the file asked for, not by the private one written first
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".baseline-", suffix=".json", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"baseline {str(path)!r} cannot be written: {(exc.strerror or str(exc)).lower()}") from None
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(_dumps(data) + "\n")

@@ -1159,3 +1159,23 @@ def test_ninth_probe_time_limits_only_the_kernels_asked_for():
 
     with pytest.raises(InputError, match="of width 512"):
         TimeConfig(kernels=("psa-fc",), batch=5_000_000)
+
+
+def test_ninth_probe_questionable_items(hostile, tmp_path):
+    """Round nine: a plugin listed with its path and by its bare name ran twice; an empty grid was called
+    non-positive; a 100,000-character label was stored."""
+    path = tmp_path / "twice.py"
+    path.write_text(_RETURNING.format(what="its gradients", returns="g").replace('"plug"', '"twice"'))
+    hostile(["run", *QUICK[:2], "--estimators", f"{path}:E,twice", "--no-report", "--db", "r.sqlite"],
+            "more than once", keep=("__pycache__",))
+    (tmp_path / "g.toml").write_text('problems = ["random:widths=2-3"]\nestimators = ["st"]\ngrid = []\n')
+    hostile(["run", "--config", "g.toml", "--no-report", "--db", "r.sqlite"], "the grid is empty")
+    hostile(["run", *QUICK, "--no-report", "--label", "x" * 100_000, "--db", "r.sqlite"], "at most 4096")
+
+
+def test_ninth_probe_sparse_estimates_are_an_output_error(tmp_path, capsys):
+    est = _plugin(tmp_path, "sparse tensors", "[v.to_sparse() for v in g]")
+    assert main(["run", *QUICK[:2], "--estimators", est, "-N", "10", "--no-report", "--cost-time", "0",
+                 "--db", str(tmp_path / "r.sqlite")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "OutputError" in err[0] and "dense tensors only" in err[0], err
