@@ -216,6 +216,8 @@ def _read(data, path: str, settings: dict) -> Problem:
         if not bool((y == y.round()).all()):
             raise InputError("array 'y': the softmax loss needs integer labels")
         y = y.long()
+    if loss == "squared" and y.dim() == 1 and "W_head" in data.files and data["W_head"].shape[:1] == (1,):
+        y = y.unsqueeze(1)  # one output: targets [B] are [B, 1] (the README's table allows both)
     f = lambda key: _array(data, key).double()  # noqa: E731
     conv = []
     for k in range(1, L + 1):

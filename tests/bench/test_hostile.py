@@ -1179,3 +1179,11 @@ def test_ninth_probe_sparse_estimates_are_an_output_error(tmp_path, capsys):
                  "--db", str(tmp_path / "r.sqlite")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "OutputError" in err[0] and "dense tensors only" in err[0], err
+
+
+def test_ninth_probe_squared_loss_targets_of_one_output_may_be_a_vector(tmp_path, capsys):
+    """The README's table allows y of shape [B] with the squared loss; one output's targets [B] were refused."""
+    arrays = _base()
+    arrays["y"] = np.linspace(-1, 1, 5)
+    f = _npz(tmp_path / "sq.npz", **arrays, loss=np.array("squared"))
+    assert main(["problem", f]) == 0
