@@ -14,7 +14,8 @@ from estimators.errors import InputError
 from estimators.inputs import cannot_create_in, comma_items, no_repeats
 from reports import FORMATS, ReportError, build_report
 
-__all__ = ["check_out_dir", "check_out_files", "check_report_flags", "parse_formats", "render"]
+__all__ = ["check_out_dir", "check_out_file", "check_out_files", "check_report_flags", "parse_formats", "render",
+           "write_file"]
 
 
 def check_out_dir(path: str | os.PathLike, what: str = "output folder") -> None:
@@ -50,6 +51,29 @@ def check_out_files(folder: str | os.PathLike, names, writer: str) -> None:
                         if path.is_socket() else "a device" if not path.is_file() else "a file")
                 raise InputError(f"{path} is {kind}, not a {'regular file' if last else 'folder'}; "
                                  f"{writer} writes only plain files in {str(folder)!r}")
+
+
+def check_out_file(path: str | os.PathLike, writer: str) -> None:
+    """Refuse, before the work, a file ``path`` that :func:`write_file` could not write: its folder as
+    :func:`check_out_dir`, the file itself as :func:`check_out_files` (a link, a FIFO, a folder)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    check_out_dir(folder, f"{writer} folder")
+    check_out_files(folder, [name], writer)
+
+
+def write_file(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` whole: into a temporary beside it, then moved into place (its folder is
+    made, as for ``--db``), so a reader or an interruption never sees half a file."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 #: the report formats of ``run``, ``train`` and ``report`` when ``--format`` is not given

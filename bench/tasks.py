@@ -18,13 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import traceback
 
 import numpy as np
 import torch
 
 from estimators import registry
-from estimators.errors import EstimatorError, InputError, one_line
+from estimators.errors import EstimatorError, InputError, one_line, raised_at
 from reference import exact
 from reference.checkpoints import checkpoint_facts
 from reference.problems import build_problem
@@ -144,10 +143,8 @@ def run_task(task: dict, cache_dir: str | None = None, progress=None) -> dict:
         if isinstance(exc, EstimatorError):  # names the estimator and where its code raised
             error = f"{type(exc).__name__}: {one_line(exc)}"
         else:  # a failure of the problem or the scoring (an estimator's own is an EstimatorError)
-            frames = traceback.extract_tb(exc.__traceback__)
-            where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
             what = f"sys.exit({exc.code!r}) was called" if isinstance(exc, SystemExit) else one_line(exc)
-            error = f"{type(exc).__name__}: {what}{where}"
+            error = f"{type(exc).__name__}: {what}{raised_at(exc)}"
         row.update(error=error, seconds=time.perf_counter() - t0)
         return dict(task=row, scores=[], moments={})
     row.update(status="done", seconds=time.perf_counter() - t0, seconds_per_draw=measured["s_per_draw"],

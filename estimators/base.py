@@ -30,14 +30,12 @@ whole contract, with what ``bench.validate.check_estimator`` verifies, is in
 from __future__ import annotations
 
 import dataclasses
-import os
-import traceback
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from .errors import EstimatorError, InputError, OutputError, one_line
+from .errors import EstimatorError, InputError, OutputError, one_line, raised_at
 from .model import Path, Problem, sample_path
 from .options import check_field
 
@@ -93,11 +91,9 @@ class Estimator:
 
     def _failure(self, exc: BaseException) -> str:
         """``estimator SPEC raised TYPE: message (at file:line)``, or ``... called sys.exit(code)``."""
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
         if isinstance(exc, SystemExit):
-            return f"estimator {self.spec} called sys.exit({exc.code!r}){where}"
-        return f"estimator {self.spec} raised {type(exc).__name__}: {one_line(exc)}{where}"
+            return f"estimator {self.spec} called sys.exit({exc.code!r}){raised_at(exc)}"
+        return f"estimator {self.spec} raised {type(exc).__name__}: {one_line(exc)}{raised_at(exc)}"
 
     def _check_output(self, problem: Problem, draws: int, grads) -> None:
         """Raise :class:`~estimators.errors.OutputError` unless ``grads`` keeps the contract of :meth:`_estimate`."""

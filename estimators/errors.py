@@ -5,7 +5,10 @@ NaN weights, oversize exact problems, corrupt stores).  The CLI turns it into on
 and exit code 2; library users catch it like any ``ValueError``.
 """
 
-__all__ = ["EstimatorError", "InputError", "OutputError", "one_line"]
+import os
+import traceback
+
+__all__ = ["EstimatorError", "InputError", "OutputError", "one_line", "raised_at"]
 
 
 class InputError(ValueError):
@@ -33,3 +36,9 @@ def one_line(exc: BaseException, limit: int = 500) -> str:
     text = " ".join(text.split())
     text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def raised_at(exc: BaseException) -> str:
+    """`` (at file.py:LINE)`` of the innermost frame ``exc`` was raised in, or ``""`` without a traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""

@@ -22,7 +22,7 @@ from bench.gate.baseline import DEFAULT_BASELINE, check_replaceable, load_baseli
 from bench.gate.design import DESIGN, evaluate, failures
 from bench.gate.measure import run_suite
 from bench.manifest import build_manifest
-from bench.rendering import check_out_dir, check_out_files
+from bench.rendering import check_out_file, write_file
 from estimators import registry
 from estimators.errors import InputError
 
@@ -87,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:  # checked now, not after minutes of measuring (a FIFO blocked, a folder failed late)
         if os.path.abspath(args.json) == os.path.abspath(path):
             raise InputError(f"--json {args.json!r} is the baseline file; name another file for the report")
-        folder, name = os.path.split(os.path.abspath(args.json))
-        check_out_dir(folder, "--json folder")
-        check_out_files(folder, [name], "check --json")
+        check_out_file(args.json, "check --json")
     baseline = None if args.update_baseline else load_baseline(path, design, args.allow_dirty_baseline)
     t0 = time.perf_counter()
     measurements, plan = run_suite(estimators, design)
@@ -142,7 +140,4 @@ def _write_json(path, checks, measurements, plan, design, seconds) -> None:
                           "seed": m.seed, "seconds": m.seconds,
                           "groups": {g: s.summary() for g, s in m.groups.items()}} for m in measurements],
     }
-    tmp = f"{path}.tmp-{os.getpid()}"  # written whole, then moved into place
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, allow_nan=False)
-    os.replace(tmp, path)
+    write_file(path, json.dumps(data, indent=1, allow_nan=False))

@@ -8,9 +8,8 @@ input (an unknown estimator, a plugin that does not load).  Plugins are named as
 from __future__ import annotations
 
 import argparse
-import os
 
-from bench.rendering import check_out_dir, check_out_files
+from bench.rendering import check_out_file, write_file
 from bench.validate import check_estimator, check_names, report_json
 from estimators import inputs, registry
 from estimators.inputs import comma_items
@@ -35,16 +34,10 @@ def run(args: argparse.Namespace) -> int:
     estimators = [registry.get(s) for s in specs]  # bad input: one line, exit 2, before any check runs
     inputs.no_repeats([e.spec for e in estimators], "validate", "estimator")  # 'st st' ran st twice
     if args.json:  # a FIFO, a folder or a link there is refused now, not after the checks ran (a FIFO blocked)
-        folder, name = os.path.split(os.path.abspath(args.json))
-        check_out_dir(folder, "--json folder")
-        check_out_files(folder, [name], "validate --json")
+        check_out_file(args.json, "validate --json")
     reports = [check_estimator(est, checks, seed=args.seed, max_draws=args.max_draws) for est in estimators]
     for rep in reports:
         print(rep.table())
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)  # like --db: a new folder is made
-        tmp = f"{args.json}.tmp-{os.getpid()}"  # written whole, then moved into place
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(report_json(reports))
-        os.replace(tmp, args.json)
+        write_file(args.json, report_json(reports))
     return 0 if all(r.passed for r in reports) else 1

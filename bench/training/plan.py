@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import time
-import traceback
 
 import numpy as np
 import torch
@@ -36,7 +35,7 @@ from bench.training.metrics import with_data
 from bench.training.recipes import TrainConfig
 from bench.training.setups import TrainProblem
 from estimators import registry
-from estimators.errors import InputError, one_line
+from estimators.errors import InputError, one_line, raised_at
 from reference.files import save_problem
 
 __all__ = ["TrainingRun", "check_checkpoint_folders", "checkpoint_file", "checkpoint_folder", "plan_train_tasks", "prepare", "run_train_task", "run_training"]
@@ -166,9 +165,7 @@ def run_train_task(task: dict, tp: TrainProblem, checkpoint_dir: str | None = No
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - recorded, never lost (a plugin may raise anything)
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
-        row.update(error=f"{type(exc).__name__}: {one_line(exc)}{where}", seconds=time.perf_counter() - t0)
+        row.update(error=f"{type(exc).__name__}: {one_line(exc)}{raised_at(exc)}", seconds=time.perf_counter() - t0)
         return dict(task=row, curves=_tag(curves + (result.rows if result is not None else []), task))
     curves += result.rows
     if result.diverged_at is not None:
