@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 
 from .errors import InputError
 
-__all__ = ["EstimatorSpec", "no_control_characters", "options_json", "parse", "parse_options", "split_list"]
+__all__ = ["EstimatorSpec", "no_control_characters", "options_json", "parse", "parse_options", "plain_spec",
+           "split_list"]
 
-#: ``module.path:Class`` or ``some/file.py:Class`` (the part before the colon has a dot or a slash)
 #: a number as the grammar accepts it: plain decimal, optional sign, fraction and exponent (no ``0x10``, ``1_000``)
 _DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+#: ``module.path:Class`` or ``some/file.py:Class`` (the part before the colon has a dot or a slash)
 _REF = re.compile(r"^(?P<ref>[^:=,\s]*[./\\][^:=,\s]*:[A-Za-z_]\w*)(?::(?P<opts>.*))?$")
 
 
@@ -76,13 +77,20 @@ def no_control_characters(text: str, what: str) -> str:
     return text
 
 
+def plain_spec(text: str, what: str = "spec") -> str:
+    """Refuse control characters (named as such) and spaces in a spec: either would be stored, and keyed, as
+    typed (``'random: widths=2-3'``, ``'psa-2-5-5-5 @chk-1'``)."""
+    no_control_characters(text, what)
+    if any(c.isspace() for c in text):
+        raise InputError(f"{what} {text!r} holds spaces; write it without them")
+    return text
+
+
 def parse(spec: str) -> EstimatorSpec:
     """Parse ``name[:options]`` or ``module:Class[:options]`` / ``file.py:Class[:options]``."""
     text = str(spec).strip()
     m = _REF.match(text)
-    no_control_characters(text, "spec")
-    if any(c.isspace() for c in text):  # 'random: widths=2-3' would be stored, and keyed, as typed
-        raise InputError(f"spec {text!r} holds spaces; write it without them")
+    plain_spec(text)
     if not (m.group("opts") or "" if m else text).isascii():  # full-width digits, look-alike letters
         raise InputError(f"spec {text!r} holds non-ASCII characters in its name or options")
     name, _, rest = text.partition(":")

@@ -29,7 +29,7 @@ import torch
 from estimators import registry
 from estimators.errors import InputError
 from estimators.model import Path, Problem
-from estimators.spec import no_control_characters
+from estimators.spec import plain_spec
 
 from .exact import exact_loss
 from .files import load_problem, save_problem
@@ -57,9 +57,7 @@ MAX_TRIES = 4
 
 def split_spec(spec: str) -> tuple[str, int | None]:
     """``"psa-2-5-5-5@chk-100"`` -> ``("psa-2-5-5-5", 100)``; a spec without ``@`` -> ``(spec, None)``."""
-    no_control_characters(str(spec), "problem")  # a pasted newline is named as such
-    if any(c.isspace() for c in str(spec)):  # 'psa-2-5-5-5 @chk-1' would be stored, and keyed, as typed
-        raise InputError(f"problem {spec!r} holds spaces; write it without them")
+    plain_spec(str(spec), "problem")  # the whole spec: parse() sees only the part before '@'
     base, at, tail = spec.partition("@")
     if not at:
         return spec, None
