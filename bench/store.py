@@ -19,6 +19,7 @@ Integrity rules:
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import re
@@ -309,13 +310,9 @@ class Store:
         row = self.con.execute("SELECT manifest FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise InputError(f"unknown run {run_id!r}")
-        try:
-            manifest = json.loads(row[0])
-        except (TypeError, ValueError):
-            manifest = None
-        if not isinstance(manifest, dict):
-            raise self._damaged(f"the manifest of run {run_id!r} is not a JSON object")
-        return manifest
+        if row[0] in (None, ""):  # every run stores one; _json would read an absent one as {}
+            raise self._damaged(f"the manifest of run {run_id!r} is missing")
+        return self._json(row[0], f"the manifest of run {run_id!r}")
 
     def runs(self) -> pd.DataFrame:
         """One row per run: id, creation time, label, preset, kind (:data:`RUN_KINDS`), task counts and
@@ -584,8 +581,13 @@ def _start_time(pid: int) -> str:
 
 
 def _owner() -> str:
-    """This process as a claim's owner: ``host:pid:start``."""
-    return f"{_HOST}:{os.getpid()}:{_start_time(os.getpid())}"
+    """This process as a claim's owner: ``host:pid:start`` (read from ``/proc`` once per process)."""
+    return _owner_of(os.getpid())
+
+
+@functools.lru_cache(maxsize=None)
+def _owner_of(pid: int) -> str:
+    return f"{_HOST}:{pid}:{_start_time(pid)}"
 
 
 def _claim_void(owner: str | None, when: str | None) -> bool:
