@@ -64,7 +64,7 @@ __all__ = ["DEFAULT_CANDIDATES", "Reference", "ReferenceSums", "pilot", "referen
 
 #: unbiased (per group) estimators tried by the pilot; PSA and ST take part for the groups they are exact on
 DEFAULT_CANDIDATES = ("arm", "disarm", "reinforce-loo", "local-expectation", "local-expectation:shared=True", "muprop",
-                      "psa", "st")
+                      "psa-iw", "psa", "st")
 DEFAULT_BATCHES = 16
 #: the pilot's first draws of a candidate (its warm-up); a candidate too slow for twice as many more in its
 #: time is judged on these alone

@@ -55,6 +55,8 @@ ESTIMATORS = [
     "reinforce-loo", "reinforce-loo:K=3", "arm", "arm:shared=True", "disarm", "disarm:shared=True",
     "muprop", "muprop:point=input", "local-expectation", "local-expectation:shared=True",
 ]
+#: Unbiased for logistic noise only (its importance weights need bounded log-ratios): the logistic problems.
+LOGISTIC_ONLY = ["psa-iw"]
 #: One variant per family, for the default tier's second problem.
 FAMILY = ["reinforce:baseline=ema", "reinforce-loo", "arm:shared=True", "disarm", "muprop", "local-expectation"]
 #: One variant per family on the PSA network (plain REINFORCE would need ~1.4e7 draws there, ~12 CPU-minutes;
@@ -65,7 +67,7 @@ PSA_ESTIMATORS = ["reinforce:baseline=pilot", "reinforce-loo", "arm:shared=True"
 _SOFTMAX_GAUSS = "random:widths=2-3-3,points=8,encoding=01,loss=softmax,scale=2,noise=gaussian,seed=17"
 #: name -> (problem spec, data subset, relative bias size r, cap on N, slow, estimators)
 PROBLEMS = {
-    "pm1-logistic": ("random:widths=2-3-3,points=8,seed=20", None, 0.1, 2_000_000, False, ESTIMATORS),
+    "pm1-logistic": ("random:widths=2-3-3,points=8,seed=20", None, 0.1, 2_000_000, False, ESTIMATORS + LOGISTIC_ONLY),
     "01-softmax-gauss": (_SOFTMAX_GAUSS, None, 0.2, 2_000_000, False, FAMILY),
     "01-softmax-gauss-rest": (_SOFTMAX_GAUSS, None, 0.1, 4_000_000, True, [e for e in ESTIMATORS if e not in FAMILY]),
     "pm1-uniform": ("random:widths=2-3-3,points=8,noise=uniform,seed=22", None, 0.1, 2_000_000, True, ESTIMATORS),
@@ -73,6 +75,9 @@ PROBLEMS = {
                                4_000_000, True, ESTIMATORS),
     "deep-01-logistic": ("random:widths=2-3-3-3,points=8,encoding=01,scale=2,seed=8", None, 0.1, 4_000_000, True,
                          ESTIMATORS),
+    # psa-iw's importance weights are heavy-tailed at scale 2 (its 4096-draw pilot underestimates the variance
+    # there, so the asserted power fails); its exact mean is checked on such networks by path enumeration
+    "deep-pm1-logistic": ("random:widths=2-3-3-3,points=8,seed=8", None, 0.1, 4_000_000, True, LOGISTIC_ONLY),
     "psa-2-5-5-5-sub10": ("psa-2-5-5-5", slice(0, 200, 20), 0.3, 30_000_000, True, PSA_ESTIMATORS),
     "conv-tiny": ("conv-tiny:seed=10", None, 0.1, 4_000_000, True, FAMILY),
 }
@@ -118,11 +123,11 @@ def test_unbiased(spec, key):
 
 def test_suite_covers_my_estimators():
     """Every estimator family of this suite is registered and listed as unbiased."""
-    for spec in ESTIMATORS:
+    for spec in ESTIMATORS + LOGISTIC_ONLY:
         est = registry.get(spec)
         assert type(est).unbiased, spec
-    names = {registry.parse_spec(s)[0] for s in ESTIMATORS}
-    assert names == {"reinforce", "reinforce-loo", "arm", "disarm", "muprop", "local-expectation"}
+    names = {registry.parse_spec(s)[0] for s in ESTIMATORS + LOGISTIC_ONLY}
+    assert names == {"reinforce", "reinforce-loo", "arm", "disarm", "muprop", "local-expectation", "psa-iw"}
 
 
 def test_bonferroni_budget():
