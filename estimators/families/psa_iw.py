@@ -58,11 +58,11 @@ class PSAImportance(Estimator):
     $\sum_{l'}\mathrm{Var}\,\rho_{jl'}\approx\sum_{l'}F'(a_{l'})\,(sW_{l'j})^2$, so the variance grows with
     the weight scale; it is PSA's variance plus the weights' noise.
 
-    A convolution is expanded to its dense $[n_k,n_{k+1}]$ matrix (the flip terms of every pair of units are
-    formed), so wide convolutional layers exceed :data:`MAX_ELEMENTS_PER_DRAW` and are refused.
+    A convolution's unit feeds $C_{out}K^2$ units of the next layer (:func:`fan_out`), so its flip terms are
+    $B\,n_kC_{out}K^2$, gathered, not $B\,n_kn_{k+1}$.
 
     Cost per draw: one sampled pass, $1+n_L$ head evaluations, and per hidden layer pair about ten
-    elementwise passes over $B\,n_kn_{k+1}$ terms (a CDF, a log-CDF, a cumulative sum, two exponentials),
+    elementwise passes over its $B\,n_kn_{k+1}$ flip terms (a CDF, a log-CDF, a cumulative sum, two exponentials),
     then one backward product per layer.  Memory $\approx 4\,D\,B\,n_kn_{k+1}$ elements per chunk of draws.
     """
 
@@ -84,8 +84,11 @@ class PSAImportance(Estimator):
 
     @staticmethod
     def _per_draw(problem: Problem) -> int:
+        r"""Elements of the largest flip-term tensor of one draw: $B\,n_k\times$ (fan-out of a unit of layer $k$)."""
         w = problem.widths[1:]
-        return problem.batch_size * max([w[k] * w[k + 1] for k in range(len(w) - 1)] + [w[-1]])
+        geoms = problem.conv[1:]
+        fans = [w[k + 1] if g is None else problem.weights[k + 1].shape[0] * g.kernel**2 for k, g in enumerate(geoms)]
+        return problem.batch_size * max([n * f for n, f in zip(w, fans)] + [w[-1]])
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         chunk = max(1, CHUNK_ELEMENTS // self._per_draw(problem))
@@ -103,7 +106,8 @@ class PSAImportance(Estimator):
         for k in range(problem.depth - 1, -1, -1):
             grads.append(problem.param_grad(k, law.pdf(path.a[k]) * G, path.inputs[k]))
             if k:
-                G = _pass_up(law, path.x[k - 1], path.a[k], path.x[k], _dense_t(problem, k), G, problem.flip_scale)
+                G = _pass_up(law, path.x[k - 1], path.a[k], path.x[k], problem.weights[k], fan_out(problem, k), G,
+                             problem.flip_scale)
         grads.reverse()
         grads.append(head_grad(problem, problem.enc(xL)))
         return grads
@@ -112,33 +116,72 @@ class PSAImportance(Estimator):
         return Cost(layer_evals=problem.depth, head_evals=1 + problem.widths[-1], backward_passes=1)
 
 
-def _dense_t(problem: Problem, k: int) -> torch.Tensor:
-    """``[n_{k-1}, n_k]``: row ``j`` is what a unit input of ``j`` adds to layer ``k``'s pre-activations
-    (``W.T`` of a fully connected layer; a convolution's columns, from the identity)."""
-    if problem.conv[k] is None:
-        return problem.weights[k].T
-    eye = torch.eye(problem.layer_width(k - 1), dtype=problem.dtype, device=problem.device)
-    return problem.preact(k, eye) - problem.preact(k, torch.zeros_like(eye[:1]))
+def fan_out(problem: Problem, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    r"""The units of layer ``k`` (0-based) that each unit of layer ``k-1`` feeds, and the weights it feeds them
+    with: ``(index [n_{k-1}, T], weight [n_{k-1}, T])``, or ``None`` for a fully connected layer (every unit
+    feeds all $n_k$, with ``W.T``).
+
+    For a convolution, unit $(c,y,x)$ feeds $(c',o_y,o_x)$ with weight $W_{c'c\kappa_y\kappa_x}$ where
+    $o_y s-p+\kappa_y=y$ (and likewise in $x$): $T=C_{out}K^2$ slots, those without a valid output padded
+    with index 0 and weight 0 (a zero weight changes nothing: its flip terms are exactly 0)."""
+    geom = problem.conv[k]
+    if geom is None:
+        return None
+    W = problem.weights[k]  # [C_out, C_in, K, K]
+    c_out, K, s, pad = W.shape[0], geom.kernel, geom.stride, geom.padding
+    ho, wo = geom.out_hw()
+    dev = W.device
+
+    def ar(n, axis):
+        shape = [1] * 6
+        shape[axis] = n
+        return torch.arange(n, device=dev).view(shape)
+
+    c, y, x = ar(geom.channels, 0), ar(geom.height, 1), ar(geom.width, 2)
+    co, ky, kx = ar(c_out, 3), ar(K, 4), ar(K, 5)
+    oy, ox = y + pad - ky, x + pad - kx  # s * (output row), if valid
+    valid = (oy % s == 0) & (ox % s == 0) & (oy >= 0) & (ox >= 0) & (oy < s * ho) & (ox < s * wo)
+    index = torch.where(valid, co * (ho * wo) + (oy // s) * wo + ox // s, 0)
+    weight = torch.where(valid, W.permute(1, 0, 2, 3)[c, co.squeeze(0), ky.squeeze(0), kx.squeeze(0)], 0.0)
+    index, weight = torch.broadcast_tensors(index, weight)  # the index does not depend on the input channel
+    n = geom.in_size
+    return index.reshape(n, -1), weight.to(W.dtype).reshape(n, -1)
 
 
-def _pass_up(law, x_below: torch.Tensor, a: torch.Tensor, x: torch.Tensor,
-             Wt: torch.Tensor, G: torch.Tensor, flip_scale: float) -> torch.Tensor:
+def _pass_up(law, x_below: torch.Tensor, a: torch.Tensor, x: torch.Tensor, W: torch.Tensor,
+             fan: tuple[torch.Tensor, torch.Tensor] | None, G: torch.Tensor, flip_scale: float) -> torch.Tensor:
     r"""$\hat G^k$ ``[D, B, n_k]`` from layer $k{+}1$'s pre-activations ``a``, states ``x`` and effects ``G``
-    (all ``[D, B, n_{k+1}]``), layer $k$'s states ``x_below`` and ``Wt`` ``[n_k, n_{k+1}]`` (:func:`_dense_t`).
+    (all ``[D, B, n_{k+1}]``), layer $k$'s states ``x_below``, and the layer's weights: ``W`` ``[n_{k+1}, n_k]``
+    of a fully connected layer (``fan`` is ``None``), or its :func:`fan_out`.
 
     One of $a^\pm$ is the sampled ``a``; the other is $a-s\,x^k_jW_{:,j}$, so only its side's log-ratios
-    $\rho$ are non-zero, and the two orders' weights are $\exp$ of the sums of $\rho$ before and after $l$.
+    $\rho$ are non-zero, and the two orders' weights are $\exp$ of the sums of $\rho$ before and after $l$
+    (any fixed order of the units is a valid telescoping; a convolution uses the order of its fan-out slots).
     """
-    other = a.unsqueeze(-2) - (flip_scale * x_below).unsqueeze(-1) * Wt  # [D, B, n_k, n_{k+1}]: unit j negated
-    # p(+ | x_j = +) - p(+ | x_j = -) = x_j (F(a) - F(other)); the factor x_j is applied to the sum
-    w = torch.sigmoid(other).neg_().add_(torch.sigmoid(a).unsqueeze(-2))
     logsigmoid = torch.nn.functional.logsigmoid
-    rho = logsigmoid(other.mul_(x.unsqueeze(-2))).sub_(logsigmoid(x * a).unsqueeze(-2))
-    del other
+    xa = x * a
+    # per unit of layer k+1: x_l, F(x_l a_l), log F(x_l a_l), x_l G_l, then seen from each unit j of layer k
+    per_unit = (x, torch.sigmoid(xa), logsigmoid(xa), x * G)
+    if fan is None:  # every unit feeds every unit: broadcast, nothing gathered
+        x_, sig_, log_, xG_ = (t.unsqueeze(-2) for t in per_unit)
+        Wt, xa_ = W.T, xa.unsqueeze(-2)
+    else:
+        index, Wt = fan
+        x_, sig_, log_, xG_, xa_ = (t[..., index] for t in (*per_unit, xa))  # [D, B, n_k, T]
+    # x_l * (pre-activation with unit j negated) = x_l a_l - s x_j x_l W_lj
+    t = ((flip_scale * x_below).unsqueeze(-1) * Wt).mul_(x_)
+    t = torch.sub(xa_, t, out=t)
+    # p(+ | x_j = +) - p(+ | x_j = -) = x_j (F(a) - F(other)) = x_j x_l (F(x_l a_l) - F(t)): the factor x_l
+    # goes with G, the factor x_j is applied to the sum
+    w = torch.sigmoid(t).neg_().add_(sig_)
+    rho = logsigmoid(t).sub_(log_)
+    del t
     before = torch.cumsum(rho, -1)
     after = before[..., -1:] - before  # sum over l' > l
     before.sub_(rho)  # sum over l' < l
     del rho
     w.mul_(before.exp_().add_(after.exp_()))
     del after, before
-    return torch.einsum("dbjl,dbl->dbj", w, 0.5 * G).mul_(x_below)
+    if fan is None:
+        return torch.einsum("dbjl,dbl->dbj", w, 0.5 * per_unit[3]).mul_(x_below)
+    return w.mul_(xG_).sum(-1).mul_(0.5 * x_below)

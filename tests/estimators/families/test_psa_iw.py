@@ -145,3 +145,20 @@ def test_is_a_default_reference_candidate():
     assert registry.get("psa-iw").unbiased_groups(build_problem("random:widths=2-3-3,points=2")) == (
         "layer0", "layer1", "head")
 
+
+
+@pytest.mark.parametrize("spec", [
+    "conv:input=2x5x4,channels=3-2,kernels=3-3,strides=2-2,paddings=1-1,points=1,seed=3",
+    "conv:input=1x7x6,channels=2-3,kernels=2-3,strides=1-2,paddings=0-2,points=1,seed=4",
+])
+def test_fan_out_is_the_convolution(spec):
+    """Scattering the fan-out (index, weight) into a dense matrix gives the convolution's own columns
+    (its pre-activations for unit inputs), for strides, paddings and rectangular maps."""
+    p = build_problem(spec)
+    for k in range(1, p.depth):
+        index, weight = psa_iw.fan_out(p, k)
+        n_in, n_out = p.layer_width(k - 1), p.layer_width(k)
+        dense = torch.zeros(n_in, n_out, dtype=p.dtype).scatter_add_(1, index, weight)
+        eye = torch.eye(n_in, dtype=p.dtype)
+        assert torch.allclose(dense, p.preact(k, eye) - p.preact(k, torch.zeros_like(eye[:1])), atol=1e-13)
+        assert index.shape[1] == p.weights[k].shape[0] * p.conv[k].kernel ** 2
