@@ -16,11 +16,42 @@ import sys
 import threading
 from typing import Sequence
 
-from estimators.errors import InputError
-from estimators.spec import no_control_characters
 
-from . import __version__
-from .commands import command_names
+class _HeldSigint:
+    """Hold SIGINT while modules are imported: a Ctrl-C in the middle of an import (torch's, numpy's) left
+    half-initialised modules behind (a RecursionError, or a traceback); held, it is noted and acted on once
+    the imports are complete.  Main thread only; elsewhere nothing is held."""
+
+    def __init__(self) -> None:
+        self.caught = False
+        self._previous = None
+
+    def hold(self) -> "_HeldSigint":
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self.caught = True
+
+    def release(self) -> bool:
+        """Give SIGINT back; ``True`` if one came while it was held."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return self.caught
+
+
+_IMPORTS = _HeldSigint().hold()  # the console script's first seconds are these imports (torch)
+
+from estimators.errors import InputError, one_line  # noqa: E402
+from estimators.spec import no_control_characters  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .commands import command_names  # noqa: E402
+
+_IMPORTS.release()
 
 __all__ = ["main", "build_parser"]
 
@@ -129,10 +160,44 @@ def _on_sigterm(handler):
     return signal.signal(signal.SIGTERM, handler)
 
 
+def _unraisable_note(seen: set):
+    """A ``sys.unraisablehook`` that says once per message, in one line, what Python ignored (an exception in a
+    plugin's ``__del__`` or a finaliser), instead of a traceback per occurrence."""
+    def hook(unraisable) -> None:
+        exc = unraisable.exc_value
+        what = f"{type(exc).__name__}: {one_line(exc, 200)}" if exc is not None else "an exception"
+        if what not in seen:
+            seen.add(what)
+            print(f"sbn-bench: note: ignored {what} raised during clean-up (a plugin's __del__?)", file=sys.stderr)
+    return hook
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call ``main([...])`` directly)."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable_note(set())
     try:
-        parser = build_parser()  # imports every command (torch): Ctrl-C here is an interruption, not a traceback
+        return _main(argv)
+    finally:
+        if argv is not None:  # a caller's process (tests): its hook back; the console script keeps ours to the end
+            sys.unraisablehook = hook
+
+
+#: what an interruption keeps, for the commands that store work as they go (the others store nothing,
+#: or, like ``time``, only at the end)
+_RESUME = {c: "; completed tasks are stored, rerun the same command to resume" for c in ("run", "train")}
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    held = _HeldSigint().hold()
+    try:
+        try:
+            parser = build_parser()  # imports every command: a Ctrl-C is acted on once they are complete
+        finally:
+            interrupted = held.release() or _IMPORTS.caught
+            _IMPORTS.caught = False
+        if interrupted:
+            raise KeyboardInterrupt
         args = parser.parse_args(argv)
         vars(args).pop("_sbn_given", None)  # _StoreOnce's bookkeeping
     except KeyboardInterrupt:
@@ -145,8 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(_checked_flags(args, parser.commands.get(args.command))) or 0)
     except Terminated:
-        print("sbn-bench: terminated (SIGTERM); completed tasks are stored, rerun the same command to resume",
-              file=sys.stderr)
+        print(f"sbn-bench: terminated (SIGTERM){_RESUME.get(args.command, '')}", file=sys.stderr)
         return 128 + signal.SIGTERM
     except InputError as exc:  # one line whatever the message quotes (a library's multi-line reason)
         print(f"sbn-bench: error: {' '.join(part.strip() for part in str(exc).splitlines())}", file=sys.stderr)
@@ -163,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sbn-bench: error: {system_error(MemoryError(), command=args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sbn-bench: interrupted; completed tasks are stored, rerun the same command to resume", file=sys.stderr)
+        print(f"sbn-bench: interrupted{_RESUME.get(args.command, '')}", file=sys.stderr)
         return 130
     finally:
         if previous is not None:

@@ -87,7 +87,33 @@ def _init_worker() -> None:
 
 def _init_process_worker(parent: int) -> None:
     _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # (inherited already): Ctrl-C is the sweep's to handle
     _init_worker()
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT while worker processes are started: a process inherits an ignored signal across exec, so a
+    Ctrl-C sent to the whole process group (a terminal's) never lands in a worker's start-up, which printed
+    its traceback; the sweep handles Ctrl-C and stops the workers.  A Ctrl-C in this window (the
+    milliseconds of a process start) is dropped.  Main thread only (elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Pool(cf.ProcessPoolExecutor):
+    """A spawn-based process pool whose workers start with SIGINT ignored (:func:`_sigint_ignored`); they are
+    started on demand by ``submit``."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        with _sigint_ignored():
+            return super().submit(fn, *args, **kwargs)
 
 
 #: local worker processes at most (8 per CPU, at least 64; like ``--threads``): more only exhausts the machine
@@ -136,11 +162,13 @@ def make_executor(kind: str = "inprocess", workers: int | None = None, scheduler
     elif kind == "process":
         n = workers or 2
         ctx = multiprocessing.get_context("spawn")
-        ex = cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_process_worker,
-                                    initargs=(os.getpid(),))
+        ex = _Pool(max_workers=n, mp_context=ctx, initializer=_init_process_worker, initargs=(os.getpid(),))
         try:
             yield ex, 2 * n
-        finally:
+        except BaseException:  # interrupted or failed: the running tasks' results are not wanted
+            _close_pool(ex, grace_s=0.5)
+            raise
+        else:
             _close_pool(ex)
     elif kind == "dask":
         if not scheduler:

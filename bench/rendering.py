@@ -59,6 +59,17 @@ def check_out_file(path: str | os.PathLike, writer: str) -> None:
     folder, name = os.path.split(os.path.abspath(path))
     check_out_dir(folder, f"{writer} folder")
     check_out_files(folder, [name], writer)
+    if _is_sqlite(path):  # `check --json results.sqlite` replaced every stored run
+        raise InputError(f"{path} is a SQLite database (a results store?); {writer} does not replace it")
+
+
+def _is_sqlite(path: str | os.PathLike) -> bool:
+    """Whether the regular file ``path`` starts with SQLite's header."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def write_file(path: str | os.PathLike, text: str) -> None:

@@ -127,6 +127,11 @@ class Store:
             raise InputError(f"results database {self.path!r} is a directory")
         if exists and not stat.S_ISREG(os.stat(self.path).st_mode):
             raise InputError(f"results database {self.path!r} is not a regular file (a pipe or device?)")
+        for suffix in ("-journal", "-wal", "-shm"):  # SQLite opens these beside the store: a pipe there hung it
+            side = self.path + suffix
+            if os.path.lexists(side) and not stat.S_ISREG(os.lstat(side).st_mode):
+                raise InputError(f"results database {self.path!r} cannot be opened: its {suffix[1:]} file {side!r} "
+                                 f"is not a regular file (a pipe, folder or link); move it away")
         if create and exists and not os.access(self.path, os.W_OK):
             raise InputError(f"results database {self.path!r} is read-only; results cannot be stored there "
                              f"(use another --db)")
@@ -145,11 +150,6 @@ class Store:
 
     def _cannot_open(self, exc: sqlite3.OperationalError | OSError) -> InputError:
         """One line naming the store and, where the OS can tell, why it could not be opened or created."""
-        for suffix in ("-wal", "-shm", "-journal"):
-            side = self.path + suffix
-            if os.path.lexists(side) and not os.path.isfile(side):
-                return InputError(f"results database {self.path!r} cannot be opened: its {suffix[1:]} file {side!r} "
-                                  f"is not a regular file (a folder?)")
         folder = os.path.dirname(os.path.abspath(self.path))
         why = cannot_create_in(folder) if os.path.isdir(folder) else None
         if why:
@@ -222,7 +222,10 @@ class Store:
         if not ours:
             raise InputError(f"{self.path!r} is an SQLite database but not an sbn-bench results store; use another "
                              f"--db path (the file was left untouched)")
-        if not (1 <= version <= SCHEMA_VERSION) or not _TABLES <= tables:
+        if 1 <= version <= SCHEMA_VERSION and not _TABLES <= tables:
+            raise InputError(f"results database {self.path!r} holds damaged data: its table(s) "
+                             f"{', '.join(sorted(_TABLES - tables))} are missing; left untouched")
+        if not (1 <= version <= SCHEMA_VERSION):
             raise InputError(
                 f"results database {self.path!r} has schema version {version}, this sbn-bench reads versions 1 to "
                 f"{SCHEMA_VERSION}; use another --db path (the file was left untouched)"

@@ -15,6 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 import dataclasses
 import datetime
 import os
+import secrets
 import sqlite3
 import sys
 import threading
@@ -311,8 +312,8 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
         beat = None
         try:
             run_id = f"{cfg.name}-{cfg.hash[:10]}"
-            if fresh:
-                run_id += datetime.datetime.now(datetime.timezone.utc).strftime("-%Y%m%dT%H%M%S")
+            if fresh:  # its own run, even beside another --fresh started in the same second
+                run_id += datetime.datetime.now(datetime.timezone.utc).strftime("-%Y%m%dT%H%M%S-") + secrets.token_hex(2)
             if not store.has_run(run_id):
                 manifest = build_manifest(cfg.as_dict(), cfg.hash, cfg.seed, cfg.device, preset=cfg.name, label=label)
                 manifest["run_id"] = run_id

@@ -38,6 +38,7 @@ import torch
 from .errors import EstimatorError, InputError, OutputError, one_line, raised_at
 from .model import Path, Problem, sample_path
 from .options import check_field
+from .torch_state import kept_torch_state
 
 __all__ = ["Estimator", "Cost"]
 
@@ -81,12 +82,21 @@ class Estimator:
         if draws < 1:
             raise InputError(f"number of draws must be positive, got {draws}")
         try:
-            grads = self._estimate(problem, draws, generator)
+            # the estimator's own changes to torch's global settings end with it; a caller's no_grad() does not
+            # reach it (the estimators that differentiate need autograd; their outputs are detached below)
+            with kept_torch_state(), torch.enable_grad():
+                grads = self._estimate(problem, draws, generator)
         except (KeyboardInterrupt, InputError):
             raise
         except BaseException as exc:  # noqa: BLE001 - the estimator's own failure, whatever it raised: one line
             raise EstimatorError(self._failure(exc)) from None
-        self._check_output(problem, draws, grads)
+        try:
+            self._check_output(problem, draws, grads)
+        except (KeyboardInterrupt, OutputError):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - output whose inspection runs user code that fails
+            raise OutputError(f"estimator {self.spec} returned output that cannot be checked: "
+                              f"{type(exc).__name__}: {one_line(exc)}") from None
         return {name: g.detach() for name, g in zip(problem.group_names, grads)}
 
     def _failure(self, exc: BaseException) -> str:
@@ -105,7 +115,7 @@ class Estimator:
             got = f"{len(grads)} items for {len(problem.group_names)} groups"
         else:
             for name, size, g in zip(problem.group_names, problem.group_sizes, grads):
-                if not isinstance(g, torch.Tensor):
+                if type(g) is not torch.Tensor:  # a subclass's __torch_function__ would run on every use
                     got = f"a {type(g).__name__} for group {name}"
                 elif tuple(g.shape) != (draws, size):
                     got = f"shape {list(g.shape)} for group {name}"

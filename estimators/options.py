@@ -50,7 +50,7 @@ class Domain:
         if self.choices is not None:
             return value in self.choices
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):  # (an int is finite, however long)
                 return False
             return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
                     and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
@@ -77,13 +77,22 @@ def check_value(owner: str, name: str, kind: type | None, dom: Domain, value: An
     its type and domain (an int becomes a float where a float is declared); anything else is one
     :class:`InputError`.  The one check of every option an estimator, problem or setup declares."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range (1e309 and up)
+            raise InputError(f"option {name}={_shown(value)} of {owner} must be {_expected(kind, dom)}") from None
     if kind is not None and (not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool))):
-        raise InputError(f"option {name}={value!r} of {owner} must be {_expected(kind, dom)}")
+        raise InputError(f"option {name}={_shown(value)} of {owner} must be {_expected(kind, dom)}")
     if not dom.admits(value):
         what = dom.describe() or "a finite number"
-        raise InputError(f"option {name}={value!r} of {owner} must be {what}")
+        raise InputError(f"option {name}={_shown(value)} of {owner} must be {what}")
     return value
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters with its length said (a 400-digit number in an error line)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**limit else f"{str(value)[:12]}..."
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def check_field(owner: str, field: dataclasses.Field, value: Any) -> Any:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, one_line
+from .torch_state import kept_torch_state
 
 __all__ = ["ENTRY_POINT_GROUP", "Origin", "builtin_origin", "code_digest", "entry_points", "load_class", "module_origin",
            "package_version"]
@@ -120,7 +121,8 @@ def _import_file(path: str):
     saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside the user's file
     cwd = os.getcwd()  # a plugin that changes directory at import must not move the paths given after it
     try:
-        spec.loader.exec_module(module)
+        with kept_torch_state():
+            spec.loader.exec_module(module)
     except KeyboardInterrupt:
         del sys.modules[mod_name]
         raise
@@ -141,7 +143,8 @@ def load_class(ref: str):
         module, origin = _import_file(target)
     else:
         try:
-            module = importlib.import_module(target)
+            with kept_torch_state():
+                module = importlib.import_module(target)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - any failure of user code: one line
@@ -168,7 +171,8 @@ def entry_points() -> list:
 def load_entry_point(ep):
     """``(object, origin)`` of one entry point: a class, or a module whose import registered its estimators."""
     try:
-        obj = ep.load()
+        with kept_torch_state():
+            obj = ep.load()
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - any failure of user code: one line

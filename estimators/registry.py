@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from . import plugins
 from .base import Estimator
-from .errors import InputError
+from .errors import InputError, one_line
 from .spec import EstimatorSpec, parse
 
 __all__ = ["ContractError", "register", "get", "names", "classes", "origin", "load_plugin", "parse_spec", "resolve",
@@ -143,16 +143,28 @@ def _discover() -> None:
         importlib.import_module(f"{FAMILIES}.{info.name}")
     for ep in plugins.entry_points():
         obj, origin = plugins.load_entry_point(ep)
-        _register_loaded(obj, origin, f"estimator plugin {ep.name!r} ({ep.value})")
+        what = f"estimator plugin {ep.name!r} ({ep.value})"
+        try:
+            _register_loaded(obj, origin, what)
+        except (KeyboardInterrupt, InputError):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any failure of user code: one line
+            raise ContractError(f"{what}: checking it raised {type(exc).__name__}: {one_line(exc)}") from None
 
 
 def load_plugin(ref: str) -> str:
     """Load ``package.module:Class`` or ``path/file.py:Class`` and return the estimator's name."""
     _discover()
     cls, origin = plugins.load_class(ref)
-    if not (isinstance(cls, type) and issubclass(cls, Estimator)):
-        raise ContractError(f"plugin {ref!r} is not an Estimator subclass")
-    return _register_loaded(cls, origin, f"plugin {ref!r}")[0]
+    try:  # the class is user code: its metaclass may raise on any attribute or check
+        if not (isinstance(cls, type) and issubclass(cls, Estimator)):
+            raise ContractError(f"plugin {ref!r} is not an Estimator subclass")
+        return _register_loaded(cls, origin, f"plugin {ref!r}")[0]
+    except (KeyboardInterrupt, InputError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure of user code: one line
+        raise ContractError(f"plugin {ref!r}: checking its class raised {type(exc).__name__}: {one_line(exc)}") \
+            from None
 
 
 def classes() -> dict[str, type[Estimator]]:

@@ -184,6 +184,7 @@ def exact_loss(problem: Problem, method: str = "transfer", budget: int = DEFAULT
     return torch.stack(parts).sum() / B
 
 
+@torch.enable_grad()  # autograd differentiates the enumeration, whatever the caller (or a plugin) switched off
 def exact(problem: Problem, method: str = "transfer", budget: int = DEFAULT_BUDGET) -> Exact:
     """Exact loss and per-group gradient in float64, chunked over data points to fit ``budget`` bytes."""
     if method not in _METHODS:

@@ -64,15 +64,23 @@ def guard_size(elements: int, what: str) -> None:
                          f"over the limit of {MAX_ELEMENTS:.0e}; use a smaller network or fewer points")
 
 
+def _dash_split(text, what: str, example: str, before: int = 0) -> tuple[int, ...]:
+    """Plain decimal integers joined by ``-`` (ASCII digits only: ``1_0``, ``+3``, `` 3`` and ``٣`` are refused,
+    as in every other number of a spec), one per layer after ``before`` leading ones; at most
+    :data:`MAX_LAYERS` layers."""
+    parts = str(text).split("-")
+    if not all(p.isascii() and p.isdigit() for p in parts):
+        raise InputError(f"bad {what} {str(text)[:60]!r}; write plain integers joined by '-', e.g. {example}")
+    if len(parts) - before > MAX_LAYERS:  # 5000 layers ran for minutes without a word
+        raise InputError(f"{what} {str(text)[:40]}... give {len(parts) - before} layers; at most {MAX_LAYERS} are "
+                         f"accepted")
+    return tuple(int(p) for p in parts)
+
+
 def dash_ints(text, what: str, n: int | None = None) -> tuple[int, ...]:
-    """Integers joined by ``-`` (``"3-3"``); with ``n``, one value is repeated ``n`` times and any
-    other count than ``n`` is refused."""
-    try:
-        out = tuple(int(v) for v in str(text).split("-"))
-    except ValueError:
-        raise InputError(f"bad {what} {text!r}; write integers joined by '-', e.g. 3-3") from None
-    if min(out, default=0) < 0 or len(out) > 1000:
-        raise InputError(f"bad {what} {text!r}; expected at most 1000 non-negative integers")
+    """Non-negative integers joined by ``-`` (``"3-3"``), one per layer; with ``n``, one value is repeated
+    ``n`` times and any other count than ``n`` is refused."""
+    out = _dash_split(text, what, "3-3")
     if n is not None and len(out) == 1:
         out = out * n
     if n is not None and len(out) != n:
@@ -82,13 +90,8 @@ def dash_ints(text, what: str, n: int | None = None) -> tuple[int, ...]:
 
 def parse_widths(widths: str | int) -> tuple[int, ...]:
     """Layer widths ``n0-n1-...-nL`` (input width first), at least one layer, all positive."""
-    try:
-        out = tuple(int(w) for w in str(widths).split("-"))
-    except ValueError:
-        raise InputError(f"bad widths {widths!r}; write them as n0-n1-...-nL, e.g. 2-5-5-5") from None
+    out = _dash_split(widths, "widths", "2-5-5-5", before=1)  # the input width, then one per layer
     if len(out) < 2 or min(out) < 1:
         raise InputError(f"bad widths {widths!r}; need an input width and at least one layer, all positive")
-    if len(out) - 1 > MAX_LAYERS:  # 5000 layers ran for minutes without a word
-        raise InputError(f"widths {str(widths)[:40]}... give {len(out) - 1} layers; at most {MAX_LAYERS} are accepted")
     guard_size(sum(a * b + b for a, b in zip(out, out[1:])), f"widths {widths}")
     return out

@@ -69,6 +69,9 @@ class TimeConfig:
         if bad or not self.kernels:
             raise InputError(f"unknown kernel {', '.join(bad) or '(none)'}; choose from {', '.join(KERNELS)}")
         inputs.no_repeats(self.kernels, "the timing", "kernel")
+        inputs.no_repeats(self.psa_variants, "the timing", "PSA variant")
+        inputs.no_repeats(self.widths, "--widths", "width")
+        inputs.no_repeats(self.mem_widths, "--mem-widths", "width")
         bad = [v for v in self.psa_variants if v not in PSA_VARIANTS]
         if bad:
             raise InputError(f"unknown PSA variant {', '.join(bad)}; choose from {', '.join(PSA_VARIANTS)}")
@@ -94,15 +97,22 @@ class TimeConfig:
         inputs.positive_finite(self.max_single_s, "--max-single", maximum=MAX_SECONDS)
         net = parse_widths(self.net)
         self._check_sizes(net)
-        for spec in self.estimators:
-            if spec != "*":
-                registry.get(spec)  # unknown names and bad options fail before anything is measured
+        named = [registry.get(spec).spec for spec in self.estimators if spec != "*"]  # unknown names, bad options
+        inputs.no_repeats(named, "the timing", "estimator")  # (st,st; concrete and concrete:tau=1.0)
+        if self.estimators.count("*") > 1:
+            raise InputError("the estimators name '*' more than once")
         if "exact" in self.kernels:
             build_problem(self.exact_problem)
         if {"psa-conv", "draw-conv"} & set(self.kernels):
             spec = self.conv_net + ("," if ":" in self.conv_net else ":") + "points=1"
-            if not build_problem(spec).is_conv:
+            conv = build_problem(spec)
+            if not conv.is_conv:
                 raise InputError(f"--conv-net {self.conv_net!r} has no convolutional layer")
+            units = max(conv.widths)  # the largest layer's units per image: what a call holds per draw and point
+            for flag, n, kernel in (("--conv-batch", self.conv_batch, "psa-conv"),
+                                    ("--conv-draw-batch", self.conv_draw_batch, "draw-conv")):
+                if kernel in self.kernels:
+                    guard_size(n * units, f"{flag} {n} images of {self.conv_net} ({units} units in its widest layer)")
 
     def _check_sizes(self, net) -> None:
         """Refuse (:func:`~reference.specs.guard_size`), before allocating, tensors over its limit: a

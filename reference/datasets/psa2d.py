@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from ..specs import guard_size
 from .dataset import Dataset
 
 __all__ = ["psa_2d", "psa2d"]
@@ -39,6 +40,7 @@ def psa_2d(points: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def psa2d(seed: int = 0, train: int = 200, val: int = 1000, test: int = 1000) -> Dataset:
     """The PSA paper's 2-D data: ``train`` points of :func:`psa_2d` (seed ``seed``), plus val and test draws."""
+    guard_size(2 * (train + val + test), f"psa2d: {train} + {val} + {test} points")
     Xtr, ytr = psa_2d(train, seed)
     val_seed, test_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence([seed, 6_1]).spawn(2))
     Xva, yva = psa_2d(val, val_seed)

@@ -14,6 +14,7 @@ import torch
 
 from estimators.errors import InputError
 
+from ..specs import guard_size
 from .dataset import Dataset, split_rngs
 
 __all__ = ["SHAPE_CLASSES", "shapes"]
@@ -61,6 +62,7 @@ def shapes(size: int = 12, train: int = 5000, val: int = 1000, test: int = 1000,
         raise InputError(f"shapes: size must be at least 6 pixels, got {size}")
     if min(train, val, test) < 1:
         raise InputError("shapes: train, val and test must each hold at least one image")
+    guard_size((train + val + test) * size * size, f"shapes: {train} + {val} + {test} images of {size}x{size}")
     splits = [_draw_shapes(n, size, noise, rng) for n, rng in zip((train, val, test), split_rngs(seed, 3))]
     ts = [(torch.from_numpy(X), torch.from_numpy(y).long()) for X, y in splits]
     return Dataset(f"shapes{size}-seed{seed}", *ts[0], *ts[1], *ts[2], loss="softmax", n_classes=10,

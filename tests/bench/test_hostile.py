@@ -1187,3 +1187,204 @@ def test_ninth_probe_squared_loss_targets_of_one_output_may_be_a_vector(tmp_path
     arrays["y"] = np.linspace(-1, 1, 5)
     f = _npz(tmp_path / "sq.npz", **arrays, loss=np.array("squared"))
     assert main(["problem", f]) == 0
+
+
+# ---- the tenth probe round ----
+_TORCH_SETTINGS = '''
+import torch
+from dataclasses import dataclass
+from typing import ClassVar
+from estimators.base import Estimator
+{at_import}
+
+@dataclass(frozen=True)
+class E(Estimator):
+    """Test plugin: zero gradients (biased), after changing torch's global settings; one pass per draw."""
+    name: ClassVar[str] = "{name}"
+    summary: ClassVar[str] = "test plugin"
+
+    def _estimate(self, problem, draws, generator):
+        {in_estimate}
+        return [torch.zeros(draws, n, dtype=problem.dtype, device=problem.device) for n in problem.group_sizes]
+'''
+
+
+@pytest.mark.parametrize("at_import, in_estimate", [
+    ("torch.set_grad_enabled(False)", "pass"),
+    ('torch.set_default_device("meta")', "pass"),
+    ("torch.set_default_dtype(torch.float16)", "pass"),
+    ("", 'torch.set_grad_enabled(False); torch.set_default_device("meta"); torch.set_num_threads(7)'),
+], ids=["no-grad", "meta-device", "float16", "in-estimate"])
+def test_tenth_probe_plugins_that_change_torch_settings(tmp_path, capsys, at_import, in_estimate):
+    """A plugin that switched off autograd or set a meta default device at import broke the exact reference
+    (tracebacks): torch's global settings are restored after a plugin's import and after every estimate."""
+    path = tmp_path / "settings.py"
+    path.write_text(_TORCH_SETTINGS.format(at_import=at_import, in_estimate=in_estimate, name="settings"))
+    import torch
+
+    before = (torch.is_grad_enabled(), torch.get_default_device(), torch.get_default_dtype(), torch.get_num_threads())
+    rc = main(["run", *QUICK[:2], "--estimators", f"{path}:E,st", "-N", "10", "--no-report", "--cost-time", "0",
+               "--db", str(tmp_path / "r.sqlite")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err, err
+    assert (torch.is_grad_enabled(), torch.get_default_device(), torch.get_default_dtype(),
+            torch.get_num_threads()) == before
+
+
+def test_tenth_probe_estimators_run_with_autograd_under_a_callers_no_grad():
+    import torch
+
+    from estimators import registry
+    from reference.exact import exact
+    from reference.problems import build_problem
+
+    p = build_problem("random:widths=2-3-3,points=4")
+    want = exact(p).grads["layer0"]
+    with torch.no_grad():
+        assert torch.equal(exact(p).grads["layer0"], want)
+        registry.get("relax").estimate(p, 4, torch.Generator().manual_seed(0))  # differentiates inside
+
+
+def test_tenth_probe_plugin_classes_and_outputs_whose_inspection_raises(hostile, tmp_path, capsys):
+    """A metaclass raising on `name`, and estimates of a tensor subclass whose __torch_function__ raises,
+    crashed the registry's and the output contract's checks (tracebacks)."""
+    meta = tmp_path / "meta.py"
+    meta.write_text("from typing import ClassVar\nfrom estimators.base import Estimator\n\n"
+                    "class M(type(Estimator)):\n    def __getattribute__(cls, a):\n        if a == 'name':\n"
+                    "            raise RuntimeError('meta boom')\n        return super().__getattribute__(a)\n\n"
+                    "class E(Estimator, metaclass=M):\n    'Test plugin: no estimate, and a metaclass that raises.'\n"
+                    "    summary: ClassVar[str] = 'test plugin'\n\n    def _estimate(self, problem, draws, generator):\n"
+                    "        return []\n")
+    hostile(["run", *QUICK[:2], "--estimators", f"{meta}:E", "--no-report", "--db", "r.sqlite"],
+            "checking its class raised RuntimeError: meta boom")
+    sub = tmp_path / "sub.py"
+    sub.write_text(_TORCH_SETTINGS.format(at_import="class T(torch.Tensor):\n    @classmethod\n"
+                                          "    def __torch_function__(cls, *a, **k):\n"
+                                          "        raise RuntimeError('subclass boom')\n",
+                                          in_estimate="pass", name="sub").replace(
+        "return [torch.zeros(", "return [torch.Tensor._make_subclass(T, torch.zeros(").replace(
+        "device=problem.device) for", "device=problem.device)) for"))
+    assert main(["run", *QUICK[:2], "--estimators", f"{sub}:E", "-N", "10", "--no-report", "--cost-time", "0",
+                 "--db", str(tmp_path / "s.sqlite")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "OutputError" in err[0] and "returned a T for group layer0" in err[0], err
+
+
+def test_tenth_probe_an_exception_in_a_plugins_del_is_one_note(tmp_path, capsys):
+    path = tmp_path / "d.py"
+    path.write_text(_TORCH_SETTINGS.format(at_import="", in_estimate="pass", name="delraise").replace(
+        "    def _estimate(", "    def __del__(self):\n        raise RuntimeError('del boom')\n\n    def _estimate("))
+    rc = main(["run", *QUICK[:2], "--estimators", f"{path}:E", "-N", "10", "--no-report", "--cost-time", "0",
+               "--db", str(tmp_path / "r.sqlite")])
+    import gc
+
+    gc.collect()
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err, err
+    notes = [line for line in err.splitlines() if "del boom" in line]
+    assert len(notes) == 1 and notes[0].startswith("sbn-bench: note: ignored RuntimeError: del boom"), err
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["run", "--problem", "random:widths=2-3-3,points=10,seed=" + "9" * 60, "--estimators", "st"],
+     "option seed=999999999999... of problem 'random' must be >= 0"),
+    (["run", "--problem", "random:widths=2-3-3,points=10", "--estimators", "concrete:tau=" + "9" * 400],
+     "option tau=999999999999... of estimator concrete must be a finite number > 0"),
+    (["run", "--problem", "random:widths=2-3-3,points=10", "--estimators", "reinforce-loo:K=" + "9" * 60],
+     "option K=999999999999... of estimator reinforce-loo must be >= 2"),
+    (["run", "--problem", "random:widths=2-3-3,points=" + "9" * 60, "--estimators", "st"], "over the limit"),
+    (["train", "--problem", "shapes:widths=4-4,train=" + "9" * 60], "shapes: 9999"),
+    (["train", "--problem", "shapes:widths=4-4,train=999999999999"], "over the limit"),
+    (["train", "--problem", "psa2d:widths=3-3,val=99999999999"], "psa2d: 200 + 99999999999 + 1000 points"),
+], ids=["seed", "float-option", "int-option", "points", "train-digits", "train-images", "psa2d-points"])
+def test_tenth_probe_huge_integers(hostile, argv, what):
+    """Integers beyond float range crashed the option check (OverflowError); dataset sizes had no bound
+    (train=999999999999 ran out of memory after drawing)."""
+    hostile([*argv, "--db", "r.sqlite"], what)
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["run", "--problem", "random:widths=2-1_0-3,points=10", "--estimators", "st"], "bad widths '2-1_0-3'"),
+    (["run", "--problem", "random:widths=2-+3-3,points=10", "--estimators", "st"], "write plain integers"),
+    (["run", "--problem", "conv:input=1x4x4,channels=" + "-".join(["1"] * 65) + ",kernels=1,strides=1,paddings=0",
+      "--estimators", "st"], "give 65 layers; at most 64 are accepted"),
+    (["time", "--no-store", "--kernels", "draw", "--net", "2-3", "--batch", "2", "--estimators", "st,st"],
+     "names estimator 'st' more than once"),
+    (["time", "--no-store", "--kernels", "draw", "--net", "2-3", "--batch", "2", "--estimators",
+      "concrete,concrete:tau=1.0"], "names estimator 'concrete' more than once"),
+    (["time", "--no-store", "--kernels", "psa-fc", "--widths", "8,8"], "names width 8 more than once"),
+    (["time", "--no-store", "--kernels", "psa-conv", "--conv-batch", "100000000"], "--conv-batch 100000000 images"),
+], ids=["underscore-width", "plus-width", "conv-depth", "time-dup", "time-dup-canonical", "time-dup-width",
+        "conv-batch"])
+def test_tenth_probe_accepted_nonsense(hostile, argv, what):
+    """Round ten: `widths=2-1_0-3` ran with width 10 (int() reads underscores), 1000 conv layers were accepted
+    (widths had a limit of 64), `time` took `st,st` (run refuses it) and a conv batch of 1e8 was allocated."""
+    hostile([*argv, "--db", "r.sqlite"] if argv[0] == "run" else argv, what)
+
+
+def test_tenth_probe_store_sidecars_that_are_not_files(hostile, tmp_path):
+    """A pipe named like the store's journal hung every command (even `timeout` could not stop it)."""
+    assert main(["run", *QUICK, "--no-report", "--db", "v.sqlite"]) == 0
+    for suffix in ("-journal", "-wal", "-shm"):
+        os.mkfifo(tmp_path / f"v.sqlite{suffix}")
+        hostile(["runs", "--db", "v.sqlite"], f"its {suffix[1:]} file")
+        os.remove(tmp_path / f"v.sqlite{suffix}")
+    (tmp_path / "v.sqlite-wal").mkdir()
+    hostile(["show", "latest", "--db", "v.sqlite"], "is not a regular file (a pipe, folder or link)")
+
+
+def test_tenth_probe_json_reports_do_not_replace_a_store(hostile, tmp_path):
+    assert main(["run", *QUICK, "--no-report", "--db", "v.sqlite"]) == 0
+    before = (tmp_path / "v.sqlite").read_bytes()
+    hostile(["check", "--estimators", "st", "--json", "v.sqlite"], "is a SQLite database")
+    hostile(["validate", "st", "--json", "v.sqlite"], "is a SQLite database")
+    assert (tmp_path / "v.sqlite").read_bytes() == before
+
+
+def test_tenth_probe_a_store_missing_a_table_is_damaged(hostile, tmp_path):
+    assert main(["run", *QUICK, "--no-report", "--db", "v.sqlite"]) == 0
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "v.sqlite") as con:
+        con.execute("DROP TABLE timings")
+    hostile(["runs", "--db", "v.sqlite"], "holds damaged data: its table(s) timings are missing")
+
+
+def test_tenth_probe_fresh_runs_started_together_are_separate(tmp_path):
+    from bench.store import Store
+    from bench.sweep import run_sweep
+    from bench.config import SweepConfig
+
+    cfg = SweepConfig(problems=("random:widths=2-2-2,points=3",), estimators=("st",), draws=10)
+    ids = {run_sweep(cfg, db=str(tmp_path / "f.sqlite"), fresh=True).run_id for _ in range(3)}
+    with Store(tmp_path / "f.sqlite") as st:
+        assert len(ids) == 3 and len(st.runs()) == 3
+
+
+def test_tenth_probe_interruptions_say_what_is_kept(monkeypatch, capsys):
+    """Ctrl-C during `check` said "completed tasks are stored, rerun ... to resume": check stores nothing."""
+    import bench.commands.check as check_cmd
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(check_cmd, "run", interrupted)
+    assert main(["check", "--estimators", "st"]) == 130
+    assert capsys.readouterr().err.strip() == "sbn-bench: interrupted"
+
+
+def test_tenth_probe_ctrl_c_of_the_process_group_in_the_first_seconds(tmp_path):
+    """A terminal's Ctrl-C (SIGINT to the whole process group) in a process-executor run's first seconds
+    printed tracebacks: of the sweep's own imports (a half-imported numpy: RecursionError) and of workers
+    starting up.  Now one line, exit 130, at any moment."""
+    for i, delay in enumerate((0.3, 1.0, 2.0, 3.5)):
+        argv = [sys.executable, "-m", "bench", "run", "--problem", "random:widths=2-8-8,points=20", "--estimators",
+                "st,psa,reinforce,arm", "-N", "400000", "--executor", "process", "--workers", "2", "--no-report",
+                "--cost-time", "0", "--db", str(tmp_path / f"c{i}.sqlite")]
+        proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130 and "Traceback" not in err, (delay, proc.returncode, err[-2000:])
+        assert err.strip().splitlines()[-1].startswith("sbn-bench: interrupted"), err
