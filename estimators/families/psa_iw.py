@@ -1,4 +1,4 @@
-r"""PSA-IW — PSA's flip recursion made exact by importance weights (``docs/estimators/psa-iw.md``).
+r"""PSA-IW — PSA's flip recursion made exact by importance weights (``docs/estimators/psa.md#psa-iw``).
 
 PSA passes the effect of flipping unit $j$ of layer $k$ up one layer by a first-order expansion of the
 difference of two product distributions of layer $k{+}1$.  The difference telescopes *exactly*:
@@ -37,8 +37,9 @@ __all__ = ["PSAImportance"]
 #: Elements of the largest ``[D, B, n_k, n_{k+1}]`` tensor processed at once (float64: 8 MiB: chunks that
 #: stay in cache ran 1.4x faster than 64 MiB ones at width 256).
 CHUNK_ELEMENTS = 2**20
-#: Problems whose single draw needs more (``B * n_k * n_{k+1}`` elements, float64: 512 MiB) are refused.
-MAX_ELEMENTS_PER_DRAW = 2**26
+#: Problems whose single draw needs a flip-term tensor of more elements are refused; a draw's peak memory is
+#: about six such tensors (float64 at the limit: 1.5 GiB).
+MAX_ELEMENTS_PER_DRAW = 2**25
 
 
 @register
@@ -52,18 +53,20 @@ class PSAImportance(Estimator):
 
     Unbiased in every group: given $x^{\le k}$, $\mathbb E[\hat G^k_j]=G^k_j$ by the telescoping identity and
     induction over the layers, since each layer's sample has full support under every mixture.  Logistic
-    noise only: $\log\sigma$ is 1-Lipschitz, so every weight is at most $\exp(s\sum_{l'}|W_{l'j}|)$ and the
-    variance is finite; Gaussian weights are unbounded in the tails, and under uniform noise a mixture can
-    put mass where the sample has none.  The weights' spread grows with
-    $\sum_{l'}\mathrm{Var}\,\rho_{jl'}\approx\sum_{l'}F'(a_{l'})\,(sW_{l'j})^2$, so the variance grows with
-    the weight scale; it is PSA's variance plus the weights' noise.
+    noise only (the code uses $\sigma$ and $\log\sigma$): $\log\sigma$ is 1-Lipschitz, so every weight is at
+    most $\exp(s\sum_{l'}|W_{l'j}|)$.  With Gaussian noise it would stay unbiased, but $\log\Phi$ is not
+    Lipschitz and the weights explode in the tails (an exact single-draw variance of $10^{65}$ on a small deep
+    network); under uniform noise a mixture can put mass where the sample has none (biased).  The weights'
+    spread grows with $\sum_{l'}\mathrm{Var}\,\rho_{jl'}\approx\sum_{l'}F'(a_{l'})\,(sW_{l'j})^2$, so the
+    variance grows with the weight scale: roughly PSA's variance plus the weights' noise.
 
     A convolution's unit feeds $C_{out}K^2$ units of the next layer (:func:`fan_out`), so its flip terms are
     $B\,n_kC_{out}K^2$, gathered, not $B\,n_kn_{k+1}$.
 
     Cost per draw: one sampled pass, $1+n_L$ head evaluations, and per hidden layer pair about ten
     elementwise passes over its $B\,n_kn_{k+1}$ flip terms (a CDF, a log-CDF, a cumulative sum, two exponentials),
-    then one backward product per layer.  Memory $\approx 4\,D\,B\,n_kn_{k+1}$ elements per chunk of draws.
+    then one backward product per layer.  Peak memory about six flip-term tensors ($D\,B\,n_kn_{k+1}$ elements,
+    or $D\,B\,n_kC_{out}K^2$ for a convolution) per chunk of draws.
     """
 
     name: ClassVar[str] = "psa-iw"
@@ -84,11 +87,12 @@ class PSAImportance(Estimator):
 
     @staticmethod
     def _per_draw(problem: Problem) -> int:
-        r"""Elements of the largest flip-term tensor of one draw: $B\,n_k\times$ (fan-out of a unit of layer $k$)."""
+        r"""Elements of the largest tensor of one draw: a flip-term tensor, $B\,n_k\times$ (fan-out of a unit of
+        layer $k$), or the head's flips, $B\,n_LC$."""
         w = problem.widths[1:]
         geoms = problem.conv[1:]
         fans = [w[k + 1] if g is None else problem.weights[k + 1].shape[0] * g.kernel**2 for k, g in enumerate(geoms)]
-        return problem.batch_size * max([n * f for n, f in zip(w, fans)] + [w[-1]])
+        return problem.batch_size * max([n * f for n, f in zip(w, fans)] + [w[-1] * problem.n_out])
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         chunk = max(1, CHUNK_ELEMENTS // self._per_draw(problem))
@@ -160,28 +164,30 @@ def _pass_up(law, x_below: torch.Tensor, a: torch.Tensor, x: torch.Tensor, W: to
     """
     logsigmoid = torch.nn.functional.logsigmoid
     xa = x * a
-    # per unit of layer k+1: x_l, F(x_l a_l), log F(x_l a_l), x_l G_l, then seen from each unit j of layer k
-    per_unit = (x, torch.sigmoid(xa), logsigmoid(xa), x * G)
-    if fan is None:  # every unit feeds every unit: broadcast, nothing gathered
-        x_, sig_, log_, xG_ = (t.unsqueeze(-2) for t in per_unit)
-        Wt, xa_ = W.T, xa.unsqueeze(-2)
+    if fan is None:  # every unit feeds every unit: per-unit values broadcast, nothing gathered
+        Wt = W.T
+
+        def seen(v):  # a per-unit value of layer k+1 ([D, B, n_{k+1}]) as seen from each unit j of layer k
+            return v.unsqueeze(-2)
     else:
         index, Wt = fan
-        x_, sig_, log_, xG_, xa_ = (t[..., index] for t in (*per_unit, xa))  # [D, B, n_k, T]
+
+        def seen(v):  # gathered from each unit's fan-out: [D, B, n_k, T]; made when used, freed after
+            return v[..., index]
     # x_l * (pre-activation with unit j negated) = x_l a_l - s x_j x_l W_lj
-    t = ((flip_scale * x_below).unsqueeze(-1) * Wt).mul_(x_)
-    t = torch.sub(xa_, t, out=t)
+    t = ((flip_scale * x_below).unsqueeze(-1) * Wt).mul_(seen(x))
+    t = torch.sub(seen(xa), t, out=t)
     # p(+ | x_j = +) - p(+ | x_j = -) = x_j (F(a) - F(other)) = x_j x_l (F(x_l a_l) - F(t)): the factor x_l
     # goes with G, the factor x_j is applied to the sum
-    w = torch.sigmoid(t).neg_().add_(sig_)
-    rho = logsigmoid(t).sub_(log_)
+    w = torch.sigmoid(t).neg_().add_(seen(torch.sigmoid(xa)))
+    rho = logsigmoid(t).sub_(seen(logsigmoid(xa)))
     del t
     before = torch.cumsum(rho, -1)
-    after = before[..., -1:] - before  # sum over l' > l
+    after = before[..., -1:] - before  # sum over l' > l (in float32 ~1e-4 relative rounding at weight scale 30)
     before.sub_(rho)  # sum over l' < l
     del rho
     w.mul_(before.exp_().add_(after.exp_()))
     del after, before
     if fan is None:
-        return torch.einsum("dbjl,dbl->dbj", w, 0.5 * per_unit[3]).mul_(x_below)
-    return w.mul_(xG_).sum(-1).mul_(0.5 * x_below)
+        return torch.einsum("dbjl,dbl->dbj", w, 0.5 * x * G).mul_(x_below)
+    return w.mul_(seen(x * G)).sum(-1).mul_(0.5 * x_below)

@@ -15,13 +15,16 @@ from reference.exact import exact
 from reference.moments import path_moments
 from reference.problems import build_problem
 
-#: depth 2 to 4, both encodings, the three losses, a convolution, weight scales up to 3
+#: depth 2 to 4, both encodings, the three losses, convolutions (stride 2, padding), weight scales up to 5
 DEEP = [
     "random:widths=2-3-3-3,points=3,seed=1,scale=2.0",
     "random:widths=2-3-3-3,points=3,seed=1,scale=2.0,encoding=01,loss=softmax,classes=3",
     "random:widths=3-4-3-2-3,points=2,seed=4,scale=3.0,loss=squared",
     "random:widths=2-2-4-2,points=2,seed=7,scale=1.5,encoding=01",
     "conv:input=1x3x3,channels=2-2,kernels=2-2,strides=1-1,paddings=0-0,points=2,seed=1,scale=2.0",
+    # a stride-2, padded convolution inside the recursion, in both encodings (fan-out slots with no output)
+    "conv:input=1x3x3,channels=1-2,kernels=1-3,strides=1-2,paddings=0-1,points=2,seed=3,scale=5.0",
+    "conv:input=1x3x3,channels=1-2,kernels=1-3,strides=1-2,paddings=0-1,points=2,seed=3,scale=5.0,encoding=01",
 ]
 
 
