@@ -270,7 +270,8 @@ def reference_sums(problem: Problem, reference: Reference, generator: torch.Gene
                    progress=None) -> ReferenceSums:
     """Stream reference draws into :class:`ReferenceSums`: ``draws`` of them (rounded up to equal chunks spread
     evenly over ``batches`` batches), or as many whole rounds of ``batches`` chunks as ``seconds`` allow
-    (at least one round, at most :data:`~estimators.inputs.MAX_DRAWS` draws)."""
+    (at least :data:`MIN_REFERENCE_DRAWS` draws of each estimator, at most :data:`~estimators.inputs.MAX_DRAWS`
+    draws)."""
     if batches < 2:
         raise InputError(f"the jackknife needs at least 2 batches, got {batches}")
     if (draws is None) == (seconds is None):
@@ -288,11 +289,14 @@ def reference_sums(problem: Problem, reference: Reference, generator: torch.Gene
         c = max(1, min(c, int(seconds / (8 * batches * per_draw))))
     per_chunk = dict.fromkeys(calls, c) if seconds is None else reference.draws_per_chunk(c)
     S, Q, n = np.zeros((batches, P)), np.zeros((batches, len(groups))), np.zeros((batches, len(groups)))
+    # a spent time budget still draws whole rounds until every estimator has MIN_REFERENCE_DRAWS (the jackknife's
+    # batches need two draws each): a slow estimator of one draw per chunk gets a second round
+    min_chunks = batches * math.ceil(MIN_REFERENCE_DRAWS / (batches * min(per_chunk.values())))
     t0 = time.perf_counter()
     j = 0
     while n_chunks is None or j < n_chunks:
-        if n_chunks is None and j % batches == 0 and j > 0 and (time.perf_counter() - t0 > seconds
-                                                                 or n.sum(0).max() + batches * c > inputs.MAX_DRAWS):
+        if n_chunks is None and j % batches == 0 and j >= min_chunks and (
+                time.perf_counter() - t0 > seconds or n.sum(0).max() + batches * c > inputs.MAX_DRAWS):
             break
         k = j % batches
         for spec, its_groups in calls.items():

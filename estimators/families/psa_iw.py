@@ -58,7 +58,8 @@ class PSAImportance(Estimator):
     Lipschitz and the weights explode in the tails (an exact single-draw variance of $10^{65}$ on a small deep
     network); under uniform noise a mixture can put mass where the sample has none (biased).  The weights'
     spread grows with $\sum_{l'}\mathrm{Var}\,\rho_{jl'}\approx\sum_{l'}F'(a_{l'})\,(sW_{l'j})^2$, so the
-    variance grows with the weight scale: roughly PSA's variance plus the weights' noise.
+    variance grows with the weight scale: PSA's plus the weights' noise, several times PSA's at fan-in scales and
+    heavy-tailed at large weights.
 
     A convolution's unit feeds $C_{out}K^2$ units of the next layer (:func:`fan_out`), so its flip terms are
     $B\,n_kC_{out}K^2$, gathered, not $B\,n_kn_{k+1}$.

@@ -138,6 +138,10 @@ def test_reference_sums_round_trip_and_refuse_foreign_files(tmp_path):
     assert ReferenceSums.load(str(tmp_path / "bad.npz"), sums.S.shape[1], sums.Q.shape[1]) is None
     t = reference_sums(problem, ref, torch.Generator().manual_seed(0), seconds=0.2)
     assert t.draws >= 16 and t.draws % 16 == 0 and t.record["budget"] == {"draws": None, "seconds": 0.2}
+    # a spent budget with one draw per chunk (a slow estimator) still gives every group 16 batches of two draws
+    # (a new-user probe found 16 draws per group, against the documented minimum of 32)
+    spent = reference_sums(problem, ref, torch.Generator().manual_seed(0), seconds=1e-9, chunk=1)
+    assert set(spent.record["draws_by_group"].values()) == {32} and (spent.n >= 2).all()
     with pytest.raises(InputError, match="either a number of draws or a time budget"):
         reference_sums(problem, ref, torch.Generator(), draws=64, seconds=1.0)
 
