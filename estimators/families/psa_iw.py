@@ -118,7 +118,11 @@ class PSAImportance(Estimator):
         return grads
 
     def cost(self, problem: Problem) -> Cost:
-        return Cost(layer_evals=problem.depth, head_evals=1 + problem.widths[-1], backward_passes=1)
+        """PSA's pass, head flips and backward pass, plus the ~10 passes over each hidden layer pair's flip terms,
+        each counted as one layer evaluation (it touches as many numbers; its transcendentals make it dearer:
+        measured, a draw costs 22.5 deterministic forward + backward passes at width 256)."""
+        L = problem.depth
+        return Cost(layer_evals=L + 10 * (L - 1), head_evals=1 + problem.widths[-1], backward_passes=1)
 
 
 def fan_out(problem: Problem, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:

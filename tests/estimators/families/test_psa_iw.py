@@ -165,3 +165,8 @@ def test_fan_out_is_the_convolution(spec):
         eye = torch.eye(n_in, dtype=p.dtype)
         assert torch.allclose(dense, p.preact(k, eye) - p.preact(k, torch.zeros_like(eye[:1])), atol=1e-13)
         assert index.shape[1] == p.weights[k].shape[0] * p.conv[k].kernel ** 2
+
+
+def test_cost_counts_the_passes_over_the_flip_terms():
+    c = registry.get("psa-iw").cost(build_problem("random:widths=2-3-4-5,points=1"))
+    assert (c.layer_evals, c.head_evals, c.backward_passes) == (3 + 10 * 2, 1 + 5, 1)
