@@ -86,6 +86,18 @@ def test_mc_scores_agree_with_exact(key):
     assert mc.draws >= draws and mc.draws % 16 == 0
 
 
+@pytest.mark.parametrize("key", list(PROBLEMS))
+def test_mc_scores_agree_with_exact_with_psa_iw_as_the_reference(key):
+    """The same validation with the importance-weighted PSA drawing every group (the pilot's usual choice for
+    the hidden layers of wide networks); same design and false-fail rate."""
+    spec, draws = PROBLEMS[key]
+    problem = build_problem(spec)
+    ref = Reference({g: registry.get("psa-iw") for g in problem.group_names})
+    bad, mc, _ = _validate(problem, ref, registry.get("st"), draws, seed=23)
+    assert not bad, f"{key}: " + "; ".join(bad)
+    assert mc.reference["by_group"] == {g: "psa-iw" for g in problem.group_names}
+
+
 def test_mc_scores_agree_with_exact_with_more_reference_draws():
     """The reference stream and the scored one need not have the same length: 8 times as many reference
     draws (the sweep's shared reference), same design and false-fail rate as above."""
