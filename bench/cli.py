@@ -1,8 +1,8 @@
 """The ``sbn-bench`` command line: argparse subcommands, one-line errors, exit codes.
 
-Exit codes: 0 success; 1 a failed check (regression); 2 bad input (unknown names, bad options,
-malformed files, oversize exact problems, a corrupt store) with one line on stderr and no
-traceback; 130 interrupted.
+Exit codes: 0 success; 1 a failed check (regression) or task, or an unexpected internal error (one line;
+``SBN_BENCH_TRACEBACK=1`` re-raises it); 2 bad input (unknown names, bad options, malformed files, oversize
+exact problems, a corrupt store) with one line on stderr and no traceback; 130 interrupted; 143 terminated.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class _HeldSigint:
 
 _IMPORTS = _HeldSigint().hold()  # the console script's first seconds are these imports (torch)
 
-from estimators.errors import InputError, one_line  # noqa: E402
+from estimators.errors import InputError, one_line, raised_at  # noqa: E402
 from estimators.spec import no_control_characters  # noqa: E402
 
 from . import __version__  # noqa: E402
@@ -178,6 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.unraisablehook = _unraisable_note(set())
     try:
         return _main(argv)
+    except Exception as exc:  # noqa: BLE001 - not a refusal: a bug, or a plugin that broke torch itself
+        if os.environ.get("SBN_BENCH_TRACEBACK"):
+            raise
+        print(f"sbn-bench: internal error: {type(exc).__name__}: {one_line(exc)}{raised_at(exc)}; rerun with "
+              f"SBN_BENCH_TRACEBACK=1 for the traceback, and please report it", file=sys.stderr)
+        return 1
     finally:
         if argv is not None:  # a caller's process (tests): its hook back; the console script keeps ours to the end
             sys.unraisablehook = hook

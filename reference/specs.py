@@ -60,8 +60,13 @@ def build_from_spec(spec: str, builders: Mapping[str, tuple[Callable, str]], kin
 def guard_size(elements: int, what: str) -> None:
     """Refuse a problem of more than :data:`MAX_ELEMENTS` numbers before anything is allocated."""
     if elements > MAX_ELEMENTS:
-        raise InputError(f"{what} would hold {elements:.3g} numbers ({elements * 8 / 2**30:.3g} GiB in float64), "
-                         f"over the limit of {MAX_ELEMENTS:.0e}; use a smaller network or fewer points")
+        if elements < 10**300:
+            size = f"{elements:.3g} numbers ({elements * 8 / 2**30:.3g} GiB in float64)"
+        else:  # beyond float range: a 400-digit count overflowed the formatting
+            size = f"about 1e{len(str(int(elements))) - 1} numbers"
+        what = what if len(what) <= 200 else what[:200] + "..."
+        raise InputError(f"{what} would hold {size}, over the limit of {MAX_ELEMENTS:.0e}; use a smaller network or "
+                         f"fewer points")
 
 
 def _dash_split(text, what: str, example: str, before: int = 0) -> tuple[int, ...]:

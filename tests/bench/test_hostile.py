@@ -1293,10 +1293,12 @@ def test_tenth_probe_an_exception_in_a_plugins_del_is_one_note(tmp_path, capsys)
     (["run", "--problem", "random:widths=2-3-3,points=10", "--estimators", "reinforce-loo:K=" + "9" * 60],
      "option K=999999999999... of estimator reinforce-loo must be >= 2"),
     (["run", "--problem", "random:widths=2-3-3,points=" + "9" * 60, "--estimators", "st"], "over the limit"),
-    (["train", "--problem", "shapes:widths=4-4,train=" + "9" * 60], "shapes: 9999"),
+    (["run", "--problem", "random:widths=2-3-3,points=" + "9" * 400, "--estimators", "st"], "about 1e400 numbers"),
+    (["train", "--problem", "shapes:widths=4-4,train=" + "9" * 400], "shapes: 9999"),
     (["train", "--problem", "shapes:widths=4-4,train=999999999999"], "over the limit"),
     (["train", "--problem", "psa2d:widths=3-3,val=99999999999"], "psa2d: 200 + 99999999999 + 1000 points"),
-], ids=["seed", "float-option", "int-option", "points", "train-digits", "train-images", "psa2d-points"])
+], ids=["seed", "float-option", "int-option", "points", "points-400-digits", "train-digits", "train-images",
+        "psa2d-points"])
 def test_tenth_probe_huge_integers(hostile, argv, what):
     """Integers beyond float range crashed the option check (OverflowError); dataset sizes had no bound
     (train=999999999999 ran out of memory after drawing)."""
@@ -1388,3 +1390,22 @@ def test_tenth_probe_ctrl_c_of_the_process_group_in_the_first_seconds(tmp_path):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130 and "Traceback" not in err, (delay, proc.returncode, err[-2000:])
         assert err.strip().splitlines()[-1].startswith("sbn-bench: interrupted"), err
+
+
+def test_eleventh_probe_an_unexpected_failure_is_one_line(monkeypatch, capsys):
+    """A plugin that replaced `torch.Tensor.sum` at import broke the sweep's own code (a traceback): whatever
+    escapes every specific handler (a bug, or torch broken by user code) is one 'internal error' line, exit 1,
+    naming where it was raised; SBN_BENCH_TRACEBACK=1 shows the traceback instead."""
+    import bench.commands.check as check_cmd
+
+    def broken(args):
+        return 1 / 0
+
+    monkeypatch.setattr(check_cmd, "run", broken)
+    monkeypatch.delenv("SBN_BENCH_TRACEBACK", raising=False)
+    assert main(["check", "--estimators", "st"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sbn-bench: internal error: ZeroDivisionError: division by zero (at ")
+    monkeypatch.setenv("SBN_BENCH_TRACEBACK", "1")
+    with pytest.raises(ZeroDivisionError):
+        main(["check", "--estimators", "st"])
