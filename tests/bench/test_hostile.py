@@ -702,7 +702,12 @@ def test_sixth_probe_items(hostile, monkeypatch, capsys):
     monkeypatch.setattr(command, "build_problem", no_memory)
     hostile(["problem", "psa-2-5-5-5"], "out of memory")
     monkeypatch.setattr(command, "build_problem", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
-    with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError is not hidden
+    # any other RuntimeError is not taken for lack of memory: an internal error, named (and re-raised on request)
+    monkeypatch.delenv("SBN_BENCH_TRACEBACK", raising=False)
+    assert main(["problem", "psa-2-5-5-5"]) == 1
+    assert "internal error: RuntimeError: a bug" in capsys.readouterr().err
+    monkeypatch.setenv("SBN_BENCH_TRACEBACK", "1")
+    with pytest.raises(RuntimeError, match="a bug"):
         main(["problem", "psa-2-5-5-5"])
 
 
