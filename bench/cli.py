@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -17,33 +18,37 @@ import threading
 from typing import Sequence
 
 
-class _HeldSigint:
-    """Hold SIGINT while modules are imported: a Ctrl-C in the middle of an import (torch's, numpy's) left
-    half-initialised modules behind (a RecursionError, or a traceback); held, it is noted and acted on once
-    the imports are complete.  Main thread only; elsewhere nothing is held."""
+class _HeldSignals:
+    """Hold SIGINT and SIGTERM while modules are imported: a Ctrl-C in the middle of an import (torch's,
+    numpy's) left half-initialised modules behind (a RecursionError, or a traceback), and a SIGTERM ended the
+    process without a word; held, they are noted and acted on once the imports are complete.  Only signals
+    at their default disposition, in the main thread."""
+
+    _DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
     def __init__(self) -> None:
-        self.caught = False
-        self._previous = None
+        self.caught: set[int] = set()
+        self._previous: dict[int, object] = {}
 
-    def hold(self) -> "_HeldSigint":
-        if threading.current_thread() is threading.main_thread() \
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self._previous = signal.signal(signal.SIGINT, self._note)
+    def hold(self) -> "_HeldSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig, default in self._DEFAULTS.items():
+                if signal.getsignal(sig) is default:
+                    self._previous[sig] = signal.signal(sig, self._note)
         return self
 
     def _note(self, signum, frame) -> None:
-        self.caught = True
+        self.caught.add(signum)
 
-    def release(self) -> bool:
-        """Give SIGINT back; ``True`` if one came while it was held."""
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+    def release(self) -> set[int]:
+        """Give the signals back; the ones that came while they were held."""
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
         return self.caught
 
 
-_IMPORTS = _HeldSigint().hold()  # the console script's first seconds are these imports (torch)
+_IMPORTS = _HeldSignals().hold()  # the console script's first seconds are these imports (torch)
 
 from estimators.errors import InputError, one_line, raised_at  # noqa: E402
 from estimators.spec import no_control_characters  # noqa: E402
@@ -56,8 +61,29 @@ _IMPORTS.release()
 __all__ = ["main", "build_parser"]
 
 
+def _plain_int(text: str) -> int:
+    """``int`` for flags, in plain ASCII decimal only (``int()`` also reads ``6_4``, `` 64`` and other scripts'
+    digits, which spec options refuse)."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise ValueError(text)
+    return int(text)
+
+
+def _plain_float(text: str) -> float:
+    """``float`` for flags without underscores or non-ASCII characters (``float()`` reads ``0_1`` as 1)."""
+    if "_" in text or not text.isascii() or text != text.strip():
+        raise ValueError(text)
+    return float(text)
+
+
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on stderr and exit code 2."""
+    """An ArgumentParser whose usage errors are one line on stderr and exit code 2; ``type=int`` and
+    ``type=float`` flags take plain numbers only (:func:`_plain_int`, :func:`_plain_float`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("type", int, _plain_int)  # argparse looks a flag's type up here first
+        self.register("type", float, _plain_float)
 
     def error(self, message: str):  # noqa: D401 - argparse API
         command = self.prog.split()[1] if len(self.prog.split()) > 1 else ""  # "sbn-bench run" -> "run"
@@ -195,14 +221,17 @@ _RESUME = {c: "; completed tasks are stored, rerun the same command to resume" f
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    held = _HeldSigint().hold()
+    held = _HeldSignals().hold()
     try:
         try:
             parser = build_parser()  # imports every command: a Ctrl-C is acted on once they are complete
         finally:
-            interrupted = held.release() or _IMPORTS.caught
-            _IMPORTS.caught = False
-        if interrupted:
+            caught = held.release() | _IMPORTS.caught
+            _IMPORTS.caught = set()
+        if signal.SIGTERM in caught:
+            print("sbn-bench: terminated (SIGTERM) before anything was done", file=sys.stderr)
+            return 128 + signal.SIGTERM
+        if caught:
             raise KeyboardInterrupt
         args = parser.parse_args(argv)
         vars(args).pop("_sbn_given", None)  # _StoreOnce's bookkeeping

@@ -158,11 +158,13 @@ def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDI
     best: dict[str, tuple[float, Estimator]] = {}
     table = []
     proxy: dict[str, tuple[float, float]] = {}  # group -> (trace_var, ||mean||^2) of its lowest-variance candidate
+    refused: list[str] = []  # why candidates dropped out, for the error if no group is left with one
     for spec in candidates:
         est = registry.get(spec) if isinstance(spec, str) else spec
         try:
             est.check(problem)
-        except InputError:
+        except InputError as exc:
+            refused.append(f"{est.spec}: {exc}")
             continue
         groups = [g for g in est.unbiased_groups(problem) if g in problem.group_names]
         if not groups:
@@ -176,8 +178,10 @@ def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDI
         except InputError as exc:  # a candidate too large for this problem (its own size guard) drops out
             table.append(dict(estimator=est.spec, group="", trace_var=math.nan, seconds_per_draw=math.nan,
                               score=math.nan, note=str(exc)))
+            refused.append(f"{est.spec}: {exc}")
             continue
         if not np.isfinite(X).all():
+            refused.append(f"{est.spec}: non-finite estimates")
             continue
         for g in problem.group_names:
             Xg = X[:, sl[g]]
@@ -191,8 +195,9 @@ def pilot(problem: Problem, generator: torch.Generator, candidates=DEFAULT_CANDI
                 best[g] = (tr * spd, est)
     missing = [g for g in problem.group_names if g not in best]
     if missing:
+        why = "; ".join(refused[:3]) + (f"; and {len(refused) - 3} more" if len(refused) > 3 else "")
         raise InputError(f"no unbiased reference estimator for groups {', '.join(missing)} of {problem.name} "
-                         f"among {', '.join(map(str, candidates))}")
+                         f"among {', '.join(map(str, candidates))}" + (f" (dropped: {why})" if why else ""))
     chosen = {g: best[g][1] for g in problem.group_names}
     timing = {r["estimator"]: r["seconds_per_draw"] for r in table if r["group"]}
     return Reference(chosen, table, {e.spec: timing[e.spec] for e in chosen.values()},

@@ -1414,3 +1414,47 @@ def test_eleventh_probe_an_unexpected_failure_is_one_line(monkeypatch, capsys):
     monkeypatch.setenv("SBN_BENCH_TRACEBACK", "1")
     with pytest.raises(ZeroDivisionError):
         main(["check", "--estimators", "st"])
+
+
+@pytest.mark.parametrize("argv, what", [
+    ([*QUICK[:4], "-N", "6_4"], "invalid int value: '6_4'"),
+    ([*QUICK[:4], "-N", "\uff16\uff14"], "invalid int value"),  # fullwidth digits
+    ([*QUICK, "--reference", "mc", "--reference-seconds", "0_1"], "invalid float value: '0_1'"),
+    ([*QUICK, "--reference", "mc", "--reference-draws", "1_000"], "invalid int value: '1_000'"),
+], ids=["int-underscore", "int-fullwidth", "float-underscore", "reference-draws"])
+def test_eleventh_probe_numeric_flags_are_plain_decimal(argv, what, tmp_path, monkeypatch, capsys):
+    """Flags read `6_4` as 64 and `0_1` as 1 (int() and float() take underscores and other scripts' digits);
+    spec options already refused them.  A usage error (exit 2, one line)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["run", *argv, "--no-report", "--db", "r.sqlite"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and what in err[0], err
+    assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_eleventh_probe_sigterm_during_start_up_is_one_line(tmp_path):
+    """SIGTERM to the process group during the first second (the imports) ended the process without a word
+    (return code -15); SIGINT there already gave one line."""
+    argv = [sys.executable, "-m", "bench", "run", *QUICK, "--no-report", "--db", str(tmp_path / "t.sqlite")]
+    for sig, rc, line in ((signal.SIGTERM, 143, "sbn-bench: terminated (SIGTERM) before anything was done"),
+                          (signal.SIGINT, 130, "sbn-bench: interrupted before anything was done")):
+        proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        time.sleep(0.3)  # inside the imports (torch's alone take a second or more)
+        os.killpg(proc.pid, sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == rc and err.strip() == line, (sig, proc.returncode, err[-1000:])
+    assert not (tmp_path / "t.sqlite").exists()
+
+
+def test_eleventh_probe_a_reference_with_no_candidate_left_says_why():
+    import torch
+
+    from bench.mc_reference import pilot
+    from estimators.errors import InputError
+    from reference.problems import build_problem
+
+    p = build_problem("random:widths=2-3-3,points=4,noise=uniform")
+    with pytest.raises(InputError, match=r"dropped: psa-iw: estimator psa-iw does not support noise 'uniform'"):
+        pilot(p, torch.Generator().manual_seed(0), candidates=("psa-iw",), draws=8)
