@@ -22,7 +22,7 @@ import torch
 
 from ..base import Cost, Estimator
 from ..errors import InputError
-from ..model import Path, Problem, head_grad, sample_path
+from ..model import Path, Problem, head_grad, sample_in_chunks
 from ..options import option
 from ..registry import register
 from .arm import continue_losses, require_generator
@@ -94,9 +94,7 @@ class LocalExpectation(Estimator):
                              f"{'-'.join(map(str, problem.widths))} and {problem.batch_size} points, over the limit "
                              f"{MAX_ELEMENTS_PER_DRAW}; use narrower layers or fewer points")
         chunk = max(1, CHUNK_ELEMENTS // per_draw)
-        parts = [self.from_path(problem, sample_path(problem, min(chunk, draws - d0), generator), generator)
-                 for d0 in range(0, draws, chunk)]
-        return [torch.cat(g) for g in zip(*parts)]
+        return sample_in_chunks(self.from_path, problem, draws, generator, chunk)
 
     def cost(self, problem: Problem) -> Cost:
         L, w = problem.depth, problem.widths

@@ -28,7 +28,7 @@ import torch
 
 from ..base import Cost, Estimator
 from ..errors import InputError
-from ..model import Path, Problem, head_grad, sample_path
+from ..model import Path, Problem, head_grad, sample_in_chunks
 from ..registry import register
 from .psa import last_layer_flips
 
@@ -97,9 +97,7 @@ class PSAImportance(Estimator):
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         chunk = max(1, CHUNK_ELEMENTS // self._per_draw(problem))
-        parts = [self.from_path(problem, sample_path(problem, min(chunk, draws - d0), generator))
-                 for d0 in range(0, draws, chunk)]
-        return [torch.cat(g) for g in zip(*parts)]
+        return sample_in_chunks(self.from_path, problem, draws, generator, chunk)
 
     def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` (layers, then head) of the given sampled path."""

@@ -13,10 +13,10 @@ The model knows no estimator.  See ``docs/model.md``.
 
 from .losses import LOSSES, Loss, get_loss
 from .noise import NOISES, Noise, get_noise
-from .paths import Path, backprop, head_grad, layer_grad, sample_path
+from .paths import Path, backprop, head_grad, layer_grad, sample_in_chunks, sample_path
 from .problem import ENCODINGS, ConvGeom, Problem
 
 __all__ = [
     "ENCODINGS", "LOSSES", "NOISES", "ConvGeom", "Loss", "Noise", "Path", "Problem", "backprop", "get_loss",
-    "get_noise", "head_grad", "layer_grad", "sample_path",
+    "get_noise", "head_grad", "layer_grad", "sample_in_chunks", "sample_path",
 ]

@@ -16,7 +16,7 @@ import torch
 
 from .problem import Problem, layer_grad
 
-__all__ = ["Path", "sample_path", "layer_grad", "head_grad", "backprop"]
+__all__ = ["Path", "sample_path", "sample_in_chunks", "layer_grad", "head_grad", "backprop"]
 
 
 @dataclass
@@ -65,6 +65,15 @@ def sample_path(problem: Problem, draws: int, generator: torch.Generator, start:
         path.x.append(x)
         inp = x if problem.encoding == "pm1" else on
     return path
+
+
+def sample_in_chunks(from_path, problem: Problem, draws: int, generator: torch.Generator,
+                     chunk: int) -> list[torch.Tensor]:
+    """Per-draw group gradients of ``from_path(problem, path, generator)`` over ``draws`` sampled paths, drawn
+    and evaluated ``chunk`` draws at a time (bounded memory), concatenated per group."""
+    parts = [from_path(problem, sample_path(problem, min(chunk, draws - d0), generator), generator)
+             for d0 in range(0, draws, chunk)]
+    return [torch.cat(g) for g in zip(*parts)]
 
 
 def head_grad(problem: Problem, xL_enc: torch.Tensor, deta: torch.Tensor | None = None) -> torch.Tensor:
