@@ -123,12 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the commands that store each task as it completes (an interruption or a failure keeps the finished ones)
+_STORES_TASKS = ("run", "train")
+
+
 def system_error(exc: BaseException, db: str | None = None, command: str | None = "run") -> str:
     """One line for a failure of the system rather than of the input: a file operation, memory, the
     database.  Completed tasks are committed one transaction each, so the line says what is kept (for
     the commands that store tasks: ``run`` and ``train``)."""
     if isinstance(exc, MemoryError):
-        if command not in ("run", "train"):
+        if command not in _STORES_TASKS:
             return f"out of memory in '{command}'; use a smaller problem or a lower --memory-budget where it applies"
         return ("out of memory; completed tasks are stored. Use a smaller problem, fewer draws per call "
                 "(--chunk) or a lower --memory-budget")
@@ -217,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 #: what an interruption keeps, for the commands that store work as they go (the others store nothing,
 #: or, like ``time``, only at the end)
-_RESUME = {c: "; completed tasks are stored, rerun the same command to resume" for c in ("run", "train")}
+_RESUME = {c: "; completed tasks are stored, rerun the same command to resume" for c in _STORES_TASKS}
 
 
 def _main(argv: Sequence[str] | None) -> int:

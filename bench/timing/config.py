@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import torch
 
 from bench.timing.measure import CLOCKS, measure_interleaved, row
+from bench.sweep import expand_estimators
 from bench.timing.peaks import Peaks, device_peaks
-from estimators import inputs, registry
+from estimators import inputs
 from estimators.errors import InputError
 from reference.problems import build_problem
 from reference.specs import guard_size, parse_widths
@@ -97,10 +98,7 @@ class TimeConfig:
         inputs.positive_finite(self.max_single_s, "--max-single", maximum=MAX_SECONDS)
         net = parse_widths(self.net)
         self._check_sizes(net)
-        named = [registry.get(spec).spec for spec in self.estimators if spec != "*"]  # unknown names, bad options
-        inputs.no_repeats(named, "the timing", "estimator")  # (st,st; concrete and concrete:tau=1.0)
-        if self.estimators.count("*") > 1:
-            raise InputError("the estimators name '*' more than once")
+        expand_estimators(self.estimators)  # unknown names, bad options, an estimator or '*' named twice: as run
         if "exact" in self.kernels:
             build_problem(self.exact_problem)
         if {"psa-conv", "draw-conv"} & set(self.kernels):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from bench.sweep import expand_estimators
 from bench.timing.config import Context
 from bench.timing.measure import row
 from estimators import registry
@@ -74,8 +75,7 @@ def run_sampling(ctx: Context) -> list[dict]:
 
 
 def _estimators(ctx: Context, p) -> list:
-    specs = list(registry.names()) if "*" in ctx.cfg.estimators else []
-    specs += [s for s in ctx.cfg.estimators if s != "*" and s not in specs]  # "*,psa:kernel=fused" adds a variant
+    specs = expand_estimators(ctx.cfg.estimators)  # as run: "*" adds every estimator not listed ("*,psa:kernel=fused")
     out = []
     for spec in specs:
         est = registry.get(spec)  # InputError for an unknown name: exit 2

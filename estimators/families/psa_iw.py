@@ -97,10 +97,14 @@ class PSAImportance(Estimator):
 
     def _estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> list[torch.Tensor]:
         chunk = max(1, CHUNK_ELEMENTS // self._per_draw(problem))
-        return sample_in_chunks(self.from_path, problem, draws, generator, chunk)
+        fans = _fan_outs(problem)  # once per call, not once per chunk (a conv's index is n_k x C_out K^2)
+        return sample_in_chunks(lambda p, path, g: self._grads(p, path, fans), problem, draws, generator, chunk)
 
     def from_path(self, problem: Problem, path: Path, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Per-draw group gradients ``[D, size]`` (layers, then head) of the given sampled path."""
+        return self._grads(problem, path, _fan_outs(problem))
+
+    def _grads(self, problem: Problem, path: Path, fans: list) -> list[torch.Tensor]:
         law = problem.noise_law
         xL = path.x[-1]
         _, _, f0, f_flip = last_layer_flips(problem, xL)
@@ -109,7 +113,7 @@ class PSAImportance(Estimator):
         for k in range(problem.depth - 1, -1, -1):
             grads.append(problem.param_grad(k, law.pdf(path.a[k]) * G, path.inputs[k]))
             if k:
-                G = _pass_up(law, path.x[k - 1], path.a[k], path.x[k], problem.weights[k], fan_out(problem, k), G,
+                G = _pass_up(law, path.x[k - 1], path.a[k], path.x[k], problem.weights[k], fans[k], G,
                              problem.flip_scale)
         grads.reverse()
         grads.append(head_grad(problem, problem.enc(xL)))
@@ -153,6 +157,11 @@ def fan_out(problem: Problem, k: int) -> tuple[torch.Tensor, torch.Tensor] | Non
     index, weight = torch.broadcast_tensors(index, weight)  # the index does not depend on the input channel
     n = geom.in_size
     return index.reshape(n, -1), weight.to(W.dtype).reshape(n, -1)
+
+
+def _fan_outs(problem: Problem) -> list:
+    """:func:`fan_out` of every layer (``None`` for layer 0, which reads the data)."""
+    return [None] + [fan_out(problem, k) for k in range(1, problem.depth)]
 
 
 def _pass_up(law, x_below: torch.Tensor, a: torch.Tensor, x: torch.Tensor, W: torch.Tensor,
