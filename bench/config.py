@@ -3,7 +3,7 @@
 A sweep is problems x estimators x settings.  TOML keys are the field names of :class:`SweepConfig`
 (``problems``, ``estimators``, ``draws``, ``grid``, ``chunk``, ``device``, ``dtype``, ``exact_method``,
 ``memory_budget_gib``, ``seed``, ``name``, ``reference``, the Monte Carlo reference's budget ``reference_draws``
-or ``reference_seconds``, and the cost measurement's ``cost_time``,
+or ``reference_seconds`` (with an optional early end, ``reference_precision``), and the cost measurement's ``cost_time``,
 ``cost_clock``, ``cost_threads``: :class:`bench.costs.CostSettings`); an unknown key, a wrong type or a malformed file is one
 :class:`InputError` that names the key, or the line and column.
 """
@@ -63,6 +63,9 @@ class SweepConfig(ConfigMixin):
     #: ``reference_draws`` draws, or as many as ``reference_seconds`` of compute allow (``docs/monte-carlo.md#budget``)
     reference_draws: int | None = None
     reference_seconds: float | None = None
+    #: with ``reference_seconds``: end the stream early once, by the pilot's figures, the standard error of the
+    #: reference mean is at most this fraction of the gradient's norm in every group (``docs/monte-carlo.md#budget``)
+    reference_precision: float | None = None
     cost_time: float = 0.5  # seconds of timed repeats per task for its cost per draw; 0: off
     cost_clock: str = "wall"  # wall or cpu (process CPU time: needs cost_threads = 1 and a CPU device)
     cost_threads: int | None = None  # torch threads while the cost is timed; None: the worker's
@@ -115,6 +118,14 @@ class SweepConfig(ConfigMixin):
             if self.reference_seconds > MAX_REFERENCE_SECONDS:
                 raise InputError(f"reference seconds must be at most {MAX_REFERENCE_SECONDS:g} (one day per problem), "
                                  f"got {self.reference_seconds:g}")
+        if self.reference_precision is not None:
+            inputs.positive_finite(self.reference_precision, "reference precision")
+            if self.reference_precision >= 1:
+                raise InputError(f"reference precision is a fraction of the gradient's norm, in (0, 1); "
+                                 f"got {self.reference_precision:g}")
+            if self.reference_seconds is None:
+                raise InputError("reference precision ends a time budget early; give reference seconds too "
+                                 "(--reference-seconds, or reference_seconds in the config file)")
         self.cost_settings()  # checks the cost measurement's settings
         if self.cost_clock == "cpu" and self.device != "cpu" and self.cost_time > 0:
             raise InputError("--clock cpu (process CPU time) can only time CPU work; use --device cpu")
@@ -124,7 +135,10 @@ class SweepConfig(ConfigMixin):
         if self.reference_draws is not None:
             return {"draws": self.reference_draws}
         if self.reference_seconds is not None:
-            return {"seconds": float(self.reference_seconds)}
+            out = {"seconds": float(self.reference_seconds)}
+            if self.reference_precision is not None:
+                out["precision"] = float(self.reference_precision)
+            return out
         return {}
 
     def cost_settings(self) -> CostSettings:
@@ -137,7 +151,7 @@ class SweepConfig(ConfigMixin):
         d = dataclasses.asdict(self)
         if d["reference"] == "auto":
             del d["reference"]
-        for key in ("reference_draws", "reference_seconds"):  # likewise: absent unless set
+        for key in ("reference_draws", "reference_seconds", "reference_precision"):  # likewise: absent unless set
             if d[key] is None:
                 del d[key]
         return d
@@ -147,7 +161,7 @@ class SweepConfig(ConfigMixin):
 _FIELDS = {f.name: f for f in dataclasses.fields(SweepConfig)}
 _TYPES = {"problems": list, "estimators": list, "draws": int, "grid": list, "chunk": int, "device": str,
           "dtype": str, "exact_method": str, "memory_budget_gib": (int, float), "seed": int, "name": str,
-          "reference": str, "reference_draws": int, "reference_seconds": (int, float), "cost_time": (int, float), "cost_clock": str, "cost_threads": int}
+          "reference": str, "reference_draws": int, "reference_seconds": (int, float), "reference_precision": (int, float), "cost_time": (int, float), "cost_clock": str, "cost_threads": int}
 
 
 def load_toml(path: str) -> dict:
@@ -208,10 +222,13 @@ SWEEP_PRESETS: dict[str, dict] = {
         + ("conv:input=3x12x12,channels=96-96,kernels=3-3,strides=1-1,paddings=0-0,points=4,seed=0",),
         estimators=("psa", "st", "st-identity", "st-tanh", "st-hardtanh", "concrete:tau=0.5", "st-gumbel", "tanh",
                     "adf"),
-        draws=2048,
+        draws=4096,
         dtype="float32",
         reference="mc",
-        reference_seconds=120.0,  # per problem, shared by its estimators; measured run time: docs/monte-carlo.md#presets
+        # per problem, shared by its estimators; the easy ones end early, at a standard error of 2% of ||g||
+        # in every group (measured run time and what it buys: docs/monte-carlo.md#presets)
+        reference_seconds=240.0,
+        reference_precision=0.02,
     ),
 }
 

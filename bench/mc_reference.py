@@ -135,6 +135,23 @@ class Reference:
         top = max(rate.values())
         return {spec: max(1, round(chunk * r / top)) for spec, r in rate.items()}
 
+    def enough_draws(self, precision: float) -> dict[str, float]:
+        r"""Per estimator, the draws after which the reference mean of each of its groups has a standard error
+        of at most ``precision`` times the gradient's norm, by the pilot's figures:
+        $N_g=\operatorname{tr}\mathrm{Var}_g/(\text{precision}^2\,\lVert g_g\rVert^2)$, the largest over the
+        estimator's groups; infinite (no early end) where a group has no usable $\lVert g_g\rVert^2$ proxy.
+        Only a budget: what the draws estimate does not depend on it."""
+        tv = {(r["estimator"], r["group"]): r["trace_var"] for r in self.pilot_table if r.get("group")}
+        out = {}
+        for spec, groups in self.calls().items():
+            need = []
+            for g in groups:
+                v, proxy = tv.get((spec, g), math.nan), self.norm2_proxy.get(g, math.nan)
+                ok = math.isfinite(v) and math.isfinite(proxy) and proxy > 0
+                need.append(v / (precision ** 2 * proxy) if ok else math.inf)
+            out[spec] = max(need)
+        return out
+
     def draw_estimator(self, problem: Problem, spec: str, draws: int, generator: torch.Generator) -> np.ndarray:
         """``[draws, P]`` float64 draws of the reference estimator ``spec`` (all columns; the caller keeps its groups')."""
         est = next(e for e in self.by_group.values() if e.spec == spec)
@@ -272,11 +289,13 @@ class ReferenceSums:
 
 def reference_sums(problem: Problem, reference: Reference, generator: torch.Generator, draws: int | None = None,
                    seconds: float | None = None, batches: int = DEFAULT_BATCHES, chunk: int | None = None,
-                   progress=None) -> ReferenceSums:
+                   progress=None, precision: float | None = None) -> ReferenceSums:
     """Stream reference draws into :class:`ReferenceSums`: ``draws`` of them (rounded up to equal chunks spread
     evenly over ``batches`` batches), or as many whole rounds of ``batches`` chunks as ``seconds`` allow
     (at least :data:`MIN_REFERENCE_DRAWS` draws of each estimator, at most :data:`~estimators.inputs.MAX_DRAWS`
-    draws)."""
+    draws).  Under a time budget, ``precision`` ends the stream earlier, after the first whole round in which
+    every estimator has the draws :meth:`Reference.enough_draws` asks for (fixed by the pilot before the
+    stream starts, so the stopping rule does not look at the stream's own draws)."""
     if batches < 2:
         raise InputError(f"the jackknife needs at least 2 batches, got {batches}")
     if (draws is None) == (seconds is None):
@@ -297,12 +316,18 @@ def reference_sums(problem: Problem, reference: Reference, generator: torch.Gene
     # a spent time budget still draws whole rounds until every estimator has MIN_REFERENCE_DRAWS (the jackknife's
     # batches need two draws each): a slow estimator of one draw per chunk gets a second round
     min_chunks = batches * math.ceil(MIN_REFERENCE_DRAWS / (batches * min(per_chunk.values())))
+    enough = reference.enough_draws(precision) if precision is not None and seconds is not None else {}
+    drawn = dict.fromkeys(calls, 0)
+    stopped = "draws" if n_chunks is not None else "seconds"
     t0 = time.perf_counter()
     j = 0
     while n_chunks is None or j < n_chunks:
-        if n_chunks is None and j % batches == 0 and j >= min_chunks and (
-                time.perf_counter() - t0 > seconds or n.sum(0).max() + batches * c > inputs.MAX_DRAWS):
-            break
+        if n_chunks is None and j % batches == 0 and j >= min_chunks:
+            if enough and all(drawn[e] >= enough[e] for e in calls):
+                stopped = "precision"
+                break
+            if time.perf_counter() - t0 > seconds or n.sum(0).max() + batches * c > inputs.MAX_DRAWS:
+                break
         k = j % batches
         for spec, its_groups in calls.items():
             m = per_chunk[spec]
@@ -312,13 +337,14 @@ def reference_sums(problem: Problem, reference: Reference, generator: torch.Gene
                 S[k, s] += R[:, s].sum(0)
                 Q[k, i] += np.einsum("ij,ij->", R[:, s], R[:, s])
                 n[k, i] += m
+            drawn[spec] += m
             if progress is not None:
                 progress(m)
         j += 1
     spent = time.perf_counter() - t0
     record = dict(reference.record(), draws=int(n.sum(0).max()),
                   draws_by_group={g: int(v) for g, v in zip(groups, n.sum(0))}, batches=batches, seconds=spent,
-                  budget=dict(draws=draws, seconds=seconds))
+                  budget=dict(draws=draws, seconds=seconds, precision=precision), stopped_by=stopped)
     return ReferenceSums(S, Q, n, record)
 
 
@@ -485,14 +511,17 @@ def _spawn(task: dict, stream: int) -> int:
 
 def reference_settings(task: dict) -> dict:
     """What determines a task's reference stream (JSON-able): problem (spec and content), run seed, dtype,
-    device, the reference budget (``task["mc"]``: ``draws`` or ``seconds``; default: as many draws as the
-    task's own), batches, pilot candidates, the estimators' code and :data:`STREAM_FORMAT`."""
+    device, the reference budget (``task["mc"]``: ``draws`` or ``seconds``, with ``seconds`` an optional
+    ``precision``; default: as many draws as the task's own), batches, pilot candidates, the estimators' code and :data:`STREAM_FORMAT`."""
     budget = dict(task.get("mc") or {})
     if budget.get("draws") is None and budget.get("seconds") is None:
         budget["draws"] = max(task["draws"], MIN_REFERENCE_DRAWS)
-    return dict(problem=task["problem"], problem_digest=task.get("problem_digest"), root_seed=task.get("root_seed"),
-                dtype=task["dtype"], device=task["device"], draws=budget.get("draws"), seconds=budget.get("seconds"),
-                batches=DEFAULT_BATCHES, candidates=list(DEFAULT_CANDIDATES), code=code_digest(), format=STREAM_FORMAT)
+    out = dict(problem=task["problem"], problem_digest=task.get("problem_digest"), root_seed=task.get("root_seed"),
+               dtype=task["dtype"], device=task["device"], draws=budget.get("draws"), seconds=budget.get("seconds"),
+               batches=DEFAULT_BATCHES, candidates=list(DEFAULT_CANDIDATES), code=code_digest(), format=STREAM_FORMAT)
+    if budget.get("precision") is not None:  # absent unless set: the keys of streams made without it stay
+        out["precision"] = budget["precision"]
+    return out
 
 
 def stream_folder(cache_dir: str) -> str:
@@ -541,8 +570,9 @@ def prepare_reference(task: dict, problem: Problem, cache_dir: str | None = None
         # the draws get what the pilot left, and at least half the budget where the pilot overran
         seconds = max(s["seconds"] - spent, s["seconds"] / 2) if s["seconds"] is not None else None
         sums = reference_sums(problem, ref, torch.Generator(device=dev).manual_seed(_spawn(task, 1)),
-                              draws=s["draws"], seconds=seconds, progress=progress)
-        sums.record.update(pilot_seconds=spent, budget=dict(draws=s["draws"], seconds=s["seconds"]))
+                              draws=s["draws"], seconds=seconds, progress=progress, precision=s.get("precision"))
+        sums.record.update(pilot_seconds=spent, budget=dict(draws=s["draws"], seconds=s["seconds"],
+                                                            precision=s.get("precision")))
         if path is not None:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             if not sums.save(path, replace=damaged):  # a damaged file is replaced ...

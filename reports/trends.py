@@ -157,7 +157,7 @@ def trend_figure(family: pd.DataFrame, axis: str, metric: str, sty: dict) -> Fig
 
 def reference_table(run: RunResults) -> pd.DataFrame:
     """Which reference scored each problem: exact (method) or Monte Carlo (estimator and draws per group, the
-    most draws of a group, level)."""
+    most draws of a group, the budget and what ended the stream, level)."""
     rows = {}
     facts = run.tasks["facts"] if "facts" in run.tasks else [None] * len(run.tasks)
     for p, st, f in zip(run.tasks["problem"], run.tasks["status"], facts):
@@ -166,14 +166,29 @@ def reference_table(run: RunResults) -> pd.DataFrame:
             continue
         if not ref or ref.get("kind") != "mc":
             rows[p] = dict(problem=p, reference="exact" + (f" ({ref['method']})" if ref and "method" in ref else ""),
-                           estimators="", draws="", level="")
+                           estimators="", draws="", budget="", level="")
         else:
             by, n = ref.get("by_group", {}), ref.get("draws_by_group", {})
             rows[p] = dict(problem=p, reference="Monte Carlo",
                            estimators=", ".join(f"{g}: {by[g]}" + (f" ({n[g]:,} draws)" if g in n else "")
                                                 for g in group_order(by)),
-                           draws=str(ref.get("draws", "")), level=f"{ref.get('level', float('nan')):.0%}")
-    return pd.DataFrame(list(rows.values()), columns=["problem", "reference", "estimators", "draws", "level"])
+                           draws=str(ref.get("draws", "")), budget=budget_text(ref),
+                           level=f"{ref.get('level', float('nan')):.0%}")
+    return pd.DataFrame(list(rows.values()), columns=["problem", "reference", "estimators", "draws", "budget", "level"])
+
+
+def budget_text(ref: dict) -> str:
+    """A Monte Carlo reference's budget as set, and what ended its stream: "240 s; ended at precision 2%"."""
+    budget = ref.get("budget") if isinstance(ref.get("budget"), dict) else {}
+    if budget.get("draws") is not None:
+        return f"{budget['draws']:,} draws"
+    if budget.get("seconds") is None:
+        return ""
+    text = f"{budget['seconds']:g} s"
+    if budget.get("precision") is not None:
+        text += (f"; ended at precision {budget['precision']:.0%}" if ref.get("stopped_by") == "precision"
+                 else f"; precision {budget['precision']:.0%} not reached")
+    return text
 
 
 def trends_section(run: RunResults, ctx: dict) -> list[Section]:

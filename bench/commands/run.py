@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
                    help="Monte Carlo reference: draws per problem, shared by its estimators (default: N)")
     p.add_argument("--reference-seconds", type=float, metavar="SECONDS",
                    help="Monte Carlo reference: as many draws per problem as this much compute allows")
+    p.add_argument("--reference-precision", type=float, metavar="FRACTION",
+                   help="with --reference-seconds: stop a problem's reference early once its standard error is at "
+                        "most this fraction of the gradient's norm in every group (by the pilot's figures)")
     p.add_argument("--name", help="run name (default: the preset's or config file's)")
     p.add_argument("--cost-time", type=float, metavar="SECONDS",
                    help="seconds of warm, repeated timing per task for its cost per draw (default 0.5; 0: off)")
@@ -94,7 +97,10 @@ def build_config(args: argparse.Namespace):
     if args.reference_draws is not None or args.reference_seconds is not None:  # a flag replaces the preset's budget
         base.pop("reference_draws", None)
         base.pop("reference_seconds", None)
+        if args.reference_draws is not None:  # a number of draws is exact: the preset's early end goes with it
+            base.pop("reference_precision", None)
         flags.update(reference_draws=args.reference_draws, reference_seconds=args.reference_seconds)
+    flags.update(reference_precision=args.reference_precision)
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.draws is not None and "grid" in base and base["grid"] and args.grid is None:
         base["grid"] = [m for m in base["grid"] if m <= args.draws]

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.mc_reference import Reference, ReferenceSums, pilot, reference_sums, score_mc
+from bench.mc_reference import Reference, ReferenceSums, pilot, reference_settings, reference_sums, score_mc
 from bench.scoring import score
 from estimators import registry
 from estimators.errors import InputError
@@ -140,13 +140,38 @@ def test_reference_sums_round_trip_and_refuse_foreign_files(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     assert ReferenceSums.load(str(tmp_path / "bad.npz"), sums.S.shape[1], sums.Q.shape[1]) is None
     t = reference_sums(problem, ref, torch.Generator().manual_seed(0), seconds=0.2)
-    assert t.draws >= 16 and t.draws % 16 == 0 and t.record["budget"] == {"draws": None, "seconds": 0.2}
+    assert t.draws >= 16 and t.draws % 16 == 0 and t.record["budget"] == {"draws": None, "seconds": 0.2, "precision": None}
+    assert t.record["stopped_by"] == "seconds"
     # a spent budget with one draw per chunk (a slow estimator) still gives every group 16 batches of two draws
     # (a new-user probe found 16 draws per group, against the documented minimum of 32)
     spent = reference_sums(problem, ref, torch.Generator().manual_seed(0), seconds=1e-9, chunk=1)
     assert set(spent.record["draws_by_group"].values()) == {32} and (spent.n >= 2).all()
     with pytest.raises(InputError, match="either a number of draws or a time budget"):
         reference_sums(problem, ref, torch.Generator(), draws=64, seconds=1.0)
+
+
+def test_a_precision_target_ends_a_time_budget_early_by_the_pilots_figures():
+    """``precision`` p: an estimator's stream ends after the first whole round in which it has
+    tr Var / (p^2 ||g||^2) draws for each of its groups (the pilot's figures); a group without a usable
+    ||g||^2 proxy never ends it early (the time budget does)."""
+    problem = build_problem("random:widths=3-4-4,points=8,seed=2")
+    rl = registry.get("reinforce-loo")
+    table = [dict(estimator=rl.spec, group=g, trace_var=v) for g, v in zip(problem.group_names, (1.0, 2.0, 0.5))]
+    ref = Reference({g: rl for g in problem.group_names}, table, {rl.spec: 1e-5},
+                    dict(zip(problem.group_names, (1.0, 4.0, 0.01))))
+    # per group 1/(0.1^2 * proxy) * trace_var: 100, 50, 5000 -> the estimator needs 5000
+    assert ref.enough_draws(0.1) == {rl.spec: pytest.approx(5000.0)}
+    sums = reference_sums(problem, ref, torch.Generator().manual_seed(0), seconds=600.0, chunk=64, precision=0.1)
+    assert sums.record["stopped_by"] == "precision" and sums.record["budget"]["precision"] == 0.1
+    assert sums.draws == 5120  # whole rounds of 16 chunks of 64: the first round past 5000
+    assert sums.record["seconds"] < 60
+    unusable = Reference(ref.by_group, table, ref.seconds_per_draw, dict(ref.norm2_proxy, head=-1.0))
+    assert unusable.enough_draws(0.1) == {rl.spec: math.inf}
+    timed = reference_sums(problem, unusable, torch.Generator().manual_seed(0), seconds=0.3, chunk=64, precision=0.1)
+    assert timed.record["stopped_by"] == "seconds"
+    # a number of draws is exact: precision leaves it alone
+    fixed = reference_sums(problem, ref, torch.Generator().manual_seed(0), draws=64 * 16 * 8, chunk=64, precision=0.1)
+    assert fixed.draws == 8192 and fixed.record["stopped_by"] == "draws"
 
 
 class _Offset(Reference):
@@ -376,6 +401,11 @@ def test_sweep_shares_one_reference_stream_per_problem(tmp_path, capsys):
     (["--reference-draws", "10"], "reference draws must be at least 32"),
     (["--reference-seconds", "nan"], "reference seconds must be a finite number > 0"),
     (["--reference-seconds", "1e9"], "reference seconds must be at most 86400"),
+    (["--reference-precision", "0.02"], "reference precision ends a time budget early; give reference seconds"),
+    (["--reference-precision", "0.02", "--reference-draws", "64"], "give reference seconds too"),
+    (["--reference-seconds", "5", "--reference-precision", "1.5"], "in (0, 1); got 1.5"),
+    (["--reference-seconds", "5", "--reference-precision", "0"], "reference precision must be a finite number > 0"),
+    (["--reference-seconds", "5", "--reference-precision", "nan"], "reference precision must be a finite number"),
 ])
 def test_reference_budget_flags_are_checked(tmp_path, capsys, argv, message):
     from bench.cli import main
@@ -384,6 +414,22 @@ def test_reference_budget_flags_are_checked(tmp_path, capsys, argv, message):
     rc = main(["run", "--problem", "random:widths=2-3-3,points=4,seed=1", "--estimators", "st", "-N", "64",
                "--reference", "mc", "--db", str(db), "--no-report"] + argv)
     assert rc == 2 and message in capsys.readouterr().err and not db.exists()
+
+
+def test_budget_flags_on_a_preset_with_an_early_end():
+    """``scaling-large`` sets seconds and precision: --reference-seconds keeps the early end, --reference-draws
+    (an exact number) drops it, --reference-precision changes it."""
+    from bench.cli import build_parser
+    from bench.commands.run import build_config
+
+    parser = build_parser()
+    base = ["run", "--preset", "scaling-large"]
+    assert build_config(parser.parse_args(base)).reference_budget() == {"seconds": 240.0, "precision": 0.02}
+    assert build_config(parser.parse_args(base + ["--reference-seconds", "30"])).reference_budget() \
+        == {"seconds": 30.0, "precision": 0.02}
+    assert build_config(parser.parse_args(base + ["--reference-draws", "64"])).reference_budget() == {"draws": 64}
+    assert build_config(parser.parse_args(base + ["--reference-precision", "0.1"])).reference_budget() \
+        == {"seconds": 240.0, "precision": 0.1}
 
 
 def test_reference_budget_in_toml_and_run_identity(tmp_path):
@@ -397,6 +443,16 @@ def test_reference_budget_in_toml_and_run_identity(tmp_path):
     plain = SweepConfig(**{**plain.as_dict(), "reference_seconds": None})
     assert "reference_seconds" not in plain.as_dict() and "reference_draws" not in plain.as_dict()
     assert plain.hash != c.hash
+    cfg.write_text('problems = ["toy-arm4"]\nestimators = ["arm"]\nreference_seconds = 30\nreference_precision = 0.05\n')
+    p = SweepConfig(**load_toml(str(cfg)))
+    assert p.reference_budget() == {"seconds": 30.0, "precision": 0.05} and p.hash != c.hash
+    assert "reference_precision" not in c.as_dict()  # absent unless set: older run identities stay
+    task = dict(problem="toy-arm4", dtype="float64", device="cpu", draws=64)
+    assert "precision" not in reference_settings(dict(task, mc=c.reference_budget()))
+    assert reference_settings(dict(task, mc=p.reference_budget()))["precision"] == 0.05
+    cfg.write_text('problems = ["toy-arm4"]\nestimators = ["arm"]\nreference_precision = "high"\n')
+    with pytest.raises(InputError, match="reference_precision"):
+        load_toml(str(cfg))
     cfg.write_text('problems = ["toy-arm4"]\nestimators = ["arm"]\nreference_draws = "many"\n')
     with pytest.raises(InputError, match="reference_draws"):
         load_toml(str(cfg))
@@ -453,7 +509,7 @@ def test_prepared_reference_is_cached_and_a_damaged_cache_file_is_recomputed(tmp
     mcr._STREAMS.clear()
     first = mcr.prepare_reference(task, problem, str(tmp_path))
     path = tmp_path / "mc-references" / f"{mcr.reference_key(task)}.npz"
-    assert path.exists() and first.record["budget"] == {"draws": 128, "seconds": None} and first.draws == 128
+    assert path.exists() and first.record["budget"] == {"draws": 128, "seconds": None, "precision": None} and first.draws == 128
     mcr._STREAMS.clear()
     again = mcr.prepare_reference(task, problem, str(tmp_path))  # read back: the same sums
     assert np.array_equal(again.S, first.S) and again.record == first.record

@@ -6,7 +6,7 @@ import math
 
 from reports.document import Plot, Table, Text
 from reports.plots import styles
-from reports.trends import problem_axes, reference_table, trend_families, trend_frame, trends_section
+from reports.trends import budget_text, problem_axes, reference_table, trend_families, trend_frame, trends_section
 
 WIDTHS = [f"random:widths=4-{w}-{w}-{w},points=8" for w in (4, 8, 16)]
 GROUPS = ("layer0", "layer1", "layer2", "head")
@@ -55,6 +55,15 @@ def test_section_marks_monte_carlo_scores(synthetic_run):
     assert fig is not None and len([a for a in fig.axes if a.get_visible()]) == 4
     refs = [b.frame for b in sec.blocks if isinstance(b, Table) and b.name == "r_references"][0]
     assert set(refs["reference"]) == {"Monte Carlo"} and "layer0: disarm" in refs["estimators"].iloc[0]
+
+
+def test_reference_budget_text():
+    assert budget_text({"budget": {"draws": 4096, "seconds": None}}) == "4,096 draws"
+    assert budget_text({"budget": {"draws": None, "seconds": 240.0, "precision": 0.02}, "stopped_by": "precision"}) \
+        == "240 s; ended at precision 2%"
+    assert budget_text({"budget": {"draws": None, "seconds": 240.0, "precision": 0.02}, "stopped_by": "seconds"}) \
+        == "240 s; precision 2% not reached"
+    assert budget_text({"budget": {"seconds": 30}}) == "30 s" and budget_text({}) == ""
 
 
 def test_exact_run_has_trends_but_no_monte_carlo_note(synthetic_run):
