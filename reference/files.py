@@ -108,6 +108,8 @@ def inspect_archive(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                 if info.is_dir():
                     raise InputError(f"{invalid}: it holds a folder entry {info.filename!r}")
                 name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if name in headers:  # two members 'W1.npy', or 'W1.npy' and 'W1': which one numpy reads is arbitrary
+                    raise InputError(f"{invalid}: it holds the array {name!r} twice")
                 try:
                     with zf.open(info) as fh:
                         version = np.lib.format.read_magic(fh)

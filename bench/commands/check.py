@@ -78,11 +78,21 @@ def _estimators(specs, builtin_only: bool):
     return [registry.get(n) for n in dict.fromkeys(names + paths)]
 
 
+def _in_source_checkout(path) -> bool:
+    """Whether the packaged baseline ``path`` (``bench/gate/baselines/ci.json``) lies in a git checkout of
+    sbn-bench, where regenerating it is a developer's change to review, not a write into an installed package."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path)))))
+    return os.path.exists(os.path.join(root, ".git"))
+
+
 def run(args: argparse.Namespace) -> int:
     design = DESIGN
     path = args.baseline or DEFAULT_BASELINE
     estimators = _estimators(args.estimators, builtin_only=args.baseline is None)  # bad names: InputError first
     if args.update_baseline:
+        if args.baseline is None and not _in_source_checkout(path):
+            raise InputError(f"--update-baseline without --baseline would rewrite the baseline packaged with this "
+                             f"installed sbn-bench ({path}); give --baseline FILE for a baseline of your own")
         check_replaceable(path)  # a file that is not a baseline is never overwritten
     if args.json:  # checked now, not after minutes of measuring (a FIFO blocked, a folder failed late)
         if os.path.abspath(args.json) == os.path.abspath(path):

@@ -6,6 +6,7 @@ issue); the property-based tests in ``test_properties.py`` generate many more.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -1458,3 +1459,36 @@ def test_eleventh_probe_a_reference_with_no_candidate_left_says_why():
     p = build_problem("random:widths=2-3-3,points=4,noise=uniform")
     with pytest.raises(InputError, match=r"dropped: psa-iw: estimator psa-iw does not support noise 'uniform'"):
         pilot(p, torch.Generator().manual_seed(0), candidates=("psa-iw",), draws=8)
+
+
+def test_twelfth_round_an_archive_holding_one_array_twice_is_refused(hostile, tmp_path):
+    """Two members named ``W1.npy`` (or ``W1.npy`` and ``W1``): which one numpy reads is arbitrary, so
+    the problem would silently depend on it."""
+    import zipfile
+
+    arrays = _base()
+    path = tmp_path / "twice.npz"
+    _npz(path, **arrays)
+    with zipfile.ZipFile(path, "a") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name it writes
+        buf = io.BytesIO()
+        np.save(buf, arrays["W1"] * 2)
+        zf.writestr("W1.npy", buf.getvalue())
+    hostile(["problem", str(path)], "holds the array 'W1' twice", keep={"twice.npz"})
+
+
+def test_twelfth_round_update_baseline_never_writes_into_an_installed_package(hostile, tmp_path, monkeypatch):
+    """--update-baseline without --baseline rewrites the packaged baseline: right in a source checkout (how the
+    project regenerates it), refused where sbn-bench is installed (it would write into site-packages)."""
+    from bench.commands import check
+
+    packaged = tmp_path / "site" / "bench" / "gate" / "baselines" / "ci.json"
+    packaged.parent.mkdir(parents=True)
+    packaged.write_text("{}")
+    monkeypatch.setattr(check, "DEFAULT_BASELINE", packaged)
+    hostile(["check", "--estimators", "st", "--update-baseline"], "give --baseline FILE for a baseline of your own",
+            keep={"site"})
+    assert packaged.read_text() == "{}"
+    assert not check._in_source_checkout(packaged)
+    (tmp_path / "site" / ".git").mkdir()
+    assert check._in_source_checkout(packaged)
