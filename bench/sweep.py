@@ -87,9 +87,13 @@ def expand_estimators(specs) -> list[str]:
 
 def _problems(cfg: SweepConfig, notes: list[str] | None = None) -> dict:
     problems = {}
+    seen: dict[tuple, str] = {}  # (content digest, checkpoint) -> the spec that named it first
     for spec in cfg.problems:
-        base, _ = split_spec(spec)
+        base, epoch = split_spec(spec)
         problem = build_problem(base)
+        first = seen.setdefault((problem.digest(), epoch), spec)
+        if first != spec:  # `random:...,seed=0` and `random:...`, `a.npz` and `./a.npz`: one problem run twice
+            raise InputError(f"the problems {first!r} and {spec!r} are the same problem (same content); name it once")
         if uses_mc(cfg.reference, problem, cfg.exact_method, int(cfg.memory_budget_gib * 2**30)):
             if notes is not None:
                 notes.append(f"problem {spec}: scored against the Monte Carlo reference (docs/monte-carlo.md)")
@@ -298,6 +302,10 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
         notes.append("the Monte Carlo reference's budget (reference draws or seconds) has no effect: every problem "
                      "of this sweep is scored against the exact reference")
     tasks, skipped = plan_tasks(cfg, problems, estimators)
+    if not tasks:  # every pair skipped: an empty run stored with exit 0 would read as a sweep that ran
+        first = skipped[0].removeprefix("skipped: ") if skipped else "none"
+        raise InputError(f"nothing to run: every (problem, estimator) pair of this sweep was skipped ({len(skipped)}; "
+                         f"first: {first})")
     if not allow_large:
         check_size(cfg, tasks, problems)
     skipped = notes + skipped

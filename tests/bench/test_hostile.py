@@ -1492,3 +1492,25 @@ def test_twelfth_round_update_baseline_never_writes_into_an_installed_package(ho
     assert not check._in_source_checkout(packaged)
     (tmp_path / "site" / ".git").mkdir()
     assert check._in_source_checkout(packaged)
+
+
+@pytest.mark.parametrize("second", ["random:widths=2-3-3,points=4,seed=0", "./same.npz"])
+def test_twelfth_round_one_problem_named_twice_in_other_words_is_refused(hostile, tmp_path, second):
+    """`random:...` and `random:...,seed=0` (the default seed), or `same.npz` and `./same.npz`, ran the same
+    problem twice as two problems."""
+    first = "random:widths=2-3-3,points=4"
+    if second.endswith(".npz"):
+        _npz(tmp_path / "same.npz", **_base())
+        first = "same.npz"
+    hostile(["run", "--problem", first, "--problem", second, "--estimators", "st", "-N", "64", "--no-report"],
+            "are the same problem (same content); name it once", keep={"same.npz"})
+    rc = main(["run", "--problem", first, "--problem", "random:widths=2-3-3,points=4,seed=1", "--estimators", "st",
+               "-N", "64", "--no-report", "--cost-time", "0"])
+    assert rc == 0  # another seed is another problem
+
+
+def test_twelfth_round_a_sweep_with_every_pair_skipped_is_refused(hostile):
+    """Only estimators that do not apply (psa-iw on Gaussian noise) stored an empty run and exited 0."""
+    hostile(["run", "--problem", "random:widths=2-3-3,points=4,noise=gaussian", "--estimators", "psa-iw", "-N", "64",
+             "--no-report"], "nothing to run: every (problem, estimator) pair of this sweep was skipped (1; first: "
+            "estimator psa-iw does not support noise 'gaussian'")
