@@ -49,9 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--conv-batch", type=int, help="data points per call for psa-conv (default: 16)")
     p.add_argument("--conv-draw-batch", type=int, help="data points per draw for draw-conv (default: 64)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--db", default=DEFAULT_DB, help=f"results database (default: ./{DEFAULT_DB})")
+    p.add_argument("--db", default=None, help=f"results database (default: ./{DEFAULT_DB})")
     p.add_argument("--no-store", action="store_true", help="print only; write nothing to the database")
-    p.add_argument("--label", default="", help="free-text label stored with the run")
+    p.add_argument("--label", default=None, help="free-text label stored with the run")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print rows and targets as JSON instead of the table")
     out.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -138,10 +138,36 @@ def _gpu_suite(args: argparse.Namespace) -> int:
     return 1 if res.failed else 0
 
 
+#: which kernels read each timing flag (a flag none of the chosen kernels reads is noted: it changes nothing)
+_FLAG_KERNELS = {"widths": ("psa-fc",), "mem_widths": ("psa-fc-mem",),
+                 "psa_variants": ("psa-fc", "psa-fc-mem", "psa-conv"), "net": ("sampling", "draw"),
+                 "batch": ("sampling", "draw", "psa-fc", "psa-fc-mem"), "draws": ("sampling", "draw", "psa-fc", "psa-fc-mem"),
+                 "estimators": ("draw",), "exact_problem": ("exact",), "conv_net": ("psa-conv", "draw-conv"),
+                 "conv_batch": ("psa-conv",), "conv_draw_batch": ("draw-conv",)}
+
+
+def flags_without_effect(args: argparse.Namespace, cfg: TimeConfig) -> list[str]:
+    """Notes on flags that change nothing: one that no chosen kernel reads, --db or --label with --no-store
+    (a script may pass one set of sizes to several selections of kernels, so these are notes, not errors)."""
+    notes = []
+    for key, kernels in _FLAG_KERNELS.items():
+        if getattr(args, key) is not None and not set(kernels) & set(cfg.kernels):
+            notes.append(f"--{key.replace('_', '-')} has no effect: it sizes the kernel(s) {', '.join(kernels)}, "
+                         f"none of which is timed")
+    for flag, value in (("--db", args.db), ("--label", args.label)):
+        if args.no_store and value is not None:
+            notes.append(f"{flag} has no effect: --no-store writes nothing")
+    return notes
+
+
 def run(args: argparse.Namespace) -> int:
     if args.gpu_suite:
+        args.db, args.label = args.db or DEFAULT_DB, args.label or ""
         return _gpu_suite(args)
     cfg = build_config(args)  # bad input raises before anything is measured or written
+    for note in flags_without_effect(args, cfg):
+        print(f"note: {note}", file=sys.stderr)
+    args.db, args.label = args.db or DEFAULT_DB, args.label or ""
     if args.db and not args.no_store and os.path.exists(args.db):
         Store(args.db).close()  # refuse a corrupt / foreign database before measuring
     _print(args, time_and_store(cfg, args.db, args.label, args.threads, store=not args.no_store))

@@ -1514,3 +1514,26 @@ def test_twelfth_round_a_sweep_with_every_pair_skipped_is_refused(hostile):
     hostile(["run", "--problem", "random:widths=2-3-3,points=4,noise=gaussian", "--estimators", "psa-iw", "-N", "64",
              "--no-report"], "nothing to run: every (problem, estimator) pair of this sweep was skipped (1; first: "
             "estimator psa-iw does not support noise 'gaussian'")
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["--kernels", "sampling", "--widths", "16"], ["--widths has no effect: it sizes the kernel(s) psa-fc, none of "
+                                                   "which is timed"]),
+    (["--kernels", "sampling", "--estimators", "st", "--conv-batch", "2"],
+     ["--estimators has no effect: it sizes the kernel(s) draw,", "--conv-batch has no effect: it sizes the kernel(s) "
+      "psa-conv,"]),
+    (["--kernels", "sampling", "--no-store", "--db", "t.sqlite", "--label", "x"],
+     ["--db has no effect: --no-store writes nothing", "--label has no effect: --no-store writes nothing"]),
+    (["--kernels", "sampling", "--net", "4-4", "--no-store"], []),
+])
+def test_twelfth_round_timing_flags_that_change_nothing_are_noted(tmp_path, monkeypatch, capsys, argv, what):
+    """A flag none of the chosen kernels reads (round ten: `time --kernels sampling --estimators ...`) and a store
+    flag with --no-store were silently ignored; each is now a note (a script may size several selections of
+    kernels with one set of flags, so not an error)."""
+    monkeypatch.chdir(tmp_path)
+    from bench.cli import build_parser
+    from bench.commands.time import build_config, flags_without_effect
+
+    args = build_parser().parse_args(["time", *argv])
+    notes = flags_without_effect(args, build_config(args))
+    assert len(notes) == len(what) and all(w in n for w, n in zip(what, notes)), notes
