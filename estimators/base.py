@@ -37,7 +37,7 @@ import torch
 
 from .errors import EstimatorError, InputError, OutputError, one_line, raised_at
 from .model import Path, Problem, sample_path
-from .options import check_field
+from .options import check_field, check_relevant
 from .torch_state import kept_torch_state
 
 __all__ = ["Estimator", "Cost"]
@@ -74,6 +74,7 @@ class Estimator:
         for f in dataclasses.fields(self):
             value = check_field(self.name or type(self).__name__, f, getattr(self, f.name))
             object.__setattr__(self, f.name, value)
+        check_relevant(f"estimator {self.name or type(self).__name__}", self)
 
     # ---- the contract ------------------------------------------------------------------------
     def estimate(self, problem: Problem, draws: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

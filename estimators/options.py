@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["Domain", "option", "domain_of", "check_field", "check_value", "describe"]
+__all__ = ["Domain", "option", "domain_of", "check_field", "check_value", "check_relevant", "describe"]
 
 _KEY = "sbn_bench_domain"
 _KINDS = {"float": float, "int": int, "bool": bool, "str": str}
@@ -38,6 +38,9 @@ class Domain:
     lt: float | None = None
     le: float | None = None
     help: str = ""
+    #: ``((other option, values it may take), ...)``: this option has an effect only then, so a value other
+    #: than its default is refused otherwise (``decay`` of REINFORCE's EMA baseline with ``baseline=none``)
+    only_with: tuple = ()
 
     def describe(self) -> str:
         if self.choices is not None:
@@ -57,9 +60,12 @@ class Domain:
         return True
 
 
-def option(default: Any, *, choices=None, gt=None, ge=None, lt=None, le=None, help: str = "") -> Any:
-    """A dataclass field with a default and a declared domain (see the module docstring)."""
-    dom = Domain(tuple(choices) if choices is not None else None, gt, ge, lt, le, help)
+def option(default: Any, *, choices=None, gt=None, ge=None, lt=None, le=None, help: str = "",
+           only_with: dict[str, tuple] | None = None) -> Any:
+    """A dataclass field with a default and a declared domain (see the module docstring); ``only_with``
+    names the values of other options under which it has an effect (:func:`check_relevant`)."""
+    dom = Domain(tuple(choices) if choices is not None else None, gt, ge, lt, le, help,
+                 tuple((k, tuple(v)) for k, v in (only_with or {}).items()))
     return dataclasses.field(default=default, metadata={_KEY: dom})
 
 
@@ -87,6 +93,17 @@ def check_value(owner: str, name: str, kind: type | None, dom: Domain, value: An
         what = dom.describe() or "a finite number"
         raise InputError(f"option {name}={_shown(value)} of {owner} must be {what}")
     return value
+
+
+def check_relevant(owner: str, obj: Any) -> None:
+    """Refuse an option set (away from its default) where it has no effect: its ``only_with`` condition on
+    another option does not hold (one :class:`InputError` naming both)."""
+    for f in dataclasses.fields(obj):
+        for other, values in domain_of(f).only_with:
+            value = getattr(obj, f.name)
+            if value != f.default and getattr(obj, other) not in values:
+                raise InputError(f"option {f.name}={_shown(value)} of {owner} has no effect unless {other} is "
+                                 f"{' or '.join(map(str, values))} (it is {getattr(obj, other)})")
 
 
 def _shown(value: Any, limit: int = 40) -> str:

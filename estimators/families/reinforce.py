@@ -90,9 +90,11 @@ class Reinforce(Estimator):
     summary: ClassVar[str] = "score function (REINFORCE) with none/constant/pilot/EMA baseline; unbiased"
 
     baseline: str = option("none", choices=BASELINES, help="control variate subtracted from the loss")
-    value: float = option(0.0, help="the constant baseline (and the EMA's starting value)")
-    pilot_draws: int = option(64, ge=1, le=10**6, help="paths of the pilot baseline, once per call")
-    decay: float = option(0.9, ge=0.0, le=1.0, help="EMA decay")
+    value: float = option(0.0, help="the constant baseline (and the EMA's starting value)",
+                          only_with={"baseline": ("constant", "ema")})
+    pilot_draws: int = option(64, ge=1, le=10**6, help="paths of the pilot baseline, once per call",
+                              only_with={"baseline": ("pilot",)})
+    decay: float = option(0.9, ge=0.0, le=1.0, help="EMA decay", only_with={"baseline": ("ema",)})
 
     @property
     def path_deterministic(self) -> bool:  # type: ignore[override]

@@ -1537,3 +1537,22 @@ def test_twelfth_round_timing_flags_that_change_nothing_are_noted(tmp_path, monk
     args = build_parser().parse_args(["time", *argv])
     notes = flags_without_effect(args, build_config(args))
     assert len(notes) == len(what) and all(w in n for w, n in zip(what, notes)), notes
+
+
+@pytest.mark.parametrize("spec, what", [
+    ("reinforce:decay=0.5", "option decay=0.5 of estimator reinforce has no effect unless baseline is ema (it is none)"),
+    ("reinforce:baseline=pilot,value=2", "option value=2.0 of estimator reinforce has no effect unless baseline is "
+                                         "constant or ema (it is pilot)"),
+    ("reinforce:baseline=ema,pilot_draws=8", "option pilot_draws=8 of estimator reinforce has no effect unless "
+                                             "baseline is pilot"),
+])
+def test_twelfth_round_an_option_without_effect_is_refused(hostile, spec, what):
+    """Round ten: `reinforce:decay=0.5` without the EMA baseline ran plain REINFORCE under an option that said
+    otherwise.  Options declare when they act (``option(..., only_with=...)``); set away from their default
+    elsewhere, they are refused."""
+    hostile(["validate", spec], what)
+    from estimators import registry
+
+    assert registry.get("reinforce:baseline=ema,decay=0.5").decay == 0.5
+    assert registry.get("reinforce:baseline=constant,value=1").value == 1.0
+    assert registry.get("reinforce:decay=0.9").decay == 0.9  # its default, spelled out: no effect, nothing changed

@@ -141,7 +141,8 @@ def test_ema_baseline_uses_only_earlier_draws():
 @pytest.mark.parametrize("baseline", ["pilot", "ema"])
 def test_adaptive_baselines_reproduce_their_definition(baseline, make_gen):
     p = build_problem("random:widths=2-3-3,points=4,seed=6")
-    est = registry.get(f"reinforce:baseline={baseline},pilot_draws=17,decay=0.8,value=0.25")
+    options = "pilot_draws=17" if baseline == "pilot" else "decay=0.8,value=0.25"  # each only where it acts
+    est = registry.get(f"reinforce:baseline={baseline},{options}")
     got = est.estimate(p, 50, make_gen(3))
     gen = make_gen(3)
     if baseline == "pilot":
