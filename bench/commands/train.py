@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from bench.rendering import DEFAULT_FORMATS, check_out_dir, check_report_flags, render
 from bench.store import DEFAULT_DB
@@ -80,6 +81,19 @@ def build_config(args: argparse.Namespace):
     return TrainConfig(**base)
 
 
+def flags_without_effect(args: argparse.Namespace, cfg, images: bool) -> list[str]:
+    """Notes on flags that change nothing (one set of flags may serve several runs, so notes, not errors):
+    the search's flags with a fixed --lr, --crop-pad without augmentation."""
+    notes = [f"{flag} has no effect: --lr fixes the learning rate, so there is no search"
+             for flag, value in (("--lr-search-trials", args.lr_search_trials),
+                                 ("--lr-search-epochs", args.lr_search_epochs)) if args.lr is not None and value is not None]
+    if args.crop_pad is not None and not cfg.augment:
+        why = ("--no-augment" if args.augment is False else "the problem holds no images" if not images
+               else "the recipe does not augment; add --augment")
+        notes.append(f"--crop-pad has no effect: it pads the random crop of the augmentation, which is off ({why})")
+    return notes
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     check_report_flags(args.no_report, args.report_dir, args.format)
@@ -88,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(ckdir, "--checkpoint-dir")
     tp = build_train_problem(cfg.problem, cifar_dir=args.cifar_dir)
     cfg = prepare(cfg, tp, augment_asked=bool(args.augment))
+    for note in flags_without_effect(args, cfg, images=tp.dataset.image_shape is not None):
+        print(f"note: {note}", file=sys.stderr)
     out = run_training(cfg, tp, args.db, args.recipe, args.label, ckdir)
     print(f"run {out.run_id}: {len(out.tasks)} tasks, {out.already_done} already stored, {out.trained} trained"
           f"{f', {out.failed} failed' if out.failed else ''} -> {args.db}")

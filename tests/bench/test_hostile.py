@@ -1556,3 +1556,26 @@ def test_twelfth_round_an_option_without_effect_is_refused(hostile, spec, what):
     assert registry.get("reinforce:baseline=ema,decay=0.5").decay == 0.5
     assert registry.get("reinforce:baseline=constant,value=1").value == 1.0
     assert registry.get("reinforce:decay=0.9").decay == 0.9  # its default, spelled out: no effect, nothing changed
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["--lr", "0.1", "--lr-search-trials", "3", "--lr-search-epochs", "2"],
+     ["--lr-search-trials has no effect: --lr fixes the learning rate", "--lr-search-epochs has no effect"]),
+    (["--lr", "0.1", "--crop-pad", "2"], ["--crop-pad has no effect: it pads the random crop of the augmentation, "
+                                          "which is off (the problem holds no images)"]),
+    (["--lr", "0.1", "--no-augment", "--crop-pad", "2"], ["which is off (--no-augment)"]),
+    (["--lr-search-trials", "2"], []),
+])
+def test_twelfth_round_training_flags_without_effect_are_noted(tmp_path, monkeypatch, capsys, argv, what):
+    """Round ten: `--lr` with `--lr-search-trials`, and `--crop-pad` on data without images (no augmentation),
+    were accepted silently and changed nothing; each is now a note (one set of flags may serve several runs)."""
+    from bench.cli import build_parser
+    from bench.commands.train import build_config, flags_without_effect
+    from bench.training.plan import prepare
+    from bench.training.setups import build_train_problem
+
+    args = build_parser().parse_args(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", *argv])
+    tp = build_train_problem(args.problem)
+    cfg = prepare(build_config(args), tp, augment_asked=bool(args.augment))
+    notes = flags_without_effect(args, cfg, images=tp.dataset.image_shape is not None)
+    assert len(notes) == len(what) and all(w in n for w, n in zip(what, notes)), notes
