@@ -206,6 +206,13 @@ def _rmse_metric(run: RunResults, problem: str) -> str:
     return "rel_rmse_emp" if (here["metric"] == "rel_rmse_emp").any() else "rel_rmse"
 
 
+def _cos_metric(run: RunResults, problem: str) -> str:
+    """``cos_mean`` (exact reference), or ``cos_ms`` where a Monte Carlo reference scored the problem (the mean
+    cosine has no unbiased estimate without the exact gradient: ``docs/monte-carlo.md``)."""
+    here = run.scores[run.scores["problem"] == problem]
+    return "cos_ms" if (here["metric"] == "cos_ms").any() and not (here["metric"] == "cos_mean").any() else "cos_mean"
+
+
 def layer_chunks(run: RunResults, problem: str) -> list[list[str]]:
     """The problem's parameter groups in network order, ``PANELS_PER_FIGURE`` per figure (``all`` only if alone)."""
     s = run.scores
@@ -266,8 +273,8 @@ def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict, onl
     if only is not None:  # those estimators, in the order given (the legend's order)
         done = sorted(((k, lab) for k, lab in done if lab in only), key=lambda kl: only.index(kl[1]))
         failed = {lab: failed[lab] for lab in only if lab in failed}
-    rmse = _rmse_metric(run, problem)
-    data = series(run, problem, (rmse, "cos_mean", "cos_q15", "cos_q85", "grad_norm"))
+    rmse, cos = _rmse_metric(run, problem), _cos_metric(run, problem)
+    data = series(run, problem, (rmse, cos, "cos_q15", "cos_q85", "grad_norm"))
     fig = Figure(figsize=(min_width(len(chunk), 3.0), 6.4), layout="constrained")
     axes = fig.subplots(2, len(chunk), squeeze=False, sharex="col")
     handles = {}
@@ -285,8 +292,8 @@ def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict, onl
                                              markevery=_marks(m[ok]), ms=4)
                 starts += list(v[ok & (m == m.min())])
                 grid.update(m[ok])
-            if (k, g, "cos_mean") in data:
-                m, v = data[(k, g, "cos_mean")]
+            if (k, g, cos) in data:
+                m, v = data[(k, g, cos)]
                 bot.semilogx(m, v, color=color, lw=1.4, marker=marker, markevery=_marks(m), ms=4)
                 if (k, g, "cos_q15") in data and (k, g, "cos_q85") in data:
                     bot.fill_between(m, data[(k, g, "cos_q15")][1], data[(k, g, "cos_q85")][1], color=color,
@@ -307,7 +314,7 @@ def layer_figure(run: RunResults, problem: str, chunk: list[str], sty: dict, onl
         else:
             empty_panel(bot)
     axes[0, 0].set_ylabel("relative RMSE" + (" (empirical)" if rmse == "rel_rmse_emp" else ""))
-    axes[1, 0].set_ylabel("cosine to true gradient")
+    axes[1, 0].set_ylabel("cosine to true gradient" if cos == "cos_mean" else "mean-square cosine (Monte Carlo)")
     fig_title(fig, f"{problem}: accuracy per parameter group" + (f" — {title}" if title else ""), 12)
     legend(fig, list(handles.values()), list(handles), {lab: [] for lab in failed})
     return freeze_layout(fig)

@@ -56,3 +56,15 @@ def test_psa2020_run_shows_the_papers_methods_first_in_legend_order(synthetic_ru
     fig = plots.layer_figure(run, "psa-2-5-5-5@chk-100", ["layer0"], plots.styles(run), only=groups[0][1])
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert [lab for lab in legend if lab in groups[0][1]] == groups[0][1]  # the paper's legend order
+
+
+def test_monte_carlo_runs_plot_their_mean_square_cosine(synthetic_run):
+    """A Monte Carlo score has ``cos_ms`` (the mean cosine has no unbiased estimate without g); its cosine
+    panels showed "no data"."""
+    run = synthetic_run(problems=("toy-a",), failed=(), timings=False)
+    exact_fig = plots.layer_figure(run, "toy-a", ["layer0"], plots.styles(run))
+    run.scores = run.scores.assign(metric=run.scores["metric"].replace({"cos_mean": "cos_ms"}))
+    fig = plots.layer_figure(run, "toy-a", ["layer0"], plots.styles(run))
+    bottom = fig.axes[1]
+    assert bottom.get_ylabel() == "mean-square cosine (Monte Carlo)" and len(bottom.lines) == len(exact_fig.axes[1].lines) > 0
+    assert exact_fig.axes[1].get_ylabel() == "cosine to true gradient"
