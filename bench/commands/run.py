@@ -59,7 +59,8 @@ def add_parser(sub) -> None:
     p.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: sbn-report/RUN_ID)")
     p.add_argument("--format", default=DEFAULT_FORMATS, help="report formats (default: html,pdf)")
     p.add_argument("--allow-large", action="store_true",
-                   help="accept more than 10^9 draws per task (refused by default: it would run for days)")
+                   help="accept more than 10^9 draws per task, or over a day of estimated compute (refused by "
+                        "default); the Monte Carlo reference stays at most 10^9 draws per problem")
     p.set_defaults(func=run)
 
 
