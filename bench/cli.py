@@ -152,6 +152,8 @@ PATH_FLAGS = ("db", "out", "report_dir", "checkpoint_dir")
 TEXT_FLAGS = PATH_FLAGS + ("label",)
 #: the longest text flag accepted (a path or a label)
 MAX_TEXT_FLAG = 4096
+#: the longest error line printed (a message quoting 100,000 characters of input is cut, with "...")
+MAX_ERROR_LINE = 2000
 
 
 def _checked_flags(args: argparse.Namespace, command: argparse.ArgumentParser | None = None) -> argparse.Namespace:
@@ -251,8 +253,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except Terminated:
         print(f"sbn-bench: terminated (SIGTERM){_RESUME.get(args.command, '')}", file=sys.stderr)
         return 128 + signal.SIGTERM
-    except InputError as exc:  # one line whatever the message quotes (a library's multi-line reason)
-        print(f"sbn-bench: error: {' '.join(part.strip() for part in str(exc).splitlines())}", file=sys.stderr)
+    except InputError as exc:  # one line whatever the message quotes (a library's multi-line reason, 100 kB of input)
+        print(f"sbn-bench: error: {one_line(exc, MAX_ERROR_LINE)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (``sbn-bench show | head``): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -117,7 +117,7 @@ class SweepConfig(ConfigMixin):
             inputs.positive_finite(self.reference_seconds, "reference seconds")
             if self.reference_seconds > MAX_REFERENCE_SECONDS:
                 raise InputError(f"reference seconds must be at most {MAX_REFERENCE_SECONDS:g} (one day per problem), "
-                                 f"got {self.reference_seconds:g}")
+                                 f"got {self.reference_seconds!r}")
         if self.reference_precision is not None:
             inputs.positive_finite(self.reference_precision, "reference precision")
             if self.reference_precision >= 1:

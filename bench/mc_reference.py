@@ -39,7 +39,6 @@ import json
 import math
 import os
 import time
-import zipfile
 import zlib
 from dataclasses import dataclass, field
 
@@ -276,8 +275,8 @@ class ReferenceSums:
         try:
             with np.load(path, allow_pickle=False) as z:
                 S, Q, n, rec = z["S"], z["Q"], z["n"], json.loads(str(z["record"]))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
-            return None
+        except Exception:  # noqa: BLE001 - any file that does not load (an unknown compression method, an
+            return None    # encrypted member, JSON nested too deep, a header asking for 559 GiB) is damaged
         if S.shape[1:] != (params,) or Q.shape[1:] != (groups,) or n.shape != Q.shape or len(S) != len(Q) \
                 or len(S) < 2 or not isinstance(rec, dict) or not np.isfinite(S).all() or not np.isfinite(Q).all():
             return None
@@ -342,6 +341,9 @@ def reference_sums(problem: Problem, reference: Reference, generator: torch.Gene
                 progress(m)
         j += 1
     spent = time.perf_counter() - t0
+    if not (np.isfinite(S).all() and np.isfinite(Q).all()):
+        raise InputError(f"the reference estimates on {problem.name} are too large to use (their squares overflow "
+                         f"float64)")
     record = dict(reference.record(), draws=int(n.sum(0).max()),
                   draws_by_group={g: int(v) for g, v in zip(groups, n.sum(0))}, batches=batches, seconds=spent,
                   budget=dict(draws=draws, seconds=seconds, precision=precision), stopped_by=stopped)
@@ -411,6 +413,9 @@ def score_mc(estimator: Estimator, problem: Problem, reference: "Reference | Ref
         done += c
         if progress is not None:
             progress(c)
+    if not (np.isfinite(SA).all() and np.isfinite(QA).all()):  # finite draws whose squares overflow (1e200)
+        raise InputError(f"estimator {estimator.spec} returned estimates too large to score on {problem.name} "
+                         f"(their squares overflow float64)")
     grid = sorted(set(grid if grid is not None else default_grid(done)))
     grid = [m for m in grid if m >= 1]
     spd = t_a / done

@@ -51,6 +51,8 @@ def check_out_files(folder: str | os.PathLike, names, writer: str) -> None:
                         if path.is_socket() else "a device" if not path.is_file() else "a file")
                 raise InputError(f"{path} is {kind}, not a {'regular file' if last else 'folder'}; "
                                  f"{writer} writes only plain files in {str(folder)!r}")
+            if last and _is_sqlite(path):  # `report --db o/report.html --out o` replaced the store it read
+                raise InputError(f"{path} is a SQLite database (a results store?); {writer} does not replace it")
 
 
 def check_out_file(path: str | os.PathLike, writer: str) -> None:
@@ -58,9 +60,7 @@ def check_out_file(path: str | os.PathLike, writer: str) -> None:
     :func:`check_out_dir`, the file itself as :func:`check_out_files` (a link, a FIFO, a folder)."""
     folder, name = os.path.split(os.path.abspath(path))
     check_out_dir(folder, f"{writer} folder")
-    check_out_files(folder, [name], writer)
-    if _is_sqlite(path):  # `check --json results.sqlite` replaced every stored run
-        raise InputError(f"{path} is a SQLite database (a results store?); {writer} does not replace it")
+    check_out_files(folder, [name], writer)  # `check --json results.sqlite` replaced every stored run
 
 
 def _is_sqlite(path: str | os.PathLike) -> bool:
@@ -100,10 +100,10 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def check_report_flags(no_report: bool, report_dir: str | None, formats: str) -> None:
+def check_report_flags(no_report: bool, report_dir: str | None, formats: str, db: str | None = None) -> None:
     """The report flags of ``run`` and ``train``, checked before anything runs: ``--no-report`` with a
     ``--report-dir`` or another ``--format`` than the default contradicts itself; else the formats and the
-    folder must be usable."""
+    folder must be usable, and the store ``db`` must not be one of the files the report writes."""
     if no_report:
         if report_dir is not None:
             raise InputError("--no-report and --report-dir contradict each other; drop one of them")
@@ -114,6 +114,11 @@ def check_report_flags(no_report: bool, report_dir: str | None, formats: str) ->
     check_out_dir(report_dir or "sbn-report", "--report-dir")
     if report_dir is not None:  # the files the report will write there (the run's default folder is new)
         check_out_files(report_dir, [f"report.{f}" for f in fmts] + ["tables/x"], "the report")
+        here = os.path.abspath(db) if db is not None else None
+        if here is not None and (here in {os.path.abspath(os.path.join(report_dir, f"report.{f}")) for f in fmts}
+                                 or os.path.dirname(here) == os.path.abspath(os.path.join(report_dir, "tables"))):
+            raise InputError(f"--db {db!r} is a file the report writes in --report-dir {report_dir!r}; name "
+                             f"another store or another report folder")
 
 
 def render(db: str, refs: list[str], out_dir: str | None, formats: str = DEFAULT_FORMATS) -> dict[str, Path]:

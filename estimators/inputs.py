@@ -132,3 +132,24 @@ def comma_items(text: str, what: str, unique: bool = False) -> list[str]:
     if not all(items):
         raise InputError(f"{what} {text!r} has an empty item")
     return no_repeats(items, f"{what} {text!r}") if unique else items
+
+
+#: the most digits a plain integer may have (Python refuses int() of over 4300; no count here needs 30)
+MAX_INT_DIGITS = 30
+
+
+def plain_int(text: str, what: str, signed: bool = True) -> int:
+    """An integer written in plain ASCII decimal (``int()`` also reads ``1_0``, `` 3``, ``٣`` and ``²``-like
+    digits of other scripts), of at most :data:`MAX_INT_DIGITS` digits; anything else is one :class:`InputError`."""
+    text = str(text)
+    if not re.fullmatch(r"[+-]?[0-9]+" if signed else r"[0-9]+", text):
+        raise InputError(f"{what} {text[:40]!r} must be a plain integer (ASCII digits{', a sign' if signed else ''})")
+    if len(text.lstrip("+-")) > MAX_INT_DIGITS:
+        raise InputError(f"{what} {text[:12]}... has {len(text.lstrip('+-'))} digits; far beyond any limit")
+    return int(text)
+
+
+def int_list(text: str, what: str) -> tuple[int, ...]:
+    """A comma list of plain integers (:func:`comma_items`, :func:`plain_int`)."""
+    return tuple(plain_int(t, f"{what} item") for t in comma_items(text, what))
+

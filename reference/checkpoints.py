@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import re
 
 import numpy as np
 import torch
@@ -61,8 +62,9 @@ def split_spec(spec: str) -> tuple[str, int | None]:
     base, at, tail = spec.partition("@")
     if not at:
         return spec, None
-    if not tail.startswith("chk-") or not tail[4:].isdigit():
-        raise InputError(f"bad checkpoint {tail!r} in {spec!r}; write BASE@chk-EPOCH, e.g. psa-2-5-5-5@chk-100")
+    if not tail.startswith("chk-") or not re.fullmatch(r"[0-9]{1,9}", tail[4:]):  # not '²', '١' or 5000 digits
+        raise InputError(f"bad checkpoint {tail[:40]!r} in {spec[:80]!r}; write BASE@chk-EPOCH, e.g. "
+                         f"psa-2-5-5-5@chk-100")
     epoch = int(tail[4:])
     if epoch not in CHECKPOINT_EPOCHS:
         raise InputError(f"no checkpoint at epoch {epoch}; available: {', '.join(map(str, CHECKPOINT_EPOCHS))}")

@@ -19,6 +19,7 @@ r"""Named problems, built from a spec string ``name`` or ``name:key=value,...``.
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable
 
 import numpy as np
@@ -93,6 +94,7 @@ def moment_rescale(problem: Problem) -> Problem:
 
 
 def psa_2_5_5_5(seed: int = 0, points: int = 200) -> Problem:
+    guard_size(points * 5, f"{points} points of the 2-5-5-5 network")  # its widest layer, before any data is made
     X, y = psa_2d(points, seed)
     rng = np.random.default_rng(seed + 1_000_003)
     widths = (2, 5, 5, 5)
@@ -135,6 +137,8 @@ def random_problem(widths: str = "2-5-5-5", scale: float = 1.0, seed: int = 0, p
     guard_size(points * w[0], f"{points} points of {w[0]} inputs")
     C = 1 if loss == "logistic" else classes
     guard_size(C * w[-1] + (points * C if loss == "squared" else 0), f"a head of {C} outputs on {w[-1]} units")
+    guard_size(points * w[0] + sum(a * b for a, b in zip(w, w[1:])) + C * w[-1],  # each part fits, the sum may not
+               f"the network {'-'.join(map(str, w))} with its data")
     rng = np.random.default_rng(seed)
     N = lambda *shape, s=scale: _t(rng.normal(0.0, s, shape))  # noqa: E731
     X = N(points, w[0], s=1.0)
@@ -162,10 +166,10 @@ def conv_problem(input: str = "1x4x4", channels: str = "2-2", kernels: str = "3-
     ``classes`` as for :func:`random_problem`."""
     classes = _classes(loss, classes)
     scale = float(scale) + 0.0  # -0.0 is 0 (numpy refuses a negative-zero spread)
-    try:
-        C, H, W = (int(v) for v in str(input).lower().split("x"))
-    except ValueError:
-        raise InputError(f"bad input {input!r}; write CxHxW, e.g. 1x4x4") from None
+    dims = str(input).lower().split("x")
+    if len(dims) != 3 or not all(re.fullmatch(r"[0-9]{1,30}", v) for v in dims):  # not 0_4, +4, ٤ or 5000 digits
+        raise InputError(f"bad input {str(input)[:60]!r}; write CxHxW in plain digits, e.g. 1x4x4")
+    C, H, W = (int(v) for v in dims)
     if min(C, H, W) < 1:
         raise InputError(f"bad input {input!r}; channels, height and width must be positive")
     chans = dash_ints(channels, "channels")
@@ -192,6 +196,8 @@ def conv_problem(input: str = "1x4x4", channels: str = "2-2", kernels: str = "3-
         (H, W), C = g.out_hw(), c_out
     n_last = C * H * W
     n_out = 1 if loss == "logistic" else classes
+    guard_size(n_out * n_last + (points * n_out if loss == "squared" else 0), f"a head of {n_out} outputs on "
+               f"{n_last} units")
     y = (_t(rng.choice([-1.0, 1.0], points)) if loss == "logistic"
          else torch.as_tensor(rng.integers(0, n_out, points), dtype=torch.long) if loss == "softmax"
          else _t(rng.normal(size=(points, n_out))))
@@ -218,6 +224,7 @@ def cifar_s1(points: int = 16, seed: int = 0, encoding: str = "pm1") -> Problem:
     """CIFAR_S1 (``docs/protocols.md#cifar-s1``) on random 3x32x32 inputs in [0, 1] with a 10-class softmax
     head; the framework's
     default (Kaiming-uniform) initialisation.  Too large for the exact reference; used for timing and training."""
+    guard_size(points * 96 * 30 * 30, f"{points} images through CIFAR_S1")  # its widest layer, before the data
     rng = np.random.default_rng(seed)
     C, H, W = 3, 32, 32
     geoms, weights, biases = [], [], []
@@ -260,7 +267,9 @@ def build_problem(spec: str, cache_dir: str | None = None) -> Problem:
     """Build a problem from a named-problem spec (``psa-2-5-5-5:seed=3``), a checkpoint of one
     (``psa-2-5-5-5@chk-100``, trained once and cached under ``cache_dir``) or an ``.npz`` path."""
     no_control_characters(spec, "problem spec")
-    base, epoch = split_spec(spec.strip())
+    if spec != spec.strip():  # as the sweep's problems: `exact --problem 'psa-2-5-5-5 '` was read as the name
+        raise InputError(f"problem {spec!r} begins or ends with spaces; write it without them")
+    base, epoch = split_spec(spec)
     if epoch is not None:
         if cache_dir is None:
             raise InputError(f"problem {spec!r} is a training checkpoint and needs a checkpoint cache directory")

@@ -13,6 +13,7 @@ import inspect
 from typing import Callable, Mapping
 
 from estimators.errors import InputError
+from estimators.inputs import plain_int
 from estimators.options import Domain, check_value
 from estimators.registry import parse_spec
 
@@ -50,6 +51,9 @@ def checked_options(fn: Callable, options: dict[str, object], what: str, hidden:
 def build_from_spec(spec: str, builders: Mapping[str, tuple[Callable, str]], kind: str, hint: str,
                     hidden: tuple[str, ...] = (), **extra):
     """Parse ``spec`` and call ``builders[name][0]`` with its checked options (plus ``extra``)."""
+    if str(spec).strip().endswith(".npz") and ":" not in str(spec):  # not a plugin reference: a file not taken here
+        raise InputError(f"{kind} {spec!r} is an .npz file, which this command does not read; choose one of "
+                         f"{', '.join(builders)}{hint}")
     name, options = parse_spec(spec)
     if name not in builders:
         raise InputError(f"unknown {kind} {name!r}; choose one of {', '.join(builders)}{hint}")
@@ -79,7 +83,7 @@ def _dash_split(text, what: str, example: str, before: int = 0) -> tuple[int, ..
     if len(parts) - before > MAX_LAYERS:  # 5000 layers ran for minutes without a word
         raise InputError(f"{what} {str(text)[:40]}... give {len(parts) - before} layers; at most {MAX_LAYERS} are "
                          f"accepted")
-    return tuple(int(p) for p in parts)
+    return tuple(plain_int(p, what, signed=False) for p in parts)  # 5000 digits: one line, not int()'s error
 
 
 def dash_ints(text, what: str, n: int | None = None) -> tuple[int, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 
@@ -20,6 +21,18 @@ def add_parser(sub) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help="results database")
     p.add_argument("--force", action="store_true", help="overwrite files of the same names")
     p.set_defaults(func=run)
+
+
+@contextlib.contextmanager
+def _aside(path: str):
+    """A temporary name beside ``path`` to write; moved onto ``path`` when the block ends without error."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,15 +61,16 @@ def run(args: argparse.Namespace) -> int:
     written = []
     for name, df in tables.items():
         path = os.path.join(args.out, f"{stem}.{name}.{args.format}")
-        if args.format == "csv":
-            df.to_csv(path, index=False)
-        elif args.format == "json":
-            df.to_json(path, orient="records", indent=1)
-        else:
-            df.to_parquet(path, index=False)
+        with _aside(path) as tmp:  # written whole beside it, then renamed: never into a file (or its hard links)
+            if args.format == "csv":
+                df.to_csv(tmp, index=False)
+            elif args.format == "json":
+                df.to_json(tmp, orient="records", indent=1)
+            else:
+                df.to_parquet(tmp, index=False)
         written.append(path)
     path = os.path.join(args.out, f"{stem}.manifest.json")
-    with open(path, "w") as fh:
+    with _aside(path) as tmp, open(tmp, "w") as fh:
         json.dump(manifest, fh, indent=1, default=str)
     written.append(path)
     print("\n".join(written))

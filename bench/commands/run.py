@@ -13,7 +13,7 @@ from bench.rendering import DEFAULT_FORMATS, check_report_flags, render
 from bench.store import DEFAULT_DB
 from bench.sweep import run_sweep
 from estimators.errors import InputError
-from estimators.inputs import comma_items
+from estimators.inputs import int_list
 from estimators.spec import split_list as split_estimators
 
 
@@ -87,10 +87,7 @@ def build_config(args: argparse.Namespace):
     if args.estimators is not None:  # an empty list is an error, never the preset's estimators
         base["estimators"] = split_estimators(args.estimators)
     if args.grid is not None:
-        try:
-            base["grid"] = [int(m) for m in comma_items(args.grid, "--grid")]
-        except ValueError:
-            raise InputError(f"--grid {args.grid!r} must be a comma list of integers") from None
+        base["grid"] = list(int_list(args.grid, "--grid"))
     flags = dict(draws=args.draws, chunk=args.chunk, seed=args.seed, device=args.device, dtype=args.dtype,
                  exact_method=args.exact_method, memory_budget_gib=args.memory_budget, name=args.name,
                  reference=args.reference, cost_time=args.cost_time, cost_clock=args.clock,
@@ -113,7 +110,7 @@ def build_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
-    check_report_flags(args.no_report, args.report_dir, args.format)  # before the sweep runs or the store is made
+    check_report_flags(args.no_report, args.report_dir, args.format, args.db)  # before the sweep runs or the store is made
     executor, workers = args.executor, args.workers
     if executor is None:
         executor, hinted = SWEEP_PRESET_EXECUTORS.get(args.preset or "", ("inprocess", None))

@@ -21,7 +21,7 @@ from bench.timing.config import KERNELS, PSA_VARIANTS, TimeConfig
 from bench.timing.gpu_suite import require_cuda, run_gpu_suite, suite_overrides
 from bench.timing.harness import TimingRun, time_and_store
 from bench.timing.targets import format_table, format_targets
-from estimators.errors import InputError
+from estimators.inputs import comma_items, int_list
 from estimators.spec import split_list as split_estimators
 
 
@@ -62,14 +62,11 @@ def add_parser(sub) -> None:
 def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
     if text is None:
         return None
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise InputError(f"{flag} {text!r} must be a comma list of integers") from None
+    return int_list(text, flag)  # plain ASCII digits (not 1_6, ١٦), no empty item (`8,`, `8,,16`)
 
 
-def _words(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(t.strip() for t in text.split(",") if t.strip())
+def _words(text: str | None, flag: str) -> tuple[str, ...] | None:
+    return None if text is None else tuple(comma_items(text, flag))
 
 
 _TIMING_FLAGS = ("kernels", "widths", "batch", "dtype", "net", "draws", "estimators", "mem_widths", "psa_variants",
@@ -77,10 +74,10 @@ _TIMING_FLAGS = ("kernels", "widths", "batch", "dtype", "net", "draws", "estimat
 
 
 def build_config(args: argparse.Namespace, **override) -> TimeConfig:
-    flags = dict(device=args.device, kernels=_words(args.kernels), widths=_ints(args.widths, "--widths"),
+    flags = dict(device=args.device, kernels=_words(args.kernels, "--kernels"), widths=_ints(args.widths, "--widths"),
                  batch=args.batch, dtype=args.dtype, net=args.net, draws=args.draws,
                  estimators=tuple(split_estimators(args.estimators)) if args.estimators is not None else None,
-                 mem_widths=_ints(args.mem_widths, "--mem-widths"), psa_variants=_words(args.psa_variants),
+                 mem_widths=_ints(args.mem_widths, "--mem-widths"), psa_variants=_words(args.psa_variants, "--psa-variants"),
                  exact_problem=args.exact_problem, min_run_time=args.min_time, rounds=args.rounds,
                  max_single_s=args.max_single, clock=args.clock, seed=args.seed,
                  conv_net=args.conv_net, conv_batch=args.conv_batch, conv_draw_batch=args.conv_draw_batch)

@@ -21,6 +21,7 @@ from bench.training.plan import checkpoint_file, prepare, run_training
 from bench.training.recipes import RECIPES, TrainConfig
 from bench.training.setups import build_train_problem
 from estimators.errors import InputError
+from estimators.inputs import int_list
 from estimators.spec import split_list as split_estimators
 
 
@@ -58,10 +59,7 @@ def add_parser(sub) -> None:
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise InputError(f"{flag} {text!r} must be a comma list of integers") from None
+    return int_list(text, flag)  # plain ASCII digits, no empty item
 
 
 def build_config(args: argparse.Namespace):
@@ -96,10 +94,14 @@ def flags_without_effect(args: argparse.Namespace, cfg, images: bool) -> list[st
 
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
-    check_report_flags(args.no_report, args.report_dir, args.format)
+    check_report_flags(args.no_report, args.report_dir, args.format, args.db)
     ckdir = args.checkpoint_dir or os.path.join(os.path.dirname(os.path.abspath(args.db)), "sbn_checkpoints", "train")
     if cfg.checkpoint_epochs:  # before anything is loaded, trained or stored
         check_out_dir(ckdir, "--checkpoint-dir")
+        store, folder = os.path.abspath(args.db), os.path.abspath(ckdir)
+        if os.path.commonpath([store, folder]) == folder:  # a checkpoint named like the store would replace it
+            raise InputError(f"--db {args.db!r} lies in the checkpoint folder {ckdir!r}, which holds checkpoints "
+                             f"only; keep the results store elsewhere")
     tp = build_train_problem(cfg.problem, cifar_dir=args.cifar_dir)
     cfg = prepare(cfg, tp, augment_asked=bool(args.augment))
     for note in flags_without_effect(args, cfg, images=tp.dataset.image_shape is not None):

@@ -76,6 +76,8 @@ def _read(path: Path, any_version: bool = False) -> dict:
         raise InputError(f"baseline {path} nests its JSON too deeply to be a baseline") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"baseline {path} is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    except ValueError as exc:  # a number of over 4300 digits: Python's limit on int() of a string
+        raise InputError(f"baseline {path} is not a gate baseline: {' '.join(str(exc).split())[:120]}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{path} is not an sbn-bench gate baseline (missing format {FORMAT!r})")
     if data.get("version") != VERSION and not any_version:

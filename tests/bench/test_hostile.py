@@ -1579,3 +1579,161 @@ def test_twelfth_round_training_flags_without_effect_are_noted(tmp_path, monkeyp
     cfg = prepare(build_config(args), tp, augment_asked=bool(args.augment))
     notes = flags_without_effect(args, cfg, images=tp.dataset.image_shape is not None)
     assert len(notes) == len(what) and all(w in n for w, n in zip(what, notes)), notes
+
+
+def test_twelfth_round_no_output_replaces_the_store(tmp_path, monkeypatch, capsys):
+    """Round twelve's data loss: an output path equal to the results store (a report file, an exported table,
+    a checkpoint, a saved problem) replaced the store; now each is refused with one line and the store is kept
+    byte for byte (or refused before anything runs, where the clash is known up front)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *QUICK, "--no-report", "--cost-time", "0", "--db", "base.sqlite"]) == 0
+    store = (tmp_path / "base.sqlite").read_bytes()
+    capsys.readouterr()
+
+    def refused(argv, what, db):
+        before = db.read_bytes()
+        rc = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and what in err[0], (argv, rc, err)
+        assert db.read_bytes() == before
+
+    (tmp_path / "o").mkdir()
+    for fmt in ("html", "pdf"):
+        db = tmp_path / "o" / f"report.{fmt}"
+        db.write_bytes(store)
+        refused(["report", "latest", "--db", str(db), "--out", "o", "--format", fmt],
+                "is a SQLite database (a results store?); report does not replace it", db)
+    assert main(["export", "latest", "--db", "base.sqlite", "--out", "x"]) == 0
+    names = sorted(p.name for p in (tmp_path / "x").iterdir())
+    db = tmp_path / "x" / names[0]
+    db.write_bytes(store)
+    refused(["export", "latest", "--db", str(db), "--out", "x", "--force"], "export does not replace it", db)
+    (tmp_path / "s.npz").write_bytes(store)
+    refused(["problem", "psa-2-5-5-5", "--save", "s.npz", "--force"], "problem --save does not replace it",
+            tmp_path / "s.npz")
+    # known up front: refused before anything runs or is made
+    for argv, what in (
+            (["run", *QUICK, "--cost-time", "0", "--db", "r/report.html", "--report-dir", "r", "--format", "html"],
+             "report.html' is a file the report writes in --report-dir"),
+            (["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
+              "--checkpoint-epochs", "1", "--checkpoint-dir", "c", "--db", "c/chk-1.npz"],
+             "chk-1.npz' lies in the checkpoint folder")):
+        rc = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and what in err[0], (argv, rc, err)
+        assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
+def test_twelfth_round_export_force_replaces_files_without_writing_into_them(tmp_path, monkeypatch, capsys):
+    """`export --force` wrote into the existing files: a hard link elsewhere received the table."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *QUICK, "--no-report", "--cost-time", "0", "--db", "base.sqlite"]) == 0
+    assert main(["export", "latest", "--db", "base.sqlite", "--out", "x"]) == 0
+    target = sorted((tmp_path / "x").glob("*.tasks.csv"))[0]
+    target.unlink()
+    (tmp_path / "victim").write_text("mine\n")
+    os.link(tmp_path / "victim", target)
+    assert main(["export", "latest", "--db", "base.sqlite", "--out", "x", "--force"]) == 0
+    assert (tmp_path / "victim").read_text() == "mine\n" and "task_key" in target.read_text()
+    assert not [p for p in (tmp_path / "x").iterdir() if ".tmp-" in p.name]
+
+
+def test_twelfth_round_a_baseline_with_a_huge_integer_is_bad_input(hostile, tmp_path):
+    """A 5000-digit integer in a baseline was an 'internal error' (json's int limit), exit 1."""
+    (tmp_path / "b.json").write_text('{"format": "x", "n": ' + "9" * 5000 + "}")
+    hostile(["check", "--estimators", "st", "--baseline", "b.json"], "is not a gate baseline: Exceeds the limit",
+            keep={"b.json"})
+
+
+NINES = "9" * 5000
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["problem", f"random:widths=2-{NINES}"], "widths 999999999999... has 5000 digits; far beyond any limit"),
+    (["time", "--no-store", "--kernels", "sampling", "--net", f"2-{NINES}"], "has 5000 digits"),
+    (["problem", f"conv:input=1x4x4,channels={NINES}"], "has 5000 digits"),
+    (["problem", "psa-2-5-5-5@chk-\u00b2"], "bad checkpoint 'chk-\u00b2'"),
+    (["problem", "psa-2-5-5-5@chk-\u0661"], "bad checkpoint"),  # Arabic-Indic 1 ran as epoch 1
+    (["problem", f"psa-2-5-5-5@chk-{'1' * 5000}"], "bad checkpoint"),
+    (["problem", "conv:input=1x4x0_4"], "bad input '1x4x0_4'; write CxHxW in plain digits"),  # ran as 1x4x4
+    (["problem", "conv:input=1x+4x4"], "write CxHxW in plain digits"),
+    (["run", *QUICK[:4], "--grid", "1_0", "--no-report"], "--grid item '1_0' must be a plain integer"),
+    (["run", *QUICK[:4], "--grid", "\u0663", "--no-report"], "must be a plain integer"),
+    (["time", "--no-store", "--kernels", "psa-fc", "--widths", "1_6"], "--widths item '1_6' must be a plain integer"),
+    (["time", "--no-store", "--kernels", "psa-fc-mem", "--mem-widths", "\u0661\u0666"], "must be a plain integer"),
+    (["time", "--no-store", "--kernels", "sampling,"], "--kernels 'sampling,' has an empty item"),
+    (["time", "--no-store", "--kernels", "psa-fc", "--widths", "8,"], "--widths '8,' has an empty item"),
+    (["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
+      "--checkpoint-epochs", "0_1"], "--checkpoint-epochs item '0_1' must be a plain integer"),
+    (["problem", "psa-2-5-5-5:points=999999999"], "over the limit"),
+    (["problem", "conv:input=1x4x4,loss=softmax,classes=999999999"], "a head of 999999999 outputs"),
+    (["problem", "cifar-s1:points=1000000"], "1000000 images through CIFAR_S1"),
+    (["problem", "random:widths=600000000-1,points=1"], "the network 600000000-1 with its data"),
+    (["exact", "--problem", "psa-2-5-5-5 "], "begins or ends with spaces"),
+    (["train", "--problem", "p.npz", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report"],
+     "training problem 'p.npz' is an .npz file, which this command does not read"),
+])
+def test_twelfth_round_numbers_and_sizes(hostile, argv, what):
+    """Round twelve: numbers of 5000 digits were an 'internal error' (int()'s own limit); int() read
+    `0_4`, `1_6` and other scripts' digits in checkpoints, conv inputs and comma lists of flags; named
+    problems allocated billions of numbers before any size check; trailing spaces were dropped."""
+    hostile(argv, what)
+
+
+def test_twelfth_round_a_long_error_line_is_cut(hostile):
+    line = hostile(["problem", "a" * 100_000], "unknown problem")
+    assert len(line) <= 2000 + len("sbn-bench: error: ") and line.endswith("...")
+
+
+def test_twelfth_round_a_cache_file_numpy_cannot_read_is_recomputed(tmp_path):
+    """A reference cache member with an unknown compression method (or encrypted, or JSON nested too deep)
+    failed every task of its problem on every rerun; any file that does not load is damaged, so recomputed."""
+    import zipfile
+
+    from bench import mc_reference as mcr
+    from reference.problems import build_problem
+
+    spec = "random:widths=3-4-4,points=8,seed=2"
+    problem = build_problem(spec)
+    task = dict(problem=spec, problem_digest=problem.digest(), root_seed=0, dtype="float64", device="cpu", draws=64,
+                mc={"draws": 64})
+    mcr._STREAMS.clear()
+    first = mcr.prepare_reference(task, problem, str(tmp_path))
+    path = tmp_path / "mc-references" / f"{mcr.reference_key(task)}.npz"
+    data = bytearray(path.read_bytes())
+    at = data.find(b"PK\x01\x02")  # the first central-directory entry: its compression method, 10 bytes in
+    data[at + 10:at + 12] = (98).to_bytes(2, "little")  # PPMd, which zipfile cannot read
+    path.write_bytes(bytes(data))
+    with pytest.raises(NotImplementedError), zipfile.ZipFile(path) as zf:
+        zf.read(zf.infolist()[0])
+    assert mcr.ReferenceSums.load(str(path), first.S.shape[1], first.Q.shape[1]) is None
+    mcr._STREAMS.clear()
+    again = mcr.prepare_reference(task, problem, str(tmp_path))
+    assert again.draws == first.draws == 64  # recomputed (the pilot's timings may pick other estimators) ...
+    back = mcr.ReferenceSums.load(str(path), first.S.shape[1], first.Q.shape[1])
+    assert back is not None and np.array_equal(back.S, again.S)  # ... and the damaged file replaced
+
+
+def test_twelfth_round_estimates_whose_squares_overflow_are_refused():
+    """A plugin returning 1e200 (finite) stored empty Monte Carlo scores with exit 0."""
+    import torch
+
+    from bench.mc_reference import Reference, reference_sums, score_mc
+    from estimators import registry
+    from estimators.base import Estimator
+    from estimators.errors import InputError
+    from reference.problems import build_problem
+
+    class Huge(Estimator):
+        """Every estimate 1e200: finite, but its square overflows float64 (a probe's plugin)."""
+
+        name = "huge-test"
+
+        def _estimate(self, problem, draws, generator):
+            return [torch.full((draws, n), 1e200, dtype=problem.dtype) for n in problem.group_sizes]
+
+    p = build_problem("random:widths=2-3-3,points=4,seed=1")
+    sums = reference_sums(p, Reference({g: registry.get("reinforce-loo") for g in p.group_names}),
+                          torch.Generator().manual_seed(0), draws=64)
+    with pytest.raises(InputError, match="too large to score .* squares overflow"):
+        score_mc(Huge(), p, sums, 64, torch.Generator().manual_seed(1))
