@@ -111,7 +111,7 @@ def check_report_flags(no_report: bool, report_dir: str | None, formats: str, db
             raise InputError("--no-report and --format contradict each other; drop one of them")
         return
     fmts = parse_formats(formats)
-    check_out_dir(report_dir or "sbn-report", "--report-dir")
+    check_out_dir(report_dir or "sbn-report", "--report-dir" if report_dir is not None else "the report folder")
     if report_dir is not None:  # the files the report will write there (the run's default folder is new)
         check_out_files(report_dir, [f"report.{f}" for f in fmts] + ["tables/x"], "the report")
         here = os.path.abspath(db) if db is not None else None

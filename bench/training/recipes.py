@@ -81,7 +81,7 @@ class TrainConfig(ConfigMixin):
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.lr is not None:
-            inputs.positive_finite(self.lr, "the learning rate")
+            inputs.positive_finite(self.lr, "the learning rate", maximum=1e6)  # 1e300 overflowed the optimiser
         if len(self.lr_bounds) != 2 or not self.lr_bounds[0] < self.lr_bounds[1]:
             raise InputError(f"lr bounds must be two numbers lo < hi (log10 lr), got {list(self.lr_bounds)}")
         if not self.clip > 0 or not 0 <= self.momentum < 1 or not 0 <= self.crop_pad <= MAX_CROP_PAD:

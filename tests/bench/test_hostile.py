@@ -1670,6 +1670,8 @@ NINES = "9" * 5000
     (["problem", "cifar-s1:points=1000000"], "1000000 images through CIFAR_S1"),
     (["problem", "random:widths=600000000-1,points=1"], "the network 600000000-1 with its data"),
     (["exact", "--problem", "psa-2-5-5-5 "], "begins or ends with spaces"),
+    (["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "1e300", "--no-report"],
+     "the learning rate must be at most 1e+06"),
     (["train", "--problem", "p.npz", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report"],
      "training problem 'p.npz' is an .npz file, which this command does not read"),
 ])
