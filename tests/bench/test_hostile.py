@@ -382,10 +382,12 @@ def test_export_does_not_write_through_a_symbolic_link(tmp_path, capsys):
 
 
 def test_train_exits_1_when_a_task_fails(tmp_path, capsys):
-    db = str(tmp_path / "r.sqlite")
-    assert main(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "1e308",
+    db = str(tmp_path / "r.sqlite")  # an estimator returning the wrong shape fails its training task
+    est = _plugin(tmp_path, "one column only", "[v[:, :1] for v in g]")
+    assert main(["train", "--problem", "psa2d", "--estimator", est, "--epochs", "1", "--lr", "0.1",
                  "--no-report", "--db", db]) == 1
-    assert "1 failed" in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert "1 failed" in cap.out and "shape" in cap.out + cap.err, cap
 
 
 def test_fourth_probe_questionable_items(hostile, tmp_path):
