@@ -120,9 +120,9 @@ class SweepConfig(ConfigMixin):
                                  f"got {self.reference_seconds!r}")
         if self.reference_precision is not None:
             inputs.positive_finite(self.reference_precision, "reference precision")
-            if self.reference_precision >= 1:
-                raise InputError(f"reference precision is a fraction of the gradient's norm, in (0, 1); "
-                                 f"got {self.reference_precision:g}")
+            if not 1e-6 <= self.reference_precision < 1:  # 1e-300 squared is 0
+                raise InputError(f"reference precision is a fraction of the gradient's norm, from 1e-6 to below 1; "
+                                 f"got {self.reference_precision!r}")
             if self.reference_seconds is None:
                 raise InputError("reference precision ends a time budget early; give reference seconds too "
                                  "(--reference-seconds, or reference_seconds in the config file)")

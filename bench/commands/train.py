@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     ckdir = args.checkpoint_dir or os.path.join(os.path.dirname(os.path.abspath(args.db)), "sbn_checkpoints", "train")
     if cfg.checkpoint_epochs:  # before anything is loaded, trained or stored
         check_out_dir(ckdir, "--checkpoint-dir")
-        store, folder = os.path.abspath(args.db), os.path.abspath(ckdir)
+        store, folder = os.path.realpath(args.db), os.path.realpath(ckdir)  # a linked folder is the same folder
         if os.path.commonpath([store, folder]) == folder:  # a checkpoint named like the store would replace it
             raise InputError(f"--db {args.db!r} lies in the checkpoint folder {ckdir!r}, which holds checkpoints "
                              f"only; keep the results store elsewhere")

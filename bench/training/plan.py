@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from bench.manifest import build_manifest
+from bench.rendering import check_out_files, write_file
 from bench.store import Store
 from bench.tasks import seed_key, task_key, task_seed
 from bench.training.loop import TrainResult, TrainSettings, train
@@ -108,8 +109,10 @@ def _saver(task: dict, tp: TrainProblem, directory: str | None, tasks: list[dict
         if epoch in epochs:
             path = checkpoint_file(directory, task, epoch, tasks)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(os.path.join(os.path.dirname(path), _OWNER), "w") as fh:
-                json.dump(dict(task_key=task["key"], problem=task["problem"], estimator=task["estimator"]), fh)
+            owner = os.path.join(os.path.dirname(path), _OWNER)
+            check_out_files(os.path.dirname(path), [_OWNER], "train's checkpoint record")  # never onto a store
+            write_file(owner, json.dumps(dict(task_key=task["key"], problem=task["problem"],
+                                              estimator=task["estimator"])))
             name = f"{task['problem']} {task['estimator']} chk-{epoch}"
             host = net.to(dtype=torch.float64, device="cpu")
             save_problem(with_data(host, X, y.to(tp.problem.y.dtype)).replace(name=name), path)

@@ -1741,3 +1741,25 @@ def test_twelfth_round_estimates_whose_squares_overflow_are_refused():
                           torch.Generator().manual_seed(0), draws=64)
     with pytest.raises(InputError, match="too large to score .* squares overflow"):
         score_mc(Huge(), p, sums, 64, torch.Generator().manual_seed(1))
+
+
+def test_thirteenth_round_a_linked_checkpoint_folder_holding_the_store_is_refused(tmp_path, monkeypatch, capsys):
+    """`--checkpoint-dir c2 --db c/checkpoints.json` with c2 a link to c: the checkpoint record replaced the store.
+    The folder is compared resolved, and the record itself never replaces a SQLite file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c2").symlink_to(tmp_path / "c")
+    for db in ("c/checkpoints.json", "c/chk-1.npz"):
+        rc = main(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
+                   "--checkpoint-epochs", "1", "--checkpoint-dir", "c2", "--db", db])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "lies in the checkpoint folder" in err[0], (rc, err)
+        assert not list((tmp_path / "c").iterdir())
+    from bench.training import plan
+
+    (tmp_path / "d").mkdir()
+    assert main(["run", *QUICK, "--no-report", "--cost-time", "0", "--db", "d/checkpoints.json"]) == 0
+    before = (tmp_path / "d" / "checkpoints.json").read_bytes()
+    with pytest.raises(Exception, match="SQLite database"):
+        plan.check_out_files(str(tmp_path / "d"), [plan._OWNER], "train's checkpoint record")
+    assert (tmp_path / "d" / "checkpoints.json").read_bytes() == before

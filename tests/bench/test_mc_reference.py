@@ -403,7 +403,8 @@ def test_sweep_shares_one_reference_stream_per_problem(tmp_path, capsys):
     (["--reference-seconds", "1e9"], "reference seconds must be at most 86400"),
     (["--reference-precision", "0.02"], "reference precision ends a time budget early; give reference seconds"),
     (["--reference-precision", "0.02", "--reference-draws", "64"], "give reference seconds too"),
-    (["--reference-seconds", "5", "--reference-precision", "1.5"], "in (0, 1); got 1.5"),
+    (["--reference-seconds", "5", "--reference-precision", "1.5"], "from 1e-6 to below 1; got 1.5"),
+    (["--reference-seconds", "5", "--reference-precision", "1e-300"], "from 1e-6 to below 1; got 1e-300"),
     (["--reference-seconds", "5", "--reference-precision", "0"], "reference precision must be a finite number > 0"),
     (["--reference-seconds", "5", "--reference-precision", "nan"], "reference precision must be a finite number"),
 ])
