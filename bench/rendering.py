@@ -114,11 +114,25 @@ def check_report_flags(no_report: bool, report_dir: str | None, formats: str, db
     check_out_dir(report_dir or "sbn-report", "--report-dir" if report_dir is not None else "the report folder")
     if report_dir is not None:  # the files the report will write there (the run's default folder is new)
         check_out_files(report_dir, [f"report.{f}" for f in fmts] + ["tables/x"], "the report")
-        here = os.path.abspath(db) if db is not None else None
-        if here is not None and (here in {os.path.abspath(os.path.join(report_dir, f"report.{f}")) for f in fmts}
-                                 or os.path.dirname(here) == os.path.abspath(os.path.join(report_dir, "tables"))):
-            raise InputError(f"--db {db!r} is a file the report writes in --report-dir {report_dir!r}; name "
-                             f"another store or another report folder")
+    if db is not None and _report_writes(db, report_dir):
+        where = f"--report-dir {report_dir!r}" if report_dir is not None else "in the default folder sbn-report/RUN_ID"
+        raise InputError(f"--db {db!r} is a path the report writes ({where}); name another store or another report "
+                         f"folder")
+
+
+def _report_writes(db: str, report_dir: str | None) -> bool:
+    """Whether the report of a run would write the path ``db``: ``report.html``, ``report.pdf``, ``tables`` or a
+    file in it, in ``report_dir`` (or, without it, in any ``sbn-report/RUN_ID`` folder); paths compared resolved
+    (a linked folder is the same folder)."""
+    here = os.path.realpath(db)
+    if report_dir is not None:
+        folder = os.path.realpath(report_dir)
+        return (os.path.dirname(here) == folder and os.path.basename(here) in ("report.html", "report.pdf", "tables")
+                or os.path.dirname(here) == os.path.join(folder, "tables"))
+    root = os.path.realpath("sbn-report")
+    parts = os.path.relpath(here, root).split(os.sep)
+    return (parts[0] != ".." and (len(parts) == 2 and parts[1] in ("report.html", "report.pdf", "tables")
+                                  or len(parts) == 3 and parts[1] == "tables"))
 
 
 def render(db: str, refs: list[str], out_dir: str | None, formats: str = DEFAULT_FORMATS) -> dict[str, Path]:

@@ -89,6 +89,11 @@ def flags_without_effect(args: argparse.Namespace, cfg, images: bool) -> list[st
         why = ("--no-augment" if args.augment is False else "the problem holds no images" if not images
                else "the recipe does not augment; add --augment")
         notes.append(f"--crop-pad has no effect: it pads the random crop of the augmentation, which is off ({why})")
+    for flag, value in (("--checkpoint-dir", args.checkpoint_dir), ("--checkpoint-points", args.checkpoint_points)):
+        if value is not None and not cfg.checkpoint_epochs:
+            notes.append(f"{flag} has no effect: no checkpoints are written without --checkpoint-epochs")
+    if args.cifar_dir is not None and not cfg.problem.startswith("cifar10"):
+        notes.append(f"--cifar-dir has no effect: problem {cfg.problem!r} does not read CIFAR-10")
     return notes
 
 

@@ -1567,6 +1567,9 @@ def test_twelfth_round_an_option_without_effect_is_refused(hostile, spec, what):
                                           "which is off (the problem holds no images)"]),
     (["--lr", "0.1", "--no-augment", "--crop-pad", "2"], ["which is off (--no-augment)"]),
     (["--lr-search-trials", "2"], []),
+    (["--checkpoint-dir", "cc", "--checkpoint-points", "5", "--cifar-dir", "nowhere"],
+     ["--checkpoint-dir has no effect: no checkpoints are written without --checkpoint-epochs",
+      "--checkpoint-points has no effect", "--cifar-dir has no effect: problem 'psa2d' does not read CIFAR-10"]),
 ])
 def test_twelfth_round_training_flags_without_effect_are_noted(tmp_path, monkeypatch, capsys, argv, what):
     """Round ten: `--lr` with `--lr-search-trials`, and `--crop-pad` on data without images (no augmentation),
@@ -1616,14 +1619,24 @@ def test_twelfth_round_no_output_replaces_the_store(tmp_path, monkeypatch, capsy
     # known up front: refused before anything runs or is made
     for argv, what in (
             (["run", *QUICK, "--cost-time", "0", "--db", "r/report.html", "--report-dir", "r", "--format", "html"],
-             "report.html' is a file the report writes in --report-dir"),
+             "report.html' is a path the report writes (--report-dir"),
+            (["run", *QUICK, "--cost-time", "0", "--db", "r/tables", "--report-dir", "r", "--format", "html"],
+             "tables' is a path the report writes"),
+            (["run", *QUICK, "--cost-time", "0", "--db", "sbn-report/quick-1/report.html", "--format", "html"],
+             "is a path the report writes (in the default folder sbn-report/RUN_ID)"),
+            (["run", *QUICK, "--cost-time", "0", "--db", "sbn-report/x/tables/a.csv"], "in the default folder"),
             (["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report",
               "--checkpoint-epochs", "1", "--checkpoint-dir", "c", "--db", "c/chk-1.npz"],
              "chk-1.npz' lies in the checkpoint folder")):
         rc = main(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and what in err[0], (argv, rc, err)
-        assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+        assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists() and not (tmp_path / "sbn-report").exists()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "lnk").symlink_to(tmp_path / "real")
+    rc = main(["run", *QUICK, "--cost-time", "0", "--db", "real/report.html", "--report-dir", "lnk", "--format", "html"])
+    assert rc == 2 and "is a path the report writes" in capsys.readouterr().err and not list((tmp_path / "real").iterdir())
+    assert main(["run", *QUICK, "--cost-time", "0", "--db", "sbn-report/mine.sqlite", "--no-report"]) == 0  # not a report path
 
 
 def test_twelfth_round_export_force_replaces_files_without_writing_into_them(tmp_path, monkeypatch, capsys):
