@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         scores, tasks, curves = store.scores(run_id), store.tasks(run_id), store.curves(run_id)
         config = store.load_run(run_id).manifest.get("config", {})
     if scores.empty and not curves.empty:
-        return _show_training(run_id, curves, tasks)
+        return _show_training(run_id, curves, tasks, args.metric)
     if scores.empty and tasks.empty:
         raise InputError(f"run {run_id} has no scored tasks (a timing run? see 'sbn-bench runs')")
     if scores.empty:  # every task failed: say so, with the reasons
@@ -72,11 +72,17 @@ def _print_failed(tasks: pd.DataFrame) -> None:
         print(f"FAILED {t.problem} / {t.estimator}: {t.error}")
 
 
-def _show_training(run_id: str, curves: pd.DataFrame, tasks: pd.DataFrame) -> int:
-    """A training run: each task's per-epoch metrics at its last epoch (the curves: ``export``)."""
+def _show_training(run_id: str, curves: pd.DataFrame, tasks: pd.DataFrame, metric: str | None = None) -> int:
+    """A training run: each task's per-epoch metrics at its last epoch (the curves: ``export``); ``metric``
+    keeps that one (an unknown one is refused, as for an accuracy run)."""
     per_epoch = curves[curves.epoch > 0]
     if per_epoch.empty:
         raise InputError(f"training run {run_id} has no per-epoch records yet")
+    if metric is not None:
+        if not (per_epoch.metric == metric).any():
+            raise InputError(f"run {run_id} has no metric {metric!r} (metrics: "
+                             f"{', '.join(sorted(per_epoch.metric.unique()))})")
+        per_epoch = per_epoch[per_epoch.metric == metric]
     last = per_epoch.sort_values("epoch").groupby(["problem", "estimator", "metric"], sort=False).tail(1)
     table = last.pivot_table(index=["problem", "estimator"], columns="metric", values="value", sort=False)
     table.insert(0, "epoch", last.groupby(["problem", "estimator"], sort=False).epoch.max())

@@ -1637,6 +1637,12 @@ def test_twelfth_round_no_output_replaces_the_store(tmp_path, monkeypatch, capsy
     rc = main(["run", *QUICK, "--cost-time", "0", "--db", "real/report.html", "--report-dir", "lnk", "--format", "html"])
     assert rc == 2 and "is a path the report writes" in capsys.readouterr().err and not list((tmp_path / "real").iterdir())
     assert main(["run", *QUICK, "--cost-time", "0", "--db", "sbn-report/mine.sqlite", "--no-report"]) == 0  # not a report path
+    (tmp_path / "h").mkdir()
+    os.link(tmp_path / "base.sqlite", tmp_path / "h" / "report.html")  # the store, hard-linked as a report file
+    capsys.readouterr()
+    rc = main(["run", *QUICK, "--cost-time", "0", "--db", "base.sqlite", "--report-dir", "h", "--format", "html"])
+    cap = capsys.readouterr()
+    assert rc == 2 and "is a SQLite database" in cap.err and not cap.out  # refused before the run
 
 
 def test_twelfth_round_export_force_replaces_files_without_writing_into_them(tmp_path, monkeypatch, capsys):
@@ -1776,3 +1782,14 @@ def test_thirteenth_round_a_linked_checkpoint_folder_holding_the_store_is_refuse
     with pytest.raises(Exception, match="SQLite database"):
         plan.check_out_files(str(tmp_path / "d"), [plan._OWNER], "train's checkpoint record")
     assert (tmp_path / "d" / "checkpoints.json").read_bytes() == before
+
+
+def test_thirteenth_round_show_checks_the_metric_of_a_training_run(tmp_path, monkeypatch, capsys):
+    """`show latest --metric nosuch` on a training run printed every metric with exit 0."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--problem", "psa2d", "--estimator", "st", "--epochs", "1", "--lr", "0.1", "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["show", "latest", "--metric", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "has no metric 'nosuch' (metrics: " in err, err
+    assert main(["show", "latest", "--metric", err.split("(metrics: ")[1].split(",")[0].rstrip(")\n")]) == 0
