@@ -59,7 +59,7 @@ from .scoring import _slices, chunk_size, default_grid
 
 __all__ = ["DEFAULT_CANDIDATES", "Reference", "ReferenceSums", "pilot", "reference_sums", "score_mc", "MCScores",
            "DEFAULT_BATCHES", "uses_mc", "reference_settings", "reference_key", "stream_folder", "stream_path",
-           "prepare_reference", "score_task_mc"]
+           "prepare_reference", "score_task_mc", "check_stream_file"]
 
 #: unbiased (per group) estimators tried by the pilot; PSA and ST take part for the groups they are exact on
 DEFAULT_CANDIDATES = ("arm", "disarm", "reinforce-loo", "local-expectation", "local-expectation:shared=True", "muprop",
@@ -544,6 +544,24 @@ def reference_key(task: dict) -> str:
     return hashlib.sha256(json.dumps(reference_settings(task), sort_keys=True).encode()).hexdigest()[:20]
 
 
+def check_stream_file(path: str) -> None:
+    """Refuse a cache entry that this sweep would not write or replace: a link, folder, pipe or device, or a
+    SQLite file (a results store copied or linked there would be replaced by the stream)."""
+    if not os.path.lexists(path):
+        return
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise InputError(f"the Monte Carlo reference cache {path} is a link, folder, pipe or device, not a file "
+                         f"this sweep wrote; remove it and rerun")
+    try:
+        with open(path, "rb") as fh:
+            sqlite = fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        sqlite = False
+    if sqlite:
+        raise InputError(f"the Monte Carlo reference cache {path} is a SQLite database (a results store?), not a "
+                         f"stream this sweep wrote; move it away and rerun")
+
+
 _STREAMS: dict[str, ReferenceSums] = {}  # in-process: the last stream used (a wide network's is tens of MB)
 
 
@@ -559,9 +577,8 @@ def prepare_reference(task: dict, problem: Problem, cache_dir: str | None = None
         return _STREAMS[key]
     sl = _slices(problem)
     path = stream_path(task, cache_dir) if cache_dir is not None else None
-    if path is not None and os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
-        raise InputError(f"the Monte Carlo reference cache {path} is a link, folder, pipe or device, not a file "
-                         f"this sweep wrote; remove it and rerun")
+    if path is not None:
+        check_stream_file(path)
     damaged = path is not None and os.path.exists(path)  # until it loads
     sums = ReferenceSums.load(path, sl["all"].stop, len(problem.group_names)) if damaged else None
     if sums is None:

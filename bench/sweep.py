@@ -34,7 +34,8 @@ from reference.problems import build_problem
 from .config import SweepConfig
 from .costs import timed_draws
 from .executors import check_executor, make_executor
-from .mc_reference import DEFAULT_CANDIDATES, MIN_REFERENCE_DRAWS, reference_key, stream_folder, stream_path, uses_mc
+from .mc_reference import (DEFAULT_CANDIDATES, MIN_REFERENCE_DRAWS, check_stream_file, reference_key, stream_folder,
+                           stream_path, uses_mc)
 from .manifest import build_manifest
 from .store import HEARTBEAT_S, Store
 from .tasks import failed_row, plan_tasks, prepare_task_reference, run_task
@@ -301,6 +302,9 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
     if cfg.reference_budget() and not any_mc:
         notes.append("the Monte Carlo reference's budget (reference draws or seconds) has no effect: every problem "
                      "of this sweep is scored against the exact reference")
+    if cfg.cost_time == 0 and (cfg.cost_threads is not None or cfg.cost_clock != "wall"):
+        notes.append("--threads and --clock set how the cost per draw is timed; with --cost-time 0 nothing is timed, "
+                     "so they have no effect")
     tasks, skipped = plan_tasks(cfg, problems, estimators)
     if not tasks:  # every pair skipped: an empty run stored with exit 0 would read as a sweep that ran
         first = skipped[0].removeprefix("skipped: ") if skipped else "none"
@@ -314,6 +318,9 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
             raise InputError("--device cuda was asked for, but CUDA is not available here")
     if any_mc:
         _check_cache_folder(stream_folder(checkpoint_dir(db)))
+        for task in tasks:  # an entry the streams would be written to (or read from) that is not ours: refused now
+            if uses_mc(task.get("reference", "auto"), problems[task["problem"]], task["exact_method"], task["budget"]):
+                check_stream_file(stream_path(task, checkpoint_dir(db)))
     # the executor first: a Dask scheduler that cannot be reached is refused before the store is touched
     with make_executor(executor, workers, scheduler) as (ex, window):
         store = Store(db, create=True)

@@ -1793,3 +1793,40 @@ def test_thirteenth_round_show_checks_the_metric_of_a_training_run(tmp_path, mon
     err = capsys.readouterr().err
     assert "has no metric 'nosuch' (metrics: " in err, err
     assert main(["show", "latest", "--metric", err.split("(metrics: ")[1].split(",")[0].rstrip(")\n")]) == 0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "hardlink", "symlink"])
+def test_fourteenth_round_a_reference_cache_entry_that_is_a_store_is_refused_up_front(tmp_path, monkeypatch, capsys,
+                                                                                     kind):
+    """A SQLite file (a copied store) at a reference stream's cache path was replaced by the stream, exit 0; a
+    link there failed every task (exit 1). Now the sweep refuses before anything runs or is written."""
+    from bench import mc_reference
+
+    mc_reference._STREAMS.clear()  # the stream of an earlier case, kept in memory, would not be written again
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "--problem", "random:widths=2-3-3,points=10", "--estimators", "st", "-N", "64", "--no-report",
+            "--cost-time", "0", "--reference", "mc", "--reference-draws", "64"]
+    assert main(argv + ["--db", "first.sqlite"]) == 0  # makes the stream: its path is known from the cache
+    capsys.readouterr()
+    (entry,) = (tmp_path / "sbn_checkpoints" / "mc-references").iterdir()
+    entry.unlink()
+    if kind == "sqlite":
+        entry.write_bytes((tmp_path / "first.sqlite").read_bytes())
+    elif kind == "hardlink":
+        os.link(tmp_path / "first.sqlite", entry)
+    else:
+        entry.symlink_to(tmp_path / "first.sqlite")
+    before = (tmp_path / "first.sqlite").read_bytes()
+    rc = main(argv + ["--db", "second.sqlite"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert ("is a SQLite database" if kind != "symlink" else "is a link, folder, pipe or device") in err[0], err
+    assert not (tmp_path / "second.sqlite").exists() and (tmp_path / "first.sqlite").read_bytes() == before
+
+
+def test_fourteenth_round_cost_flags_without_timing_are_noted(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *QUICK, "--no-report", "--cost-time", "0", "--threads", "1", "--clock", "cpu"]) == 0
+    assert "with --cost-time 0 nothing is timed, so they have no effect" in capsys.readouterr().err
+    assert main(["run", *QUICK, "--no-report", "--cost-time", "0"]) == 0
+    assert "have no effect" not in capsys.readouterr().err
