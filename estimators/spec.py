@@ -88,6 +88,7 @@ def plain_spec(text: str, what: str = "spec") -> str:
 
 def parse(spec: str) -> EstimatorSpec:
     """Parse ``name[:options]`` or ``module:Class[:options]`` / ``file.py:Class[:options]``."""
+    no_control_characters(str(spec), "spec")  # before stripping: a tab or newline at either end is refused too
     text = str(spec).strip()
     m = _REF.match(text)
     plain_spec(text)
@@ -108,6 +109,7 @@ def split_list(text: str) -> list[str]:
     """A comma list of specs whose options also use commas: ``"psa,reinforce:baseline=ema,decay=0.5,st"``
     -> ``["psa", "reinforce:baseline=ema,decay=0.5", "st"]`` (a ``key=value`` item joins the spec before it)."""
     out: list[str] = []
+    no_control_characters(text, "--estimators")  # before the items are stripped: `st<TAB>` is refused, not read as st
     if not str(text).strip():
         raise InputError("--estimators is empty")
     for token in (t.strip() for t in str(text).split(",")):

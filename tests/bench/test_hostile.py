@@ -1830,3 +1830,10 @@ def test_fourteenth_round_cost_flags_without_timing_are_noted(tmp_path, monkeypa
     assert "with --cost-time 0 nothing is timed, so they have no effect" in capsys.readouterr().err
     assert main(["run", *QUICK, "--no-report", "--cost-time", "0"]) == 0
     assert "have no effect" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", ["st\t", "\tst", "st\n"])
+def test_fifteenth_round_control_characters_at_the_ends_of_an_estimator_spec_are_refused(hostile, spec):
+    """`--estimators $'st\\t'` ran as `st`: the items were stripped before the control-character check."""
+    hostile(["run", *QUICK[:2], "--estimators", spec, "-N", "10", "--no-report"], "holds control characters")
+    hostile(["validate", spec], "holds control characters")
