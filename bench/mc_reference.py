@@ -552,12 +552,7 @@ def check_stream_file(path: str) -> None:
     if os.path.islink(path) or not os.path.isfile(path):
         raise InputError(f"the Monte Carlo reference cache {path} is a link, folder, pipe or device, not a file "
                          f"this sweep wrote; remove it and rerun")
-    try:
-        with open(path, "rb") as fh:
-            sqlite = fh.read(16) == b"SQLite format 3\x00"
-    except OSError:
-        sqlite = False
-    if sqlite:
+    if inputs.is_sqlite_file(path):
         raise InputError(f"the Monte Carlo reference cache {path} is a SQLite database (a results store?), not a "
                          f"stream this sweep wrote; move it away and rerun")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.store import Store
 from estimators.errors import InputError
-from estimators.inputs import cannot_create_in, comma_items, no_repeats
+from estimators.inputs import cannot_create_in, comma_items, is_sqlite_file, no_repeats
 from reports import FORMATS, ReportError, build_report
 
 __all__ = ["check_out_dir", "check_out_file", "check_out_files", "check_report_flags", "parse_formats", "render",
@@ -51,7 +51,7 @@ def check_out_files(folder: str | os.PathLike, names, writer: str) -> None:
                         if path.is_socket() else "a device" if not path.is_file() else "a file")
                 raise InputError(f"{path} is {kind}, not a {'regular file' if last else 'folder'}; "
                                  f"{writer} writes only plain files in {str(folder)!r}")
-            if last and _is_sqlite(path):  # `report --db o/report.html --out o` replaced the store it read
+            if last and is_sqlite_file(path):  # `report --db o/report.html --out o` replaced the store it read
                 raise InputError(f"{path} is a SQLite database (a results store?); {writer} does not replace it")
 
 
@@ -61,15 +61,6 @@ def check_out_file(path: str | os.PathLike, writer: str) -> None:
     folder, name = os.path.split(os.path.abspath(path))
     check_out_dir(folder, f"{writer} folder")
     check_out_files(folder, [name], writer)  # `check --json results.sqlite` replaced every stored run
-
-
-def _is_sqlite(path: str | os.PathLike) -> bool:
-    """Whether the regular file ``path`` starts with SQLite's header."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(16) == b"SQLite format 3\x00"
-    except OSError:
-        return False
 
 
 def write_file(path: str | os.PathLike, text: str) -> None:

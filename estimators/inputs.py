@@ -123,6 +123,16 @@ def cannot_create_in(folder: str | os.PathLike) -> str | None:
     return None
 
 
+def is_sqlite_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a readable file that starts with SQLite's header (a results store: no output of
+    sbn-bench may replace one)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
 def comma_items(text: str, what: str, unique: bool = False) -> list[str]:
     """The items of a comma list, stripped; an empty list or an empty item (``a,,b``) is refused, and
     with ``unique`` an item given twice."""

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from estimators.errors import InputError
+from estimators.inputs import is_sqlite_file
 from estimators.model import ConvGeom, Problem
 
 from .specs import guard_size
@@ -59,12 +60,7 @@ def save_problem(problem: Problem, path: str | os.PathLike) -> None:
             arrays[f"conv{k}"] = np.array(geom.as_array(), dtype=np.int64)
     if os.path.isdir(path):
         raise InputError(f"{os.fspath(path)!r} is a directory; name the .npz file to write")
-    try:
-        with open(path, "rb") as fh:
-            sqlite = fh.read(16) == b"SQLite format 3\x00"
-    except OSError:
-        sqlite = False
-    if sqlite:  # `train --db c/chk-1.npz --checkpoint-dir c`: the checkpoint would replace the results store
+    if is_sqlite_file(path):  # `train --db c/chk-1.npz --checkpoint-dir c`: the checkpoint would replace the results store
         raise InputError(f"{os.fspath(path)!r} is a SQLite database (a results store?); a problem file does not "
                          f"replace it")
     tmp = f"{os.fspath(path)}.{os.getpid()}.tmp.npz"

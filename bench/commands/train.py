@@ -58,10 +58,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    return int_list(text, flag)  # plain ASCII digits, no empty item
-
-
 def build_config(args: argparse.Namespace):
     base = dict(RECIPES[args.recipe])
     if args.estimator:
@@ -72,7 +68,7 @@ def build_config(args: argparse.Namespace):
                  device=args.device, dtype=args.dtype, name=args.name, checkpoint_points=args.checkpoint_points)
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.checkpoint_epochs is not None:
-        base["checkpoint_epochs"] = _ints(args.checkpoint_epochs, "--checkpoint-epochs")
+        base["checkpoint_epochs"] = int_list(args.checkpoint_epochs, "--checkpoint-epochs")
     elif args.epochs is not None:  # a recipe's checkpoints past a shortened run are dropped, not an error
         base["checkpoint_epochs"] = tuple(e for e in base.get("checkpoint_epochs", ()) if e <= args.epochs)
     base["estimators"] = expand_estimators(base["estimators"])
