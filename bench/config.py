@@ -6,6 +6,14 @@ A sweep is problems x estimators x settings.  TOML keys are the field names of :
 or ``reference_seconds`` (with an optional early end, ``reference_precision``), and the cost measurement's ``cost_time``,
 ``cost_clock``, ``cost_threads``: :class:`bench.costs.CostSettings`); an unknown key, a wrong type or a malformed file is one
 :class:`InputError` that names the key, or the line and column.
+
+``problem_budgets`` gives single problems their own budget: a table per problem spec (as written in ``problems``)
+with any of ``draws``, ``reference_draws``, ``reference_seconds``, ``reference_precision``, which replace the sweep's
+values for that problem's tasks and reference stream (:meth:`SweepConfig.for_problem`)::
+
+    [problem_budgets."random:widths=16-64-64-64-64-64-64-64-64,points=16,scale=1.0,init=fanin"]
+    draws = 32768
+    reference_seconds = 480
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ from .costs import CostSettings
 
 #: the largest Monte Carlo reference time budget per problem (seconds)
 MAX_REFERENCE_SECONDS = 86400.0
+
+#: the keys a problem's own budget may set (``problem_budgets``); each replaces the sweep's value for it
+BUDGET_KEYS = ("draws", "reference_draws", "reference_seconds", "reference_precision")
 
 __all__ = ["ConfigMixin", "SweepConfig", "load_toml", "SWEEP_PRESETS", "SWEEP_PRESET_EXECUTORS"]
 
@@ -69,12 +80,18 @@ class SweepConfig(ConfigMixin):
     cost_time: float = 0.5  # seconds of timed repeats per task for its cost per draw; 0: off
     cost_clock: str = "wall"  # wall or cpu (process CPU time: needs cost_threads = 1 and a CPU device)
     cost_threads: int | None = None  # torch threads while the cost is timed; None: the worker's
+    #: problem spec -> its own budget (keys of :data:`BUDGET_KEYS`), replacing the sweep's for that problem
+    problem_budgets: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "problems", tuple(self.problems))
         object.__setattr__(self, "estimators", tuple(self.estimators))
         if self.grid is not None:
             object.__setattr__(self, "grid", tuple(int(m) for m in self.grid))
+        if not isinstance(self.problem_budgets, dict):
+            raise InputError("problem_budgets must be a table of problem spec -> budget")
+        object.__setattr__(self, "problem_budgets", {p: dict(sorted(b.items())) if isinstance(b, dict) else b
+                                                     for p, b in sorted(self.problem_budgets.items())})
         self.validate()
 
     def validate(self) -> None:
@@ -129,6 +146,38 @@ class SweepConfig(ConfigMixin):
         self.cost_settings()  # checks the cost measurement's settings
         if self.cost_clock == "cpu" and self.device != "cpu" and self.cost_time > 0:
             raise InputError("--clock cpu (process CPU time) can only time CPU work; use --device cpu")
+        for spec, budget in self.problem_budgets.items():
+            if spec not in self.problems:
+                raise InputError(f"problem_budgets names {spec!r}, which is not a problem of the sweep (give it "
+                                 f"exactly as written in problems)")
+            if not isinstance(budget, dict) or not budget:
+                raise InputError(f"problem_budgets for {spec!r} must be a non-empty table of "
+                                 f"{', '.join(BUDGET_KEYS)}")
+            for key, value in budget.items():
+                if key not in BUDGET_KEYS:
+                    raise InputError(f"problem_budgets for {spec!r}: unknown key {key!r} (keys: {', '.join(BUDGET_KEYS)})")
+                if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
+                    raise InputError(f"problem_budgets for {spec!r}: {key!r} has the wrong type ({type(value).__name__})")
+            self.for_problem(spec)  # its budget checked as the sweep's would be
+
+    def for_problem(self, spec: str) -> "SweepConfig":
+        """The settings of ``spec``'s tasks: the sweep's, with the problem's own budget (``problem_budgets``) in place
+        of the sweep's values.  ``draws`` and ``reference_precision`` replace theirs; ``reference_draws`` or
+        ``reference_seconds`` replace the sweep's reference budget (a number of draws also drops its precision, as
+        ``--reference-draws`` does on a preset)."""
+        budget = self.problem_budgets.get(spec)
+        if not budget:
+            return dataclasses.replace(self, problem_budgets={}) if self.problem_budgets else self
+        changes = dict(budget)
+        if "reference_draws" in budget or "reference_seconds" in budget:
+            changes.setdefault("reference_draws", None)
+            changes.setdefault("reference_seconds", None)
+            if "reference_draws" in budget:
+                changes.setdefault("reference_precision", None)
+        try:
+            return dataclasses.replace(self, problem_budgets={}, **changes)
+        except InputError as exc:
+            raise InputError(f"problem_budgets for {spec!r}: {exc}") from None
 
     def reference_budget(self) -> dict:
         """The Monte Carlo reference's budget as set (``{}`` when neither is: as many draws as ``draws``)."""
@@ -154,6 +203,8 @@ class SweepConfig(ConfigMixin):
         for key in ("reference_draws", "reference_seconds", "reference_precision"):  # likewise: absent unless set
             if d[key] is None:
                 del d[key]
+        if not d["problem_budgets"]:
+            del d["problem_budgets"]
         return d
 
 
@@ -161,7 +212,8 @@ class SweepConfig(ConfigMixin):
 _FIELDS = {f.name: f for f in dataclasses.fields(SweepConfig)}
 _TYPES = {"problems": list, "estimators": list, "draws": int, "grid": list, "chunk": int, "device": str,
           "dtype": str, "exact_method": str, "memory_budget_gib": (int, float), "seed": int, "name": str,
-          "reference": str, "reference_draws": int, "reference_seconds": (int, float), "reference_precision": (int, float), "cost_time": (int, float), "cost_clock": str, "cost_threads": int}
+          "reference": str, "reference_draws": int, "reference_seconds": (int, float), "reference_precision": (int, float), "cost_time": (int, float), "cost_clock": str, "cost_threads": int,
+          "problem_budgets": dict}
 
 
 def load_toml(path: str) -> dict:
@@ -229,6 +281,10 @@ SWEEP_PRESETS: dict[str, dict] = {
         # in every group (measured run time and what it buys: docs/monte-carlo.md#presets)
         reference_seconds=240.0,
         reference_precision=0.02,
+        # the depth-8 network's middle layers need more of both streams than the others (one PSA draw has variance
+        # 100-190 ||g||^2 there): its own budget (docs/monte-carlo.md#presets)
+        problem_budgets={"random:widths=16" + "-64" * 8 + ",points=16,scale=1.0,init=fanin":
+                         dict(draws=32768, reference_seconds=360.0)},
     ),
 }
 

@@ -136,23 +136,23 @@ def check_size(cfg: SweepConfig, tasks: list[dict], problems: dict) -> None:
     :data:`MAX_SWEEP_SECONDS`, or with more than :data:`~estimators.inputs.MAX_DRAWS` draws per task,
     is refused unless ``--allow-large`` is given.  Nothing has touched the disk yet."""
     dtype = getattr(torch, cfg.dtype)
-    if (cfg.reference_draws or 0) > PILOT_ABOVE_DRAWS:
+    if any(t.get("mc", {}).get("draws", 0) > PILOT_ABOVE_DRAWS for t in tasks):
         _check_reference_size(cfg, tasks, problems, dtype)
-    if cfg.draws <= PILOT_ABOVE_DRAWS:
+    most = max((t["draws"] for t in tasks), default=0)  # per task: a problem may have its own budget
+    if most <= PILOT_ABOVE_DRAWS:
         return
     per_draw: list[tuple[float, str, str]] = []
+    total = 0.0
     for task in tasks:
         est = registry.from_task(task)
         problem = problems[task["problem"]].to(dtype=dtype, device=cfg.device)
         spd, _ = timed_draws(est, problem, PILOT_DRAWS, torch.Generator(device=cfg.device).manual_seed(0))
         per_draw.append((spd, task["estimator"], task["problem"]))
-    if not per_draw:
-        return
-    total = cfg.draws * sum(t for t, _, _ in per_draw)
-    if cfg.draws > inputs.MAX_DRAWS or total > MAX_SWEEP_SECONDS:
+        total += spd * task["draws"]
+    if most > inputs.MAX_DRAWS or total > MAX_SWEEP_SECONDS:
         slow, est_spec, pspec = max(per_draw)
         raise InputError(
-            f"{cfg.draws} draws per task: this sweep would need about {_duration(total)} of compute here (slowest: "
+            f"{most} draws per task: this sweep would need about {_duration(total)} of compute here (slowest: "
             f"{est_spec} on {pspec}, {slow * 1e3:.3g} ms per draw, timed on {PILOT_DRAWS} draws); the limits are "
             f"{inputs.MAX_DRAWS:.0e} draws per task and {MAX_SWEEP_SECONDS / 3600:g} hours of compute: pass "
             f"--allow-large to run it")
@@ -168,7 +168,8 @@ def _check_reference_size(cfg: SweepConfig, tasks: list[dict], problems: dict, d
     worst = (0.0, "")
     for pspec in dict.fromkeys(t["problem"] for t in tasks):
         task = next(t for t in tasks if t["problem"] == pspec)
-        if not uses_mc(task.get("reference", "auto"), problems[pspec], cfg.exact_method, task["budget"]):
+        draws = task.get("mc", {}).get("draws")  # the problem's own reference budget, or the sweep's
+        if draws is None or not uses_mc(task.get("reference", "auto"), problems[pspec], cfg.exact_method, task["budget"]):
             continue
         problem = problems[pspec].to(dtype=dtype, device=cfg.device)
         timed: dict[str, float] = {}
@@ -187,12 +188,13 @@ def _check_reference_size(cfg: SweepConfig, tasks: list[dict], problems: dict, d
             for g in groups:
                 slowest[g] = max(slowest.get(g, 0.0), spd)
         if timed:
-            up = min(sum(slowest.values()), sum(timed.values())) * cfg.reference_draws
-            low += min(timed.values()) * cfg.reference_draws
+            up = min(sum(slowest.values()), sum(timed.values())) * draws
+            low += min(timed.values()) * draws
             high += up
             worst = max(worst, (up, pspec))
     if high > MAX_SWEEP_SECONDS:
-        raise InputError(f"{cfg.reference_draws} reference draws per problem could need up to {_duration(high)} of "
+        most = max(t.get("mc", {}).get("draws", 0) for t in tasks)
+        raise InputError(f"{most} reference draws per problem could need up to {_duration(high)} of "
                          f"compute here (at least {_duration(low)}; most on {worst[1]}: the reference estimators are "
                          f"chosen by a pilot when the stream is computed, timed here on {PILOT_DRAWS} draws each); the "
                          f"limit is {MAX_SWEEP_SECONDS / 3600:g} hours: use fewer draws or --reference-seconds, or pass "
@@ -292,16 +294,24 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
     notes: list[str] = []
     problems = _problems(cfg, notes)
     budget = int(cfg.memory_budget_gib * 2**30)
-    any_mc = any(uses_mc(cfg.reference, p, cfg.exact_method, budget) for p in problems.values())
-    if any_mc and cfg.draws < MIN_REFERENCE_DRAWS:
-        raise InputError(f"{cfg.draws} draws per task: a Monte Carlo score needs at least {MIN_REFERENCE_DRAWS} (its "
-                         f"interval comes from {MIN_REFERENCE_DRAWS // 2} batches of at least 2 draws)")
+    mc_specs = [s for s, p in problems.items() if uses_mc(cfg.reference, p, cfg.exact_method, budget)]
+    any_mc = bool(mc_specs)
+    for spec in mc_specs:
+        draws = cfg.for_problem(spec).draws
+        if draws < MIN_REFERENCE_DRAWS:
+            raise InputError(f"{draws} draws per task{'' if draws == cfg.draws else f' of {spec}'}: a Monte Carlo "
+                             f"score needs at least {MIN_REFERENCE_DRAWS} (its interval comes from "
+                             f"{MIN_REFERENCE_DRAWS // 2} batches of at least 2 draws)")
     if any_mc and cfg.exact_method == "brute":
         notes.append("--exact-method brute applies only to the problems scored exactly; the Monte Carlo ones "
                      "enumerate nothing")
     if cfg.reference_budget() and not any_mc:
         notes.append("the Monte Carlo reference's budget (reference draws or seconds) has no effect: every problem "
                      "of this sweep is scored against the exact reference")
+    for spec, own in cfg.problem_budgets.items():
+        if spec not in mc_specs and any(k.startswith("reference_") for k in own):
+            notes.append(f"problem {spec}: its own reference budget has no effect: it is scored against the exact "
+                         f"reference")
     if cfg.cost_time == 0 and (cfg.cost_threads is not None or cfg.cost_clock != "wall"):
         notes.append("--threads and --clock set how the cost per draw is timed; with --cost-time 0 nothing is timed, "
                      "so they have no effect")

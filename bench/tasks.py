@@ -60,20 +60,21 @@ def plan_tasks(cfg: SweepConfig, problems: dict, estimators: list[str]) -> tuple
     records = [registry.task_record(espec) for espec in estimators]  # each spec resolved once
     digests = {pspec: problem.digest() for pspec, problem in problems.items()}
     for pspec, problem in problems.items():
+        pc = cfg.for_problem(pspec)  # the sweep's settings with this problem's own budget, if it has one
         for est, record in records:
             try:
                 est.check(problem)
             except InputError as exc:
                 skipped.append(f"skipped: {exc} [problem {pspec}]")
                 continue
-            spec = dict(problem=pspec, problem_digest=digests[pspec], **record, draws=cfg.draws,
-                        grid=list(cfg.grid) if cfg.grid else None, chunk=cfg.chunk, device=cfg.device,
-                        dtype=cfg.dtype, exact_method=cfg.exact_method,
-                        budget=int(cfg.memory_budget_gib * 2**30), root_seed=cfg.seed)
-            if cfg.reference != "auto":  # absent for auto: task keys planned before it existed are unchanged
-                spec["reference"] = cfg.reference
-            if cfg.reference_budget():  # the Monte Carlo reference's draws or seconds, when set
-                spec["mc"] = cfg.reference_budget()
+            spec = dict(problem=pspec, problem_digest=digests[pspec], **record, draws=pc.draws,
+                        grid=list(pc.grid) if pc.grid else None, chunk=pc.chunk, device=pc.device,
+                        dtype=pc.dtype, exact_method=pc.exact_method,
+                        budget=int(pc.memory_budget_gib * 2**30), root_seed=pc.seed)
+            if pc.reference != "auto":  # absent for auto: task keys planned before it existed are unchanged
+                spec["reference"] = pc.reference
+            if pc.reference_budget():  # the Monte Carlo reference's draws or seconds, when set
+                spec["mc"] = pc.reference_budget()
             tasks.append(dict(spec, key=task_key(spec), seed=task_seed(cfg.seed, seed_key(spec)),
                               cost=cfg.cost_settings().as_dict()))
     return tasks, skipped

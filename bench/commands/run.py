@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("--problem", action="append", metavar="SPEC", help="problem spec (repeatable); replaces the preset's")
     p.add_argument("--problem-file", action="append", metavar="FILE.npz", help="a problem file (repeatable)")
     p.add_argument("--estimators", metavar="LIST", help="comma list, options after a colon: psa,concrete:tau=0.1,st; * = all")
-    p.add_argument("--draws", "-N", type=int, help="single-draw estimates per task (N)")
+    p.add_argument("--draws", "-N", type=int,
+                   help="single-draw estimates per task (N), for every problem (a preset's per-problem draws go)")
     p.add_argument("--grid", metavar="M,M,...", help="sample sizes M to score (default: the PSA grid up to N)")
     p.add_argument("--chunk", type=int, help="draws per estimator call (default: sized from the problem)")
     p.add_argument("--seed", type=int, help="root seed of the run")
@@ -36,7 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--reference", choices=("auto", "exact", "mc"),
                    help="reference gradient: exact enumeration, Monte Carlo (mc), or auto (exact where it fits)")
     p.add_argument("--reference-draws", type=int, metavar="N",
-                   help="Monte Carlo reference: draws per problem, shared by its estimators (default: N)")
+                   help="Monte Carlo reference: draws per problem, shared by its estimators (default: N); like "
+                        "--reference-seconds and --reference-precision, it applies to every problem")
     p.add_argument("--reference-seconds", type=float, metavar="SECONDS",
                    help="Monte Carlo reference: as many draws per problem as this much compute allows")
     p.add_argument("--reference-precision", type=float, metavar="FRACTION",
@@ -74,7 +76,8 @@ def build_config(args: argparse.Namespace):
         # the file's own values are checked as written, even those a flag replaces below (its cost_time = -1
         # was accepted when --cost-time was also given); problems are checked when the sweep is planned
         own = {k: v for k, v in base.items() if k != "grid" or "draws" in base}  # -N may lift a grid's M
-        SweepConfig(**{**own, "problems": tuple(base["problems"]) or ("psa-2-5-5-5",),
+        SweepConfig(**{**own, "problems": tuple(base["problems"]) or tuple(base.get("problem_budgets", ()))
+                       or ("psa-2-5-5-5",),
                        "estimators": tuple(base["estimators"])})
     else:
         base = dict(SWEEP_PRESETS[args.preset or "quick"])
@@ -84,6 +87,11 @@ def build_config(args: argparse.Namespace):
             raise InputError(f"--problem-file {f!r} must be an .npz problem file")
     if problems:
         base["problems"] = problems
+    budgets = {spec: dict(b) for spec, b in base.get("problem_budgets", {}).items() if spec in base["problems"]}
+    if args.config and len(budgets) < len(base.get("problem_budgets", {})):  # a preset's go without a word
+        gone = [spec for spec in base["problem_budgets"] if spec not in budgets]
+        print(f"note: problem_budgets of {len(gone)} problem(s) not in this sweep have no effect (first: {gone[0]})",
+              file=sys.stderr)
     if args.estimators is not None:  # an empty list is an error, never the preset's estimators
         base["estimators"] = split_estimators(args.estimators)
     if args.grid is not None:
@@ -92,14 +100,23 @@ def build_config(args: argparse.Namespace):
                  exact_method=args.exact_method, memory_budget_gib=args.memory_budget, name=args.name,
                  reference=args.reference, cost_time=args.cost_time, cost_clock=args.clock,
                  cost_threads=args.threads)
+    replaced = {"draws"} if args.draws is not None else set()  # budget keys a flag sets for every problem
     if args.reference_draws is not None or args.reference_seconds is not None:  # a flag replaces the preset's budget
         base.pop("reference_draws", None)
         base.pop("reference_seconds", None)
+        replaced |= {"reference_draws", "reference_seconds"}
         if args.reference_draws is not None:  # a number of draws is exact: the preset's early end goes with it
             base.pop("reference_precision", None)
+            replaced.add("reference_precision")
         flags.update(reference_draws=args.reference_draws, reference_seconds=args.reference_seconds)
+    if args.reference_precision is not None:
+        replaced.add("reference_precision")
     flags.update(reference_precision=args.reference_precision)
     base.update({k: v for k, v in flags.items() if v is not None})
+    # problems' own budgets follow their problems (a replaced problem list keeps those still named), and a flag
+    # sets its value for every problem: the preset's or file's per-problem value of that key goes
+    budgets = {spec: {k: v for k, v in b.items() if k not in replaced} for spec, b in budgets.items()}
+    base["problem_budgets"] = {spec: b for spec, b in budgets.items() if b}
     if args.draws is not None and "grid" in base and base["grid"] and args.grid is None:
         base["grid"] = [m for m in base["grid"] if m <= args.draws]
     try:

@@ -489,7 +489,7 @@ def test_reference_draws_bound_counts_the_slowest_candidate_per_group(monkeypatc
 
     monkeypatch.setattr(sweep, "timed_draws", fake)
     cfg = SweepConfig(problems=("p",), estimators=("st",), draws=64, reference="mc", reference_draws=100)
-    task = dict(problem="p", reference="mc", budget=0)
+    task = dict(problem="p", reference="mc", budget=0, mc={"draws": 100})
     with pytest.raises(InputError, match=r"could need up to 1\.\d+ days .*at least"):
         sweep._check_reference_size(cfg, [task], {"p": problem}, torch.float64)
     assert "local-expectation" in calls
