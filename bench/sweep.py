@@ -111,6 +111,9 @@ def _problems(cfg: SweepConfig, notes: list[str] | None = None) -> dict:
     return problems
 
 
+#: the exact reference's memory budget when none is given (a different one with ``reference = "mc"`` is noted)
+MEMORY_BUDGET_DEFAULT = SweepConfig.__dataclass_fields__["memory_budget_gib"].default
+
 #: seconds between looks at the store while waiting for tasks another run of the same sweep computes
 CLAIM_POLL_S = 1.0
 
@@ -312,6 +315,9 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
         if spec not in mc_specs and any(k.startswith("reference_") for k in own):
             notes.append(f"problem {spec}: its own reference budget has no effect: it is scored against the exact "
                          f"reference")
+    if cfg.reference == "mc" and cfg.memory_budget_gib != MEMORY_BUDGET_DEFAULT:
+        notes.append("--memory-budget sets which problems the exact reference may enumerate; with --reference mc "
+                     "none is enumerated, so it has no effect")
     if cfg.cost_time == 0 and (cfg.cost_threads is not None or cfg.cost_clock != "wall"):
         notes.append("--threads and --clock set how the cost per draw is timed; with --cost-time 0 nothing is timed, "
                      "so they have no effect")
@@ -329,7 +335,7 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
     if any_mc:
         _check_cache_folder(stream_folder(checkpoint_dir(db)))
         for task in tasks:  # an entry the streams would be written to (or read from) that is not ours: refused now
-            if uses_mc(task.get("reference", "auto"), problems[task["problem"]], task["exact_method"], task["budget"]):
+            if task["problem"] in mc_specs:
                 check_stream_file(stream_path(task, checkpoint_dir(db)))
     # the executor first: a Dask scheduler that cannot be reached is refused before the store is touched
     with make_executor(executor, workers, scheduler) as (ex, window):

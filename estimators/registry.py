@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from . import plugins
 from .base import Estimator
-from .errors import InputError, one_line
+from .errors import EstimatorError, InputError, one_line, raised_at
 from .spec import EstimatorSpec, parse
 
 __all__ = ["ContractError", "register", "get", "names", "classes", "origin", "load_plugin", "parse_spec", "resolve",
@@ -206,7 +206,15 @@ def task_record(spec: str | EstimatorSpec) -> tuple[Estimator, dict]:
     process loads it from.  :func:`from_task` rebuilds the estimator from these fields."""
     s = resolve(spec)
     est = get(s)
-    return est, dict(estimator=est.spec, estimator_name=est.name, estimator_options=est.options(),
+    try:  # a plugin may override these: its failure is one line naming it, not an internal error
+        canonical, options = est.spec, est.options()
+    except (KeyboardInterrupt, InputError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the estimator's own code
+        what = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else \
+            f"raised {type(exc).__name__}: {one_line(exc)}"
+        raise EstimatorError(f"estimator {s.name!r}: describing its options {what}{raised_at(exc)}") from None
+    return est, dict(estimator=canonical, estimator_name=est.name, estimator_options=options,
                      estimator_origin=origin(est.name).identity, estimator_source=s.source)
 
 

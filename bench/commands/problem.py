@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from bench.rendering import check_out_dir, check_out_files
 from estimators.errors import InputError
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         check_out_files(folder or ".", [name], "problem --save")
     if args.save and os.path.lexists(args.save) and not args.force:
         raise InputError(f"--save {args.save!r} exists; pass --force to replace it")
+    if args.force and not args.save:
+        print("note: --force lets --save replace a file; without --save it has no effect", file=sys.stderr)
     overrides = {"encoding": args.encoding, "noise": args.noise, "loss": args.loss}
     if args.spec.endswith(".npz"):
         problem = load_problem(args.spec, **overrides)
