@@ -185,3 +185,25 @@ def test_a_budget_of_an_exactly_scored_problem_is_noted(tmp_path, capsys):
                  f'[problem_budgets."{SMALL}"]\nreference_draws = 64\n')
     assert main(["run", "--config", str(f), "--db", str(tmp_path / "r.sqlite"), "--no-report"]) == 0
     assert f"problem {SMALL}: its own reference budget has no effect" in capsys.readouterr().err
+
+
+def test_the_documented_sweep_files_load_with_their_budgets():
+    """The TOML sweeps shown in the README and in docs/monte-carlo.md are valid and give the problem named in
+    their ``problem_budgets`` table its own draws."""
+    import re
+    import textwrap
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found = 0
+    for doc in ("README.md", "docs/monte-carlo.md"):
+        for block in re.findall(r"^( *)```toml\n(.*?)^\1```", (root / doc).read_text(), re.S | re.M):
+            data = tomllib.loads(textwrap.dedent(block[1]))
+            if "problem_budgets" not in data:
+                continue
+            c = SweepConfig(**data)
+            for spec, own in c.problem_budgets.items():
+                assert c.for_problem(spec).draws == own["draws"] != c.draws
+            found += 1
+    assert found == 2
