@@ -90,8 +90,9 @@ class SweepConfig(ConfigMixin):
             object.__setattr__(self, "grid", tuple(int(m) for m in self.grid))
         if not isinstance(self.problem_budgets, dict):
             raise InputError("problem_budgets must be a table of problem spec -> budget")
-        object.__setattr__(self, "problem_budgets", {p: dict(sorted(b.items())) if isinstance(b, dict) else b
-                                                     for p, b in sorted(self.problem_budgets.items())})
+        first = lambda kv: str(kv[0])  # noqa: E731 - sorted by key (any type: checked by validate below)
+        object.__setattr__(self, "problem_budgets", {p: dict(sorted(b.items(), key=first)) if isinstance(b, dict) else b
+                                                     for p, b in sorted(self.problem_budgets.items(), key=first)})
         self.validate()
 
     def validate(self) -> None:
