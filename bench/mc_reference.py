@@ -243,10 +243,11 @@ class ReferenceSums:
         return int(self.n.sum(0).max())
 
     def digest(self) -> str:
-        """SHA-256 of the sums (stored with them, checked when they are read back)."""
+        """SHA-256 of the sums and the record (stored with them, checked when they are read back)."""
         h = hashlib.sha256()
         for a in (self.S, self.Q, self.n):
             h.update(np.ascontiguousarray(a, np.float64).tobytes())
+        h.update(json.dumps({k: v for k, v in self.record.items() if k != "digest"}, sort_keys=True).encode())
         return h.hexdigest()
 
     def save(self, path: str, replace: bool = False) -> bool:
@@ -270,8 +271,9 @@ class ReferenceSums:
                 os.remove(tmp)
 
     @classmethod
-    def load(cls, path: str, params: int, groups: int) -> "ReferenceSums | None":
-        """The sums saved at ``path``, or ``None`` when the file is missing or not a reference of this shape."""
+    def load(cls, path: str, params: int, groups: int, key: str | None = None) -> "ReferenceSums | None":
+        """The sums saved at ``path``, or ``None`` when the file is missing, not a reference of this shape, or (with
+        ``key``) the stream of other settings: a file copied over another's name is not taken for it."""
         try:
             with np.load(path, allow_pickle=False) as z:
                 S, Q, n, rec = z["S"], z["Q"], z["n"], json.loads(str(z["record"]))
@@ -282,6 +284,8 @@ class ReferenceSums:
             return None
         out = cls(S.astype(np.float64), Q.astype(np.float64), n.astype(np.float64), rec)
         if rec.pop("digest", None) != out.digest():  # damaged or edited since it was written
+            return None
+        if key is not None and rec.get("stream_key") != key:  # another stream's file under this name
             return None
         return out
 
@@ -575,7 +579,7 @@ def prepare_reference(task: dict, problem: Problem, cache_dir: str | None = None
     if path is not None:
         check_stream_file(path)
     damaged = path is not None and os.path.exists(path)  # until it loads
-    sums = ReferenceSums.load(path, sl["all"].stop, len(problem.group_names)) if damaged else None
+    sums = ReferenceSums.load(path, sl["all"].stop, len(problem.group_names), key) if damaged else None
     if sums is None:
         s = reference_settings(task)
         dev = problem.device
@@ -589,11 +593,11 @@ def prepare_reference(task: dict, problem: Problem, cache_dir: str | None = None
         sums = reference_sums(problem, ref, torch.Generator(device=dev).manual_seed(_spawn(task, 1)),
                               draws=s["draws"], seconds=seconds, progress=progress, precision=s.get("precision"))
         sums.record.update(pilot_seconds=spent, budget=dict(draws=s["draws"], seconds=s["seconds"],
-                                                            precision=s.get("precision")))
+                                                            precision=s.get("precision")), stream_key=key)
         if path is not None:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             if not sums.save(path, replace=damaged):  # a damaged file is replaced ...
-                won = ReferenceSums.load(path, sl["all"].stop, len(problem.group_names))
+                won = ReferenceSums.load(path, sl["all"].stop, len(problem.group_names), key)
                 sums = won if won is not None else sums  # ... another process's stream, made meanwhile, is used
     _STREAMS.clear()
     _STREAMS[key] = sums

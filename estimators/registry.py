@@ -214,6 +214,13 @@ def task_record(spec: str | EstimatorSpec) -> tuple[Estimator, dict]:
         what = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else \
             f"raised {type(exc).__name__}: {one_line(exc)}"
         raise EstimatorError(f"estimator {s.name!r}: describing its options {what}{raised_at(exc)}") from None
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise EstimatorError(f"estimator {s.name!r}: options() must return a dict of option name -> value, got "
+                             f"{type(options).__name__}")
+    try:  # a task rebuilds the estimator from these options (from_task): checked now, before anything runs
+        get(EstimatorSpec(est.name, options, s.source))
+    except InputError as exc:
+        raise EstimatorError(f"estimator {s.name!r}: its options() do not rebuild it: {one_line(exc)}") from None
     return est, dict(estimator=canonical, estimator_name=est.name, estimator_options=options,
                      estimator_origin=origin(est.name).identity, estimator_source=s.source)
 

@@ -88,7 +88,7 @@ def build_config(args: argparse.Namespace):
     if problems:
         base["problems"] = problems
     budgets = {spec: dict(b) for spec, b in base.get("problem_budgets", {}).items() if spec in base["problems"]}
-    if args.config and len(budgets) < len(base.get("problem_budgets", {})):  # a preset's go without a word
+    if args.config and base["problems"] and len(budgets) < len(base.get("problem_budgets", {})):  # a preset's: silent
         gone = [spec for spec in base["problem_budgets"] if spec not in budgets]
         print(f"note: problem_budgets of {len(gone)} problem(s) not in this sweep have no effect (first: {gone[0]})",
               file=sys.stderr)

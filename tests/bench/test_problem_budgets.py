@@ -207,3 +207,13 @@ def test_the_documented_sweep_files_load_with_their_budgets():
                 assert c.for_problem(spec).draws == own["draws"] != c.draws
             found += 1
     assert found == 2
+
+
+def test_a_file_with_budgets_but_no_problems_is_one_line(tmp_path, capsys):
+    from bench.cli import main
+
+    f = tmp_path / "s.toml"
+    f.write_text(f'estimators = ["st"]\n[problem_budgets."{SMALL}"]\ndraws = 128\n')
+    assert main(["run", "--config", str(f), "--db", str(tmp_path / "r.sqlite"), "--no-report"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the sweep has no problems" in err[0], err
