@@ -279,10 +279,14 @@ class ReferenceSums:
                 S, Q, n, rec = z["S"], z["Q"], z["n"], json.loads(str(z["record"]))
         except Exception:  # noqa: BLE001 - any file that does not load (an unknown compression method, an
             return None    # encrypted member, JSON nested too deep, a header asking for 559 GiB) is damaged
-        if S.shape[1:] != (params,) or Q.shape[1:] != (groups,) or n.shape != Q.shape or len(S) != len(Q) \
-                or len(S) < 2 or not isinstance(rec, dict) or not np.isfinite(S).all() or not np.isfinite(Q).all():
+        if any(a.dtype.kind not in "fiu" for a in (S, Q, n)) or not isinstance(rec, dict):  # strings, records, complex
             return None
-        out = cls(S.astype(np.float64), Q.astype(np.float64), n.astype(np.float64), rec)
+        S, Q, n = S.astype(np.float64), Q.astype(np.float64), n.astype(np.float64)
+        if S.shape[1:] != (params,) or Q.shape[1:] != (groups,) or n.shape != Q.shape or len(S) != len(Q) \
+                or len(S) < 2 or not np.isfinite(S).all() or not np.isfinite(Q).all() or (Q < 0).any() \
+                or not np.isfinite(n).all() or (n < 1).any() or (n != np.round(n)).any():
+            return None  # every batch holds a whole, positive number of draws of each group
+        out = cls(S, Q, n, rec)
         if rec.pop("digest", None) != out.digest():  # damaged or edited since it was written
             return None
         if key is not None and rec.get("stream_key") != key:  # another stream's file under this name

@@ -206,23 +206,59 @@ def task_record(spec: str | EstimatorSpec) -> tuple[Estimator, dict]:
     process loads it from.  :func:`from_task` rebuilds the estimator from these fields."""
     s = resolve(spec)
     est = get(s)
-    try:  # a plugin may override these: its failure is one line naming it, not an internal error
+    canonical, options = describe(est)
+    try:  # a task rebuilds the estimator from these options (from_task): checked now, before anything runs
+        rebuilt = get(EstimatorSpec(est.name, options, s.source))
+    except InputError as exc:
+        raise EstimatorError(f"estimator {est.name!r}: its options() do not rebuild it: {one_line(exc)}") from None
+    try:
+        differs = [f.name for f in dataclasses.fields(est) if not _same(getattr(est, f.name), getattr(rebuilt, f.name))]
+    except BaseException as exc:  # noqa: BLE001 - a plugin's field whose comparison raises
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise EstimatorError(f"estimator {est.name!r}: its fields cannot be compared with those rebuilt from its "
+                             f"options() ({type(exc).__name__}: {one_line(exc)})") from None
+    if differs:  # options() describing another instance would score one estimator under another's name
+        raise EstimatorError(f"estimator {est.name!r}: its options() describe another instance (its field "
+                             f"{differs[0]!r} differs when rebuilt from them)")
+    return est, dict(estimator=canonical, estimator_name=est.name, estimator_options=options,
+                     estimator_origin=origin(est.name).identity, estimator_source=s.source)
+
+
+#: the types an estimator's option may have (exactly: a subclass defined by a plugin would not reach a worker process)
+PLAIN_OPTION_TYPES = (bool, int, float, str, type(None))
+
+
+def _same(a, b) -> bool:
+    return a == b or (a != a and b != b)  # NaN equals NaN here
+
+
+def describe(est: Estimator) -> tuple[str, dict]:
+    """``est.spec`` and a copy of ``est.options()``, checked: a plugin may override either, and what they return is
+    what a task records and rebuilds the estimator from.  The spec must be a one-line string, the options a dict
+    of option names to plain values (:data:`PLAIN_OPTION_TYPES`); any failure is one
+    :class:`~estimators.errors.EstimatorError` naming the estimator, never an internal error."""
+    name = getattr(type(est), "name", None) or type(est).__name__
+    try:
         canonical, options = est.spec, est.options()
+        if type(canonical) is not str or not canonical or not canonical.isprintable():
+            raise EstimatorError(f"estimator {name!r}: its spec must be a one-line string, got "
+                                 f"{type(canonical).__name__} {one_line(repr(canonical), 80)}")
+        if type(options) is not dict or any(type(k) is not str for k in options):
+            raise EstimatorError(f"estimator {name!r}: options() must return a dict (exactly) with option names "
+                                 f"(strings) as keys, got {type(options).__name__}")
+        options = dict(options)
+        bad = [k for k, v in options.items() if type(v) not in PLAIN_OPTION_TYPES]
+        if bad:
+            raise EstimatorError(f"estimator {name!r}: option {bad[0]!r} of options() is a "
+                                 f"{type(options[bad[0]]).__name__}; options are plain bool, int, float, str or None")
     except (KeyboardInterrupt, InputError):
         raise
     except BaseException as exc:  # noqa: BLE001 - the estimator's own code
         what = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else \
             f"raised {type(exc).__name__}: {one_line(exc)}"
-        raise EstimatorError(f"estimator {s.name!r}: describing its options {what}{raised_at(exc)}") from None
-    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
-        raise EstimatorError(f"estimator {s.name!r}: options() must return a dict of option name -> value, got "
-                             f"{type(options).__name__}")
-    try:  # a task rebuilds the estimator from these options (from_task): checked now, before anything runs
-        get(EstimatorSpec(est.name, options, s.source))
-    except InputError as exc:
-        raise EstimatorError(f"estimator {s.name!r}: its options() do not rebuild it: {one_line(exc)}") from None
-    return est, dict(estimator=canonical, estimator_name=est.name, estimator_options=options,
-                     estimator_origin=origin(est.name).identity, estimator_source=s.source)
+        raise EstimatorError(f"estimator {name!r}: describing its spec and options {what}{raised_at(exc)}") from None
+    return canonical, options
 
 
 def from_task(task) -> Estimator:
@@ -243,8 +279,14 @@ def get(spec: str | EstimatorSpec) -> Estimator:
         if key not in fields:
             raise InputError(f"estimator {s.name!r} has no option {key!r} (options: {', '.join(fields) or 'none'})")
     try:
-        return cls(**s.options)
-    except InputError:
+        est = cls(**s.options)
+    except (KeyboardInterrupt, InputError):
         raise
     except (ValueError, TypeError) as exc:
-        raise InputError(f"bad options for {s.text()!r}: {exc}") from None
+        raise InputError(f"bad options for {s.text()!r}: {one_line(exc)}") from None
+    except BaseException as exc:  # noqa: BLE001 - a plugin's own construction code (its __post_init__, a field's
+        what = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else \
+            f"raised {type(exc).__name__}: {one_line(exc)}"  # comparison in the option checks)
+        raise EstimatorError(f"estimator {s.name!r}: building it {what}{raised_at(exc)}") from None
+    describe(est)  # its spec and options, which callers read, are checked once here
+    return est
