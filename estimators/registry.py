@@ -284,9 +284,9 @@ def get(spec: str | EstimatorSpec) -> Estimator:
         raise
     except (ValueError, TypeError) as exc:
         raise InputError(f"bad options for {s.text()!r}: {one_line(exc)}") from None
-    except BaseException as exc:  # noqa: BLE001 - a plugin's own construction code (its __post_init__, a field's
+    except BaseException as exc:  # noqa: BLE001 - a plugin's own construction code (its __post_init__)
         what = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else \
-            f"raised {type(exc).__name__}: {one_line(exc)}"  # comparison in the option checks)
+            f"raised {type(exc).__name__}: {one_line(exc)}"
         raise EstimatorError(f"estimator {s.name!r}: building it {what}{raised_at(exc)}") from None
     describe(est)  # its spec and options, which callers read, are checked once here
     return est
