@@ -1708,18 +1708,23 @@ def test_twelfth_round_a_long_error_line_is_cut(hostile):
     assert len(line) <= 2000 + len("sbn-bench: error: ") and line.endswith("...")
 
 
+def _stream_task(spec: str, reference_draws: int = 64):
+    """``spec``'s problem and a sweep task on it (64 draws) whose reference stream has ``reference_draws`` draws."""
+    from reference.problems import build_problem
+
+    problem = build_problem(spec)
+    return problem, dict(problem=spec, problem_digest=problem.digest(), root_seed=0, dtype="float64", device="cpu",
+                         draws=64, mc={"draws": reference_draws})
+
+
 def test_twelfth_round_a_cache_file_numpy_cannot_read_is_recomputed(tmp_path):
     """A reference cache member with an unknown compression method (or encrypted, or JSON nested too deep)
     failed every task of its problem on every rerun; any file that does not load is damaged, so recomputed."""
     import zipfile
 
     from bench import mc_reference as mcr
-    from reference.problems import build_problem
 
-    spec = "random:widths=3-4-4,points=8,seed=2"
-    problem = build_problem(spec)
-    task = dict(problem=spec, problem_digest=problem.digest(), root_seed=0, dtype="float64", device="cpu", draws=64,
-                mc={"draws": 64})
+    problem, task = _stream_task("random:widths=3-4-4,points=8,seed=2")
     mcr._STREAMS.clear()
     first = mcr.prepare_reference(task, problem, str(tmp_path))
     path = tmp_path / "mc-references" / f"{mcr.reference_key(task)}.npz"
@@ -1885,15 +1890,12 @@ def test_sixteenth_round_options_that_do_not_rebuild_the_estimator_are_refused_b
 def test_sixteenth_round_a_stream_file_copied_over_another_is_recomputed(tmp_path):
     """A cached reference stream copied over the name of another problem's stream was used as that problem's
     reference (its digest covered only the sums). Now the record is digested too and names its stream."""
-    from bench import mc_reference as mcr
-    from reference.problems import build_problem
+    import json
 
-    tasks, problems = [], []
-    for seed, draws in ((1, 64), (2, 128)):
-        spec = f"random:widths=2-3-3,points=4,seed={seed}"
-        problems.append(build_problem(spec))
-        tasks.append(dict(problem=spec, problem_digest=problems[-1].digest(), root_seed=0, dtype="float64",
-                          device="cpu", draws=64, mc={"draws": draws}))
+    from bench import mc_reference as mcr
+
+    problems, tasks = zip(*(_stream_task(f"random:widths=2-3-3,points=4,seed={seed}", draws)
+                            for seed, draws in ((1, 64), (2, 128))))
     mcr._STREAMS.clear()
     one = mcr.prepare_reference(tasks[0], problems[0], str(tmp_path))
     mcr._STREAMS.clear()
@@ -1907,15 +1909,13 @@ def test_sixteenth_round_a_stream_file_copied_over_another_is_recomputed(tmp_pat
     assert again.draws == 128 and again.record["stream_key"] == mcr.reference_key(tasks[1])
     back = mcr.ReferenceSums.load(str(paths[1]), one.S.shape[1], one.Q.shape[1], mcr.reference_key(tasks[1]))
     assert back is not None and np.array_equal(back.S, again.S)  # recomputed and the copy replaced
-    rec = dict(again.record, budget={"draws": 64, "seconds": None, "precision": None})
-    edited = mcr.ReferenceSums(again.S, again.Q, again.n, rec)  # a record edited by hand: its digest no longer holds
-    edited.save(str(paths[1]) + ".e.npz")
-    data = np.load(str(paths[1]) + ".e.npz")
-    import json
-    stored = json.loads(str(data["record"]))
-    stored["budget"]["draws"] = 128
-    np.savez(str(paths[1]) + ".f.npz", S=data["S"], Q=data["Q"], n=data["n"], record=np.array(json.dumps(stored)))
-    assert mcr.ReferenceSums.load(str(paths[1]) + ".f.npz", one.S.shape[1], one.Q.shape[1]) is None
+    with np.load(paths[1]) as data:  # a record edited by hand (its digest kept) no longer holds
+        arrays = {k: data[k] for k in ("S", "Q", "n")}
+        stored = json.loads(str(data["record"]))
+    stored["budget"]["draws"] = 64
+    edited = str(paths[1]) + ".edited.npz"
+    np.savez(edited, **arrays, record=np.array(json.dumps(stored)))
+    assert mcr.ReferenceSums.load(edited, one.S.shape[1], one.Q.shape[1]) is None
 
 
 # Seventeenth round (one helper from a fresh clone, aimed at the sixteenth round's fixes: 128 probes, 87 OK,
@@ -1960,12 +1960,8 @@ def test_seventeenth_round_a_stream_file_of_the_wrong_kind_is_recomputed(tmp_pat
     import json
 
     from bench import mc_reference as mcr
-    from reference.problems import build_problem
 
-    spec = "random:widths=2-3-3,points=4,seed=3"
-    problem = build_problem(spec)
-    task = dict(problem=spec, problem_digest=problem.digest(), root_seed=0, dtype="float64", device="cpu", draws=64,
-                mc={"draws": 64})
+    problem, task = _stream_task("random:widths=2-3-3,points=4,seed=3")
     mcr._STREAMS.clear()
     first = mcr.prepare_reference(task, problem, str(tmp_path))
     path = tmp_path / "mc-references" / f"{mcr.reference_key(task)}.npz"

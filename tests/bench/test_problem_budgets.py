@@ -152,29 +152,28 @@ def test_a_sweep_runs_each_problem_with_its_own_budget_and_resumes(tmp_path, cap
     assert "4 tasks, 4 already stored, 0 computed" in capsys.readouterr().out
 
 
-def test_too_few_draws_for_a_monte_carlo_problem_name_it(tmp_path, capsys):
+def _refused(tmp_path, capsys, problem: str, budget: str, message: str) -> None:
+    """A Monte Carlo sweep of SMALL and ``problem``, whose own budget is ``budget`` (TOML lines), is refused with
+    one line holding ``message`` and writes no store."""
     from bench.cli import main
 
     f = tmp_path / "s.toml"
-    f.write_text(f'problems = ["{SMALL}", "{OTHER}"]\nestimators = ["st"]\ndraws = 64\nreference = "mc"\n'
-                 f'[problem_budgets."{OTHER}"]\ndraws = 16\n')
+    f.write_text(f'problems = ["{SMALL}", "{problem}"]\nestimators = ["st"]\ndraws = 64\nreference = "mc"\n'
+                 f'[problem_budgets."{problem}"]\n{budget}\n')
     db = tmp_path / "r.sqlite"
     assert main(["run", "--config", str(f), "--db", str(db), "--no-report"]) == 2
     err = capsys.readouterr().err
-    assert f"16 draws per task of {OTHER}: a Monte Carlo score needs at least 32" in err and not db.exists()
+    assert message in err and not db.exists()
+
+
+def test_too_few_draws_for_a_monte_carlo_problem_name_it(tmp_path, capsys):
+    _refused(tmp_path, capsys, OTHER, "draws = 16",
+             f"16 draws per task of {OTHER}: a Monte Carlo score needs at least 32")
 
 
 def test_reference_draws_of_one_problem_that_cannot_finish_are_refused(tmp_path, capsys):
-    from bench.cli import main
-
-    wide = "random:widths=16-128-128-128,points=16,init=fanin"
-    f = tmp_path / "s.toml"
-    f.write_text(f'problems = ["{SMALL}", "{wide}"]\nestimators = ["st"]\ndraws = 64\nreference = "mc"\n'
-                 f'[problem_budgets."{wide}"]\nreference_draws = 1000000000\n')
-    db = tmp_path / "r.sqlite"
-    assert main(["run", "--config", str(f), "--db", str(db), "--no-report"]) == 2
-    err = capsys.readouterr().err
-    assert "1000000000 reference draws per problem could need up to" in err and not db.exists()
+    _refused(tmp_path, capsys, "random:widths=16-128-128-128,points=16,init=fanin", "reference_draws = 1000000000",
+             "1000000000 reference draws per problem could need up to")
 
 
 def test_a_budget_of_an_exactly_scored_problem_is_noted(tmp_path, capsys):
