@@ -86,8 +86,10 @@ def expand_estimators(specs) -> list[str]:
     return out
 
 
-def _problems(cfg: SweepConfig, notes: list[str] | None = None) -> dict:
-    problems = {}
+def _problems(cfg: SweepConfig, notes: list[str] | None = None) -> tuple[dict, list[str]]:
+    """The sweep's problems by spec (each built and checked once) and the specs scored against the Monte Carlo
+    reference."""
+    problems, mc_specs = {}, []
     seen: dict[tuple, str] = {}  # (content digest, checkpoint) -> the spec that named it first
     for spec in cfg.problems:
         base, epoch = split_spec(spec)
@@ -99,6 +101,7 @@ def _problems(cfg: SweepConfig, notes: list[str] | None = None) -> dict:
             if notes is not None:
                 notes.append(f"problem {spec}: scored against the Monte Carlo reference (docs/monte-carlo.md)")
             problems[spec] = problem
+            mc_specs.append(spec)
             continue
         check_feasible(problem, cfg.exact_method, int(cfg.memory_budget_gib * 2**30))
         if "@" not in spec:  # checkpoints are trained later; their exact reference is checked by the task
@@ -108,7 +111,7 @@ def _problems(cfg: SweepConfig, notes: list[str] | None = None) -> dict:
                 notes.append(f"problem {spec}: the exact gradient of {', '.join(zero)} is exactly zero (saturated "
                              f"units?); relative scores of those groups are undefined (NaN)")
         problems[spec] = problem
-    return problems
+    return problems, mc_specs
 
 
 #: the exact reference's memory budget when none is given (a different one with ``reference = "mc"`` is noted)
@@ -295,9 +298,7 @@ def run_sweep(cfg: SweepConfig, db: str, executor: str = "inprocess", workers: i
     check_executor(executor, workers, scheduler)
     estimators = expand_estimators(cfg.estimators)
     notes: list[str] = []
-    problems = _problems(cfg, notes)
-    budget = int(cfg.memory_budget_gib * 2**30)
-    mc_specs = [s for s, p in problems.items() if uses_mc(cfg.reference, p, cfg.exact_method, budget)]
+    problems, mc_specs = _problems(cfg, notes)
     any_mc = bool(mc_specs)
     for spec in mc_specs:
         draws = cfg.for_problem(spec).draws
